@@ -1,0 +1,199 @@
+"""Provider metadata, read by Airflow's ``ProvidersManager`` through the ``apache_airflow_provider`` entry
+point.
+
+Airflow imports this module while it loads its own configuration, so it must stay free of imports of
+Airflow and of the rest of the provider (only the version string is read).
+
+The connection form is declared here (``conn-fields`` and ``ui-field-behaviour``), which is what the
+Airflow 3 UI renders without importing the hook. ``host``, ``port`` and ``schema`` are hidden: the API
+address is the ``base_url`` extra, because Vobiz's base URL carries a path (``/api/v1``) that the
+``host`` field cannot express; a ``host`` set anyway (for example through a connection URI) is ignored
+by :class:`~vobiz_provider.hooks.vobiz.VobizHook` with a warning.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vobiz_provider import __version__
+
+DEFAULT_BASE_URL = "https://api.vobiz.ai/api/v1"
+
+_INTEGRATION = "Vobiz"
+
+
+def _modules(*modules: str) -> dict[str, Any]:
+    return {"integration-name": _INTEGRATION, "python-modules": list(modules)}
+
+
+def _conn_fields() -> dict[str, Any]:
+    return {
+        "base_url": {
+            "label": "API base URL",
+            "description": (
+                "Root of the Vobiz REST API, including the version segment. Change it only to reach a "
+                "local emulator or a proxy."
+            ),
+            "schema": {"type": ["string", "null"], "format": "url", "default": DEFAULT_BASE_URL},
+        },
+        "callback_base_url": {
+            "label": "Callback base URL",
+            "description": (
+                "Public URL of the root of this provider's callback receiver, e.g. "
+                "https://airflow.example.com/vobiz (plugin on the API server) or "
+                "https://hooks.example.com/vobiz (standalone receiver). Vobiz must be able to reach it. "
+                "Overrides [vobiz] callback_base_url for calls placed through this connection."
+            ),
+            "schema": {"type": ["string", "null"], "format": "url"},
+        },
+        "timeout": {
+            "label": "Request timeout (s)",
+            "description": "Timeout of each HTTP request to Vobiz, in seconds.",
+            "schema": {"type": ["number", "null"], "default": 10, "minimum": 0.1},
+        },
+        "max_retries": {
+            "label": "Max retries",
+            "description": (
+                "How often a failed request is retried (429, 5xx, network errors). Placing a call is "
+                "re-sent only when Vobiz provably did not accept it (connection refused, 429)."
+            ),
+            "schema": {"type": ["integer", "null"], "default": 3, "minimum": 0},
+        },
+        "cps": {
+            "label": "Calls per second",
+            "description": (
+                "The account's calls-per-second limit. When set, calls placed from one Airflow process "
+                "through this account are spaced to stay within it. Leave empty to disable pacing."
+            ),
+            "schema": {"type": ["number", "null"], "minimum": 0.01},
+        },
+        "timezone": {
+            "label": "Console timezone",
+            "description": (
+                "Timezone set in the Vobiz Console, in which Vobiz writes the local times of callbacks "
+                "(StartTime, AnswerTime, EndTime), e.g. Asia/Kolkata."
+            ),
+            "schema": {"type": ["string", "null"], "default": "UTC"},
+        },
+    }
+
+
+def _config() -> dict[str, Any]:
+    def option(description: str, *, type_: str, example: str | None, default: str | None, **kw: Any) -> dict:
+        return {
+            "description": description,
+            "version_added": "0.1.0",
+            "type": type_,
+            "example": example,
+            "default": default,
+            **kw,
+        }
+
+    return {
+        "vobiz": {
+            "description": (
+                "Settings of the Vobiz callback receiver (the plugin mounted at /vobiz on the API server "
+                "and the standalone ``vobiz-callbacks serve``), shared by the operators, triggers and "
+                "sensors that read the callbacks it stores."
+            ),
+            "options": {
+                "callback_base_url": option(
+                    "Public URL of the receiver root that Vobiz posts callbacks to (ring, answer, hangup, "
+                    "machine-detection, gather routes live below it). Used when the Vobiz connection has no "
+                    "``callback_base_url`` extra. Without either, calls are placed without provider "
+                    "callback URLs and their outcome is read by polling the Vobiz API.",
+                    type_="string",
+                    example="https://airflow.example.com/vobiz",
+                    default=None,
+                ),
+                "callback_secret": option(
+                    "Secret used to sign the correlation token put in each callback URL, which names the "
+                    "task instance the callback belongs to. Must be the same on every Airflow component "
+                    "and on the standalone receiver.",
+                    type_="string",
+                    example=None,
+                    default=None,
+                    sensitive=True,
+                ),
+                "callback_store": option(
+                    "SQLAlchemy URL of the database holding received callbacks. SQLite (the default, a file "
+                    "in AIRFLOW_HOME) suits a single host; use PostgreSQL when the receiver and the "
+                    "triggerers run on several hosts.",
+                    type_="string",
+                    example="postgresql://airflow@db/vobiz",
+                    default=None,
+                ),
+                "require_signatures": option(
+                    "Refuse callbacks that carry no valid X-Vobiz-Signature-V3/V2 header. Turn off only "
+                    "while Vobiz does not sign callbacks for the account.",
+                    type_="boolean",
+                    example="False",
+                    default="True",
+                ),
+                "max_body_bytes": option(
+                    "Largest callback body, in bytes, the receiver accepts; larger requests get 413.",
+                    type_="integer",
+                    example="65536",
+                    default="65536",
+                ),
+                "nonce_window": option(
+                    "Seconds for which signature nonces are remembered; a callback replaying a nonce seen "
+                    "within this window is refused.",
+                    type_="integer",
+                    example="600",
+                    default="600",
+                ),
+                "signature_conn_ids": option(
+                    "Comma-separated ids of the Vobiz connections whose auth tokens may have signed a "
+                    "callback (the token of the connection named in the correlation token is always tried).",
+                    type_="string",
+                    example="vobiz_default,vobiz_marketing",
+                    default="vobiz_default",
+                ),
+            },
+        }
+    }
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Return the provider metadata of ``airflow-provider-vobiz`` (validated by Airflow at load time)."""
+    return {
+        "package-name": "airflow-provider-vobiz",
+        "name": "Vobiz",
+        "description": (
+            "`Vobiz <https://vobiz.ai/>`__ voice API: place outbound calls from DAGs and wait for their "
+            "hangup through signed callbacks."
+        ),
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": _INTEGRATION,
+                "external-doc-url": "https://docs.vobiz.ai/",
+                "tags": ["service"],
+            }
+        ],
+        "hooks": [_modules("vobiz_provider.hooks.vobiz")],
+        "operators": [_modules("vobiz_provider.operators.call")],
+        "sensors": [_modules("vobiz_provider.sensors.call")],
+        "triggers": [_modules("vobiz_provider.triggers.hangup")],
+        "notifications": ["vobiz_provider.notifications.vobiz.VobizNotifier"],
+        "plugins": [{"name": "vobiz", "plugin-class": "vobiz_provider.plugins.vobiz.VobizPlugin"}],
+        "connection-types": [
+            {
+                "connection-type": "vobiz",
+                "hook-class-name": "vobiz_provider.hooks.vobiz.VobizHook",
+                "hook-name": "Vobiz",
+                "conn-fields": _conn_fields(),
+                "ui-field-behaviour": {
+                    "hidden-fields": ["host", "port", "schema"],
+                    "relabeling": {"login": "Auth ID", "password": "Auth Token"},
+                    "placeholders": {
+                        "login": "MA_XXXXXXXX or SA_XXXXXXXX",
+                        "password": "Auth Token from the Vobiz Console",
+                        "extra": '{"base_url": "https://api.vobiz.ai/api/v1", "cps": 1}',
+                    },
+                },
+            }
+        ],
+        "config": _config(),
+    }
