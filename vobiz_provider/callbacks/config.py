@@ -1,0 +1,155 @@
+"""The ``[vobiz]`` settings of the callback machinery (receiver, store, correlation tokens, trigger).
+
+Every value is read from Airflow's configuration, so it can come from ``airflow.cfg`` (section ``[vobiz]``)
+or from an environment variable ``AIRFLOW__VOBIZ__<KEY>``. :func:`get_settings` reads the configuration
+afresh on every call (a handful of dictionary look-ups), so a changed environment variable takes effect at
+once and tests need no cache resets.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from vobiz_provider.exceptions import VobizError
+
+if TYPE_CHECKING:
+    from airflow.configuration import AirflowConfigParser
+
+SECTION = "vobiz"
+
+DEFAULT_MAX_BODY_BYTES = 65536
+DEFAULT_NONCE_WINDOW = 300.0
+DEFAULT_POLL_INTERVAL = 5.0
+DEFAULT_SIGNATURE_CONN_IDS: tuple[str, ...] = ("vobiz_default",)
+STORE_FILE_NAME = "vobiz_callbacks.db"
+
+
+class MissingCallbackSecretError(VobizError, ValueError):
+    """``[vobiz] callback_secret`` is needed (to issue or verify a correlation token) but is not set."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "[vobiz] callback_secret is not set: it is needed to sign and verify the correlation token in "
+            "callback URLs. Set it in airflow.cfg or as AIRFLOW__VOBIZ__CALLBACK_SECRET (the same value on "
+            "every Airflow host and on the standalone receiver)."
+        )
+
+
+def default_store_url() -> str:
+    """The default callback store: a SQLite file next to the Airflow metadata DB, in ``AIRFLOW_HOME``."""
+    home = os.path.abspath(os.path.expanduser(os.environ.get("AIRFLOW_HOME", "~/airflow")))
+    return f"sqlite:///{os.path.join(home, STORE_FILE_NAME)}"
+
+
+def _split_list(value: str | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _optional(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+@dataclass(frozen=True, kw_only=True)
+class VobizSettings:
+    """The ``[vobiz]`` configuration section.
+
+    :param callback_base_url: Public URL of the receiver root, e.g. ``https://airflow.example.com/vobiz``.
+        A connection's ``callback_base_url`` extra takes precedence (see :func:`resolve_callback_base_url`).
+    :param callback_secret: Key of the HMAC that signs correlation tokens. Required to issue or verify them.
+    :param callback_secret_fallbacks: Earlier secrets still accepted when verifying (key rotation); never used
+        to sign. Comma-separated in the configuration.
+    :param callback_store: SQLAlchemy URL of the callback store (SQLite file by default; PostgreSQL when the
+        receiver and the triggerers run on several hosts).
+    :param require_signatures: Refuse callbacks without a valid ``X-Vobiz-Signature-V2/V3`` header.
+    :param max_body_bytes: Largest callback body the receiver accepts.
+    :param nonce_window: Seconds a signature nonce is remembered to refuse replays.
+    :param signature_conn_ids: Connection ids whose auth tokens may sign callbacks.
+    :param poll_interval: Seconds between two look-ups of the shared trigger poller.
+    """
+
+    callback_base_url: str | None = None
+    callback_secret: str | None = field(default=None, repr=False)
+    callback_secret_fallbacks: tuple[str, ...] = field(default=(), repr=False)
+    callback_store: str = field(default_factory=default_store_url, repr=False)
+    require_signatures: bool = False
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    nonce_window: float = DEFAULT_NONCE_WINDOW
+    signature_conn_ids: tuple[str, ...] = DEFAULT_SIGNATURE_CONN_IDS
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+
+    def __post_init__(self) -> None:
+        if self.max_body_bytes <= 0:
+            raise ValueError(f"[vobiz] max_body_bytes must be positive, got {self.max_body_bytes}")
+        if self.nonce_window < 0:
+            raise ValueError(f"[vobiz] nonce_window must not be negative, got {self.nonce_window}")
+        if self.poll_interval <= 0:
+            raise ValueError(f"[vobiz] poll_interval must be positive, got {self.poll_interval}")
+
+    @property
+    def signing_secret(self) -> str:
+        """The key that signs new correlation tokens; raises :class:`MissingCallbackSecretError` if unset."""
+        if not self.callback_secret:
+            raise MissingCallbackSecretError()
+        return self.callback_secret
+
+    @property
+    def verification_secrets(self) -> tuple[str, ...]:
+        """The current secret first, then the fallbacks: every key a received token may be signed with."""
+        return (self.signing_secret, *self.callback_secret_fallbacks)
+
+    @classmethod
+    def from_config(cls, config: AirflowConfigParser | None = None) -> VobizSettings:
+        """Read the ``[vobiz]`` section (``airflow.cfg`` or ``AIRFLOW__VOBIZ__*`` variables).
+
+        :param config: The configuration parser to read; Airflow's ``conf`` when omitted.
+        """
+        if config is None:
+            from airflow.configuration import conf as config
+
+        def get(key: str) -> str | None:
+            return _optional(config.get(SECTION, key, fallback=None))
+
+        return cls(
+            callback_base_url=get("callback_base_url"),
+            callback_secret=get("callback_secret"),
+            callback_secret_fallbacks=_split_list(get("callback_secret_fallbacks")),
+            callback_store=get("callback_store") or default_store_url(),
+            require_signatures=config.getboolean(SECTION, "require_signatures", fallback=False),
+            max_body_bytes=config.getint(SECTION, "max_body_bytes", fallback=DEFAULT_MAX_BODY_BYTES),
+            nonce_window=config.getfloat(SECTION, "nonce_window", fallback=DEFAULT_NONCE_WINDOW),
+            signature_conn_ids=_split_list(get("signature_conn_ids")) or DEFAULT_SIGNATURE_CONN_IDS,
+            poll_interval=config.getfloat(SECTION, "poll_interval", fallback=DEFAULT_POLL_INTERVAL),
+        )
+
+
+def get_settings() -> VobizSettings:
+    """Read the ``[vobiz]`` settings now (no caching: a changed environment variable applies at once)."""
+    return VobizSettings.from_config()
+
+
+def resolve_callback_base_url(
+    conn_extra_value: str | None, settings: VobizSettings | None = None
+) -> str | None:
+    """The callback base URL to use: the connection's ``callback_base_url`` extra, else ``[vobiz]``'s.
+
+    The trailing slash is removed so that routes can be appended. ``None`` means callbacks are off (the
+    waiting side then relies on the Vobiz API alone).
+
+    :param conn_extra_value: The ``callback_base_url`` extra of the Vobiz connection, if any.
+    :param settings: The settings to fall back on; read with :func:`get_settings` when omitted.
+    """
+    value = _optional(conn_extra_value)
+    if value is None:
+        value = (settings or get_settings()).callback_base_url
+    if value is None:
+        return None
+    if not value.lower().startswith(("http://", "https://")):
+        raise ValueError(f"callback_base_url must be an absolute http(s) URL, got {value!r}")
+    return value.rstrip("/")

@@ -1,0 +1,197 @@
+"""The signed correlation token that ties a Vobiz callback to the task instance that placed the call.
+
+The operator puts the token in the query string of every callback URL it gives Vobiz
+(``{base}/callbacks/hangup?t=<token>``). Vobiz's own signatures cover only the URL *without* its query
+string, so the token carries its own HMAC: a callback can only name a task instance that this Airflow
+deployment really issued a URL for.
+
+Format: ``base64url(compact JSON) + "." + base64url(HMAC-SHA256(secret, first part))``, without padding.
+The payload is signed, not encrypted: dag, run and task ids are readable by whoever sees the URL.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Final, Protocol
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+#: The callback routes of the receiver, one per Vobiz URL of ``POST /Call/``.
+CALLBACK_KINDS: Final[tuple[str, ...]] = ("ring", "answer", "hangup", "machine-detection", "gather")
+
+#: Name of the query parameter that carries the token.
+TOKEN_PARAM: Final = "t"
+
+#: Tokens longer than this are refused when issued: URLs that long risk being cut by Vobiz or proxies.
+MAX_TOKEN_LENGTH: Final = 2000
+
+_FIELDS: Final = ("dag_id", "run_id", "task_id", "map_index", "try_number", "conn_id")
+
+
+class InvalidCorrelationToken(ValueError):
+    """The token is malformed or its signature does not match any configured secret."""
+
+
+class _TaskInstanceLike(Protocol):
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    try_number: int
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+
+
+def _sign(secret: str, payload: str) -> bytes:
+    return hmac.new(secret.encode("utf-8"), payload.encode("ascii"), hashlib.sha256).digest()
+
+
+@dataclass(frozen=True, kw_only=True)
+class CorrelationToken:
+    """The task instance (and try) on whose behalf a call was placed.
+
+    :param dag_id: DAG id.
+    :param run_id: DAG run id.
+    :param task_id: Task id.
+    :param map_index: Map index (``-1`` when the task is not mapped).
+    :param try_number: The try that placed the call.
+    :param conn_id: The Vobiz connection used; its auth token verifies Vobiz's signature on callbacks.
+    """
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int = -1
+    try_number: int = 1
+    conn_id: str = "vobiz_default"
+
+    def __post_init__(self) -> None:
+        for name in ("dag_id", "run_id", "task_id", "conn_id"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"CorrelationToken.{name} must be a non-empty string, got {value!r}")
+        for name in ("map_index", "try_number"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"CorrelationToken.{name} must be an integer, got {value!r}")
+        if self.map_index < -1:
+            raise ValueError(f"CorrelationToken.map_index must be -1 or more, got {self.map_index}")
+        if self.try_number < 0:
+            raise ValueError(f"CorrelationToken.try_number must not be negative, got {self.try_number}")
+
+    @classmethod
+    def from_task_instance(cls, ti: _TaskInstanceLike, *, conn_id: str) -> CorrelationToken:
+        """Build the token of the running task instance (``context["ti"]``).
+
+        :param ti: The task instance placing the call.
+        :param conn_id: The Vobiz connection id.
+        """
+        map_index = ti.map_index if ti.map_index is not None else -1
+        return cls(
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            task_id=ti.task_id,
+            map_index=map_index,
+            try_number=ti.try_number,
+            conn_id=conn_id,
+        )
+
+    @property
+    def ti_key(self) -> str:
+        """``dag_id/run_id/task_id/map_index``: the same for every try of one task instance."""
+        return f"{self.dag_id}/{self.run_id}/{self.task_id}/{self.map_index}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON primitives."""
+        return asdict(self)
+
+    def encode(self, secret: str) -> str:
+        """Serialise and sign the token.
+
+        :param secret: ``[vobiz] callback_secret``.
+        """
+        if not secret:
+            raise ValueError("the secret that signs a correlation token must not be empty")
+        payload = _b64encode(json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True).encode())
+        token = f"{payload}.{_b64encode(_sign(secret, payload))}"
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise ValueError(
+                f"the correlation token would be {len(token)} characters long (limit {MAX_TOKEN_LENGTH}): "
+                "the dag, run or task id is too long to fit in a callback URL"
+            )
+        return token
+
+    @classmethod
+    def decode(cls, token: str, secrets: str | Sequence[str]) -> CorrelationToken:
+        """Verify and parse a token.
+
+        :param token: The ``t`` query parameter of a callback.
+        :param secrets: The secret, or every secret currently accepted (key rotation), newest first.
+        :raises InvalidCorrelationToken: When the token is malformed or its signature matches no secret.
+        """
+        keys = [secrets] if isinstance(secrets, str) else list(secrets)
+        keys = [key for key in keys if key]
+        if not keys:
+            raise ValueError("no secret to verify the correlation token with")
+        if not isinstance(token, str) or not token:
+            raise InvalidCorrelationToken("malformed correlation token: empty")
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise InvalidCorrelationToken("malformed correlation token: too long")
+        payload, sep, signature_text = token.partition(".")
+        if not sep or not payload or not signature_text or "." in signature_text:
+            raise InvalidCorrelationToken("malformed correlation token: expected '<payload>.<signature>'")
+        try:
+            payload.encode("ascii")
+            signature = _b64decode(signature_text)
+        except (UnicodeEncodeError, binascii.Error, ValueError):
+            raise InvalidCorrelationToken("malformed correlation token: signature is not base64url") from None
+        # Compare against every key (no early exit) so timing does not reveal which key matched.
+        matched = False
+        for key in keys:
+            matched |= hmac.compare_digest(_sign(key, payload), signature)
+        if not matched:
+            raise InvalidCorrelationToken("correlation token has a bad signature")
+        try:
+            data = json.loads(_b64decode(payload))
+        except (binascii.Error, ValueError):
+            raise InvalidCorrelationToken(
+                "malformed correlation token: payload is not base64url JSON"
+            ) from None
+        if not isinstance(data, dict) or set(_FIELDS) - data.keys():
+            raise InvalidCorrelationToken("malformed correlation token: fields missing")
+        try:
+            return cls(**{name: data[name] for name in _FIELDS})
+        except ValueError as err:
+            raise InvalidCorrelationToken(f"malformed correlation token: {err}") from None
+
+
+def callback_url(base_url: str, kind: str, token: str) -> str:
+    """The URL Vobiz calls for one kind of callback: ``{base}/callbacks/{kind}?t={token}``.
+
+    :param base_url: Public URL of the receiver root (see ``resolve_callback_base_url``).
+    :param kind: One of :data:`CALLBACK_KINDS`.
+    :param token: The encoded :class:`CorrelationToken`.
+    """
+    if kind not in CALLBACK_KINDS:
+        raise ValueError(f"unknown callback kind {kind!r}; expected one of {', '.join(CALLBACK_KINDS)}")
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"callback base URL must be an absolute http(s) URL, got {base_url!r}")
+    path = f"{parts.path.rstrip('/')}/callbacks/{kind}"
+    query = urlencode({TOKEN_PARAM: token})
+    if parts.query:
+        query = f"{parts.query}&{query}"
+    return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
