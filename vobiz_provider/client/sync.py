@@ -1,0 +1,241 @@
+"""``VobizClient``: the blocking Vobiz REST client (one pooled ``httpx.Client``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
+from tenacity import Retrying
+
+from vobiz_provider.client._request import DEFAULT_BASE_URL, ApiRequest, CallStatusFilter, ClientCore, log
+from vobiz_provider.client.pacing import pace_call
+from vobiz_provider.client.retry import describe_exception, is_outcome_unknown, retry_kwargs
+from vobiz_provider.exceptions import VobizError, VobizNotFoundError
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from pydantic import SecretStr
+
+    from vobiz_provider.models import MakeCallRequest
+    from vobiz_provider.models.responses import (
+        Account,
+        CallFiredResponse,
+        Cdr,
+        CdrPage,
+        LiveCall,
+        QueuedCall,
+    )
+
+__all__ = ["VobizClient"]
+
+T = TypeVar("T")
+
+
+class VobizClient(ClientCore):
+    """Blocking client of the Vobiz voice API.
+
+    Retries idempotent requests on 429/5xx/network errors, never re-sends ``POST /Call/`` once Vobiz may
+    have accepted it (it looks the call up instead), and paces ``POST /Call/`` to ``cps`` per process.
+
+    :param auth_id: Vobiz Auth ID (``MA_...``/``SA_...``).
+    :param auth_token: Vobiz Auth Token (never logged or shown in errors).
+    :param base_url: API root including ``/api/v1``.
+    :param timeout: Timeout of each HTTP request, seconds.
+    :param max_retries: Retries after the first attempt.
+    :param cps: Account calls-per-second limit; ``None`` disables pacing.
+    :param transport: ``httpx`` transport to use instead of the default one (proxies, tests).
+    :param backoff_base: Multiplier of the jittered exponential backoff, seconds.
+    :param backoff_max: Longest wait between retries (and longest honoured ``Retry-After``), seconds.
+    """
+
+    def __init__(
+        self,
+        *,
+        auth_id: str,
+        auth_token: str | SecretStr,
+        base_url: str = DEFAULT_BASE_URL,
+        timeout: float = 10.0,
+        max_retries: int = 3,
+        cps: float | None = None,
+        transport: httpx.BaseTransport | None = None,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+    ) -> None:
+        super().__init__(
+            auth_id=auth_id,
+            auth_token=auth_token,
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=max_retries,
+            cps=cps,
+            backoff_base=backoff_base,
+            backoff_max=backoff_max,
+        )
+        self._http = httpx.Client(transport=transport, **self.http_client_kwargs())
+
+    # ------------------------------------------------------------------ sending
+
+    def _send(self, request: ApiRequest[T]) -> T:
+        response = self._http.request(request.method, request.path, params=request.params, json=request.json)
+        return self.interpret(request, response)
+
+    def _execute(self, request: ApiRequest[T], *, max_retries: int | None = None) -> T:
+        retries = self.max_retries if max_retries is None else max_retries
+        policy = retry_kwargs(
+            label=request.label,
+            make_call=False,
+            max_retries=retries,
+            backoff_base=self.backoff_base,
+            backoff_max=self.backoff_max,
+            logger=log,
+        )
+        try:
+            for attempt in Retrying(**policy):
+                with attempt:
+                    return self._send(request)
+        except httpx.TransportError as exc:
+            raise self.transport_error(request, exc) from None
+        raise AssertionError("unreachable: tenacity re-raises the last failure")  # pragma: no cover
+
+    # ------------------------------------------------------------------ calls
+
+    def make_call(self, call: MakeCallRequest) -> CallFiredResponse:
+        """Place a call (``POST /Account/{auth_id}/Call/``).
+
+        Re-sent only after a connect failure or a 429. After a read timeout, a broken connection or a
+        5xx the call is looked for among the queued and live calls instead; if it cannot be found,
+        :class:`~vobiz_provider.exceptions.VobizCallOutcomeUnknownError` is raised.
+
+        :param call: The validated request body.
+        """
+        request = self.make_call_request(call)
+        snapshot = self._snapshot()
+        policy = retry_kwargs(
+            label=request.label,
+            make_call=True,
+            max_retries=self.max_retries,
+            backoff_base=self.backoff_base,
+            backoff_max=self.backoff_max,
+            logger=log,
+        )
+        try:
+            for attempt in Retrying(**policy):
+                with attempt:
+                    pace_call(base_url=self.base_url, auth_id=self.auth_id, cps=self.cps)
+                    return self._send(request)
+        except Exception as exc:
+            if is_outcome_unknown(exc):
+                return self._recover(request, call, exc, snapshot)
+            if isinstance(exc, httpx.TransportError):
+                raise self.transport_error(request, exc) from None
+            raise
+        raise AssertionError("unreachable: tenacity re-raises the last failure")  # pragma: no cover
+
+    def _snapshot(self) -> set[str] | None:
+        """UUIDs of the queued and live calls before sending, or ``None`` if they cannot be listed."""
+        try:
+            return {
+                uuid
+                for status in ("queued", "live")
+                for uuid in self._execute(self.list_calls_request(status), max_retries=0)
+            }
+        except VobizError as exc:
+            log.info("Could not list Vobiz calls before placing a call (%s)", describe_exception(exc))
+            return None
+
+    def _recover(
+        self, request: ApiRequest[Any], call: MakeCallRequest, cause: BaseException, snapshot: set[str] | None
+    ) -> CallFiredResponse:
+        self.log_outcome_unknown(request, cause)
+        found: list[LiveCall | QueuedCall] = []
+        errors: list[str] = []
+        seen = set(snapshot or ())
+        for status in ("queued", "live"):
+            try:
+                uuids = self._execute(self.list_calls_request(status))
+            except VobizError as exc:
+                errors.append(describe_exception(exc))
+                continue
+            for uuid in uuids:
+                if uuid in seen:
+                    continue
+                seen.add(uuid)
+                try:
+                    candidate = self._get_call_any_state(uuid, first=status)
+                except VobizError as exc:
+                    errors.append(describe_exception(exc))
+                    continue
+                if candidate is not None and self.call_matches(call, candidate):
+                    found.append(candidate)
+        return self.settle_outcome(
+            request=request,
+            call=call,
+            cause=cause,
+            found=found,
+            lookup_errors=errors,
+            snapshot_taken=snapshot is not None,
+        )
+
+    def _get_call_any_state(self, uuid: str, *, first: CallStatusFilter) -> LiveCall | QueuedCall | None:
+        # A queued call may have been answered between the list and the get: try the other state too.
+        for status in (first, "live" if first == "queued" else "queued"):
+            try:
+                return self._execute(self.get_call_request(uuid, status))
+            except VobizNotFoundError:
+                continue
+        return None
+
+    def get_live_call(self, uuid: str) -> LiveCall:
+        """A call in progress (``GET .../Call/{uuid}/?status=live``); 404 once it is no longer live."""
+        return self._execute(self.get_call_request(uuid, "live"))
+
+    def get_queued_call(self, uuid: str) -> QueuedCall:
+        """A queued or ringing call (``GET .../Call/{uuid}/?status=queued``)."""
+        return self._execute(self.get_call_request(uuid, "queued"))
+
+    def list_live_calls(self) -> list[str]:
+        """UUIDs of the account's live calls."""
+        return self._execute(self.list_calls_request("live"))
+
+    def list_queued_calls(self) -> list[str]:
+        """UUIDs of the account's queued calls (Vobiz returns at most 20)."""
+        return self._execute(self.list_calls_request("queued"))
+
+    def hangup_call(self, uuid: str) -> bool:
+        """Hang up a call; ``False`` when it was already gone (404)."""
+        return self._execute(self.hangup_call_request(uuid))
+
+    def get_cdr(self, uuid: str) -> Cdr:
+        """The CDR of an ended call (``GET .../cdr/{uuid}``)."""
+        return self._execute(self.get_cdr_request(uuid))
+
+    def list_cdrs(self, **filters: Any) -> CdrPage:
+        """One page of CDRs (``GET .../cdr``), filtered by Vobiz's query parameters."""
+        return self._execute(self.list_cdrs_request(filters))
+
+    def get_account(self) -> Account:
+        """The account behind the credentials (``GET /auth/me``)."""
+        return self._execute(self.get_account_request())
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._http.is_closed
+
+    def __enter__(self) -> VobizClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
