@@ -1,0 +1,211 @@
+"""Annotated field types shared by the response and callback models.
+
+Vobiz sends numbers as JSON numbers or as strings, blanks for "not applicable", and three different time
+formats (see ``vobiz-api.md`` §0). These types absorb that variance once:
+
+* :data:`LenientInt`, :data:`LenientFloat`, :data:`LenientDecimal` — numbers or numeric strings; ``""``
+  and ``None`` become ``None``.
+* :data:`UtcDateTime` — ISO-8601 (``...Z`` or with an offset; naive means UTC) → pendulum ``DateTime`` in
+  UTC. Serialised as ISO-8601.
+* :data:`UtcSessionTime` — ``YYYY-MM-DD HH:mm:ss[.ffffff]`` in UTC (``SessionStart``).
+* :data:`LocalDateTime` — ``yyyy-MM-dd HH:mm:ss`` in the account's local timezone, taken from the
+  validation context ``{"timezone": "Asia/Kolkata"}`` (default UTC); ``""`` and ``"0"`` mean "never"
+  (e.g. an unanswered call's ``AnswerTime``).
+
+Times are always held as UTC instants. When serialising with the context ``{"form": True, "timezone":
+...}`` the two callback time types are rendered back in Vobiz's own format; otherwise as ISO-8601.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+import pendulum
+from pydantic import BeforeValidator, PlainSerializer, PlainValidator, SerializationInfo, ValidationInfo
+from pydantic_core import PydanticCustomError
+
+__all__ = [
+    "LOCAL_TIME_FORMAT",
+    "SESSION_TIME_FORMAT",
+    "LenientDecimal",
+    "LenientFloat",
+    "LenientInt",
+    "LocalDateTime",
+    "UtcDateTime",
+    "UtcSessionTime",
+    "blank_to_none",
+    "resolve_timezone",
+]
+
+#: ``StartTime``/``AnswerTime``/``EndTime`` of callbacks (strftime form of ``yyyy-MM-dd HH:mm:ss``).
+LOCAL_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+#: ``SessionStart`` (UTC), e.g. ``2026-06-11 16:03:28.586839``.
+SESSION_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+
+_BLANKS = ("", "null", "None")
+
+
+def blank_to_none(value: Any) -> Any:
+    """Map ``""`` (and whitespace) to ``None``; leave everything else alone."""
+    if isinstance(value, str) and value.strip() in _BLANKS:
+        return None
+    return value
+
+
+def _lenient_int(value: Any) -> Any:
+    value = blank_to_none(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\.0*\s*", value):
+        return int(float(value))
+    return value
+
+
+def resolve_timezone(name: str | None) -> pendulum.Timezone | pendulum.FixedTimezone:
+    """The pendulum timezone called ``name`` (``None`` → UTC).
+
+    :param name: IANA name such as ``Asia/Kolkata``, or ``UTC``.
+    :raises ValueError: for an unknown timezone name.
+    """
+    if not name:
+        return pendulum.UTC
+    try:
+        return pendulum.timezone(name)
+    except Exception as exc:  # pendulum raises InvalidTimezone (a ValueError) or ZoneInfo errors
+        raise ValueError(f"unknown timezone {name!r}") from exc
+
+
+def _context_timezone(context: Any) -> pendulum.Timezone | pendulum.FixedTimezone:
+    name = context.get("timezone") if isinstance(context, dict) else None
+    return resolve_timezone(name)
+
+
+def _to_utc(value: dt.datetime, assume: Any) -> pendulum.DateTime:
+    if value.tzinfo is None:
+        return pendulum.instance(value, tz=assume).in_timezone("UTC")
+    return pendulum.instance(value).in_timezone("UTC")
+
+
+def _parse_utc(value: Any) -> pendulum.DateTime | None:
+    value = blank_to_none(value)
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return _to_utc(value, pendulum.UTC)
+    if isinstance(value, str):
+        try:
+            parsed = pendulum.parse(value.strip(), tz="UTC")
+        except Exception:
+            raise PydanticCustomError("vobiz_time", f"{value!r} is not an ISO-8601 time") from None
+        if isinstance(parsed, dt.datetime):
+            return _to_utc(parsed, pendulum.UTC)
+    raise PydanticCustomError("vobiz_time", f"{value!r} is not an ISO-8601 time")
+
+
+def _parse_session(value: Any) -> pendulum.DateTime | None:
+    value = blank_to_none(value)
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return _to_utc(value, pendulum.UTC)
+    if isinstance(value, str):
+        text = value.strip()
+        for fmt in (SESSION_TIME_FORMAT, LOCAL_TIME_FORMAT):
+            try:
+                return _to_utc(dt.datetime.strptime(text, fmt), pendulum.UTC)
+            except ValueError:
+                continue
+        return _parse_utc(text)
+    raise PydanticCustomError("vobiz_time", f"{value!r} is not a UTC session time")
+
+
+def _parse_local(value: Any, info: ValidationInfo) -> pendulum.DateTime | None:
+    value = blank_to_none(value)
+    if value is None or value == "0" or value == 0:
+        return None
+    try:
+        zone = _context_timezone(info.context)
+    except ValueError as exc:
+        raise PydanticCustomError("vobiz_time", str(exc)) from None
+    if isinstance(value, dt.datetime):
+        return _to_utc(value, zone)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return _to_utc(dt.datetime.strptime(text, LOCAL_TIME_FORMAT), zone)
+        except ValueError:
+            pass
+        try:
+            parsed = pendulum.parse(text, tz=zone)
+        except Exception:
+            parsed = None
+        if isinstance(parsed, dt.datetime):
+            return _to_utc(parsed, zone)
+    raise PydanticCustomError("vobiz_time", f"{value!r} is not a local time 'yyyy-MM-dd HH:mm:ss'")
+
+
+def _is_form(info: SerializationInfo) -> bool:
+    context = info.context
+    return isinstance(context, dict) and bool(context.get("form"))
+
+
+def _serialize_utc(value: dt.datetime, info: SerializationInfo) -> Any:
+    if info.mode == "json" or _is_form(info):
+        return value.isoformat().replace("+00:00", "Z")
+    return value
+
+
+def _serialize_session(value: dt.datetime, info: SerializationInfo) -> Any:
+    if _is_form(info):
+        return value.astimezone(dt.timezone.utc).strftime(SESSION_TIME_FORMAT)
+    return _serialize_utc(value, info)
+
+
+def _serialize_local(value: dt.datetime, info: SerializationInfo) -> Any:
+    if _is_form(info):
+        zone = _context_timezone(info.context)
+        return pendulum.instance(value).in_timezone(zone).strftime(LOCAL_TIME_FORMAT)
+    return _serialize_utc(value, info)
+
+
+def _lenient_decimal(value: Any) -> Any:
+    value = blank_to_none(value)
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, str):
+        try:
+            return Decimal(value.strip())
+        except InvalidOperation:
+            return value  # let pydantic report it
+    return value
+
+
+def _decimal_text(value: Decimal, info: SerializationInfo) -> Any:
+    if info.mode == "json" or _is_form(info):
+        return format(value, "f")
+    return value
+
+
+LenientInt = Annotated[int | None, BeforeValidator(_lenient_int)]
+LenientFloat = Annotated[float | None, BeforeValidator(blank_to_none)]
+LenientDecimal = Annotated[
+    Decimal | None,
+    BeforeValidator(_lenient_decimal),
+    PlainSerializer(_decimal_text, when_used="unless-none"),
+]
+UtcDateTime = Annotated[
+    dt.datetime | None,
+    PlainValidator(_parse_utc),
+    PlainSerializer(_serialize_utc, when_used="unless-none"),
+]
+UtcSessionTime = Annotated[
+    dt.datetime | None,
+    PlainValidator(_parse_session),
+    PlainSerializer(_serialize_session, when_used="unless-none"),
+]
+LocalDateTime = Annotated[
+    dt.datetime | None,
+    PlainValidator(_parse_local),
+    PlainSerializer(_serialize_local, when_used="unless-none"),
+]
