@@ -31,6 +31,7 @@ from vobiz_provider.exceptions import (
     VobizServerError,
     VobizValidationError,
 )
+from vobiz_provider.get_provider_info import DEFAULT_BASE_URL
 from vobiz_provider.models.responses import (
     Account,
     CallFiredResponse,
@@ -58,7 +59,6 @@ __all__ = [
 
 log = logging.getLogger("vobiz_provider.client")
 
-DEFAULT_BASE_URL = "https://api.vobiz.ai/api/v1"
 USER_AGENT = f"airflow-provider-vobiz/{__version__}"
 
 T = TypeVar("T")

@@ -1,0 +1,3 @@
+"""Hooks of the Vobiz provider."""
+
+from __future__ import annotations

@@ -1,0 +1,397 @@
+"""``VobizHook``: the ``vobiz`` connection, turned into a validated config and pooled API clients.
+
+The connection holds the Auth ID in ``login``, the Auth Token in ``password`` and everything else as extras
+(``base_url``, ``callback_base_url``, ``timeout``, ``max_retries``, ``cps``, ``timezone``; declared as
+``conn-fields`` in :mod:`vobiz_provider.get_provider_info`). ``host``, ``port`` and ``schema`` are not used
+(the API root is the ``base_url`` extra because it carries a path); a ``host`` that is set anyway is
+ignored with a warning. For example::
+
+    AIRFLOW_CONN_VOBIZ_DEFAULT='{"conn_type": "vobiz", "login": "MA_XXXXXXXX", "password": "...",
+                                 "extra": {"cps": 2, "timezone": "Asia/Kolkata"}}'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseHook
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from vobiz_provider.exceptions import VobizError, VobizValidationError
+from vobiz_provider.get_provider_info import DEFAULT_BASE_URL
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from vobiz_provider.client import AsyncVobizClient, VobizClient
+    from vobiz_provider.models import MakeCallRequest
+    from vobiz_provider.models.responses import (
+        Account,
+        CallFiredResponse,
+        Cdr,
+        CdrPage,
+        LiveCall,
+        QueuedCall,
+    )
+
+__all__ = ["VobizConnectionConfig", "VobizHook"]
+
+_EXTRA_FIELDS = ("base_url", "callback_base_url", "timeout", "max_retries", "cps", "timezone")
+_LEGACY_PREFIX = "extra__vobiz__"
+_AUTH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]*$")
+_WHERE = {"auth_id": "login (Auth ID)", "auth_token": "password (Auth Token)"}
+
+
+def _http_url(value: Any, *, name: str) -> Any:
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not re.match(r"^https?://[^/\s?#]+", text) or any(ch.isspace() for ch in text):
+        raise ValueError(f"must be an absolute http:// or https:// URL, e.g. {_EXAMPLES[name]}")
+    return text.rstrip("/")
+
+
+_EXAMPLES = {"base_url": DEFAULT_BASE_URL, "callback_base_url": "https://airflow.example.com/vobiz"}
+
+
+class VobizConnectionConfig(BaseModel):
+    """A ``vobiz`` connection, validated.
+
+    :param auth_id: Vobiz Auth ID (connection ``login``).
+    :param auth_token: Vobiz Auth Token (connection ``password``); never shown.
+    :param base_url: API root including ``/api/v1``.
+    :param callback_base_url: Public URL of the callback receiver root, if set on the connection.
+    :param timeout: Timeout of each HTTP request, seconds.
+    :param max_retries: Retries of failed requests.
+    :param cps: Account calls-per-second limit used to pace calls; ``None`` disables pacing.
+    :param timezone: Console timezone in which Vobiz writes callback local times.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    auth_id: str = Field(min_length=1)
+    auth_token: SecretStr
+    base_url: str = DEFAULT_BASE_URL
+    callback_base_url: str | None = None
+    timeout: float = Field(default=10.0, gt=0)
+    max_retries: int = Field(default=3, ge=0, le=20)
+    cps: float | None = Field(default=None, gt=0)
+    timezone: str = "UTC"
+
+    @field_validator("auth_id")
+    @classmethod
+    def _check_auth_id(cls, value: str) -> str:
+        value = value.strip()
+        if not _AUTH_ID.match(value):
+            raise ValueError("must be a Vobiz Auth ID such as MA_XXXXXXXX (letters, digits, '_', '-', '.')")
+        return value
+
+    @field_validator("auth_token")
+    @classmethod
+    def _check_auth_token(cls, value: SecretStr) -> SecretStr:
+        if not re.match(r"^[\x21-\x7e]+$", value.get_secret_value()):
+            raise ValueError("must be the Auth Token: visible ASCII characters, no spaces")
+        return value
+
+    @field_validator("base_url", "callback_base_url", mode="before")
+    @classmethod
+    def _check_url(cls, value: Any, info: Any) -> Any:
+        return _http_url(value, name=info.field_name)
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        import pendulum
+
+        value = value.strip()
+        try:
+            pendulum.timezone(value)
+        except Exception:
+            raise ValueError("must be an IANA timezone name such as UTC or Asia/Kolkata") from None
+        return value
+
+    @classmethod
+    def from_connection(
+        cls, *, conn_id: str, login: str | None, password: str | None, extra: Mapping[str, Any]
+    ) -> VobizConnectionConfig:
+        """Validate a connection's fields; empty extras take their defaults.
+
+        :param conn_id: The connection id (for messages).
+        :param login: The Auth ID.
+        :param password: The Auth Token.
+        :param extra: The connection extras (plain names; ``extra__vobiz__<name>`` is accepted too).
+        :raises VobizValidationError: naming every missing or malformed field (never echoing the token).
+        """
+        values: dict[str, Any] = {}
+        for key, value in extra.items():
+            name = key.removeprefix(_LEGACY_PREFIX)
+            if name in _EXTRA_FIELDS and value is not None and value != "":
+                values.setdefault(name, value)
+        problems = []
+        if not login or not str(login).strip():
+            problems.append("login (Auth ID) is missing: set it to the account's Auth ID (MA_... or SA_...)")
+        if not password:
+            problems.append("password (Auth Token) is missing: set it to the account's Auth Token")
+        if not problems:
+            try:
+                return cls(auth_id=str(login), auth_token=SecretStr(str(password)), **values)
+            except ValidationError as exc:
+                for error in exc.errors(include_url=False):
+                    field = str(error["loc"][0]) if error["loc"] else "?"
+                    message = error["msg"].removeprefix("Value error, ")
+                    message = message[:1].lower() + message[1:]
+                    if field in _WHERE:
+                        problems.append(f"{_WHERE[field]}: {message}")
+                    else:
+                        problems.append(f"extra field {field!r}: {message} (got {error.get('input')!r})")
+        raise VobizValidationError(f"Vobiz connection {conn_id!r} is misconfigured: " + "; ".join(problems))
+
+    def client_kwargs(self, **overrides: Any) -> dict[str, Any]:
+        """Keyword arguments for :class:`~vobiz_provider.client.VobizClient` / its async twin."""
+        kwargs: dict[str, Any] = {
+            "auth_id": self.auth_id,
+            "auth_token": self.auth_token,
+            "base_url": self.base_url,
+            "timeout": self.timeout,
+            "max_retries": self.max_retries,
+            "cps": self.cps,
+        }
+        kwargs.update(overrides)
+        return kwargs
+
+
+class VobizHook(BaseHook):
+    """Interact with the Vobiz voice API through a ``vobiz`` connection.
+
+    One pooled :class:`~vobiz_provider.client.VobizClient` per hook (:meth:`get_conn`) and one
+    :class:`~vobiz_provider.client.AsyncVobizClient` per hook and event loop (:meth:`aget_conn`); close
+    them with :meth:`close` / :meth:`aclose` (or use the hook as a context manager).
+
+    :param vobiz_conn_id: Id of the ``vobiz`` connection (Auth ID in login, Auth Token in password).
+    """
+
+    conn_name_attr = "vobiz_conn_id"
+    default_conn_name = "vobiz_default"
+    conn_type = "vobiz"
+    hook_name = "Vobiz"
+
+    def __init__(self, *, vobiz_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.vobiz_conn_id = vobiz_conn_id
+        self._config: VobizConnectionConfig | None = None
+        self._client: VobizClient | None = None
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncVobizClient] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    # ------------------------------------------------------------------ configuration
+
+    def _build_config(self, conn: Any, extra: Mapping[str, Any]) -> VobizConnectionConfig:
+        if conn.host:
+            self.log.warning(
+                "Vobiz connection %r: host %r is ignored; the API address is the base_url extra.",
+                self.vobiz_conn_id,
+                conn.host,
+            )
+        unknown = sorted(
+            key
+            for key in extra
+            if key.removeprefix(_LEGACY_PREFIX) not in _EXTRA_FIELDS and key != "__extra__"
+        )
+        if unknown:
+            self.log.warning(
+                "Vobiz connection %r: unknown extra field(s) %s ignored (known: %s).",
+                self.vobiz_conn_id,
+                ", ".join(unknown),
+                ", ".join(_EXTRA_FIELDS),
+            )
+        return VobizConnectionConfig.from_connection(
+            conn_id=self.vobiz_conn_id, login=conn.login, password=conn.password, extra=extra
+        )
+
+    def get_config(self) -> VobizConnectionConfig:
+        """Read and validate the connection (cached on the hook).
+
+        :raises VobizValidationError: naming the missing or malformed field.
+        """
+        if self._config is None:
+            from airflow.sdk.log import mask_secret
+
+            conn = self.get_connection(self.vobiz_conn_id)
+            if conn.password:
+                mask_secret(conn.password)
+            self._config = self._build_config(conn, conn.extra_dejson)
+        return self._config
+
+    async def aget_config(self) -> VobizConnectionConfig:
+        """Async twin of :meth:`get_config` (safe in triggers and async tasks)."""
+        if self._config is None:
+            from airflow.sdk.log import amask_secret
+
+            conn = await self.aget_connection(self.vobiz_conn_id)
+            if conn.password:
+                await amask_secret(conn.password)
+            self._config = self._build_config(conn, await conn.aextra_dejson())
+        return self._config
+
+    # ------------------------------------------------------------------ clients
+
+    def get_conn(self) -> VobizClient:
+        """The hook's pooled blocking client (created on first use)."""
+        if self._client is None or self._client.is_closed:
+            from vobiz_provider.client import VobizClient
+
+            self._client = VobizClient(**self.get_config().client_kwargs())
+        return self._client
+
+    async def aget_conn(self) -> AsyncVobizClient:
+        """The hook's pooled async client for the running event loop (created on first use)."""
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None or client.is_closed:
+            from vobiz_provider.client import AsyncVobizClient
+
+            client = AsyncVobizClient(**(await self.aget_config()).client_kwargs())
+            self._async_clients[loop] = client
+        return client
+
+    def close(self) -> None:
+        """Close the blocking client's connections (async clients: :meth:`aclose`)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def aclose(self) -> None:
+        """Close the async client of the running loop, and the blocking client."""
+        client = self._async_clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+        self.close()
+
+    def __enter__(self) -> VobizHook:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ delegations (sync)
+
+    @staticmethod
+    def _call_request(request: MakeCallRequest | Mapping[str, Any]) -> MakeCallRequest:
+        from vobiz_provider.models import MakeCallRequest
+
+        if isinstance(request, MakeCallRequest):
+            return request
+        return MakeCallRequest.build(**request)
+
+    def make_call(self, request: MakeCallRequest | Mapping[str, Any]) -> CallFiredResponse:
+        """Place a call; a mapping is validated with ``MakeCallRequest.build`` first."""
+        return self.get_conn().make_call(self._call_request(request))
+
+    def get_live_call(self, uuid: str) -> LiveCall:
+        """See :meth:`VobizClient.get_live_call <vobiz_provider.client.VobizClient.get_live_call>`."""
+        return self.get_conn().get_live_call(uuid)
+
+    def get_queued_call(self, uuid: str) -> QueuedCall:
+        """See :meth:`VobizClient.get_queued_call <vobiz_provider.client.VobizClient.get_queued_call>`."""
+        return self.get_conn().get_queued_call(uuid)
+
+    def list_live_calls(self) -> list[str]:
+        """UUIDs of the account's live calls."""
+        return self.get_conn().list_live_calls()
+
+    def list_queued_calls(self) -> list[str]:
+        """UUIDs of the account's queued calls."""
+        return self.get_conn().list_queued_calls()
+
+    def hangup_call(self, uuid: str) -> bool:
+        """Hang up a call; ``False`` when it was already gone."""
+        return self.get_conn().hangup_call(uuid)
+
+    def get_cdr(self, uuid: str) -> Cdr:
+        """The CDR of an ended call."""
+        return self.get_conn().get_cdr(uuid)
+
+    def list_cdrs(self, **filters: Any) -> CdrPage:
+        """One page of CDRs."""
+        return self.get_conn().list_cdrs(**filters)
+
+    def get_account(self) -> Account:
+        """The account behind the connection (``GET /auth/me``)."""
+        return self.get_conn().get_account()
+
+    # ------------------------------------------------------------------ delegations (async)
+
+    async def amake_call(self, request: MakeCallRequest | Mapping[str, Any]) -> CallFiredResponse:
+        """Async :meth:`make_call`."""
+        return await (await self.aget_conn()).make_call(self._call_request(request))
+
+    async def aget_live_call(self, uuid: str) -> LiveCall:
+        """Async :meth:`get_live_call`."""
+        return await (await self.aget_conn()).get_live_call(uuid)
+
+    async def aget_queued_call(self, uuid: str) -> QueuedCall:
+        """Async :meth:`get_queued_call`."""
+        return await (await self.aget_conn()).get_queued_call(uuid)
+
+    async def alist_live_calls(self) -> list[str]:
+        """Async :meth:`list_live_calls`."""
+        return await (await self.aget_conn()).list_live_calls()
+
+    async def alist_queued_calls(self) -> list[str]:
+        """Async :meth:`list_queued_calls`."""
+        return await (await self.aget_conn()).list_queued_calls()
+
+    async def ahangup_call(self, uuid: str) -> bool:
+        """Async :meth:`hangup_call`."""
+        return await (await self.aget_conn()).hangup_call(uuid)
+
+    async def aget_cdr(self, uuid: str) -> Cdr:
+        """Async :meth:`get_cdr`."""
+        return await (await self.aget_conn()).get_cdr(uuid)
+
+    async def alist_cdrs(self, **filters: Any) -> CdrPage:
+        """Async :meth:`list_cdrs`."""
+        return await (await self.aget_conn()).list_cdrs(**filters)
+
+    async def aget_account(self) -> Account:
+        """Async :meth:`get_account`."""
+        return await (await self.aget_conn()).get_account()
+
+    # ------------------------------------------------------------------ connection test
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Check the credentials with ``GET /auth/me`` (no retries); never raises.
+
+        The message names the account that answered and its CPS limit, and never contains the token or
+        the account's ``auth_secret``.
+        """
+        token: str | None = None
+        try:
+            from vobiz_provider.client import VobizClient
+
+            config = self.get_config()
+            token = config.auth_token.get_secret_value()
+            with VobizClient(**config.client_kwargs(max_retries=0)) as client:
+                account = client.get_account()
+        except Exception as exc:
+            text = str(exc) if isinstance(exc, VobizError) else f"{type(exc).__name__}: {exc}"
+            if token:
+                text = text.replace(token, "***")
+            return False, text
+        who = (
+            f"{account.name!r} (Auth ID {account.auth_id})" if account.name else f"Auth ID {account.auth_id}"
+        )
+        message = f"Connected to Vobiz at {config.base_url}: account {who} answered"
+        if account.auth_id and account.auth_id != config.auth_id:
+            message += f" for Auth ID {config.auth_id}"
+        if account.cps_limit is not None:
+            message += f"; its CPS limit is {account.cps_limit}"
+            if config.cps is not None and config.cps > account.cps_limit:
+                message += f", lower than the connection's cps={config.cps:g}: calls may be refused with 429"
+        elif config.cps is None:
+            message += "; pacing is off (no cps on the connection)"
+        return True, message + "."
