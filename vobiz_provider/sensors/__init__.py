@@ -1,0 +1,3 @@
+"""Sensors of the Vobiz provider."""
+
+from __future__ import annotations

@@ -1,0 +1,575 @@
+"""The trigger that waits, in the triggerer, until every destination of a fired Vobiz call has hung up.
+
+Where the answer comes from, in order of preference:
+
+1. **The callback store**, fed by the receiver with Vobiz's ring/answer/machine-detection/hangup
+   callbacks. Every waiting trigger of a triggerer process is served by one shared poller
+   (:mod:`vobiz_provider.triggers.poller`): one query per poll interval, whatever the number of waiting
+   calls.
+2. **The Vobiz API** (live call → queued call → CDR), asked only when the callbacks cannot be relied on:
+   after ``reconcile_after`` (the latest moment a hangup should have arrived), when the store has been
+   silent or unreadable for a long time, or always when ``use_store`` is off (the user routed
+   ``hangup_url`` elsewhere). API answers are rate-limited and a terminal one is written back to the store
+   so that other waiters (sibling tasks, retries, the sensor) see it.
+
+``run()`` yields exactly one event, whose payload is deterministic for a given outcome::
+
+    {"status": "hangup" | "timeout" | "error", "request_uuids": [...],
+     "calls": [CallRecord.to_event(), ...],   # sorted by destination
+     "message": "..."}
+
+The trigger logs the call's timeline as it observes it (queued → ringing → answered → machine detection →
+digits → hangup with cause and duration); in Airflow 3 those lines appear in the task's log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterable
+
+    from vobiz_provider.client.asyncio import AsyncVobizClient
+    from vobiz_provider.hooks.vobiz import VobizHook
+    from vobiz_provider.models.record import CallRecord
+    from vobiz_provider.triggers.poller import Subscription
+
+__all__ = ["CallTracker", "VobizCallHangupTrigger", "normalize_destination"]
+
+#: Least seconds between two API reconciliations of one trigger while the store is in use.
+MIN_RECONCILE_INTERVAL = 30.0
+#: The store counts as silent when no callback at all arrived for this many poll intervals ...
+SILENCE_INTERVALS = 12
+#: ... and at least this many seconds.
+MIN_SILENCE_SECONDS = 120.0
+#: Seconds one API reconciliation (all lookups of one round) may take before it is abandoned.
+RECONCILE_TIMEOUT = 60.0
+#: Seconds a store lookup may take when the trigger starts after its deadline.
+FINAL_LOOKUP_TIMEOUT = 10.0
+#: Seconds between two "store unavailable" warnings of one trigger.
+STORE_WARNING_INTERVAL = 300.0
+
+_STATUS_WORDS = {
+    "queued": "queued",
+    "ringing": "ringing",
+    "in-progress": "answered",
+}
+
+
+def normalize_destination(value: str | None) -> str:
+    """The form destinations are matched in: no spaces, no leading ``+``, SIP URIs lower-cased.
+
+    Vobiz may echo ``+919876543210`` as ``919876543210`` (and the other way round) in callbacks and CDRs.
+    """
+    if not value:
+        return ""
+    value = value.strip()
+    if value.lower().startswith("sip:"):
+        return value.lower()
+    return value.lstrip("+")
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+class CallTracker:
+    """What is known about each expected call leg; turns new observations into timeline lines.
+
+    Shared by the trigger and the sensor so both decide "hung up" the same way.
+
+    :param request_uuids: Request UUIDs being waited for.
+    :param destinations: Expected destinations (one leg each); empty when unknown.
+    :param call_uuids: Call UUIDs being waited for (one leg each), when known instead of destinations.
+    """
+
+    def __init__(
+        self, *, request_uuids: Iterable[str], destinations: Iterable[str], call_uuids: Iterable[str]
+    ) -> None:
+        self.request_uuids = list(dict.fromkeys(request_uuids))
+        self.call_uuids = list(dict.fromkeys(call_uuids))
+        self.destinations = list(dict.fromkeys(normalize_destination(d) for d in destinations if d))
+        #: Latest record per leg: keyed by normalised destination when destinations are known, else by
+        #: call UUID.
+        self.legs: dict[str, CallRecord] = {}
+
+    def _key(self, record: CallRecord) -> str | None:
+        if self.destinations:
+            if len(self.destinations) == 1:
+                return self.destinations[0]  # one destination: every record of the request is its leg
+            key = normalize_destination(record.to)
+            return key if key in self.destinations else None
+        if record.call_uuid is None:
+            # A fired-but-unreported leg: superseded as soon as a record of its request names the call.
+            if any(leg.request_uuid == record.request_uuid for leg in self.legs.values() if leg.call_uuid):
+                return None
+            return record.request_uuid
+        placeholder = self.legs.get(record.request_uuid or "")
+        if placeholder is not None and placeholder.call_uuid is None:
+            del self.legs[record.request_uuid or ""]
+            self.legs[record.call_uuid] = placeholder
+        return record.call_uuid
+
+    def observe(self, records: Iterable[CallRecord]) -> list[str]:
+        """Take in records (store or API); return one timeline line per observed change."""
+        lines: list[str] = []
+        for record in records:
+            key = self._key(record)
+            if key is None:
+                continue
+            previous = self.legs.get(key)
+            if previous is not None:
+                if previous.terminal and not record.terminal:
+                    continue  # terminal states absorb: a late or stale view never undoes a hangup
+                if record.rank < previous.rank:
+                    continue  # a call only moves forward (ringing never follows answered)
+                if record.rank == previous.rank and record.source == "api" and not record.terminal:
+                    continue  # the store already says as much, and says more (machine, digits)
+            self.legs[key] = record
+            lines.extend(_timeline(previous, record))
+        return lines
+
+    @property
+    def done(self) -> bool:
+        """Every expected leg has a terminal record."""
+        if self.destinations:
+            return all(key in self.legs and self.legs[key].terminal for key in self.destinations)
+        if self.call_uuids:
+            return all(uuid in self.legs and self.legs[uuid].terminal for uuid in self.call_uuids) and all(
+                record.terminal for record in self.legs.values()
+            )
+        return bool(self.legs) and all(record.terminal for record in self.legs.values())
+
+    def pending(self) -> list[str]:
+        """The legs (destination or call UUID) that have not hung up yet."""
+        expected = self.destinations or self.call_uuids or list(self.legs) or self.request_uuids
+        return [key for key in expected if key not in self.legs or not self.legs[key].terminal]
+
+    def uuids_to_ask(self) -> dict[str, str | None]:
+        """The call UUIDs the API should be asked about, each with the request UUID it belongs to.
+
+        Every leg not known to have hung up: a leg with a record is asked by its call UUID; legs without
+        one are asked by the request UUID (for a single destination Vobiz's request UUID is the call UUID).
+        """
+        uuids: dict[str, str | None] = {}
+        for record in self.legs.values():
+            if not record.terminal and record.call_uuid:
+                uuids.setdefault(record.call_uuid, record.request_uuid)
+        for uuid in self.call_uuids:
+            if uuid not in self.legs:
+                uuids.setdefault(uuid, None)
+        expected_legs = len(self.destinations) or len(self.call_uuids)
+        if not self.call_uuids and (not expected_legs or len(self.legs) < expected_legs):
+            for uuid in self.request_uuids:
+                uuids.setdefault(uuid, uuid)
+        return uuids
+
+    def calls(self) -> list[dict[str, Any]]:
+        records = sorted(self.legs.values(), key=lambda r: (normalize_destination(r.to), r.call_uuid or ""))
+        return [record.to_event() for record in records]
+
+
+def _describe_leg(record: CallRecord) -> str:
+    to = record.to or "?"
+    return f"Call to {to} ({record.call_uuid or record.request_uuid})"
+
+
+def _timeline(previous: CallRecord | None, record: CallRecord) -> list[str]:
+    """The changes from ``previous`` to ``record``, one log line each."""
+    leg = _describe_leg(record)
+    lines: list[str] = []
+    if previous is None or previous.status != record.status:
+        if record.terminal:
+            cause = record.hangup_cause_name or record.hangup_cause or "unknown cause"
+            code = f" {record.hangup_cause_code}" if record.hangup_cause_code is not None else ""
+            details = [f"status={record.status}", f"cause={cause}{code}"]
+            if record.hangup_cause and record.hangup_cause != record.hangup_cause_name:
+                details.append(f"sip_cause={record.hangup_cause}")
+            if record.hangup_source:
+                details.append(f"source={record.hangup_source}")
+            if record.duration is not None:
+                details.append(f"duration={record.duration}s")
+            if record.bill_duration is not None:
+                details.append(f"billed={record.bill_duration}s")
+            details.append(f"via={record.source}")
+            lines.append(f"{leg}: hung up ({', '.join(details)})")
+        else:
+            word = _STATUS_WORDS.get(str(record.status), str(record.status))
+            lines.append(f"{leg}: {word} (via {record.source})")
+    if record.machine is not None and (previous is None or previous.machine != record.machine):
+        machine = str(record.machine).lower() in ("true", "1", "yes", "machine")
+        lines.append(f"{leg}: answering machine {'detected' if machine else 'not detected (human)'}")
+    if record.digits and (previous is None or previous.digits != record.digits):
+        lines.append(f"{leg}: digits received: {record.digits}")
+    return lines
+
+
+class VobizCallHangupTrigger(BaseTrigger):
+    """Wait until every destination of a Vobiz call request has hung up.
+
+    All arguments are JSON primitives, and the deadline is absolute, so a triggerer restart rebuilds the
+    same trigger from :meth:`serialize` without resetting anything.
+
+    :param request_uuids: The ``request_uuid`` values Vobiz answered to ``POST /Call/``.
+    :param destinations: The ``to`` numbers/SIP URIs of the request; the wait ends when each has a
+        terminal record (matched without regard to a leading ``+``). Empty when unknown (the sensor): the
+        wait then ends when every known leg, or each of ``call_uuids``, is terminal.
+    :param vobiz_conn_id: The Vobiz connection used to ask the API (reconciliation, ``on_kill``).
+    :param deadline: Absolute time (epoch seconds) at which the wait ends with a ``timeout`` event.
+    :param poll_interval: Seconds between two looks at the callback store (shared across triggers), and
+        between two API lookups when ``use_store`` is off.
+    :param reconcile_after: Absolute time (epoch seconds) after which a missing hangup is asked of the
+        Vobiz API (normally fired-at + ring timeout + time limit + margin). ``None``: only when the store
+        is silent or unreadable for long.
+    :param use_store: Read the callback store. ``False`` when the callbacks go elsewhere (the user's own
+        ``hangup_url``): the API is then polled every ``poll_interval``.
+    :param hangup_on_kill: Hang up calls still up when a user kills, clears or marks the task (Airflow 3.3
+        ``on_kill``). Never done on triggerer restarts or timeouts.
+    :param call_uuids: Call UUIDs to wait for, when those rather than request UUIDs are known.
+    """
+
+    def __init__(
+        self,
+        *,
+        request_uuids: list[str],
+        destinations: list[str],
+        vobiz_conn_id: str = "vobiz_default",
+        deadline: float,
+        poll_interval: float = 5.0,
+        reconcile_after: float | None = None,
+        use_store: bool = True,
+        hangup_on_kill: bool = False,
+        call_uuids: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.request_uuids = [str(u) for u in request_uuids]
+        self.destinations = [str(d) for d in destinations]
+        self.call_uuids = [str(u) for u in call_uuids] if call_uuids else None
+        if not self.request_uuids and not self.call_uuids:
+            raise ValueError("VobizCallHangupTrigger needs at least one of request_uuids or call_uuids")
+        if poll_interval <= 0:
+            raise ValueError(f"poll_interval must be positive, got {poll_interval}")
+        self.vobiz_conn_id = vobiz_conn_id
+        self.deadline = float(deadline)
+        self.poll_interval = float(poll_interval)
+        self.reconcile_after = None if reconcile_after is None else float(reconcile_after)
+        self.use_store = bool(use_store)
+        self.hangup_on_kill = bool(hangup_on_kill)
+        self._tracker = self._new_tracker()
+        self._next_reconcile_at = 0.0
+        self._store_warned_at: float | None = None
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "request_uuids": list(self.request_uuids),
+                "destinations": list(self.destinations),
+                "vobiz_conn_id": self.vobiz_conn_id,
+                "deadline": self.deadline,
+                "poll_interval": self.poll_interval,
+                "reconcile_after": self.reconcile_after,
+                "use_store": self.use_store,
+                "hangup_on_kill": self.hangup_on_kill,
+                "call_uuids": list(self.call_uuids) if self.call_uuids is not None else None,
+            },
+        )
+
+    # ------------------------------------------------------------------------------------------------
+    # run
+    # ------------------------------------------------------------------------------------------------
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        try:
+            payload = await self._wait()
+        except Exception as exc:  # anything unexpected ends the wait with an event saying what happened
+            self.log.exception("Waiting for the Vobiz call to hang up failed")
+            payload = self._payload("error", f"Waiting for the hangup failed: {type(exc).__name__}: {exc}")
+        # Every subscription and HTTP client is released before the event is handed over.
+        yield TriggerEvent(payload)
+
+    def _new_tracker(self) -> CallTracker:
+        return CallTracker(
+            request_uuids=self.request_uuids, destinations=self.destinations, call_uuids=self.call_uuids or ()
+        )
+
+    def _payload(self, status: str, message: str) -> dict[str, Any]:
+        return {
+            "status": status,
+            "request_uuids": list(self.request_uuids),
+            "calls": self._tracker.calls(),
+            "message": message,
+        }
+
+    def _describe_target(self) -> str:
+        parts = []
+        if self.request_uuids:
+            parts.append(f"request {', '.join(self.request_uuids)}")
+        if self.call_uuids:
+            parts.append(f"call {', '.join(self.call_uuids)}")
+        if self.destinations:
+            parts.append(f"to {', '.join(self.destinations)}")
+        return "; ".join(parts)
+
+    def _observe(self, records: Iterable[CallRecord]) -> None:
+        for line in self._tracker.observe(records):
+            self.log.info("%s", line)
+
+    def _hangup_payload(self) -> dict[str, Any]:
+        calls = self._tracker.legs.values()
+        statuses = sorted({str(record.status) for record in calls})
+        return self._payload("hangup", f"All {len(calls)} call leg(s) hung up: {', '.join(statuses)}")
+
+    def _timeout_payload(self) -> dict[str, Any]:
+        pending = self._tracker.pending()
+        return self._payload(
+            "timeout",
+            f"Deadline {_iso(self.deadline)} passed before {len(pending)} call leg(s) hung up: "
+            f"{', '.join(pending)}",
+        )
+
+    async def _wait(self) -> dict[str, Any]:
+        from vobiz_provider.callbacks.config import get_settings
+
+        self._tracker = self._new_tracker()
+        started = time.time()
+        self.log.info(
+            "Waiting for the Vobiz call (%s) to hang up until %s; %s",
+            self._describe_target(),
+            _iso(self.deadline),
+            "reading the callback store" if self.use_store else "polling the Vobiz API (callbacks not used)",
+        )
+        store_url = get_settings().callback_store if self.use_store else None
+
+        if started >= self.deadline:
+            if store_url is not None:
+                await self._final_lookup(store_url)
+            return self._hangup_payload() if self._tracker.done else self._timeout_payload()
+
+        async with contextlib.AsyncExitStack() as stack:
+            subscription: Subscription | None = None
+            if store_url is not None:
+                from vobiz_provider.triggers.poller import subscribe
+
+                subscription = await stack.enter_async_context(
+                    subscribe(
+                        store_url,
+                        request_uuids=self.request_uuids,
+                        call_uuids=self.call_uuids or (),
+                        interval=self.poll_interval,
+                    )
+                )
+            api = _ApiReconciler(self, store_url=store_url)
+            stack.push_async_callback(api.aclose)
+
+            while True:
+                if self._tracker.done:
+                    return self._hangup_payload()
+                now = time.time()
+                if now >= self.deadline:
+                    return self._timeout_payload()
+                if self._reconcile_due(now, started, subscription):
+                    self._next_reconcile_at = now + self._reconcile_interval
+                    error = await api.reconcile(timeout=min(RECONCILE_TIMEOUT, self.deadline - now))
+                    if error is not None:
+                        return self._payload("error", error)
+                    continue
+                wait = min(self.deadline - now, self.poll_interval)
+                if subscription is None:
+                    await asyncio.sleep(wait)
+                elif await subscription.wait(wait):
+                    self._take(subscription)
+
+    @property
+    def _reconcile_interval(self) -> float:
+        return self.poll_interval if not self.use_store else max(self.poll_interval, MIN_RECONCILE_INTERVAL)
+
+    def _reconcile_due(self, now: float, started: float, subscription: Subscription | None) -> bool:
+        if now < self._next_reconcile_at:
+            return False
+        if subscription is None:
+            return True
+        if self.reconcile_after is not None and now >= self.reconcile_after:
+            return True
+        silence = max(SILENCE_INTERVALS * self.poll_interval, MIN_SILENCE_SECONDS)
+        if subscription.failing_since is not None and now - subscription.failing_since > silence:
+            return True
+        last_heard = max(subscription.last_callback_at or 0.0, started)
+        return subscription.polled_at is not None and now - last_heard > silence
+
+    def _take(self, subscription: Subscription) -> None:
+        if subscription.error is not None:
+            now = time.time()
+            if self._store_warned_at is None or now - self._store_warned_at >= STORE_WARNING_INTERVAL:
+                self._store_warned_at = now
+                self.log.warning(
+                    "The Vobiz callback store cannot be read (%s); retrying every %.0f s%s",
+                    subscription.error,
+                    self.poll_interval,
+                    f", asking the Vobiz API after {_iso(self.reconcile_after)}"
+                    if self.reconcile_after
+                    else "",
+                )
+            return
+        if self._store_warned_at is not None:
+            self.log.info("The Vobiz callback store can be read again")
+            self._store_warned_at = None
+        self._observe(subscription.records or ())
+
+    async def _final_lookup(self, store_url: str) -> None:
+        """One direct store lookup, for a trigger that starts after its deadline (e.g. restarted late)."""
+        from vobiz_provider.callbacks.store import get_store
+
+        def lookup() -> list[CallRecord]:
+            return get_store(store_url).lookup(
+                request_uuids=self.request_uuids, call_uuids=self.call_uuids or ()
+            )
+
+        try:
+            records = await asyncio.wait_for(asyncio.to_thread(lookup), timeout=FINAL_LOOKUP_TIMEOUT)
+        except Exception as exc:
+            self.log.warning("Could not read the callback store one last time: %s", exc)
+            return
+        self._observe(records)
+
+    # ------------------------------------------------------------------------------------------------
+    # kill / cleanup
+    # ------------------------------------------------------------------------------------------------
+
+    async def cleanup(self) -> None:
+        """Release nothing remote: the call is never hung up here (this also runs on triggerer restarts)."""
+
+    async def on_kill(self) -> None:
+        """A user killed, cleared or marked the task: hang up calls still up if ``hangup_on_kill``."""
+        if not self.hangup_on_kill:
+            self.log.info("Task killed by a user; leaving the Vobiz call up (hangup_on_kill is off)")
+            return
+        uuids = list(self._tracker.uuids_to_ask())
+        if not uuids:
+            self.log.info("Task killed by a user; no Vobiz call is still up")
+            return
+        from vobiz_provider.hooks.vobiz import VobizHook
+
+        hook = VobizHook(vobiz_conn_id=self.vobiz_conn_id)
+        client = await hook.aget_conn()
+        try:
+            for uuid in uuids:
+                try:
+                    hung_up = await client.hangup_call(uuid)
+                except Exception as exc:
+                    self.log.warning("Could not hang up Vobiz call %s: %s", uuid, exc)
+                    continue
+                if hung_up:
+                    self.log.info("Task killed by a user: hung up Vobiz call %s", uuid)
+                else:
+                    self.log.info("Task killed by a user: Vobiz call %s had already ended", uuid)
+        finally:
+            with contextlib.suppress(Exception):
+                await hook.aclose()
+
+
+class _ApiReconciler:
+    """Asks the Vobiz API about the legs the callbacks have not settled (live → queued → CDR)."""
+
+    def __init__(self, trigger: VobizCallHangupTrigger, *, store_url: str | None) -> None:
+        self.trigger = trigger
+        self.store_url = store_url
+        self._hook: VobizHook | None = None
+        self._client: AsyncVobizClient | None = None
+
+    async def aclose(self) -> None:
+        if self._hook is not None:
+            hook, self._hook, self._client = self._hook, None, None
+            with contextlib.suppress(Exception):
+                await hook.aclose()
+
+    async def reconcile(self, *, timeout: float) -> str | None:
+        """One round of API lookups; returns an error message only when waiting on is pointless."""
+        log = self.trigger.log
+        try:
+            await asyncio.wait_for(self._reconcile(), timeout=max(timeout, 1.0))
+        except TimeoutError:
+            log.warning("Asking the Vobiz API about the call timed out; will ask again later")
+        except Exception as exc:
+            fatal = self._is_fatal(exc)
+            if fatal and not self.trigger.use_store:
+                return f"Cannot ask the Vobiz API about the call ({type(exc).__name__}): {exc}"
+            log.warning(
+                "Asking the Vobiz API about the call failed (%s: %s); will ask again later",
+                type(exc).__name__,
+                exc,
+            )
+        return None
+
+    @staticmethod
+    def _is_fatal(exc: Exception) -> bool:
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        from vobiz_provider.exceptions import VobizAuthError
+
+        return isinstance(exc, (AirflowNotFoundException, VobizAuthError))
+
+    async def _get_client(self) -> AsyncVobizClient:
+        if self._client is None:
+            from vobiz_provider.hooks.vobiz import VobizHook
+
+            self._hook = VobizHook(vobiz_conn_id=self.trigger.vobiz_conn_id)
+            self._client = await self._hook.aget_conn()
+        return self._client
+
+    async def _reconcile(self) -> None:
+        from vobiz_provider.exceptions import VobizNotFoundError
+        from vobiz_provider.models.record import CallRecord
+
+        trigger, log = self.trigger, self.trigger.log
+        uuids = trigger._tracker.uuids_to_ask()
+        if not uuids:
+            return
+        log.info("No hangup seen yet for %s; asking the Vobiz API", ", ".join(uuids))
+        client = await self._get_client()
+        for uuid, request_uuid in uuids.items():
+            context = {"request_uuid": request_uuid} if request_uuid else {}
+            try:
+                live = await client.get_live_call(uuid)
+            except VobizNotFoundError:
+                pass
+            else:
+                trigger._observe([CallRecord.from_live(live, **context)])
+                continue
+            try:
+                queued = await client.get_queued_call(uuid)
+            except VobizNotFoundError:
+                pass
+            else:
+                trigger._observe([CallRecord.from_live(queued, **context)])
+                continue
+            try:
+                cdr = await client.get_cdr(uuid)
+            except VobizNotFoundError:
+                log.info("Vobiz knows no live, queued or finished call %s yet", uuid)
+                continue
+            record = CallRecord.from_cdr(cdr, **context)
+            trigger._observe([record])
+            if record.terminal and self.store_url is not None:
+                await self._record(record)
+
+    async def _record(self, record: CallRecord) -> None:
+        """Write an API-settled outcome to the store so that sibling waiters and retries see it."""
+        from vobiz_provider.callbacks.store import get_store
+
+        store_url = self.store_url
+        assert store_url is not None
+
+        def write() -> None:
+            get_store(store_url).record_api_result(record)
+
+        try:
+            await asyncio.to_thread(write)
+        except Exception as exc:
+            self.trigger.log.warning("Could not record the API's answer in the callback store: %s", exc)
