@@ -115,6 +115,14 @@ def _config() -> dict[str, Any]:
                     default=None,
                     sensitive=True,
                 ),
+                "callback_secret_fallbacks": option(
+                    "Comma-separated earlier values of ``callback_secret`` that are still accepted when "
+                    "verifying callback URLs issued before a key rotation; never used to sign.",
+                    type_="string",
+                    example=None,
+                    default=None,
+                    sensitive=True,
+                ),
                 "callback_store": option(
                     "SQLAlchemy URL of the database holding received callbacks. SQLite (the default, a file "
                     "in AIRFLOW_HOME) suits a single host; use PostgreSQL when the receiver and the "
@@ -124,11 +132,13 @@ def _config() -> dict[str, Any]:
                     default=None,
                 ),
                 "require_signatures": option(
-                    "Refuse callbacks that carry no valid X-Vobiz-Signature-V3/V2 header. Turn off only "
-                    "while Vobiz does not sign callbacks for the account.",
+                    "Refuse callbacks that carry no valid X-Vobiz-Signature-V3/V2 header (401). Off by "
+                    "default because Vobiz signs callbacks only when auth credentials are configured on "
+                    "the callback URL; the signed correlation token in each URL authenticates the task "
+                    "either way. Turn it on once your callbacks arrive signed.",
                     type_="boolean",
-                    example="False",
-                    default="True",
+                    example="True",
+                    default="False",
                 ),
                 "max_body_bytes": option(
                     "Largest callback body, in bytes, the receiver accepts; larger requests get 413.",
@@ -139,9 +149,9 @@ def _config() -> dict[str, Any]:
                 "nonce_window": option(
                     "Seconds for which signature nonces are remembered; a callback replaying a nonce seen "
                     "within this window is refused.",
-                    type_="integer",
+                    type_="float",
                     example="600",
-                    default="600",
+                    default="300",
                 ),
                 "signature_conn_ids": option(
                     "Comma-separated ids of the Vobiz connections whose auth tokens may have signed a "
@@ -149,6 +159,13 @@ def _config() -> dict[str, Any]:
                     type_="string",
                     example="vobiz_default,vobiz_marketing",
                     default="vobiz_default",
+                ),
+                "poll_interval": option(
+                    "Seconds between two look-ups of the callback store by the shared per-process poller "
+                    "of the deferrable operators and sensors.",
+                    type_="float",
+                    example="2",
+                    default="5",
                 ),
             },
         }
