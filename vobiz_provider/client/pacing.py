@@ -2,10 +2,14 @@
 
 Vobiz answers 429 when an account places calls faster than its CPS limit. Every client in the process
 (sync and async, of every hook) that talks to the same account through the same API reserves its send time
-from one registry keyed by ``(base_url, auth_id)``: the reservation takes the next free slot and moves the
-slot ``1 / cps`` seconds on, under a lock held only for that arithmetic. The caller then sleeps until its
-slot outside the lock (``time.sleep`` or ``await asyncio.sleep``), so waiting callers never block each
-other and never hold a lock across a sleep.
+from one registry keyed by ``(base_url, auth_id)``: the reservation takes the next free slot and moves
+the slot ``1 / cps`` seconds (plus 5 % slack) on, under a lock held only for that arithmetic. The caller
+then sleeps until its slot outside the lock (``time.sleep`` or ``await asyncio.sleep``), so waiting
+callers never block each other and never hold a lock across a sleep.
+
+The slack absorbs jitter between our send times and the moments Vobiz counts: at exactly ``1 / cps``
+spacing, ``cps + 1`` calls span exactly one second, and one of them arriving a few milliseconds late
+would put ``cps + 1`` calls into one sliding second on Vobiz's side.
 
 Pacing is per process; several worker processes sharing one account still need ``cps`` divided between
 them (or Airflow pools) to stay under the limit, and the client's 429 handling covers the rest.
@@ -21,7 +25,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["CallPacer", "apace_call", "pace_call", "pacer"]
+__all__ = ["SLACK", "CallPacer", "apace_call", "pace_call", "pacer"]
+
+SLACK = 0.05
+"""Fraction added to the ``1 / cps`` spacing of calls."""
 
 
 class CallPacer:
@@ -48,7 +55,7 @@ class CallPacer:
         with self._lock:
             now = self._clock()
             slot = max(now, self._next_slot.get(key, now))
-            self._next_slot[key] = slot + 1.0 / cps
+            self._next_slot[key] = slot + (1.0 + SLACK) / cps
         return slot - now
 
     def reset(self) -> None:
