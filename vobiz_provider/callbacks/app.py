@@ -1,0 +1,480 @@
+"""The callback receiver: a FastAPI app that stores Vobiz's ring/answer/hangup/... callbacks durably.
+
+The same app runs in two places:
+
+* on the Airflow API server, mounted at ``/vobiz`` by :class:`~vobiz_provider.plugins.vobiz.VobizPlugin`;
+* standalone, under ``/vobiz`` as well, with ``vobiz-callbacks serve`` (:mod:`vobiz_provider.callbacks.cli`),
+  for deployments that expose only the receiver to the internet.
+
+So ``callback_base_url`` is ``http(s)://host[:port]/vobiz`` in both cases. Routes, relative to the mount
+point:
+
+``POST|GET /callbacks/{kind}?t=<correlation token>``
+    ``kind`` is one of ``ring``, ``answer``, ``hangup``, ``machine-detection``, ``gather``. The fields come
+    form-encoded in the body (POST) or in the query string (GET, ``t`` excluded).
+``GET /health``
+    Liveness only: no secret, no store access.
+
+How a callback is handled, in order (the first failing step answers):
+
+1. unknown ``kind`` → 404;
+2. body (or query string) larger than ``[vobiz] max_body_bytes``, by ``Content-Length`` or counted while
+   streaming → 413;
+3. missing, malformed, tampered correlation token, or one signed with another secret → 403;
+4. body that is not ``application/x-www-form-urlencoded`` UTF-8 → 415 / 400;
+5. Vobiz signature (``X-Vobiz-Signature-V2/V3`` and ``-MA-``): present but invalid → 403; absent while
+   ``[vobiz] require_signatures`` is on → 403. It is verified against the *public* URL,
+   ``callback_base_url + /callbacks/{kind}`` (from ``[vobiz]`` or from the call's connection; the Host header
+   is never trusted), and only when no base URL is configured against the URL of the request;
+6. fields that do not make a valid callback (``CallUUID`` missing...) → 422 naming the fields;
+7. replayed signature nonce → 403 (see :meth:`CallbackReceiver.check_nonce` for Vobiz's own retries);
+8. the event is written to the store in one transaction; only once it is committed does the receiver answer
+   200 (``stored`` or ``duplicate``; for ``answer`` and ``gather``, the XML of :func:`answer_xml`). A store
+   that cannot be reached, or any unexpected error, gives 503 with ``Retry-After`` so that Vobiz retries.
+
+Nothing is ever stored for a refused callback, and no step answers 500. The work that touches the secrets
+backends or the store runs in a worker thread, under a deadline that keeps the answer inside Vobiz's 3-second
+budget. Logs name the kind, ``CallUUID``, ``CallStatus`` and ``HangupCause`` and the reason of a refusal,
+never a correlation token, an auth token or a signature.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import parse_qsl
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from vobiz_provider.callbacks.correlation import CALLBACK_KINDS, TOKEN_PARAM
+
+if TYPE_CHECKING:
+    from vobiz_provider.callbacks.config import VobizSettings
+    from vobiz_provider.callbacks.correlation import CorrelationToken
+    from vobiz_provider.callbacks.store import CallbackStore, RecordResult
+    from vobiz_provider.callbacks.tokens import SigningKeyCache, SigningKeys
+
+log = logging.getLogger(__name__)
+
+#: Where the app is mounted, on the Airflow API server (plugin) and by ``vobiz-callbacks serve`` alike.
+MOUNT_PATH: Final = "/vobiz"
+
+#: Seconds the receiver allows itself to verify and store a callback before answering 503 (Vobiz waits 3 s).
+RESPONSE_DEADLINE: Final = 2.5
+
+#: ``Retry-After`` seconds sent with a 503.
+RETRY_AFTER_SECONDS: Final = 5
+
+#: Most fields a callback may carry (Vobiz sends about 30).
+MAX_FIELDS: Final = 200
+
+#: The kinds whose answer Vobiz reads as XML instructions for the call.
+XML_KINDS: Final = frozenset({"answer", "gather"})
+
+#: The XML that lets the call go on without new instructions.
+EMPTY_XML_RESPONSE: Final = "<Response></Response>"
+
+_FORM_TYPES: Final = ("", "application/x-www-form-urlencoded")
+_SIGNATURE_HEADER_PREFIX: Final = "x-vobiz-signature"
+
+
+class CallbackRejected(Exception):
+    """A callback is refused; nothing was stored.
+
+    :param status_code: The HTTP status to answer with (4xx, or 503 for retryable failures).
+    :param reason: Short explanation, sent in the response and logged. Never contains a token.
+    :param retry_after: Seconds for a ``Retry-After`` header (503 only).
+    """
+
+    def __init__(self, status_code: int, reason: str, *, retry_after: int | None = None) -> None:
+        super().__init__(reason)
+        self.status_code = status_code
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredCallback:
+    """A callback that has been committed to the store; what :func:`answer_xml` decides from.
+
+    :param kind: The route kind (``answer`` or ``gather`` when XML is expected).
+    :param fields: The form fields as Vobiz sent them.
+    :param callback: The parsed model (:func:`vobiz_provider.models.callbacks.parse_callback`).
+    :param correlation: The task instance the call belongs to.
+    :param result: What the store did with it.
+    """
+
+    kind: str
+    fields: Mapping[str, str] = field(repr=False)
+    callback: Any
+    correlation: CorrelationToken
+    result: RecordResult
+
+
+#: Decides the XML answered to an ``answer`` or ``gather`` callback (after it is stored).
+XmlResponder = Callable[[StoredCallback], str]
+
+
+def answer_xml(stored: StoredCallback) -> str:
+    """The XML instructions returned to Vobiz for an ``answer`` or ``gather`` callback.
+
+    This is the extension point for spoken messages: today every call simply goes on (an empty
+    ``<Response>``); a later version looks up what the task asked to say or gather and builds it with
+    :mod:`vobiz_provider.xml`. Pass another function as ``create_app(xml_responder=...)`` to change it.
+
+    :param stored: The stored callback and the task instance it belongs to.
+    """
+    return EMPTY_XML_RESPONSE
+
+
+def _public_url(base_url: str, kind: str) -> str:
+    return f"{base_url.rstrip('/')}/callbacks/{kind}"
+
+
+def _parse_form(raw: bytes, *, what: str) -> dict[str, str]:
+    try:
+        text = raw.decode("utf-8")
+        pairs = parse_qsl(
+            text, keep_blank_values=True, strict_parsing=True, errors="strict", max_num_fields=MAX_FIELDS
+        )
+    except UnicodeDecodeError:
+        raise CallbackRejected(400, f"{what} is not valid UTF-8") from None
+    except ValueError as err:
+        message = str(err)
+        if "max_num_fields" in message or "Max number of fields" in message:
+            raise CallbackRejected(400, f"{what} has more than {MAX_FIELDS} fields") from None
+        raise CallbackRejected(400, f"{what} is not a valid form encoding") from None
+    return dict(pairs)
+
+
+class CallbackReceiver:
+    """The request handling behind :func:`create_app`, independent of the web framework.
+
+    :param settings: Fixed settings; when ``None`` they are read with ``get_settings()`` for every request.
+    :param store: Fixed store; when ``None`` the process-wide ``get_store(settings.callback_store)``.
+    :param signing_keys: Cache of the connections' auth tokens; a new :class:`SigningKeyCache` when ``None``.
+    :param xml_responder: Decides the XML answered to ``answer`` and ``gather`` callbacks.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: VobizSettings | None = None,
+        store: CallbackStore | None = None,
+        signing_keys: SigningKeyCache | None = None,
+        xml_responder: XmlResponder = answer_xml,
+    ) -> None:
+        if signing_keys is None:
+            from vobiz_provider.callbacks.tokens import SigningKeyCache
+
+            signing_keys = SigningKeyCache()
+        self._settings = settings
+        self._store = store
+        self.signing_keys = signing_keys
+        self.xml_responder = xml_responder
+        self._ready_stores: set[int] = set()
+        self._ready_lock = threading.Lock()
+
+    # -- configuration -------------------------------------------------------------------------------------
+
+    def settings(self) -> VobizSettings:
+        """The settings in force for the current request."""
+        if self._settings is not None:
+            return self._settings
+        from vobiz_provider.callbacks.config import get_settings
+
+        return get_settings()
+
+    def store(self, settings: VobizSettings) -> CallbackStore:
+        """The store, with its schema created on first use (once per store and process)."""
+        from vobiz_provider.callbacks.store import get_store
+
+        store = self._store if self._store is not None else get_store(settings.callback_store)
+        if id(store) not in self._ready_stores:
+            with self._ready_lock:
+                if id(store) not in self._ready_stores:
+                    store.upgrade()
+                    self._ready_stores.add(id(store))
+        return store
+
+    # -- steps ---------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def decode_token(token: str | None, settings: VobizSettings) -> CorrelationToken:
+        """Verify the correlation token of the callback URL (403 when missing or not ours)."""
+        from vobiz_provider.callbacks.config import MissingCallbackSecretError
+        from vobiz_provider.callbacks.correlation import CorrelationToken, InvalidCorrelationToken
+
+        if not token:
+            raise CallbackRejected(403, f"missing correlation token (query parameter {TOKEN_PARAM!r})")
+        try:
+            secrets = settings.verification_secrets
+        except MissingCallbackSecretError:
+            log.error("[vobiz] callback_secret is not set: every Vobiz callback is refused with 503")
+            raise CallbackRejected(
+                503, "the receiver is not configured (callback_secret)", retry_after=RETRY_AFTER_SECONDS
+            ) from None
+        try:
+            return CorrelationToken.decode(token, secrets)
+        except InvalidCorrelationToken as err:
+            # The message names what is wrong, never the token itself.
+            raise CallbackRejected(403, f"invalid correlation token: {err}") from None
+
+    def verify_signature(
+        self,
+        *,
+        kind: str,
+        headers: Mapping[str, str],
+        request_url: str,
+        correlation: CorrelationToken,
+        settings: VobizSettings,
+    ) -> tuple[str | None, SigningKeys | None]:
+        """Check Vobiz's signature headers; returns the nonce (if signed) and the call's connection keys.
+
+        The tokens are those of ``[vobiz] signature_conn_ids`` and of the correlation token's connection. When
+        verification fails, the connections are re-read once (at most once per cache TTL), so that a rotated
+        auth token applies at once.
+        """
+        from vobiz_provider.signatures import verify_signature
+
+        conn_ids = [*settings.signature_conn_ids, correlation.conn_id]
+
+        def attempt() -> tuple[Any, SigningKeys | None]:
+            keys = self.signing_keys.get_many(conn_ids)
+            own = next((item for item in keys if item.conn_id == correlation.conn_id), None)
+            tokens = [k.auth_token.get_secret_value() for k in keys if k.auth_token is not None]
+            main_tokens = [
+                k.main_account_token.get_secret_value() for k in keys if k.main_account_token is not None
+            ]
+            bases = [settings.callback_base_url, own.callback_base_url if own else None]
+            urls = [_public_url(base, kind) for base in dict.fromkeys(b for b in bases if b)] or [request_url]
+            check = None
+            for url in urls:
+                check = verify_signature(headers, url, tokens, main_account_tokens=main_tokens)
+                if check.status != "invalid":
+                    break
+            return check, own
+
+        check, own = attempt()
+        if check.status == "invalid" and self.signing_keys.refresh(conn_ids):
+            check, own = attempt()
+        if check.status == "invalid":
+            raise CallbackRejected(403, "invalid Vobiz signature")
+        if check.status == "unsigned":
+            if any(name.lower().startswith(_SIGNATURE_HEADER_PREFIX) for name in headers):
+                # verify_signature skips a header it has no key for: say so rather than "unsigned".
+                log.warning(
+                    "Vobiz %s callback is signed but no auth token is readable to verify it (connections %s)",
+                    kind,
+                    ", ".join(dict.fromkeys(conn_ids)),
+                )
+                if settings.require_signatures:
+                    raise CallbackRejected(403, "signed callback, but no auth token to verify it with")
+            elif settings.require_signatures:
+                raise CallbackRejected(403, "unsigned callback refused ([vobiz] require_signatures is on)")
+            return None, own
+        return check.nonce, own
+
+    @staticmethod
+    def parse(kind: str, fields: Mapping[str, str], timezone: str | None) -> Any:
+        """Validate the fields with the callback model of ``kind`` (422 naming the bad fields)."""
+        from vobiz_provider.models.callbacks import parse_callback
+
+        if not (fields.get("CallUUID") or "").strip():
+            raise CallbackRejected(422, "invalid callback fields: CallUUID is missing or empty")
+        try:
+            return parse_callback(fields, timezone=timezone or "UTC", kind=kind)
+        except ValueError as err:  # VobizValidationError: its message names every bad field
+            raise CallbackRejected(422, str(err)) from None
+
+    @staticmethod
+    def check_nonce(store: CallbackStore, nonce: str | None, settings: VobizSettings) -> None:
+        """Refuse a signature nonce seen within ``[vobiz] nonce_window`` seconds (403)."""
+        if nonce is None or settings.nonce_window <= 0:
+            return
+        if not store.remember_nonce(nonce, window=settings.nonce_window):
+            raise CallbackRejected(403, "replayed signature nonce")
+
+    # -- the whole request ---------------------------------------------------------------------------------
+
+    def handle(
+        self,
+        *,
+        kind: str,
+        fields: Mapping[str, str],
+        headers: Mapping[str, str],
+        request_url: str,
+        correlation: CorrelationToken,
+        settings: VobizSettings,
+    ) -> tuple[StoredCallback, str | None]:
+        """Verify, validate and store one callback (blocking; runs in a worker thread).
+
+        :return: The stored callback and, for ``answer``/``gather``, the XML to answer with.
+        :raises CallbackRejected: When the callback is refused (nothing stored) or the store failed.
+        """
+        from vobiz_provider.callbacks.store import StoreUnavailable
+
+        nonce, own_keys = self.verify_signature(
+            kind=kind, headers=headers, request_url=request_url, correlation=correlation, settings=settings
+        )
+        if own_keys is None and not nonce:
+            # Unsigned: the timezone still comes from the call's connection when it can be read.
+            own_keys = self.signing_keys.get(correlation.conn_id)
+        callback = self.parse(kind, fields, own_keys.timezone if own_keys else None)
+        try:
+            store = self.store(settings)
+            self.check_nonce(store, nonce, settings)
+            result = store.record_callback(kind=kind, fields=fields, correlation=correlation, nonce=nonce)
+        except StoreUnavailable as err:
+            log.warning("Vobiz %s callback not stored, the callback store is unavailable: %s", kind, err)
+            raise CallbackRejected(
+                503, "callback store unavailable, retry later", retry_after=RETRY_AFTER_SECONDS
+            ) from None
+        stored = StoredCallback(
+            kind=kind, fields=fields, callback=callback, correlation=correlation, result=result
+        )
+        log.info(
+            "Vobiz %s callback %s: CallUUID=%s CallStatus=%s HangupCause=%s (task %s, try %s)",
+            kind,
+            "duplicate" if result.duplicate else "stored",
+            fields.get("CallUUID"),
+            fields.get("CallStatus"),
+            fields.get("HangupCause") or fields.get("HangupCauseName"),
+            correlation.ti_key,
+            correlation.try_number,
+        )
+        xml = self.xml_responder(stored) if kind in XML_KINDS else None
+        return stored, xml
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise CallbackRejected(400, "invalid Content-Length header") from None
+        if size > limit:
+            raise CallbackRejected(413, f"callback body larger than {limit} bytes")
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise CallbackRejected(413, f"callback body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _request_fields(request: Request, body: bytes) -> dict[str, str]:
+    if request.method == "GET":
+        query = request.scope.get("query_string", b"")
+        fields = _parse_form(query, what="query string")
+        fields.pop(TOKEN_PARAM, None)
+        return fields
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type not in _FORM_TYPES:
+        raise CallbackRejected(
+            415, f"unsupported content type {content_type!r}; expected application/x-www-form-urlencoded"
+        )
+    return _parse_form(body, what="form body")
+
+
+def create_app(
+    *,
+    settings: VobizSettings | None = None,
+    store: CallbackStore | None = None,
+    signing_keys: SigningKeyCache | None = None,
+    xml_responder: XmlResponder = answer_xml,
+    response_deadline: float = RESPONSE_DEADLINE,
+) -> FastAPI:
+    """Build the receiver app (no settings read, no store opened, until a callback arrives).
+
+    :param settings: Fixed settings; by default ``[vobiz]`` is read for every request.
+    :param store: Fixed store; by default the process-wide store of ``[vobiz] callback_store``.
+    :param signing_keys: Cache of the connections' auth tokens (a fresh one by default).
+    :param xml_responder: Decides the XML answered to ``answer``/``gather`` callbacks (:func:`answer_xml`).
+    :param response_deadline: Seconds allowed for verifying and storing before answering 503.
+    """
+    receiver = CallbackReceiver(
+        settings=settings, store=store, signing_keys=signing_keys, xml_responder=xml_responder
+    )
+    # Airflow mounts plugin apps without authentication: publish no docs or schema.
+    app = FastAPI(title="Vobiz callback receiver", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.receiver = receiver
+
+    def refuse(kind: str, err: CallbackRejected) -> Response:
+        # ``kind`` comes from the URL: log it only once it is known to be one of ours.
+        shown = kind if kind in CALLBACK_KINDS else "(unknown kind)"
+        log.warning("Vobiz %s callback refused with %s: %s", shown, err.status_code, err.reason)
+        headers = {"Retry-After": str(err.retry_after)} if err.retry_after is not None else None
+        return JSONResponse({"detail": err.reason}, status_code=err.status_code, headers=headers)
+
+    async def receive(kind: str, request: Request) -> Response:
+        try:
+            if kind not in CALLBACK_KINDS:
+                raise CallbackRejected(
+                    404, f"unknown callback kind {kind!r}; expected one of {', '.join(CALLBACK_KINDS)}"
+                )
+            current = receiver.settings()
+            if request.method == "GET":
+                if len(request.scope.get("query_string", b"")) > current.max_body_bytes:
+                    raise CallbackRejected(414, f"query string longer than {current.max_body_bytes} bytes")
+                body = b""
+            else:
+                body = await _read_body(request, current.max_body_bytes)
+            correlation = receiver.decode_token(request.query_params.get(TOKEN_PARAM), current)
+            fields = _request_fields(request, body)
+            request_url = str(request.url.replace(query="", fragment=""))
+            headers = dict(request.headers)
+
+            def work() -> tuple[StoredCallback, str | None]:
+                return receiver.handle(
+                    kind=kind,
+                    fields=fields,
+                    headers=headers,
+                    request_url=request_url,
+                    correlation=correlation,
+                    settings=current,
+                )
+
+            try:
+                with anyio.fail_after(response_deadline):
+                    stored, xml = await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+            except TimeoutError:
+                # The worker thread carries on; if it commits, Vobiz's retry is answered "duplicate".
+                raise CallbackRejected(
+                    503,
+                    f"callback not stored within {response_deadline:g} s, retry later",
+                    retry_after=RETRY_AFTER_SECONDS,
+                ) from None
+        except CallbackRejected as err:
+            return refuse(kind, err)
+        except Exception:
+            log.exception("Unexpected error while handling a Vobiz %s callback", kind)
+            return refuse(
+                kind,
+                CallbackRejected(503, "internal error, retry later", retry_after=RETRY_AFTER_SECONDS),
+            )
+        if xml is not None:
+            return Response(content=xml, media_type="application/xml")
+        return JSONResponse({"status": "duplicate" if stored.result.duplicate else "stored"})
+
+    app.add_api_route(
+        "/callbacks/{kind}",
+        receive,
+        methods=["POST", "GET"],
+        include_in_schema=False,
+        name="vobiz_callback",
+    )
+
+    @app.get("/health", include_in_schema=False)
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

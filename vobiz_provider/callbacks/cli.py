@@ -1,0 +1,228 @@
+"""``vobiz-callbacks``: run the callback receiver standalone and maintain the callback store.
+
+Commands::
+
+    vobiz-callbacks serve [--host 127.0.0.1] [--port 8790] [--log-level info]
+    vobiz-callbacks db upgrade
+    vobiz-callbacks prune --older-than 7d
+
+``serve`` is for deployments that expose only the receiver to the internet instead of the Airflow API server:
+it serves the same app as the plugin, under ``/vobiz`` too (``callback_base_url`` =
+``http(s)://<host>[:<port>]/vobiz``), and reads the same ``[vobiz]`` settings (``airflow.cfg`` or
+``AIRFLOW__VOBIZ__*``) and the same connections (``AIRFLOW_CONN_*`` variables or the configured secrets
+backend). It creates or upgrades the store's schema before it starts listening.
+
+Exit codes: 0 success, 1 the store cannot be reached, 2 bad arguments or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from datetime import timedelta
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from fastapi import FastAPI
+
+    from vobiz_provider.callbacks.config import VobizSettings
+    from vobiz_provider.callbacks.store import CallbackStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST: Final = "127.0.0.1"
+DEFAULT_PORT: Final = 8790
+LOG_LEVELS: Final = ("critical", "error", "warning", "info", "debug")
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)
+_UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_TOKEN_IN_QUERY = re.compile(r"(?<=[?&]t=)[^&\s]+")
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse ``30m``, ``12h``, ``7d`` (also ``s`` and ``w``) into a positive :class:`~datetime.timedelta`.
+
+    :param text: The duration.
+    :raises argparse.ArgumentTypeError: When it is not such a duration.
+    """
+    match = _DURATION.match(text)
+    if not match or int(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"invalid duration {text!r}: expected a positive number followed by s, m, h, d or w "
+            "(e.g. 30m, 12h, 7d)"
+        )
+    return timedelta(**{_UNITS[match.group(2).lower()]: int(match.group(1))})
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest ``<n><unit>`` spelling of ``value`` (``7d``, ``90m``...)."""
+    seconds = int(value.total_seconds())
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: expected an integer from 0 to 65535")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``vobiz-callbacks``."""
+    parser = argparse.ArgumentParser(
+        prog="vobiz-callbacks",
+        description="Receive Vobiz callbacks outside the Airflow API server; maintain the callback store.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = commands.add_parser("serve", help="serve the callback receiver under /vobiz")
+    serve.add_argument("--host", default=DEFAULT_HOST, help=f"interface to bind (default {DEFAULT_HOST})")
+    serve.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        help=f"port to bind, 0 for any free one (default {DEFAULT_PORT})",
+    )
+    serve.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="log level (default info)")
+
+    db = commands.add_parser("db", help="manage the callback store's schema")
+    db_commands = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
+    db_commands.add_parser("upgrade", help="create or upgrade the callback store's tables")
+
+    prune = commands.add_parser(
+        "prune", help="delete stored callbacks, calls and nonces older than a duration"
+    )
+    prune.add_argument(
+        "--older-than", type=parse_duration, required=True, metavar="DURATION", help="e.g. 30m, 12h, 7d"
+    )
+    return parser
+
+
+def safe_url(url: str) -> str:
+    """The store URL with its password hidden, for messages."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparsable store URL>"
+
+
+class _RedactCorrelationToken(logging.Filter):
+    """Hides the ``t=`` correlation token in uvicorn's access log lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _TOKEN_IN_QUERY.sub("***", arg) if isinstance(arg, str) else arg for arg in record.args
+            )
+        return True
+
+
+def build_server_app(*, settings: VobizSettings, store: CallbackStore) -> FastAPI:
+    """The standalone server's root app: the receiver mounted at ``/vobiz``, nothing else.
+
+    :param settings: The ``[vobiz]`` settings.
+    :param store: The (upgraded) callback store.
+    """
+    from fastapi import FastAPI
+
+    from vobiz_provider.callbacks.app import MOUNT_PATH, create_app
+
+    root = FastAPI(title="Vobiz callback receiver", docs_url=None, redoc_url=None, openapi_url=None)
+    root.mount(MOUNT_PATH, create_app(settings=settings, store=store))
+    return root
+
+
+def _open_store(settings: VobizSettings) -> CallbackStore:
+    from vobiz_provider.callbacks.store import get_store
+
+    store = get_store(settings.callback_store)
+    store.upgrade()
+    return store
+
+
+def _serve(args: argparse.Namespace, settings: VobizSettings) -> int:
+    import uvicorn
+
+    if not settings.callback_secret:
+        print(
+            "vobiz-callbacks: error: [vobiz] callback_secret is not set; set AIRFLOW__VOBIZ__CALLBACK_SECRET "
+            "(the same value as on the Airflow workers) so the receiver can verify callback URLs",
+            file=sys.stderr,
+        )
+        return 2
+    store = _open_store(settings)
+    if not settings.callback_base_url:
+        log.warning(
+            "[vobiz] callback_base_url is not set: Vobiz signatures are checked against the URL of each "
+            "request, which is wrong behind a proxy; set it to the public http(s)://host[:port]/vobiz"
+        )
+    config = uvicorn.Config(
+        build_server_app(settings=settings, store=store),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        server_header=False,
+    )
+    # uvicorn.Config configured the uvicorn loggers; our own lines go to the root handler.
+    logging.getLogger("uvicorn.access").addFilter(_RedactCorrelationToken())
+    logging.getLogger("vobiz_provider").setLevel(args.log_level.upper())
+    if not logging.getLogger().handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.Server(config).run()
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from vobiz_provider.callbacks.config import get_settings
+    from vobiz_provider.callbacks.store import StoreUnavailable
+
+    try:
+        settings = get_settings()
+    except Exception as err:  # a bad [vobiz] value: ValueError or Airflow's AirflowConfigException
+        print(f"vobiz-callbacks: error: invalid [vobiz] configuration: {err}", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "serve":
+            return _serve(args, settings)
+        store = _open_store(settings)
+        if args.command == "db":
+            print(f"Callback store {safe_url(settings.callback_store)} is up to date.")
+            return 0
+        deleted = store.prune(older_than=args.older_than)
+        print(
+            f"Deleted {deleted} rows older than {format_duration(args.older_than)} "
+            f"from {safe_url(settings.callback_store)}."
+        )
+        return 0
+    except StoreUnavailable as err:
+        print(f"vobiz-callbacks: error: callback store unavailable: {err}", file=sys.stderr)
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``vobiz-callbacks``.
+
+    :param argv: Arguments without the program name; ``sys.argv[1:]`` when ``None``.
+    :return: The exit code.
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else 2
+    return _run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

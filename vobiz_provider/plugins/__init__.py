@@ -1,0 +1,3 @@
+"""Airflow plugins shipped with the Vobiz provider."""
+
+from __future__ import annotations
