@@ -1,0 +1,101 @@
+"""``python -m vobiz_provider.testing.emulator``: run a local Vobiz in the foreground.
+
+Prints the API base URL and the Airflow connection JSON, then serves until interrupted. Script and inspect
+it over HTTP under ``/_emulator/`` (``scripts``, ``settings``, ``faults``, ``requests``, ``callbacks``,
+``calls``, ``reset``, ``wait/callbacks``, ``wait/idle``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING
+
+from vobiz_provider.testing.emulator.settings import EmulatorSettings
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    defaults = EmulatorSettings()
+    parser = argparse.ArgumentParser(
+        prog="python -m vobiz_provider.testing.emulator",
+        description="A strict local Vobiz voice API emulator (REST API, call lifecycle, callbacks).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="port to listen on (0: any free port)")
+    parser.add_argument("--auth-id", default=defaults.auth_id, help="the account's Auth ID")
+    parser.add_argument("--auth-token", default=defaults.auth_token, help="the account's Auth Token")
+    parser.add_argument("--main-account-token", default=None, help="also sign callbacks with MA headers")
+    parser.add_argument("--success-status", type=int, choices=(200, 201), default=defaults.success_status)
+    parser.add_argument("--error-shape", choices=("flat", "envelope"), default=defaults.error_shape)
+    parser.add_argument("--request-uuid-shape", choices=("str", "list"), default=defaults.request_uuid_shape)
+    parser.add_argument("--cps", type=int, default=defaults.cps, help="calls per second allowed")
+    parser.add_argument(
+        "--concurrency", type=int, default=defaults.concurrency, help="simultaneous calls allowed"
+    )
+    parser.add_argument("--balance", type=float, default=defaults.balance, help="account balance")
+    parser.add_argument("--timezone", default=defaults.timezone, help="console timezone of local times")
+    parser.add_argument("--retry-after", type=float, default=None, help="Retry-After seconds sent on 429")
+    parser.add_argument(
+        "--time-scale", type=float, default=defaults.time_scale, help="factor for request/XML durations"
+    )
+    parser.add_argument("--no-sign-callbacks", action="store_true", help="send callbacks without signatures")
+    parser.add_argument("--log-level", default="info", help="uvicorn log level")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> EmulatorSettings:
+    """The emulator settings named on the command line."""
+    return EmulatorSettings(
+        auth_id=args.auth_id,
+        auth_token=args.auth_token,
+        main_account_token=args.main_account_token,
+        success_status=args.success_status,
+        error_shape=args.error_shape,
+        request_uuid_shape=args.request_uuid_shape,
+        cps=args.cps,
+        concurrency=args.concurrency,
+        balance=args.balance,
+        timezone=args.timezone,
+        retry_after=args.retry_after,
+        time_scale=args.time_scale,
+        sign_callbacks=not args.no_sign_callbacks,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the emulator until interrupted."""
+    import uvicorn
+
+    from vobiz_provider.testing.emulator.core import VobizEmulator
+
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    emulator = VobizEmulator(settings)
+    config = uvicorn.Config(emulator.app, host=args.host, port=args.port, log_level=args.log_level)
+    server = uvicorn.Server(config)
+    sock = config.bind_socket()
+    port = sock.getsockname()[1]
+    base_url = f"http://{args.host}:{port}/api/v1"
+    connection = {
+        "conn_type": "vobiz",
+        "login": settings.auth_id,
+        "password": settings.auth_token,
+        "extra": {"base_url": base_url},
+    }
+    print(f"Vobiz emulator: {base_url} (control API: http://{args.host}:{port}/_emulator/)", flush=True)
+    print(f"AIRFLOW_CONN_VOBIZ_DEFAULT='{json.dumps(connection)}'", flush=True)
+    server.run(sockets=[sock])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Outgoing HTTP of the emulator: callbacks (with retries) and XML fetches, signed like Vobiz signs them."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import httpx
+
+from vobiz_provider.testing.emulator.state import CallbackRecord
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from vobiz_provider.testing.emulator.settings import EmulatorSettings
+
+__all__ = ["USER_AGENT", "CallbackSender", "FetchResult"]
+
+#: The ``User-Agent`` of Vobiz's webhooks (docs.vobiz.ai/concepts/callbacks).
+USER_AGENT = "Vobiz-Webhook/1.0"
+
+_XML_TYPES = ("application/xml", "text/xml")
+
+
+@dataclass
+class FetchResult:
+    """Outcome of fetching an XML document (answer, fallback, action or redirect URL).
+
+    :param reached: True when some attempt got a 2xx answer.
+    :param body: The body of that answer.
+    :param content_type: Its content type (without parameters, lower case).
+    :param error: Why it failed: ``"unreachable"`` (no 2xx after every attempt), ``"content-type"`` or
+        ``"too-large"``.
+    """
+
+    reached: bool
+    body: str = ""
+    content_type: str = ""
+    error: str | None = None
+
+
+def with_query(url: str, fields: Mapping[str, str]) -> str:
+    """``url`` with ``fields`` appended to its query string (for GET callbacks)."""
+    parts = urlsplit(url)
+    extra = urlencode(list(fields.items()))
+    query = f"{parts.query}&{extra}" if parts.query and extra else (parts.query or extra)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+class CallbackSender:
+    """Sends the emulator's requests to the application and records every attempt.
+
+    :param client: The ``httpx.AsyncClient`` to use (owned by the caller).
+    :param settings: The emulator settings (read at every send, so changes apply at once).
+    :param record: Called with every :class:`CallbackRecord` once its attempt finished.
+    """
+
+    def __init__(
+        self,
+        *,
+        client: httpx.AsyncClient,
+        settings: EmulatorSettings,
+        record: Callable[[CallbackRecord], None],
+    ) -> None:
+        self._client = client
+        self._settings = settings
+        self._record = record
+
+    def _headers(self, url: str) -> dict[str, str]:
+        headers = {"User-Agent": USER_AGENT}
+        if self._settings.sign_callbacks:
+            from vobiz_provider.signatures import signature_headers
+
+            headers.update(
+                signature_headers(
+                    url,
+                    self._settings.auth_token,
+                    main_account_token=self._settings.main_account_token,
+                )
+            )
+        return headers
+
+    async def _attempt(
+        self,
+        *,
+        kind: str,
+        url: str,
+        method: str,
+        fields: Mapping[str, str],
+        call_uuid: str,
+        attempt: int,
+        keep_body: bool,
+    ) -> CallbackRecord:
+        method = method.upper()
+        target = with_query(url, fields) if method == "GET" else url
+        headers = self._headers(target)
+        record = CallbackRecord(
+            kind=kind,
+            url=url,
+            method=method,
+            fields=dict(fields),
+            headers=dict(headers),
+            attempt=attempt,
+            call_uuid=call_uuid,
+        )
+        try:
+            if method == "GET":
+                response = await self._client.get(
+                    target, headers=headers, timeout=self._settings.callback_timeout
+                )
+            else:
+                response = await self._client.post(
+                    target, data=dict(fields), headers=headers, timeout=self._settings.callback_timeout
+                )
+        except httpx.TimeoutException:
+            record.error = "timeout"
+        except httpx.HTTPError as exc:
+            record.error = f"{type(exc).__name__}: {exc}"
+        else:
+            record.status = response.status_code
+            record.content_type = response.headers.get("content-type")
+            if keep_body:
+                record.body = response.content[: self._settings.max_xml_bytes + 1].decode(
+                    "utf-8", errors="replace"
+                )
+        self._record(record)
+        return record
+
+    def _backoff(self, retry: int) -> float:
+        return self._settings.callback_backoff * (2 ** (retry - 1))
+
+    async def notify(
+        self, *, kind: str, url: str, method: str, fields: Mapping[str, str], call_uuid: str
+    ) -> CallbackRecord:
+        """Send a callback; retry with exponential backoff until the answer is 200 or retries run out.
+
+        :return: The last attempt.
+        """
+        attempt = 1
+        while True:
+            record = await self._attempt(
+                kind=kind,
+                url=url,
+                method=method,
+                fields=fields,
+                call_uuid=call_uuid,
+                attempt=attempt,
+                keep_body=False,
+            )
+            if record.status == 200 or attempt > self._settings.callback_retries:
+                return record
+            await asyncio.sleep(self._backoff(attempt))
+            attempt += 1
+
+    async def fetch_xml(
+        self,
+        *,
+        kind: str,
+        url: str,
+        method: str,
+        fields: Mapping[str, str],
+        call_uuid: str,
+        retries: int | None = None,
+    ) -> FetchResult:
+        """Fetch a VobizXML document: retry on non-2xx or no answer, then check type and size."""
+        retries = self._settings.answer_retries if retries is None else retries
+        attempt = 1
+        while True:
+            record = await self._attempt(
+                kind=kind,
+                url=url,
+                method=method,
+                fields=fields,
+                call_uuid=call_uuid,
+                attempt=attempt,
+                keep_body=True,
+            )
+            if record.status is not None and 200 <= record.status < 300:
+                break
+            if attempt > retries:
+                return FetchResult(reached=False, error="unreachable")
+            await asyncio.sleep(self._backoff(attempt))
+            attempt += 1
+        body = record.body or ""
+        content_type = (record.content_type or "").split(";")[0].strip().lower()
+        if len(body.encode("utf-8")) > self._settings.max_xml_bytes:
+            return FetchResult(reached=True, body="", content_type=content_type, error="too-large")
+        if content_type not in _XML_TYPES:
+            return FetchResult(reached=True, body=body, content_type=content_type, error="content-type")
+        return FetchResult(reached=True, body=body, content_type=content_type)

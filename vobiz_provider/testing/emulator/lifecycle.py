@@ -1,0 +1,358 @@
+"""The life of one emulated call: ring, answer, answer XML, machine detection, hangup and its callbacks.
+
+Every call runs as an asyncio task on the server's event loop; nothing here blocks the loop. Timers
+(``ring_timeout``/``hangup_on_ring``, ``time_limit``, the callee's ``talk_for``, ``<Hangup schedule>``) and
+the API's ``DELETE`` end the call through :meth:`CallLifecycle.end`, which cancels the running task.
+Notifications (ring, machine detection, hangup) are delivered in order on a per-call chain, each with its
+own retries, without holding up the call itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from vobiz_provider.models.hangup_causes import OUTCOMES
+from vobiz_provider.testing.emulator.answer_xml import InvalidXmlError, Verb, parse_response
+from vobiz_provider.testing.emulator.state import utcnow
+
+if TYPE_CHECKING:
+    from vobiz_provider.testing.emulator.core import VobizEmulator
+    from vobiz_provider.testing.emulator.state import EmulatedCall
+
+__all__ = ["CallLifecycle", "Ending"]
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a call ended.
+
+    :param status: The final ``CallStatus``.
+    :param code: The Vobiz hangup cause code.
+    :param source: The ``HangupSource``.
+    """
+
+    status: str
+    code: int
+    source: str
+
+    @classmethod
+    def preset(cls, name: str) -> Ending:
+        """The ending of one of the shared outcome presets (``vobiz_provider.models.hangup_causes``)."""
+        preset = OUTCOMES[name]
+        return cls(str(preset.status.value), preset.code, preset.source)
+
+
+# The endings the emulator produces: the shared presets, plus the XML/URL errors of later documents.
+CALLEE_HANGUP = Ending.preset("completed")
+END_OF_XML = Ending.preset("completed_by_xml")
+XML_HANGUP = Ending("completed", 4000, "Answer XML")  # <Hangup/>: "Normal Hangup" (docs: xml/hangup)
+API_HANGUP_ANSWERED = Ending.preset("hangup_api")
+API_CANCEL = Ending.preset("canceled")
+BUSY = Ending.preset("busy")
+NO_ANSWER = Ending.preset("no_answer")
+REJECTED = Ending.preset("rejected")
+FAILED = Ending.preset("failed")
+RING_TIMEOUT = Ending.preset("ring_timeout")
+TIME_LIMIT = Ending.preset("time_limit")
+MACHINE_HANGUP = Ending.preset("machine_hangup")
+ANSWER_URL_ERROR = Ending.preset("answer_url_error")
+ANSWER_XML_ERROR = Ending.preset("invalid_answer_xml")
+ACTION_URL_ERROR = Ending("completed", 7012, "Error")
+ACTION_XML_ERROR = Ending("completed", 8012, "Error")
+REDIRECT_URL_ERROR = Ending("completed", 7014, "Error")
+REDIRECT_XML_ERROR = Ending("completed", 8014, "Error")
+
+
+class _CallEnded(Exception):
+    """Raised inside the XML interpreter to stop with an ending."""
+
+    def __init__(self, ending: Ending) -> None:
+        super().__init__(ending)
+        self.ending = ending
+
+
+class CallLifecycle:
+    """Drives one :class:`EmulatedCall` from ``queued`` to its end.
+
+    :param emulator: The emulator owning the call.
+    :param call: The call.
+    """
+
+    def __init__(self, *, emulator: VobizEmulator, call: EmulatedCall) -> None:
+        self.emulator = emulator
+        self.call = call
+        self._main: asyncio.Task[None] | None = None
+        self._timers: list[asyncio.Task[None]] = []
+        self._chain: asyncio.Task[Any] | None = None
+        self._gathers = 0
+        self.done = asyncio.Event()
+
+    # ------------------------------------------------------------------ public
+
+    def start(self) -> None:
+        """Start the call's task on the running loop."""
+        self._main = self.emulator.spawn(self._run())
+
+    def end(self, ending: Ending) -> bool:
+        """End the call now (idempotent). Returns False when it had already ended."""
+        call = self.call
+        if call.finished:
+            return False
+        settings = self.emulator.settings
+        call.end_at = utcnow()
+        call.status = ending.status
+        call.hangup_cause_code = ending.code
+        call.hangup_source = ending.source
+        call.hangup_cause, call.hangup_cause_name = self.emulator.describe_cause(ending.code)
+        billsec = self.emulator.billed_seconds(call)
+        call.total_cost = round(billsec / 60 * settings.rate_per_minute, 5)
+        self.emulator.charge(call)
+        for timer in self._timers:
+            timer.cancel()
+        current = asyncio.current_task()
+        if self._main is not None and self._main is not current:
+            self._main.cancel()
+        hangup_url = call.request.hangup_url
+        if hangup_url:
+            self._notify("hangup", hangup_url, call.request.hangup_method, self.emulator.hangup_fields(call))
+        self._after_chain(self.done.set)
+        self.emulator.call_ended(call)
+        return True
+
+    # ------------------------------------------------------------------ helpers
+
+    def _scaled(self, seconds: float) -> float:
+        return seconds * self.emulator.settings.time_scale
+
+    def _timer(self, delay: float, ending: Ending) -> None:
+        async def fire() -> None:
+            await asyncio.sleep(delay)
+            self.end(ending)
+
+        self._timers.append(self.emulator.spawn(fire()))
+
+    def _notify(self, kind: str, url: str, method: str | None, fields: dict[str, str]) -> None:
+        """Queue a callback behind the call's earlier ones (delivered in order, retried on its own)."""
+        previous = self._chain
+
+        async def send() -> None:
+            if previous is not None:
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await previous
+            await self.emulator.sender.notify(
+                kind=kind, url=url, method=method or "POST", fields=fields, call_uuid=self.call.call_uuid
+            )
+
+        self._chain = self.emulator.spawn(send())
+
+    def _after_chain(self, callback: Any) -> None:
+        previous = self._chain
+
+        async def wait() -> None:
+            if previous is not None:
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await previous
+            callback()
+
+        self._chain = self.emulator.spawn(wait())
+
+    # ------------------------------------------------------------------ the call
+
+    async def _run(self) -> None:
+        call, script = self.call, self.call.script
+        request = call.request
+        await asyncio.sleep(script.ring_after)
+        if script.outcome == "failed":
+            base = FAILED
+            self.end(Ending(base.status, script.hangup_cause_code or base.code, base.source))
+            return
+        call.status = "ringing"
+        call.ring_at = utcnow()
+        if request.ring_url:
+            self._notify("ring", request.ring_url, request.ring_method, self.emulator.ring_fields(call))
+        ring_limit = self.emulator.settings.default_ring_timeout
+        if request.ring_timeout is not None:
+            ring_limit = request.ring_timeout
+        if request.hangup_on_ring is not None:
+            ring_limit = min(ring_limit, request.hangup_on_ring)
+        ring_deadline = self._scaled(ring_limit)
+        if script.outcome == "ring-timeout" or script.answer_after >= ring_deadline:
+            await asyncio.sleep(ring_deadline)
+            self.end(self._override(RING_TIMEOUT))
+            return
+        await asyncio.sleep(script.answer_after)
+        unanswered = {"busy": BUSY, "no-answer": NO_ANSWER, "rejected": REJECTED}
+        if script.outcome in unanswered:
+            self.end(self._override(unanswered[script.outcome]))
+            return
+        await self._answered()
+
+    def _override(self, ending: Ending) -> Ending:
+        code = self.call.script.hangup_cause_code
+        return ending if code is None else Ending(ending.status, code, ending.source)
+
+    async def _answered(self) -> None:
+        call, script = self.call, self.call.script
+        request = call.request
+        call.status = "in-progress"
+        call.answer_at = utcnow()
+        call.machine = script.answered_by_machine
+        time_limit = request.time_limit or self.emulator.settings.default_time_limit
+        self._timer(self._scaled(time_limit), TIME_LIMIT)
+        if script.talk_for is not None:
+            self._timer(script.talk_for, self._override(CALLEE_HANGUP))
+        if request.machine_detection is not None:
+            if request.machine_detection_url:
+                self._timers.append(self.emulator.spawn(self._detect_machine()))
+            else:
+                await asyncio.sleep(script.detect_after)
+                if request.machine_detection == "hangup" and script.answered_by_machine:
+                    self.end(MACHINE_HANGUP)
+                    return
+        if script.outcome == "answer-url-error":
+            self.end(self._override(ANSWER_URL_ERROR))
+            return
+        if script.outcome == "invalid-xml":
+            self.end(self._override(ANSWER_XML_ERROR))
+            return
+        try:
+            verbs = await self._fetch_answer()
+            await self._execute(verbs)
+        except _CallEnded as ended:
+            self.end(ended.ending)
+            return
+        self.end(END_OF_XML)
+
+    async def _detect_machine(self) -> None:
+        call, request = self.call, self.call.request
+        await asyncio.sleep(call.script.detect_after)
+        if call.finished or request.machine_detection_url is None:
+            return
+        self._notify(
+            "machine-detection",
+            request.machine_detection_url,
+            request.machine_detection_method,
+            self.emulator.machine_detection_fields(call),
+        )
+        if request.machine_detection == "hangup" and call.script.answered_by_machine:
+            self.end(MACHINE_HANGUP)
+
+    # ------------------------------------------------------------------ XML
+
+    async def _fetch(
+        self, *, kind: str, url: str, method: str | None, fields: dict[str, str]
+    ) -> tuple[bool, str, str | None]:
+        result = await self.emulator.sender.fetch_xml(
+            kind=kind, url=url, method=method or "POST", fields=fields, call_uuid=self.call.call_uuid
+        )
+        return result.reached, result.body, result.error
+
+    async def _fetch_answer(self) -> list[Verb]:
+        call, request = self.call, self.call.request
+        fields = self.emulator.answer_fields(call)
+        reached, body, error = await self._fetch(
+            kind="answer", url=request.answer_url, method=request.answer_method, fields=fields
+        )
+        if not reached and request.fallback_url:
+            reached, body, error = await self._fetch(
+                kind="fallback", url=request.fallback_url, method=request.fallback_method, fields=fields
+            )
+        if not reached:
+            call.xml_log.append("answer URL unreachable")
+            raise _CallEnded(ANSWER_URL_ERROR)
+        return self._parse(body, error, ANSWER_XML_ERROR, "answer")
+
+    def _parse(self, body: str, error: str | None, failure: Ending, what: str) -> list[Verb]:
+        if error is not None:
+            self.call.xml_log.append(f"{what} XML refused: {error}")
+            raise _CallEnded(failure)
+        try:
+            verbs = parse_response(body)
+        except InvalidXmlError as exc:
+            self.call.xml_log.append(f"{what} XML invalid: {exc}")
+            raise _CallEnded(failure) from None
+        self.call.xml_log.append(f"{what} XML: {', '.join(v.name for v in verbs) or '(empty)'}")
+        return verbs
+
+    async def _media(self, verb: Verb) -> None:
+        loop = verb.integer("loop", 1)
+        if loop == 0:  # forever: until something else ends the call
+            await asyncio.Event().wait()
+        await asyncio.sleep(self.call.script.media_seconds * loop)
+
+    async def _execute(self, verbs: list[Verb]) -> None:
+        queue = list(verbs)
+        while queue:
+            verb = queue.pop(0)
+            replacement = await self._run_verb(verb)
+            if replacement is not None:
+                queue = replacement
+
+    async def _run_verb(self, verb: Verb) -> list[Verb] | None:
+        name = verb.name
+        if name in ("Speak", "Play"):
+            await self._media(verb)
+        elif name == "Wait":
+            await asyncio.sleep(self._scaled(verb.integer("length", 1)))
+        elif name == "PreAnswer":
+            for child in verb.children:
+                await self._run_verb(child)
+        elif name == "Hangup":
+            schedule = verb.attributes.get("schedule")
+            if schedule is None:
+                raise _CallEnded(XML_HANGUP)
+            self._timer(self._scaled(int(schedule)), XML_HANGUP)
+        elif name == "Redirect":
+            return await self._redirect(verb)
+        elif name == "Gather":
+            return await self._gather(verb)
+        elif name in ("DTMF",):
+            return None
+        else:  # Record, Dial, Conference, Stream: accepted, not emulated; take nominal time
+            await asyncio.sleep(self.call.script.media_seconds)
+        return None
+
+    async def _redirect(self, verb: Verb) -> list[Verb]:
+        fields = self.emulator.redirect_fields(self.call)
+        reached, body, error = await self._fetch(
+            kind="redirect", url=verb.text, method=verb.attributes.get("method"), fields=fields
+        )
+        if not reached:
+            raise _CallEnded(REDIRECT_URL_ERROR)
+        return self._parse(body, error, REDIRECT_XML_ERROR, "redirect")
+
+    async def _gather(self, verb: Verb) -> list[Verb] | None:
+        script = self.call.script
+        index = self._gathers
+        self._gathers += 1
+        for child in verb.children:
+            await self._run_verb(child)
+        input_types = set((verb.attributes.get("inputType") or "dtmf").split())
+        digits = script.digits_for(index) if "dtmf" in input_types else None
+        speech = script.speech if "speech" in input_types else None
+        if digits is not None:
+            finish = verb.attributes.get("finishOnKey", "#")
+            if finish not in ("", "none") and finish in digits:
+                digits = digits[: digits.index(finish)]
+            digits = digits[: verb.integer("numDigits", 32)]
+            input_type = "dtmf"
+        elif speech is not None:
+            input_type = "speech"
+        else:
+            await asyncio.sleep(self._scaled(verb.integer("executionTimeout", 15)))
+            input_type = "dtmf" if "dtmf" in input_types else "speech"
+        fields = self.emulator.gather_fields(self.call, input_type=input_type, digits=digits, speech=speech)
+        timed_out = digits is None and speech is None
+        reached, body, error = await self._fetch(
+            kind="gather", url=verb.attributes["action"], method=verb.attributes.get("method"), fields=fields
+        )
+        if timed_out or not verb.flag("redirect", True):
+            return None  # falls through to the next verb
+        if not reached:
+            raise _CallEnded(ACTION_URL_ERROR)
+        if not body.strip():
+            return None
+        return self._parse(body, error, ACTION_XML_ERROR, "action")
