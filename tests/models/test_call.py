@@ -1,0 +1,349 @@
+"""MakeCallRequest: every validation rule, every accepted variant, and the payload sent to Vobiz."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from vobiz_provider.exceptions import VobizValidationError
+from vobiz_provider.models import TERMINAL_STATUSES, CallStatus, MakeCallRequest
+
+REQUIRED: dict[str, Any] = {
+    "from": "14155551234",
+    "to": "14155555678",
+    "answer_url": "https://example.com/answer",
+}
+
+
+def build(**overrides: Any) -> MakeCallRequest:
+    return MakeCallRequest.build(**{**REQUIRED, **overrides})
+
+
+def refused(**overrides: Any) -> str:
+    with pytest.raises(VobizValidationError) as info:
+        build(**overrides)
+    message = str(info.value)
+    assert message.startswith("invalid Make-Call request: ")
+    return message
+
+
+# ------------------------------------------------------------------------------------------ to / from
+
+
+def test_to_accepts_a_list_and_a_lt_joined_string_alike() -> None:
+    as_list = build(to=["14155555678", "+919876543210", "sip:john1234@api.vobiz.ai"])
+    as_text = build(to="14155555678<+919876543210<sip:john1234@api.vobiz.ai")
+    assert as_list.to == as_text.to == ("14155555678", "+919876543210", "sip:john1234@api.vobiz.ai")
+    assert as_list.destinations == as_list.to
+    assert as_list.to_payload()["to"] == "14155555678<+919876543210<sip:john1234@api.vobiz.ai"
+
+
+def test_to_accepts_a_tuple_and_strips_blanks_around_destinations() -> None:
+    assert build(to=("14155555678", " 14155555679 ")).to == ("14155555678", "14155555679")
+
+
+@pytest.mark.parametrize("number", ["14155551234", "+14155551234", "1234567", "+123456789012345"])
+def test_e164_numbers_with_or_without_plus(number: str) -> None:
+    request = build(**{"from": number}, to=number)
+    assert request.from_number == number
+    assert request.to == (number,)
+
+
+@pytest.mark.parametrize(
+    "number",
+    ["0123456789", "+0123456789", "123456", "1234567890123456", "1415-555-1234", "+", "abc", "++14155551234"],
+)
+def test_malformed_numbers_are_refused_naming_the_field(number: str) -> None:
+    message = refused(**{"from": number})
+    assert f"from: {number!r} is not an E.164 number" in message
+    message = refused(to=number)
+    assert f"to[0]: {number!r} is not an E.164 number or sip: URI" in message
+
+
+@pytest.mark.parametrize(
+    "uri", ["sip:john1234@api.vobiz.ai", "sip:alice@10.0.0.1:5060", "sip:bob@example.com;transport=tcp"]
+)
+def test_sip_uris_are_destinations(uri: str) -> None:
+    assert build(to=uri).to == (uri,)
+
+
+@pytest.mark.parametrize("uri", ["sip:api.vobiz.ai", "sips:john@api.vobiz.ai", "sip:@host", "sip:john@"])
+def test_malformed_sip_uris_are_refused(uri: str) -> None:
+    assert f"to[0]: {uri!r} is not an E.164 number or sip: URI" in refused(to=uri)
+
+
+def test_a_comma_is_refused_with_a_hint_and_the_index_of_the_bad_destination() -> None:
+    message = refused(to=["14155555678", "14155555679", "12,34"])
+    assert (
+        "to[2]: '12,34' is not an E.164 number or sip: URI (separate destinations with '<' or pass a list)"
+        in message
+    )
+    assert "to[0]" not in message and "to[1]" not in message
+
+
+def test_1000_destinations_are_accepted_and_1001_refused() -> None:
+    numbers = [f"1415{n:07d}" for n in range(1001)]
+    assert len(build(to=numbers[:1000]).to) == 1000
+    assert len(build(to="<".join(numbers[:1000])).to) == 1000
+    assert "to: at most 1000 destinations, got 1001" in refused(to=numbers)
+
+
+@pytest.mark.parametrize("empty", ["", "   ", []])
+def test_no_destination_is_refused(empty: Any) -> None:
+    assert "to: at least one destination is required" in refused(to=empty)
+
+
+def test_empty_segment_between_separators_is_refused() -> None:
+    assert "to[1]: '' is not an E.164 number or sip: URI" in refused(to="14155555678<<14155555679")
+
+
+def test_required_fields_are_named_when_missing() -> None:
+    with pytest.raises(VobizValidationError) as info:
+        MakeCallRequest.build()
+    message = str(info.value)
+    for name in ("from", "to", "answer_url"):
+        assert f"{name}: required" in message
+
+
+def test_from_may_be_given_by_its_python_name_but_not_twice() -> None:
+    request = MakeCallRequest.build(from_number="14155551234", to="14155555678", answer_url="https://e.com/a")
+    assert request.to_payload()["from"] == "14155551234"
+    with pytest.raises(VobizValidationError, match="from: given twice"):
+        MakeCallRequest.build(**REQUIRED, from_number="14155551234")
+
+
+# ------------------------------------------------------------------------------------------ URLs, methods
+
+
+URL_FIELDS = ["answer_url", "ring_url", "hangup_url", "fallback_url", "machine_detection_url"]
+
+
+@pytest.mark.parametrize("field", URL_FIELDS)
+@pytest.mark.parametrize(
+    "url", ["https://example.com/a?x=1", "http://127.0.0.1:8080/hook", "https://u:p@hooks.example.com/v"]
+)
+def test_http_urls_are_kept_exactly(field: str, url: str) -> None:
+    assert getattr(build(**{field: url}), field) == url
+
+
+@pytest.mark.parametrize("field", URL_FIELDS)
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("ftp://example.com/a", "is not an http(s) URL"),
+        ("example.com/answer", "is not an http(s) URL"),
+        ("/answer", "is not an http(s) URL"),
+        ("https:///answer", "has no host"),
+        ("https://exa mple.com/a", "is not an absolute http(s) URL"),
+        ("https://example.com:99999/a", "is not a valid URL"),
+    ],
+)
+def test_bad_urls_are_refused(field: str, url: str, problem: str) -> None:
+    assert f"{field}: {url!r} {problem}" in refused(**{field: url})
+
+
+METHOD_FIELDS = [
+    "answer_method",
+    "ring_method",
+    "hangup_method",
+    "fallback_method",
+    "machine_detection_method",
+]
+
+
+@pytest.mark.parametrize("field", METHOD_FIELDS)
+@pytest.mark.parametrize(("given", "stored"), [("get", "GET"), ("Post", "POST"), ("POST", "POST")])
+def test_methods_are_case_insensitive_and_stored_upper(field: str, given: str, stored: str) -> None:
+    request = build(**{field: given})
+    assert getattr(request, field) == stored
+    assert request.to_payload()[field] == stored
+
+
+@pytest.mark.parametrize("field", METHOD_FIELDS)
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "", "G ET"])
+def test_other_methods_are_refused(field: str, method: str) -> None:
+    assert f"{field}: {method!r} is not GET or POST" in refused(**{field: method})
+
+
+def test_answer_method_is_always_sent() -> None:
+    payload = build().to_payload()
+    assert payload == {
+        "from": "14155551234",
+        "to": "14155555678",
+        "answer_url": "https://example.com/answer",
+        "answer_method": "POST",
+    }
+
+
+# ------------------------------------------------------------------------------------------ machine detection
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"), [(True, "true"), ("true", "true"), ("TRUE", "true"), ("hangup", "hangup")]
+)
+def test_machine_detection_values(given: Any, stored: str) -> None:
+    request = build(machine_detection=given)
+    assert request.machine_detection == stored
+    assert request.to_payload()["machine_detection"] == stored
+
+
+@pytest.mark.parametrize("off", [False, "false", "False", None])
+def test_machine_detection_off_is_left_out(off: Any) -> None:
+    request = build(machine_detection=off)
+    assert request.machine_detection is None
+    assert "machine_detection" not in request.to_payload()
+
+
+@pytest.mark.parametrize("bad", ["yes", "1", 1, "detect"])
+def test_machine_detection_other_values_are_refused(bad: Any) -> None:
+    assert f"machine_detection: {bad!r} is not 'true' or 'hangup'" in refused(machine_detection=bad)
+
+
+RANGES = [
+    ("machine_detection_time", 2000, 10000),
+    ("machine_detection_maximum_speech_length", 1000, 6000),
+    ("machine_detection_initial_silence", 2000, 10000),
+    ("machine_detection_maximum_words", 2, 10),
+    ("machine_detection_initial_greeting", 1000, 5000),
+]
+
+
+@pytest.mark.parametrize(("field", "low", "high"), RANGES)
+def test_machine_detection_ranges_accept_both_edges(field: str, low: int, high: int) -> None:
+    assert build(**{field: low}).to_payload()[field] == low
+    assert build(**{field: high}).to_payload()[field] == high
+    # numeric strings are accepted and sent as integers
+    assert build(**{field: str(high)}).to_payload()[field] == high
+
+
+@pytest.mark.parametrize(("field", "low", "high"), RANGES)
+def test_machine_detection_ranges_refuse_just_outside(field: str, low: int, high: int) -> None:
+    assert f"{field}: must be between {low} and {high}" in refused(**{field: low - 1})
+    assert f"got {high + 1}" in refused(**{field: high + 1})
+
+
+# ------------------------------------------------------------------------------------------ advanced fields
+
+
+def test_caller_name_50_characters_is_fine_51_is_not() -> None:
+    assert build(caller_name="x" * 50).caller_name == "x" * 50
+    assert "caller_name: at most 50 characters, got 51" in refused(caller_name="x" * 51)
+
+
+@pytest.mark.parametrize("digits", ["1", "1234#", "*9", "1w2W3", "w1", "12ww#W", "123@1000", "#@5", "0@250"])
+def test_send_digits_accepted(digits: str) -> None:
+    assert build(send_digits=digits).to_payload()["send_digits"] == digits
+
+
+@pytest.mark.parametrize(
+    "digits", ["", "w", "wW", "12a", "1 2", "123@", "@1000", "1w@1000", "12@0", "12@1.5", "A"]
+)
+def test_send_digits_refused(digits: str) -> None:
+    assert f"send_digits: {digits!r} is not a DTMF string" in refused(send_digits=digits)
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"), [(True, True), (False, False), ("true", True), ("false", False)]
+)
+def test_send_on_preanswer_is_a_boolean(given: Any, stored: bool) -> None:
+    assert build(send_on_preanswer=given).to_payload()["send_on_preanswer"] is stored
+
+
+def test_send_on_preanswer_refuses_other_values() -> None:
+    assert "send_on_preanswer: 'maybe' is not true or false" in refused(send_on_preanswer="maybe")
+
+
+@pytest.mark.parametrize("field", ["time_limit", "hangup_on_ring", "ring_timeout"])
+def test_positive_seconds(field: str) -> None:
+    assert build(**{field: 1}).to_payload()[field] == 1
+    assert build(**{field: "30"}).to_payload()[field] == 30
+    assert f"{field}: must be greater than 0, got 0" in refused(**{field: 0})
+    assert f"{field}: must be greater than 0, got -5" in refused(**{field: -5})
+    assert f"{field}: 'soon' is not an integer" in refused(**{field: "soon"})
+    assert f"{field}: True is not an integer" in refused(**{field: True})
+    assert f"{field}: 1.5 is not an integer" in refused(**{field: 1.5})
+
+
+def test_unknown_fields_are_refused_with_a_suggestion() -> None:
+    assert "ringtimeout: not a Make-Call field (did you mean 'ring_timeout'?)" in refused(ringtimeout=30)
+    assert "sip_headers: not a Make-Call field" in refused(sip_headers="X-a=1")
+
+
+def test_every_failing_field_is_listed_in_one_message_without_pydantic_dump() -> None:
+    message = refused(to=["14155555678", "x", "12,34"], caller_name="y" * 51, machine_detection_time=1)
+    assert message.count(";") == 3
+    for part in ("to[1]", "to[2]", "caller_name: at most 50 characters", "machine_detection_time"):
+        assert part in message
+    assert "pydantic" not in message and "input_value" not in message and "errors.pydantic.dev" not in message
+
+
+def test_full_payload_uses_api_names_and_leaves_out_none() -> None:
+    request = build(
+        to=["14155555678", "sip:a@b.example"],
+        answer_method="get",
+        hangup_url="https://example.com/hangup",
+        ring_url="https://example.com/ring",
+        machine_detection=True,
+        machine_detection_time="2500",
+        caller_name="Airflow",
+        send_digits="1w2",
+        time_limit=3600,
+        ring_timeout="30",
+    )
+    assert request.to_payload() == {
+        "from": "14155551234",
+        "to": "14155555678<sip:a@b.example",
+        "answer_url": "https://example.com/answer",
+        "answer_method": "GET",
+        "ring_url": "https://example.com/ring",
+        "hangup_url": "https://example.com/hangup",
+        "machine_detection": "true",
+        "machine_detection_time": 2500,
+        "caller_name": "Airflow",
+        "send_digits": "1w2",
+        "time_limit": 3600,
+        "ring_timeout": 30,
+    }
+
+
+def test_request_is_frozen() -> None:
+    request = build()
+    with pytest.raises(ValueError, match="frozen"):
+        request.caller_name = "x"  # type: ignore[misc]
+
+
+# ------------------------------------------------------------------------------------------ validate_fields
+
+
+def test_validate_fields_checks_only_the_given_fields() -> None:
+    MakeCallRequest.validate_fields(caller_name="ok", ring_timeout="20")
+    MakeCallRequest.validate_fields(to=["14155555678"])
+    MakeCallRequest.validate_fields()
+    with pytest.raises(VobizValidationError) as info:
+        MakeCallRequest.validate_fields(caller_name="z" * 51, to="1,2")
+    message = str(info.value)
+    assert "caller_name: at most 50 characters" in message
+    assert "to[0]: '1,2'" in message
+    assert "from" not in message.replace("from:", "") and "answer_url" not in message
+
+
+def test_validate_fields_uses_the_same_rules_as_build() -> None:
+    with pytest.raises(VobizValidationError, match=r"from: '012' is not an E\.164 number"):
+        MakeCallRequest.validate_fields(from_number="012")
+    with pytest.raises(VobizValidationError, match="answer_url: 'ftp://x' is not an http"):
+        MakeCallRequest.validate_fields(answer_url="ftp://x")
+    with pytest.raises(VobizValidationError, match="not a Make-Call field"):
+        MakeCallRequest.validate_fields(bogus=1)
+
+
+# ------------------------------------------------------------------------------------------ CallStatus
+
+
+def test_call_status_values_and_terminal_set() -> None:
+    assert CallStatus("no-answer") is CallStatus.NO_ANSWER
+    assert CallStatus.IN_PROGRESS == "in-progress"
+    assert str(CallStatus.CANCELED) == "canceled"
+    assert {"completed", "busy", "failed", "no-answer", "timeout", "cancel", "canceled"} == TERMINAL_STATUSES
+    assert CallStatus.RINGING not in TERMINAL_STATUSES
+    assert CallStatus.BUSY in TERMINAL_STATUSES

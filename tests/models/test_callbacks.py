@@ -1,0 +1,262 @@
+"""Callback models: parsing Vobiz's form fields, local times, unknown fields, and the to_form round trip."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pendulum
+import pytest
+
+from vobiz_provider.exceptions import VobizValidationError
+from vobiz_provider.models import (
+    AnswerCallback,
+    GatherCallback,
+    HangupCallback,
+    MachineDetectionCallback,
+    RingCallback,
+    VobizCallback,
+    parse_callback,
+)
+
+# The full Plivo hangup body (vobiz-api.md §2.4), with Vobiz's lowercase ``stir_verification`` and two
+# fields no model declares.
+HANGUP_FORM = {
+    "ALegRequestUUID": "3c5b7f0e-7a65-11ef-9d3e-0242ac110002",
+    "ALegUUID": "3c5b7f0e-7a65-11ef-9d3e-0242ac110002",
+    "AnswerTime": "2026-11-27 10:00:05",
+    "BillDuration": "120",
+    "BillRate": "0.005",
+    "CallStatus": "completed",
+    "CallUUID": "3c5b7f0e-7a65-11ef-9d3e-0242ac110002",
+    "Direction": "outbound",
+    "Duration": "66",
+    "EndTime": "2026-11-27 10:01:11",
+    "Event": "Hangup",
+    "From": "14155551234",
+    "HangupCause": "NORMAL_CLEARING",
+    "HangupCauseCode": "4000",
+    "HangupCauseName": "Normal Hangup",
+    "HangupSource": "Callee",
+    "ParentAuthID": "MA_PARENT0001",
+    "RequestUUID": "3c5b7f0e-7a65-11ef-9d3e-0242ac110002",
+    "STIRAttestation": "Not Applicable",
+    "STIRVerification": "Not Applicable",
+    "SessionStart": "2026-11-27 04:29:58.123456",
+    "StartTime": "2026-11-27 09:59:58",
+    "To": "919876543210",
+    "TotalCost": "0.01000",
+    "stir_verification": "Not Applicable",
+    "timestamp": "2026-11-27T04:31:11Z",
+    "X-VH-Campaign": "spring",
+}
+
+
+def test_hangup_body_is_parsed_with_local_times_in_the_account_timezone() -> None:
+    callback = parse_callback(HANGUP_FORM, timezone="Asia/Kolkata")
+    assert isinstance(callback, HangupCallback)
+    # 10:00:05 in Kolkata (UTC+05:30) is 04:30:05 UTC
+    assert callback.answer_time == pendulum.datetime(2026, 11, 27, 4, 30, 5, tz="UTC")
+    assert callback.start_time == pendulum.datetime(2026, 11, 27, 4, 29, 58, tz="UTC")
+    assert callback.end_time == pendulum.datetime(2026, 11, 27, 4, 31, 11, tz="UTC")
+    assert callback.answer_time is not None and callback.answer_time.utcoffset() == dt.timedelta(0)
+    assert callback.session_start == pendulum.datetime(2026, 11, 27, 4, 29, 58, 123456, tz="UTC")
+    assert callback.answered
+    assert (callback.duration, callback.bill_duration) == (66, 120)
+    assert callback.bill_rate == Decimal("0.005")
+    assert callback.total_cost == Decimal("0.01000")
+    assert (callback.hangup_cause, callback.hangup_cause_code, callback.hangup_cause_name) == (
+        "NORMAL_CLEARING",
+        4000,
+        "Normal Hangup",
+    )
+    assert callback.hangup_source == "Callee"
+    assert callback.parent_auth_id == "MA_PARENT0001"
+    assert callback.stir_verification == callback.stir_verification_lowercase == "Not Applicable"
+    assert (callback.call_uuid, callback.from_number, callback.to) == (
+        "3c5b7f0e-7a65-11ef-9d3e-0242ac110002",
+        "14155551234",
+        "919876543210",
+    )
+
+
+def test_the_same_local_time_means_a_different_instant_in_utc() -> None:
+    in_utc = parse_callback(HANGUP_FORM)
+    in_kolkata = parse_callback(HANGUP_FORM, timezone="Asia/Kolkata")
+    assert isinstance(in_utc, HangupCallback) and isinstance(in_kolkata, HangupCallback)
+    assert in_utc.answer_time == pendulum.datetime(2026, 11, 27, 10, 0, 5, tz="UTC")
+    assert in_utc.answer_time - in_kolkata.answer_time == dt.timedelta(hours=5, minutes=30)
+
+
+def test_unknown_fields_are_kept() -> None:
+    callback = parse_callback(HANGUP_FORM, timezone="Asia/Kolkata")
+    assert callback.model_extra == {"timestamp": "2026-11-27T04:31:11Z", "X-VH-Campaign": "spring"}
+
+
+def test_to_form_round_trip_is_exact() -> None:
+    callback = parse_callback(HANGUP_FORM, timezone="Asia/Kolkata")
+    assert callback.to_form(timezone="Asia/Kolkata") == HANGUP_FORM
+
+
+def test_to_form_renders_local_times_in_the_requested_timezone() -> None:
+    callback = parse_callback(HANGUP_FORM, timezone="Asia/Kolkata")
+    form = callback.to_form(timezone="UTC")
+    assert form["AnswerTime"] == "2026-11-27 04:30:05"
+    assert form["SessionStart"] == HANGUP_FORM["SessionStart"]  # always UTC
+
+
+@pytest.mark.parametrize("blank", ["", "0"])
+def test_unanswered_call_has_no_answer_time_and_round_trips(blank: str) -> None:
+    form = {
+        **HANGUP_FORM,
+        "AnswerTime": blank,
+        "CallStatus": "no-answer",
+        "BillDuration": "0",
+        "Duration": "0",
+        "HangupCause": "NO_ANSWER",
+        "HangupCauseCode": "3000",
+        "HangupCauseName": "No Answer",
+    }
+    callback = parse_callback(form, timezone="Asia/Kolkata")
+    assert isinstance(callback, HangupCallback)
+    assert callback.answer_time is None
+    assert not callback.answered
+    assert callback.call_status == "no-answer"
+    assert callback.to_form(timezone="Asia/Kolkata") == form
+
+
+def test_dispatch_on_event() -> None:
+    base = {"CallUUID": "c", "From": "14155551234", "To": "14155555678"}
+    assert isinstance(parse_callback({**base, "Event": "Ring", "CallStatus": "ringing"}), RingCallback)
+    assert isinstance(parse_callback({**base, "Event": "StartApp"}), AnswerCallback)
+    assert isinstance(parse_callback({**base, "Event": "Hangup"}), HangupCallback)
+    assert isinstance(parse_callback({**base, "Event": "MachineDetection"}), MachineDetectionCallback)
+    assert isinstance(parse_callback({**base, "InputType": "dtmf", "Digits": "1"}), GatherCallback)
+    redirect = parse_callback({**base, "Event": "Redirect"})
+    assert type(redirect) is VobizCallback
+    assert redirect.event == "Redirect"
+
+
+def test_kind_forces_the_model() -> None:
+    form = {"CallUUID": "c", "Event": "Something"}
+    assert isinstance(parse_callback(form, kind="gather"), GatherCallback)
+    assert isinstance(parse_callback(form, kind="machine_detection"), MachineDetectionCallback)
+    with pytest.raises(VobizValidationError, match="unknown callback kind 'dial'"):
+        parse_callback(form, kind="dial")
+
+
+def test_ring_and_answer_callbacks() -> None:
+    ring_form = {
+        "From": "14155551234",
+        "To": "14155555678",
+        "RequestUUID": "r",
+        "ALegRequestUUID": "r",
+        "CallUUID": "c",
+        "Direction": "outbound",
+        "Event": "Ring",
+        "CallStatus": "ringing",
+        "SessionStart": "2026-11-27 04:29:58.000001",
+        "STIRAttestation": "A",
+    }
+    ring = parse_callback(ring_form)
+    assert ring.call_status == "ringing"
+    assert ring.to_form() == ring_form
+    answer = parse_callback(
+        {**ring_form, "Event": "StartApp", "CallStatus": "in-progress", "CallerName": "Bob"}
+    )
+    assert isinstance(answer, AnswerCallback)
+    assert answer.caller_name == "Bob"
+
+
+def test_machine_detection_callback() -> None:
+    form = {"CallUUID": "c", "Event": "MachineDetection", "Machine": "true", "IfMachine": "continue"}
+    callback = parse_callback(form)
+    assert isinstance(callback, MachineDetectionCallback)
+    assert callback.machine is True
+    assert callback.if_machine == "continue"
+    assert callback.to_form() == form
+    human = parse_callback({**form, "Machine": "false"})
+    assert isinstance(human, MachineDetectionCallback) and human.machine is False
+
+
+def test_gather_callback_digits_and_timeout() -> None:
+    form = {
+        "CallUUID": "xyz789",
+        "From": "14155551234",
+        "To": "14155555678",
+        "Direction": "inbound",
+        "InputType": "dtmf",
+        "Digits": "1",
+        "Speech": "",
+        "SpeechConfidenceScore": "",
+        "BilledAmount": "0.00",
+    }
+    pressed = parse_callback(form)
+    assert isinstance(pressed, GatherCallback)
+    assert pressed.digits == "1"
+    assert not pressed.timed_out
+    assert pressed.speech_confidence_score is None
+    assert pressed.billed_amount == Decimal("0.00")
+    assert pressed.to_form() == form
+    timed_out = parse_callback({**form, "Digits": ""})
+    assert isinstance(timed_out, GatherCallback) and timed_out.timed_out
+    speech = parse_callback(
+        {**form, "InputType": "speech", "Digits": "", "Speech": "yes", "SpeechConfidenceScore": "0.92"}
+    )
+    assert isinstance(speech, GatherCallback)
+    assert speech.speech_confidence_score == pytest.approx(0.92)
+    assert not speech.timed_out
+
+
+def test_unreadable_values_are_refused_naming_the_field() -> None:
+    with pytest.raises(VobizValidationError, match="StartTime: 'yesterday' is not a local time"):
+        parse_callback({**HANGUP_FORM, "StartTime": "yesterday"}, timezone="Asia/Kolkata")
+    with pytest.raises(VobizValidationError, match="Duration"):
+        parse_callback({**HANGUP_FORM, "Duration": "long"})
+
+
+def test_unknown_timezone_is_refused() -> None:
+    with pytest.raises(VobizValidationError, match="unknown timezone 'Mars/Olympus'"):
+        parse_callback(HANGUP_FORM, timezone="Mars/Olympus")
+
+
+def test_callback_built_in_python_renders_vobiz_form() -> None:
+    """How the emulator builds a hangup callback: Python names, datetimes, the fixed Event filled in."""
+    answered = pendulum.datetime(2026, 11, 27, 4, 30, 5, tz="UTC")
+    callback = HangupCallback(
+        call_uuid="c",
+        from_number="14155551234",
+        to="14155555678",
+        call_status="busy",
+        start_time=answered,
+        answer_time=None,
+        duration=0,
+        total_cost=Decimal("0.00000"),
+        hangup_cause_code=3010,
+    )
+    form = callback.to_form(timezone="Asia/Kolkata")
+    assert form == {
+        "CallUUID": "c",
+        "From": "14155551234",
+        "To": "14155555678",
+        "Event": "Hangup",
+        "CallStatus": "busy",
+        "StartTime": "2026-11-27 10:00:05",
+        "AnswerTime": "",
+        "Duration": "0",
+        "TotalCost": "0.00000",
+        "HangupCauseCode": "3010",
+    }
+    # and the receiver reads back the same instant
+    again = parse_callback(form, timezone="Asia/Kolkata")
+    assert isinstance(again, HangupCallback)
+    assert again.start_time == answered
+    assert again.answer_time is None
+
+
+def test_model_dump_json_gives_iso_utc_times_for_storage() -> None:
+    callback = parse_callback(HANGUP_FORM, timezone="Asia/Kolkata")
+    dumped = callback.model_dump(mode="json")
+    assert dumped["answer_time"] == "2026-11-27T04:30:05Z"
+    assert dumped["total_cost"] == "0.01000"
+    assert dumped["X-VH-Campaign"] == "spring"
