@@ -347,3 +347,17 @@ def test_call_status_values_and_terminal_set() -> None:
     assert {"completed", "busy", "failed", "no-answer", "timeout", "cancel", "canceled"} == TERMINAL_STATUSES
     assert CallStatus.RINGING not in TERMINAL_STATUSES
     assert CallStatus.BUSY in TERMINAL_STATUSES
+
+
+def test_numbers_given_as_python_ints_mean_their_digits() -> None:
+    request = MakeCallRequest.build(**{"from": 14155551234}, to=[919876543210], answer_url="https://e.com/a")
+    assert request.to_payload()["from"] == "14155551234"
+    assert request.to == ("919876543210",)
+    assert "to[0]: True is not a string" in refused(to=[True])
+
+
+def test_a_flood_of_bad_destinations_gives_a_bounded_message() -> None:
+    message = refused(to=[f"bad{n}" for n in range(500)])
+    assert "to[19]" in message
+    assert "to[20]" not in message
+    assert message.endswith("and 480 more")

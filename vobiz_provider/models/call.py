@@ -3,7 +3,8 @@
 Every documented Make-Call field is a typed, validated attribute of :class:`MakeCallRequest`, so bad input
 is refused with a message naming the field *before* anything is sent to Vobiz. The rules, in one place:
 
-* ``from`` — E.164 digits with an optional ``+``: ``^\\+?[1-9]\\d{6,14}$`` (7 to 15 digits, no leading 0).
+* ``from`` — E.164 digits with an optional ``+``: ``^\\+?[1-9]\\d{6,14}$`` (7 to 15 digits, no leading 0);
+  a positive Python ``int`` is taken as its digits.
 * ``to`` — a list/tuple of destinations or one string with destinations joined by ``<``; 1 to 1000 of
   them; each is an E.164 number as above or a SIP URI ``sip:user@host[:port][;params]``. A comma is
   refused (Vobiz would treat ``a,b`` as one unroutable destination). Stored as ``tuple[str, ...]``.
@@ -101,6 +102,7 @@ SIP_URI_PATTERN = re.compile(
 SEND_DIGITS_PATTERN = re.compile(r"^(?=[0-9*#wW]*[0-9*#])[0-9*#wW]+$|^[0-9*#]+@[1-9][0-9]*$")
 
 _ERROR = "vobiz_invalid"
+_MAX_PROBLEMS = 20  # problems listed in one error message (1000 bad destinations would flood the log)
 
 
 def _fail(message: str) -> PydanticCustomError:
@@ -112,7 +114,15 @@ def _fail(message: str) -> PydanticCustomError:
 # --------------------------------------------------------------------------------------------------
 
 
+def _digits_as_text(value: Any) -> Any:
+    # A number given as a Python int (14155551234) means its digits.
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return str(value)
+    return value
+
+
 def _phone_number(value: Any) -> str:
+    value = _digits_as_text(value)
     if not isinstance(value, str):
         raise _fail(f"{value!r} is not a string")
     if not E164_PATTERN.match(value):
@@ -121,6 +131,7 @@ def _phone_number(value: Any) -> str:
 
 
 def _destination(value: Any) -> str:
+    value = _digits_as_text(value)
     if not isinstance(value, str):
         raise _fail(f"{value!r} is not a string")
     value = value.strip()
@@ -410,7 +421,8 @@ def format_validation_errors(exc: ValidationError, model: type[BaseModel]) -> st
     :param model: The model class, used to map Python names to API aliases.
     """
     seen: dict[str, str] = {}
-    for error in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    for error in errors:
         where = _location(model, tuple(error["loc"]))
         kind = error["type"]
         if kind == _ERROR:
@@ -426,4 +438,7 @@ def format_validation_errors(exc: ValidationError, model: type[BaseModel]) -> st
             problem = str(error["msg"])
             problem = problem[:1].lower() + problem[1:]
         seen.setdefault(where, problem)
-    return "; ".join(f"{where}: {problem}" for where, problem in seen.items())
+    shown = [f"{where}: {problem}" for where, problem in list(seen.items())[:_MAX_PROBLEMS]]
+    if len(seen) > _MAX_PROBLEMS:
+        shown.append(f"and {len(seen) - _MAX_PROBLEMS} more")
+    return "; ".join(shown)
