@@ -1,0 +1,156 @@
+"""Tables of the callback store, and the linear steps that create and upgrade them.
+
+Why not Alembic: the store is a handful of tables owned by this provider alone, usually a SQLite file next
+to ``AIRFLOW_HOME``, and upgraded lazily by whichever process touches it first (receiver, trigger,
+operator). A version number in ``vobiz_schema_version`` and a list of plain upgrade functions, run in one
+transaction under a lock, give the same guarantees without a migration environment to ship and configure.
+
+Rules for future changes: never edit a step that has shipped; append a new function to :data:`STEPS` (its
+index + 1 is the version it produces) and keep the table definitions below equal to the result of all
+steps, because step 1 creates them as defined here *at the time it ran*. When a table changes, step 1
+must keep creating the old shape (copy the old definition into it) and the new step alters it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sqlalchemy.engine import Connection, Dialect
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "STEPS",
+    "UTCDateTime",
+    "calls",
+    "events",
+    "metadata",
+    "nonces",
+    "schema_version",
+]
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """A timezone-aware UTC datetime on every backend.
+
+    PostgreSQL stores ``timestamptz``; SQLite has no time zones, so values are stored as naive UTC (which
+    also keeps its text comparison in ``WHERE received_at < ?`` correct) and made aware again when read.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        value = value.astimezone(dt.timezone.utc)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc)
+
+
+_JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "vobiz_schema_version",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("upgraded_at", UTCDateTime, nullable=False),
+)
+
+#: Every callback received, once (Vobiz retries are dropped by the unique ``dedupe_key``).
+events = sa.Table(
+    "vobiz_callback_events",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("received_at", UTCDateTime, nullable=False, index=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("event", sa.String(64)),
+    sa.Column("call_uuid", sa.String(64), index=True),
+    sa.Column("request_uuid", sa.String(64), index=True),
+    sa.Column("call_status", sa.String(32)),
+    sa.Column("ti_key", sa.String(1024)),
+    sa.Column("try_number", sa.Integer),
+    sa.Column("dedupe_key", sa.String(64), nullable=False, unique=True),
+    sa.Column("nonce", sa.String(128)),
+    sa.Column("fields", _JSON, nullable=False),
+)
+
+#: One row per call (per destination of a Make-Call request): the merged, monotonic state.
+calls = sa.Table(
+    "vobiz_calls",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("call_uuid", sa.String(64), unique=True),
+    sa.Column("request_uuid", sa.String(64), index=True),
+    # "<request_uuid>|<normalised destination>": finds the row record_fired() made before the CallUUID was
+    # known. Unique, so a callback and record_fired() cannot both create a row for the same leg.
+    sa.Column("leg_key", sa.String(1024), unique=True),
+    sa.Column("destination", sa.String(512)),
+    sa.Column("from_number", sa.String(128)),
+    sa.Column("ti_key", sa.String(1024), index=True),
+    sa.Column("dag_id", sa.String(250)),
+    sa.Column("run_id", sa.String(250)),
+    sa.Column("task_id", sa.String(250)),
+    sa.Column("map_index", sa.Integer),
+    sa.Column("try_number", sa.Integer),
+    sa.Column("conn_id", sa.String(250)),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("rank", sa.Integer, nullable=False),
+    sa.Column("terminal", sa.Boolean, nullable=False),
+    sa.Column("hangup_cause", sa.String(128)),
+    sa.Column("hangup_cause_code", sa.Integer),
+    sa.Column("hangup_cause_name", sa.String(128)),
+    sa.Column("hangup_source", sa.String(64)),
+    sa.Column("duration", sa.Integer),
+    sa.Column("bill_duration", sa.Integer),
+    sa.Column("start_time", sa.String(64)),
+    sa.Column("start_time_utc", UTCDateTime),
+    sa.Column("answer_time", sa.String(64)),
+    sa.Column("answer_time_utc", UTCDateTime),
+    sa.Column("end_time", sa.String(64)),
+    sa.Column("end_time_utc", UTCDateTime),
+    sa.Column("machine", sa.Boolean),
+    sa.Column("digits", sa.String(256)),
+    sa.Column("fired_at", UTCDateTime),
+    sa.Column("updated_at", UTCDateTime, nullable=False, index=True),
+    sa.Column("source", sa.String(16), nullable=False),
+)
+
+#: Signature nonces seen recently (replay protection; Vobiz signs URL + nonce, not the body).
+nonces = sa.Table(
+    "vobiz_nonces",
+    metadata,
+    sa.Column("nonce", sa.String(128), primary_key=True),
+    sa.Column("seen_at", UTCDateTime, nullable=False, index=True),
+)
+
+
+def _step_1(conn: Connection) -> None:
+    """Version 1: the callback events, the calls and the nonces."""
+    metadata.create_all(conn, tables=[events, calls, nonces], checkfirst=True)
+
+
+#: The upgrade steps, in order; step ``i`` (0-based) brings the schema to version ``i + 1``.
+STEPS: tuple[Callable[[Connection], None], ...] = (_step_1,)
+
+#: The version this code expects.
+SCHEMA_VERSION = len(STEPS)

@@ -1,0 +1,1054 @@
+"""The durable store of Vobiz callbacks and of the state of every call placed by the provider.
+
+The receiver writes each callback (:meth:`CallbackStore.record_callback`), the operator records the calls
+it fired (:meth:`CallbackStore.record_fired`) and finds those of earlier tries
+(:meth:`CallbackStore.find_attempts`), and the shared trigger poller reads the state of all waiting calls
+in one query per interval (:meth:`CallbackStore.lookup`).
+
+Built on SQLAlchemy Core (1.4.49+ and 2.x). SQLite (the default, one host) runs in WAL mode and every
+write transaction starts with ``BEGIN IMMEDIATE``, so writers queue on ``busy_timeout`` instead of
+failing on a lock upgrade. PostgreSQL (several hosts) runs at READ COMMITTED; writes that touch one call
+take a transaction-scoped advisory lock on its request and call UUIDs, so "find the row, else insert it"
+cannot race, and the unique constraints (``dedupe_key``, ``call_uuid``, ``leg_key``, ``nonce``) with
+``INSERT ... ON CONFLICT`` back that up. Deadlocks and serialization failures are retried.
+
+State is monotonic: ``queued < ringing < in-progress < terminal``. A lower-ranked event never overwrites a
+higher one (a late ``Ring`` never undoes a ``Hangup``) and a terminal state absorbs: later events only fill
+fields that are still empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import json
+import logging
+import struct
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random
+
+from vobiz_provider.callbacks.correlation import CALLBACK_KINDS, CorrelationToken
+from vobiz_provider.callbacks.schema import SCHEMA_VERSION, STEPS, calls, events, nonces, schema_version
+from vobiz_provider.exceptions import VobizError, VobizValidationError
+from vobiz_provider.models.call import TERMINAL_STATUSES
+from vobiz_provider.models.record import (
+    TERMINAL_RANK,
+    CallRecord,
+    iso_utc,
+    status_for_hangup_cause,
+    status_rank,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+
+    from sqlalchemy.engine import Connection, Engine, RowMapping
+
+    from vobiz_provider.callbacks.config import VobizSettings
+
+__all__ = ["CallbackStore", "RecordResult", "StoreUnavailable", "dedupe_key", "dispose_stores", "get_store"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Largest number of values in one ``IN (...)`` list (SQLite allows 32766 bound parameters).
+MAX_IN_PARAMS: Final = 30_000
+#: Form fields that may differ between Vobiz's retries of one callback; left out of the dedupe key.
+VOLATILE_FIELDS: Final = frozenset({"timestamp", "Timestamp"})
+#: Namespace (first key) of this provider's PostgreSQL advisory locks: "Vobi".
+_PG_LOCK_NAMESPACE: Final = 0x566F6269
+# PostgreSQL: serialization_failure, deadlock_detected.
+_RETRYABLE_PGCODES: Final = frozenset({"40001", "40P01"})
+
+# Columns that name a call or its task: set once, never overwritten by a later event.
+_IDENTITY_COLUMNS: Final = frozenset(
+    {
+        "call_uuid",
+        "request_uuid",
+        "leg_key",
+        "destination",
+        "from_number",
+        "ti_key",
+        "dag_id",
+        "run_id",
+        "task_id",
+        "map_index",
+        "try_number",
+        "conn_id",
+        "fired_at",
+    }
+)
+_STATE_COLUMNS: Final = frozenset({"status", "rank", "terminal", "source", "updated_at"})
+# Details that a newer event of this kind replaces (a second gather, a revised machine detection).
+_OVERWRITE_BY_KIND: Final = {
+    "machine-detection": frozenset({"machine"}),
+    "gather": frozenset({"digits"}),
+}
+
+
+class StoreUnavailable(VobizError):
+    """The callback store cannot be reached or stayed locked; the receiver answers 503 so Vobiz retries."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordResult:
+    """What :meth:`CallbackStore.record_callback` did.
+
+    :param stored: The callback was new and has been stored.
+    :param duplicate: The callback was stored before (a Vobiz retry, whatever its nonce): nothing changed.
+    :param call_uuid: The call it belongs to, if known.
+    :param replayed: The signature nonce was seen within the replay window with *other* fields: a captured
+        signature reused on a forged body. Nothing was stored; the receiver should refuse it (403).
+    :param record: The call's state after this callback (``None`` when nothing was stored).
+    """
+
+    stored: bool
+    duplicate: bool
+    call_uuid: str | None
+    replayed: bool = False
+    record: CallRecord | None = None
+
+
+class _Conflict(Exception):
+    """A unique constraint was hit where the locks should have prevented it: retry the transaction."""
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _int(value: Any) -> int | None:
+    text = _text(value)
+    if text is None:
+        return None
+    try:
+        return int(float(text))
+    except ValueError:
+        return None
+
+
+def _bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    text = _text(value)
+    if text is None:
+        return None
+    return {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(text.lower())
+
+
+def _raw_time(value: Any) -> str | None:
+    text = _text(value)
+    return None if text in (None, "0") else text
+
+
+def _parse_iso(value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+def normalise_destination(destination: str) -> str:
+    """The form of a destination used to match callbacks to fired calls (``+`` and case insensitive)."""
+    value = destination.strip()
+    if value.lower().startswith("sip:"):
+        return value.lower()
+    return value.lstrip("+")
+
+
+def _leg_key(request_uuid: str | None, destination: str | None) -> str | None:
+    if not request_uuid or not destination:
+        return None
+    return f"{request_uuid}|{normalise_destination(destination)}"
+
+
+def dedupe_key(kind: str, fields: Mapping[str, str]) -> str:
+    """The key under which a callback is stored once: Vobiz resends the same fields when it retries.
+
+    :param kind: The callback route (``hangup``, ...).
+    :param fields: The form fields as received.
+    """
+    ident = fields.get("CallUUID") or fields.get("RequestUUID") or ""
+    stable = sorted((key, value) for key, value in fields.items() if key not in VOLATILE_FIELDS)
+    payload = [ident, kind, fields.get("Event"), fields.get("CallStatus"), stable]
+    return hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode()).hexdigest()
+
+
+def _normalise_kind(kind: str) -> str:
+    normalised = kind.strip().lower().replace("_", "-") if isinstance(kind, str) else kind
+    if normalised not in CALLBACK_KINDS:
+        raise ValueError(f"unknown callback kind {kind!r}; expected one of {', '.join(CALLBACK_KINDS)}")
+    return normalised
+
+
+def _callback_status(kind: str, fields: Mapping[str, str], code: int | None, cause: str | None) -> str | None:
+    """The call status a callback reports, or ``None`` when it does not move the call."""
+    if kind in ("machine-detection", "gather"):
+        return None
+    event = (_text(fields.get("Event")) or "").lower()
+    status = (_text(fields.get("CallStatus")) or "").lower() or None
+    if kind == "hangup" or event == "hangup":
+        # Hangup always ends the call, whatever (if anything) CallStatus says.
+        return status if status in TERMINAL_STATUSES else status_for_hangup_cause(code, cause)
+    if status is not None and status_rank(status) is not None:
+        return status
+    if kind == "ring" or event == "ring":
+        return "ringing"
+    if kind == "answer" or event in ("startapp", "answer"):
+        return "in-progress"
+    return None
+
+
+def _callback_values(kind: str, fields: Mapping[str, str], timezone: str) -> dict[str, Any]:
+    """The call columns a callback carries (``None`` for what it does not say)."""
+    from vobiz_provider.models.callbacks import parse_callback
+
+    values: dict[str, Any] = {
+        "call_uuid": _text(fields.get("CallUUID")),
+        "request_uuid": _text(fields.get("RequestUUID")),
+        "destination": _text(fields.get("To")),
+        "from_number": _text(fields.get("From")),
+        "hangup_cause": _text(fields.get("HangupCause")),
+        "hangup_cause_code": _int(fields.get("HangupCauseCode")),
+        "hangup_cause_name": _text(fields.get("HangupCauseName")),
+        "hangup_source": _text(fields.get("HangupSource")),
+        "duration": _int(fields.get("Duration")),
+        "bill_duration": _int(fields.get("BillDuration")),
+        "start_time": _raw_time(fields.get("StartTime")),
+        "answer_time": _raw_time(fields.get("AnswerTime")),
+        "end_time": _raw_time(fields.get("EndTime")),
+        "machine": _bool(fields.get("Machine")) if kind == "machine-detection" else None,
+        "digits": _text(fields.get("Digits")) if kind == "gather" else None,
+    }
+    try:
+        parsed = parse_callback(fields, timezone=timezone, kind=kind)
+    except VobizValidationError as err:
+        # Keep the raw fields; only the UTC times are lost. The receiver validates before storing.
+        log.warning("Storing a %s callback whose fields could not all be parsed: %s", kind, err)
+        parsed = None
+    for column in ("start_time", "answer_time", "end_time"):
+        value = getattr(parsed, column, None) if parsed is not None else None
+        values[f"{column}_utc"] = value if isinstance(value, dt.datetime) else None
+    return values
+
+
+def _correlation_values(correlation: CorrelationToken | None) -> dict[str, Any]:
+    if correlation is None:
+        return {}
+    return {
+        "ti_key": correlation.ti_key,
+        "dag_id": correlation.dag_id,
+        "run_id": correlation.run_id,
+        "task_id": correlation.task_id,
+        "map_index": correlation.map_index,
+        "try_number": correlation.try_number,
+        "conn_id": correlation.conn_id,
+    }
+
+
+def _merge(
+    current: Mapping[str, Any],
+    values: Mapping[str, Any],
+    *,
+    status: str | None,
+    source: str,
+    overwrite: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """The column changes that apply ``values`` (reporting ``status``) to the row ``current``.
+
+    The status only moves up and never leaves a terminal state. When the event moves the call up (or
+    repeats its non-terminal state), its non-empty details replace the stored ones; otherwise it only
+    fills empty columns. Identity columns are only ever filled. ``overwrite`` names detail columns that
+    the event replaces while the call is not terminal (``machine``, ``digits``).
+    """
+    changes: dict[str, Any] = {}
+    new_rank = status_rank(status)
+    advance = new_rank is not None and not current["terminal"] and new_rank >= current["rank"]
+    if advance and status != current["status"]:
+        changes.update(status=status, rank=new_rank, terminal=new_rank == TERMINAL_RANK, source=source)
+    for column, value in values.items():
+        if value is None or column in _STATE_COLUMNS:
+            continue
+        stored = current.get(column)
+        if stored is None or (
+            stored != value
+            and column not in _IDENTITY_COLUMNS
+            and (advance or (column in overwrite and not current["terminal"]))
+        ):
+            changes[column] = value
+    return changes
+
+
+def _record(row: Mapping[str, Any]) -> CallRecord:
+    return CallRecord(
+        call_uuid=row["call_uuid"],
+        request_uuid=row["request_uuid"],
+        to=row["destination"],
+        from_number=row["from_number"],
+        status=row["status"],
+        terminal=bool(row["terminal"]),
+        hangup_cause=row["hangup_cause"],
+        hangup_cause_code=row["hangup_cause_code"],
+        hangup_cause_name=row["hangup_cause_name"],
+        hangup_source=row["hangup_source"],
+        duration=row["duration"],
+        bill_duration=row["bill_duration"],
+        start_time=iso_utc(row["start_time_utc"]),
+        answer_time=iso_utc(row["answer_time_utc"]),
+        end_time=iso_utc(row["end_time_utc"]),
+        machine=row["machine"],
+        digits=row["digits"],
+        dag_id=row["dag_id"],
+        run_id=row["run_id"],
+        task_id=row["task_id"],
+        map_index=row["map_index"],
+        try_number=row["try_number"],
+        conn_id=row["conn_id"],
+        source=row["source"],
+        updated_at=iso_utc(row["updated_at"]),
+    )
+
+
+def _pair(request_uuids: Sequence[str], destinations: Sequence[str]) -> list[tuple[str, str]]:
+    if isinstance(request_uuids, str) or isinstance(destinations, str):
+        raise TypeError("request_uuids and destinations must be sequences of strings, not a string")
+    request_uuids = [_text(value) for value in request_uuids]
+    destinations = [_text(value) for value in destinations]
+    if not request_uuids or any(value is None for value in request_uuids):
+        raise ValueError("record_fired needs at least one non-empty request_uuid")
+    if not destinations or any(value is None for value in destinations):
+        raise ValueError("record_fired needs at least one non-empty destination")
+    if len(request_uuids) == len(destinations):
+        return list(zip(request_uuids, destinations, strict=True))  # type: ignore[arg-type]
+    if len(request_uuids) == 1:
+        return [(request_uuids[0], destination) for destination in destinations]  # type: ignore[misc]
+    raise ValueError(
+        f"record_fired got {len(request_uuids)} request_uuids for {len(destinations)} destinations; "
+        "expected one per destination or a single one for all"
+    )
+
+
+def _lock_id(key: str) -> int:
+    return struct.unpack(">i", hashlib.sha256(key.encode()).digest()[:4])[0]
+
+
+def _is_retryable(err: BaseException) -> bool:
+    if isinstance(err, _Conflict):
+        return True
+    return isinstance(err, sa_exc.DBAPIError) and getattr(err.orig, "pgcode", None) in _RETRYABLE_PGCODES
+
+
+def _chunks(items: Sequence[T], size: int = MAX_IN_PARAMS) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class CallbackStore:
+    """The callback store at one SQLAlchemy URL (``sqlite:///...`` or ``postgresql://...``).
+
+    The schema is created or upgraded on first use (or explicitly with :meth:`upgrade`). Instances are
+    thread-safe; share one per URL with :func:`get_store`. Methods are synchronous: from asyncio code use
+    :meth:`alookup` or ``asyncio.to_thread``.
+
+    :param url: SQLAlchemy URL. PostgreSQL needs ``psycopg2`` (extra ``airflow-provider-vobiz[postgres]``).
+    :param echo: Log every SQL statement (debugging).
+    :param nonce_window: Default replay window of signature nonces, in seconds.
+    :param busy_timeout: Seconds a SQLite writer waits for the lock, or a PostgreSQL connection attempt
+        waits, before :class:`StoreUnavailable` is raised.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        nonce_window: float = 300.0,
+        busy_timeout: float = 5.0,
+    ) -> None:
+        self.url = sa.engine.make_url(url)
+        self.nonce_window = nonce_window
+        self._busy_timeout = busy_timeout
+        self._engine = self._create_engine(echo=echo)
+        self._dialect = self._engine.dialect.name
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
+        self._last_nonce_purge = 0.0
+
+    def __repr__(self) -> str:
+        return f"CallbackStore({self.url.render_as_string(hide_password=True)!r})"
+
+    # -- construction -------------------------------------------------------------------------------
+
+    @classmethod
+    def from_settings(cls, settings: VobizSettings | None = None) -> CallbackStore:
+        """A new store at ``[vobiz] callback_store`` (prefer :func:`get_store` to share one engine).
+
+        :param settings: The settings; read from Airflow's configuration when omitted.
+        """
+        if settings is None:
+            from vobiz_provider.callbacks.config import get_settings
+
+            settings = get_settings()
+        return cls(settings.callback_store, nonce_window=settings.nonce_window)
+
+    def _create_engine(self, *, echo: bool) -> Engine:
+        backend = self.url.get_backend_name()
+        if backend == "sqlite":
+            return self._create_sqlite_engine(echo=echo)
+        if backend == "postgresql":
+            try:
+                return sa.create_engine(
+                    self.url,
+                    echo=echo,
+                    future=True,
+                    pool_pre_ping=True,
+                    connect_args={"connect_timeout": max(1, round(self._busy_timeout))},
+                )
+            except ImportError as err:
+                raise ImportError(
+                    f"a PostgreSQL callback store needs a driver ({err}); install "
+                    "'airflow-provider-vobiz[postgres]' (psycopg2)"
+                ) from err
+        raise ValueError(
+            f"unsupported callback store {self.url.render_as_string(hide_password=True)!r}: "
+            "use a sqlite:/// or postgresql:// URL"
+        )
+
+    def _create_sqlite_engine(self, *, echo: bool) -> Engine:
+        in_memory = self.url.database in (None, "", ":memory:")
+        options: dict[str, Any] = {"echo": echo, "future": True}
+        if in_memory:
+            # One shared connection, or every checkout would see its own empty database.
+            options["poolclass"] = sa.pool.StaticPool
+        engine = sa.create_engine(
+            self.url,
+            connect_args={"check_same_thread": False, "timeout": self._busy_timeout},
+            **options,
+        )
+        busy_ms = int(self._busy_timeout * 1000)
+
+        @sa.event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            # Let SQLAlchemy's "begin" event below issue BEGIN itself (pysqlite's own implicit BEGIN is
+            # deferred and cannot be made IMMEDIATE).
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
+                if not in_memory:
+                    cursor.execute("PRAGMA journal_mode = WAL")
+                cursor.execute("PRAGMA synchronous = NORMAL")
+            finally:
+                cursor.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            # Writers take the write lock up front: a deferred transaction that reads and then writes
+            # fails with SQLITE_BUSY when another writer committed in between, without waiting.
+            immediate = conn.get_execution_options().get("vobiz_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (for event listeners in tests and diagnostics)."""
+        return self._engine
+
+    def dispose(self) -> None:
+        """Close the pooled connections (the store can still be used; it reconnects on demand)."""
+        self._engine.dispose()
+
+    # -- transactions -------------------------------------------------------------------------------
+
+    @contextmanager
+    def _translate_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as err:
+            reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+            raise StoreUnavailable(
+                f"callback store {self.url.render_as_string(hide_password=True)} is unavailable: {reason}"
+            ) from err
+        except sa_exc.DBAPIError as err:
+            if err.connection_invalidated:
+                raise StoreUnavailable(
+                    f"callback store {self.url.render_as_string(hide_password=True)} lost its connection"
+                ) from err
+            raise
+
+    @contextmanager
+    def _begin(self, *, write: bool) -> Iterator[Connection]:
+        with self._engine.connect() as conn:
+            if write:
+                conn = conn.execution_options(vobiz_write=True)
+            with conn.begin():
+                yield conn
+
+    def _run(self, work: Callable[[Connection], T], *, write: bool) -> T:
+        """Run ``work`` in one transaction, retrying deadlocks; connection problems → StoreUnavailable."""
+        with self._translate_errors():
+            self._ensure_schema()
+            for attempt in Retrying(
+                retry=retry_if_exception(_is_retryable),
+                stop=stop_after_attempt(5),
+                wait=wait_random(0, 0.05),
+                reraise=True,
+            ):
+                with attempt, self._begin(write=write) as conn:
+                    return work(conn)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _lock(self, conn: Connection, keys: Iterable[str | None]) -> None:
+        """Serialise the writers of these request/call UUIDs (PostgreSQL; SQLite writers are serial)."""
+        if self._dialect != "postgresql":
+            return
+        for lock_id in sorted({_lock_id(key) for key in keys if key}):
+            conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(:namespace, :key)"),
+                {"namespace": _PG_LOCK_NAMESPACE, "key": lock_id},
+            )
+
+    def _insert(self, table: sa.Table) -> Any:
+        if self._dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert(table)
+
+    # -- schema -------------------------------------------------------------------------------------
+
+    def upgrade(self) -> int:
+        """Create the tables or bring them to the current version (idempotent); returns the version.
+
+        Runs in one transaction under a lock (PostgreSQL advisory lock, SQLite write lock), so several
+        processes may call it at once.
+        """
+        with self._translate_errors(), self._begin(write=True) as conn:
+            if self._dialect == "postgresql":
+                conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:namespace, 0)"), {"namespace": _PG_LOCK_NAMESPACE}
+                )
+            schema_version.create(conn, checkfirst=True)
+            current = conn.execute(
+                sa.select(schema_version.c.version).where(schema_version.c.id == 1)
+            ).scalar_one_or_none()
+            version = current or 0
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"the callback store has schema version {version}, newer than this provider's "
+                    f"{SCHEMA_VERSION}: upgrade airflow-provider-vobiz on this host"
+                )
+            for step in STEPS[version:]:
+                step(conn)
+            if current is None:
+                conn.execute(schema_version.insert().values(id=1, version=SCHEMA_VERSION, upgraded_at=_now()))
+            elif version < SCHEMA_VERSION:
+                conn.execute(
+                    schema_version.update()
+                    .where(schema_version.c.id == 1)
+                    .values(version=SCHEMA_VERSION, upgraded_at=_now())
+                )
+        self._schema_ready = True
+        return SCHEMA_VERSION
+
+    def _ensure_schema(self) -> None:
+        if self._schema_ready:
+            return
+        with self._schema_lock:
+            if not self._schema_ready:
+                self.upgrade()
+
+    # -- writes -------------------------------------------------------------------------------------
+
+    def record_fired(
+        self,
+        *,
+        request_uuids: Sequence[str],
+        destinations: Sequence[str],
+        from_number: str | None = None,
+        correlation: CorrelationToken | None = None,
+    ) -> None:
+        """Record the calls of one accepted Make-Call request, as ``queued`` (idempotent).
+
+        One row per destination. With one request UUID per destination they are paired in order; a single
+        request UUID for several destinations (bulk dial) goes on every row. A row a callback already
+        created for the same leg is completed instead (callbacks can arrive before this is called).
+
+        :param request_uuids: ``CallFiredResponse.request_uuids``.
+        :param destinations: The destinations, in the order of the request's ``to``.
+        :param from_number: The caller ID used.
+        :param correlation: The task instance (and try) that placed the call.
+        """
+        pairs = _pair(request_uuids, destinations)
+        from_number = _text(from_number)
+        ti_values = _correlation_values(correlation)
+        per_request: dict[str, int] = {}
+        for request_uuid, _ in pairs:
+            per_request[request_uuid] = per_request.get(request_uuid, 0) + 1
+
+        def work(conn: Connection) -> None:
+            self._lock(conn, per_request)
+            now = _now()
+            existing = [
+                dict(row)
+                for chunk in _chunks(list(per_request))
+                for row in conn.execute(
+                    sa.select(calls).where(calls.c.request_uuid.in_(chunk)).with_for_update()
+                ).mappings()
+            ]
+            by_leg = {row["leg_key"]: row for row in existing if row["leg_key"]}
+            by_request: dict[str, list[dict[str, Any]]] = {}
+            for row in existing:
+                by_request.setdefault(row["request_uuid"], []).append(row)
+            new_rows: list[dict[str, Any]] = []
+            new_legs: set[str | None] = set()
+            for request_uuid, destination in pairs:
+                leg = _leg_key(request_uuid, destination)
+                values = {
+                    "request_uuid": request_uuid,
+                    "destination": destination,
+                    "from_number": from_number,
+                    "leg_key": leg,
+                    "fired_at": now,
+                    **ti_values,
+                }
+                row = by_leg.get(leg)
+                if (
+                    row is None
+                    and per_request[request_uuid] == 1
+                    and len(by_request.get(request_uuid, ())) == 1
+                ):
+                    # A callback came first and spelt the destination differently: it is this call.
+                    row = by_request[request_uuid][0]
+                if row is None:
+                    if leg in new_legs:
+                        continue  # the same destination twice in one request: one row per leg
+                    new_legs.add(leg)
+                    new_rows.append(
+                        {
+                            **{column.name: None for column in calls.columns if column.name != "id"},
+                            **values,
+                            "status": "queued",
+                            "rank": 0,
+                            "terminal": False,
+                            "source": "fired",
+                            "updated_at": now,
+                        }
+                    )
+                    continue
+                changes = _merge(row, values, status=None, source="fired")
+                if changes.get("leg_key") and changes["leg_key"] in by_leg:
+                    changes.pop("leg_key")
+                if changes:
+                    changes["updated_at"] = now
+                    conn.execute(calls.update().where(calls.c.id == row["id"]).values(**changes))
+            if new_rows:
+                # The advisory locks (PostgreSQL) or the write lock (SQLite) rule out a concurrent insert
+                # of these legs; ON CONFLICT only guards against a row made outside this provider's code.
+                conn.execute(self._insert(calls).on_conflict_do_nothing(), new_rows)
+
+        self._run(work, write=True)
+
+    def record_callback(
+        self,
+        kind: str,
+        fields: Mapping[str, str],
+        *,
+        correlation: CorrelationToken | None = None,
+        nonce: str | None = None,
+        timezone: str | None = None,
+        nonce_window: float | None = None,
+    ) -> RecordResult:
+        """Store one callback and apply it to its call, in one transaction.
+
+        The nonce, the event and the call update commit together: if storing fails (503 to Vobiz), the
+        nonce is not burnt, so Vobiz's retry with the same signature is still accepted; and a nonce that was
+        accepted always has its callback stored. A repeated callback (same fields, a Vobiz retry) is stored
+        once and changes nothing the second time.
+
+        :param kind: The receiver route: ``ring``, ``answer``, ``hangup``, ``machine-detection``, ``gather``.
+        :param fields: The form (or query) fields exactly as received (``CallUUID``, ``Event``, ...).
+        :param correlation: The verified correlation token of the callback URL, if any.
+        :param nonce: The verified signature's nonce; a nonce seen within the replay window makes the
+            callback ``replayed`` and nothing is stored.
+        :param timezone: The account timezone of ``StartTime``/``AnswerTime``/``EndTime`` (the connection's
+            ``timezone``); UTC when omitted.
+        :param nonce_window: Replay window in seconds (default: the store's ``nonce_window``).
+        """
+        kind = _normalise_kind(kind)
+        form = {str(key): "" if value is None else str(value) for key, value in fields.items()}
+        values = _callback_values(kind, form, timezone or "UTC")
+        status = _callback_status(kind, form, values["hangup_cause_code"], values["hangup_cause"])
+        overwrite = frozenset(
+            {"machine"} if kind == "machine-detection" else {"digits"} if kind == "gather" else ()
+        )
+        key = dedupe_key(kind, form)
+        window = self.nonce_window if nonce_window is None else nonce_window
+        call_uuid = values["call_uuid"]
+
+        def work(conn: Connection) -> RecordResult:
+            now = _now()
+            if nonce is not None and not self._claim_nonce(conn, nonce, now=now, window=window):
+                # A nonce is only ever claimed together with its callback. The same fields under the same
+                # nonce are Vobiz resending a callback whose answer it lost; anything else reuses a captured
+                # signature (Vobiz signs URL + nonce, not the body) and is refused.
+                resent = conn.execute(
+                    sa.select(events.c.id).where(events.c.dedupe_key == key, events.c.nonce == nonce).limit(1)
+                ).first()
+                return RecordResult(
+                    stored=False, duplicate=True, replayed=resent is None, call_uuid=call_uuid
+                )
+            inserted = conn.execute(
+                self._insert(events)
+                .values(
+                    received_at=now,
+                    kind=kind,
+                    event=_text(form.get("Event")),
+                    call_uuid=call_uuid,
+                    request_uuid=values["request_uuid"],
+                    call_status=_text(form.get("CallStatus")),
+                    ti_key=correlation.ti_key if correlation else None,
+                    try_number=correlation.try_number if correlation else None,
+                    dedupe_key=key,
+                    nonce=nonce,
+                    fields=form,
+                )
+                .on_conflict_do_nothing(index_elements=["dedupe_key"])
+            ).rowcount
+            if not inserted:
+                return RecordResult(stored=False, duplicate=True, call_uuid=call_uuid)
+            record = self._apply(
+                conn,
+                {**values, **_correlation_values(correlation)},
+                status=status,
+                # A machine detection or gather can only happen on an answered call.
+                insert_status=status or "in-progress",
+                source="callback",
+                overwrite=overwrite,
+                now=now,
+            )
+            return RecordResult(
+                stored=True,
+                duplicate=False,
+                call_uuid=record.call_uuid if record else call_uuid,
+                record=record,
+            )
+
+        return self._run(work, write=True)
+
+    def record_api_result(self, record: CallRecord) -> None:
+        """Store a state learned from the Vobiz API (CDR, live call), under the same monotonic rules.
+
+        :param record: The state, with at least ``call_uuid`` or ``request_uuid``.
+        """
+        if not record.call_uuid and not record.request_uuid:
+            raise ValueError("record_api_result needs a record with a call_uuid or a request_uuid")
+        status = record.status
+        if record.terminal and status not in TERMINAL_STATUSES:
+            status = status_for_hangup_cause(record.hangup_cause_code, record.hangup_cause)
+        values: dict[str, Any] = {
+            "call_uuid": record.call_uuid,
+            "request_uuid": record.request_uuid,
+            "destination": record.to,
+            "from_number": record.from_number,
+            "hangup_cause": record.hangup_cause,
+            "hangup_cause_code": record.hangup_cause_code,
+            "hangup_cause_name": record.hangup_cause_name,
+            "hangup_source": record.hangup_source,
+            "duration": record.duration,
+            "bill_duration": record.bill_duration,
+            "machine": record.machine,
+            "digits": record.digits,
+            "dag_id": record.dag_id,
+            "run_id": record.run_id,
+            "task_id": record.task_id,
+            "map_index": record.map_index,
+            "try_number": record.try_number,
+            "conn_id": record.conn_id,
+        }
+        if record.dag_id and record.run_id and record.task_id and record.map_index is not None:
+            values["ti_key"] = f"{record.dag_id}/{record.run_id}/{record.task_id}/{record.map_index}"
+        for column in ("start_time", "answer_time", "end_time"):
+            text = getattr(record, column)
+            values[column] = text
+            values[f"{column}_utc"] = _parse_iso(text)
+
+        def work(conn: Connection) -> None:
+            self._apply(conn, values, status=status, insert_status=status, source="api", now=_now())
+
+        self._run(work, write=True)
+
+    def _apply(
+        self,
+        conn: Connection,
+        values: dict[str, Any],
+        *,
+        status: str | None,
+        insert_status: str,
+        source: str,
+        now: dt.datetime,
+        overwrite: frozenset[str] = frozenset(),
+    ) -> CallRecord | None:
+        """Find (or create) the call row that ``values`` describe and merge them in; the row afterwards."""
+        call_uuid = values.get("call_uuid")
+        request_uuid = values.get("request_uuid")
+        if not call_uuid and not request_uuid:
+            return None
+        leg = _leg_key(request_uuid, values.get("destination"))
+        self._lock(conn, (request_uuid, call_uuid))
+
+        def select_one(*conditions: Any) -> dict[str, Any] | None:
+            row = (
+                conn.execute(sa.select(calls).where(*conditions).with_for_update().limit(1))
+                .mappings()
+                .first()
+            )
+            return dict(row) if row is not None else None
+
+        row = select_one(calls.c.call_uuid == call_uuid) if call_uuid else None
+        if row is not None and leg and row["leg_key"] is None:
+            # A row for this call exists without its leg (its first callback lacked To/RequestUUID), and
+            # record_fired made a placeholder for the leg: fold the placeholder into the call's row.
+            placeholder = select_one(calls.c.leg_key == leg, calls.c.call_uuid.is_(None))
+            if placeholder is not None:
+                conn.execute(calls.delete().where(calls.c.id == placeholder["id"]))
+                fired = {column: value for column, value in placeholder.items() if column != "id"}
+                absorbed = _merge(row, fired, status=placeholder["status"], source=placeholder["source"])
+                row.update(absorbed)
+                if absorbed:
+                    conn.execute(calls.update().where(calls.c.id == row["id"]).values(**absorbed))
+        if row is None and leg:
+            candidate = select_one(calls.c.leg_key == leg)
+            if candidate is not None and candidate["call_uuid"] in (None, call_uuid):
+                row = candidate
+            elif candidate is not None:
+                leg = None  # another call to the same destination within the same request
+        if row is None and request_uuid and call_uuid:
+            # A single-destination request whose To was spelt differently in record_fired.
+            candidates = [
+                dict(found)
+                for found in conn.execute(
+                    sa.select(calls).where(calls.c.request_uuid == request_uuid).with_for_update().limit(2)
+                ).mappings()
+            ]
+            if len(candidates) == 1 and candidates[0]["call_uuid"] is None:
+                row = candidates[0]
+
+        if row is None:
+            rank = status_rank(insert_status)
+            if rank is None:
+                insert_status, rank = "queued", 0
+            new_row = {
+                **{column.name: None for column in calls.columns if column.name != "id"},
+                **{column: value for column, value in values.items() if column in calls.c},
+                "leg_key": leg,
+                "status": insert_status,
+                "rank": rank,
+                "terminal": rank == TERMINAL_RANK,
+                "source": source,
+                "updated_at": now,
+            }
+            result = conn.execute(self._insert(calls).values(**new_row).on_conflict_do_nothing())
+            if result.rowcount == 0:
+                raise _Conflict("a call row appeared while its writer held the locks")
+            return _record(new_row)
+
+        values = {column: value for column, value in values.items() if column in calls.c}
+        if leg and not row["leg_key"]:
+            values["leg_key"] = leg
+        changes = _merge(row, values, status=status, source=source, overwrite=overwrite)
+        if changes:
+            changes["updated_at"] = now
+            conn.execute(calls.update().where(calls.c.id == row["id"]).values(**changes))
+            row.update(changes)
+        return _record(row)
+
+    def _claim_nonce(self, conn: Connection, nonce: str, *, now: dt.datetime, window: float) -> bool:
+        cutoff = now - dt.timedelta(seconds=window)
+        statement = self._insert(nonces).values(nonce=nonce, seen_at=now)
+        statement = statement.on_conflict_do_update(
+            index_elements=["nonce"], set_={"seen_at": now}, where=nonces.c.seen_at < cutoff
+        )
+        fresh = conn.execute(statement).rowcount == 1
+        # Purge expired nonces now and then, not on every callback.
+        if time.monotonic() - self._last_nonce_purge > max(30.0, window / 2):
+            self._last_nonce_purge = time.monotonic()
+            conn.execute(nonces.delete().where(nonces.c.seen_at < cutoff))
+        return fresh
+
+    def remember_nonce(self, nonce: str, *, window: float | None = None) -> bool:
+        """Remember a signature nonce; ``False`` if it was already seen within ``window`` seconds.
+
+        :meth:`record_callback` does the same inside its own transaction (pass ``nonce=``); use this only
+        where no callback is stored.
+
+        :param nonce: The ``X-Vobiz-Signature-V3-Nonce`` (or V2) value.
+        :param window: Replay window in seconds (default: the store's ``nonce_window``).
+        """
+        window = self.nonce_window if window is None else window
+        return self._run(lambda conn: self._claim_nonce(conn, nonce, now=_now(), window=window), write=True)
+
+    # -- reads --------------------------------------------------------------------------------------
+
+    def lookup(
+        self, *, request_uuids: Sequence[str] = (), call_uuids: Sequence[str] = ()
+    ) -> list[CallRecord]:
+        """The calls with any of these request or call UUIDs, in ONE query (per 30,000 UUIDs).
+
+        A bulk request UUID returns one record per destination. Unknown UUIDs are simply absent.
+
+        :param request_uuids: Request UUIDs returned by Make-Call.
+        :param call_uuids: Call UUIDs.
+        """
+        items = [("r", value) for value in dict.fromkeys(request_uuids) if value]
+        items += [("c", value) for value in dict.fromkeys(call_uuids) if value]
+        if not items:
+            return []
+
+        def work(conn: Connection) -> list[CallRecord]:
+            rows: dict[int, RowMapping] = {}
+            for chunk in _chunks(items):
+                conditions = []
+                requests = [value for tag, value in chunk if tag == "r"]
+                call_ids = [value for tag, value in chunk if tag == "c"]
+                if requests:
+                    conditions.append(calls.c.request_uuid.in_(requests))
+                if call_ids:
+                    conditions.append(calls.c.call_uuid.in_(call_ids))
+                statement = sa.select(calls).where(sa.or_(*conditions)).order_by(calls.c.id)
+                for row in conn.execute(statement).mappings():
+                    rows[row["id"]] = row
+            return [_record(rows[key]) for key in sorted(rows)]
+
+        return self._run(work, write=False)
+
+    async def alookup(
+        self, *, request_uuids: Sequence[str] = (), call_uuids: Sequence[str] = ()
+    ) -> list[CallRecord]:
+        """:meth:`lookup` in a worker thread, for asyncio callers (the trigger poller)."""
+        return await asyncio.to_thread(self.lookup, request_uuids=request_uuids, call_uuids=call_uuids)
+
+    def lookup_by_ti_keys(self, ti_keys: Sequence[str]) -> list[CallRecord]:
+        """The calls placed by these task instances (``CorrelationToken.ti_key``), in one query.
+
+        :param ti_keys: ``dag_id/run_id/task_id/map_index`` keys.
+        """
+        keys = [key for key in dict.fromkeys(ti_keys) if key]
+        if not keys:
+            return []
+
+        def work(conn: Connection) -> list[CallRecord]:
+            found: list[CallRecord] = []
+            for chunk in _chunks(keys):
+                statement = (
+                    sa.select(calls)
+                    .where(calls.c.ti_key.in_(chunk))
+                    .order_by(calls.c.try_number.desc(), calls.c.id.desc())
+                )
+                found.extend(_record(row) for row in conn.execute(statement).mappings())
+            return found
+
+        return self._run(work, write=False)
+
+    def find_attempts(
+        self, *, dag_id: str, run_id: str, task_id: str, map_index: int = -1, before_try: int | None = None
+    ) -> list[CallRecord]:
+        """The calls fired for this task instance by its tries, newest try first.
+
+        :param dag_id: DAG id.
+        :param run_id: Run id.
+        :param task_id: Task id.
+        :param map_index: Map index (``-1`` when not mapped).
+        :param before_try: Only tries before this one (pass the current try number).
+        """
+        ti_key = CorrelationToken(dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index).ti_key
+
+        def work(conn: Connection) -> list[CallRecord]:
+            statement = sa.select(calls).where(calls.c.ti_key == ti_key)
+            if before_try is not None:
+                statement = statement.where(calls.c.try_number < before_try)
+            statement = statement.order_by(calls.c.try_number.desc(), calls.c.id.desc())
+            return [_record(row) for row in conn.execute(statement).mappings()]
+
+        return self._run(work, write=False)
+
+    def last_callback_at(self) -> dt.datetime | None:
+        """When the newest stored callback was received (health checks), or ``None``."""
+        return self._run(
+            lambda conn: conn.execute(sa.select(sa.func.max(events.c.received_at))).scalar(), write=False
+        )
+
+    # -- maintenance --------------------------------------------------------------------------------
+
+    def prune(self, *, older_than: dt.timedelta) -> int:
+        """Delete callbacks, ended calls and nonces older than ``older_than``; returns the rows deleted.
+
+        Calls still in progress are kept whatever their age: a waiting task may still need them.
+
+        :param older_than: Age limit; keep it longer than any task waits for its call.
+        """
+        if older_than.total_seconds() < 0:
+            raise ValueError("prune(older_than=...) must not be negative")
+
+        def work(conn: Connection) -> int:
+            cutoff = _now() - older_than
+            deleted = conn.execute(events.delete().where(events.c.received_at < cutoff)).rowcount
+            deleted += conn.execute(
+                calls.delete().where(calls.c.terminal.is_(True), calls.c.updated_at < cutoff)
+            ).rowcount
+            deleted += conn.execute(nonces.delete().where(nonces.c.seen_at < cutoff)).rowcount
+            return deleted
+
+        return self._run(work, write=True)
+
+
+_STORES: dict[str, CallbackStore] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def get_store(url: str | None = None) -> CallbackStore:
+    """The process-wide store for ``url`` (default ``[vobiz] callback_store``): one engine per URL.
+
+    :param url: SQLAlchemy URL of the store.
+    """
+    settings = None
+    if url is None:
+        from vobiz_provider.callbacks.config import get_settings
+
+        settings = get_settings()
+        url = settings.callback_store
+    with _STORES_LOCK:
+        store = _STORES.get(url)
+        if store is None:
+            store = CallbackStore.from_settings(settings) if settings is not None else CallbackStore(url)
+            _STORES[url] = store
+        return store
+
+
+def dispose_stores() -> None:
+    """Dispose of every store made by :func:`get_store` and forget them (process shutdown, tests)."""
+    with _STORES_LOCK:
+        stores = list(_STORES.values())
+        _STORES.clear()
+    for store in stores:
+        store.dispose()
