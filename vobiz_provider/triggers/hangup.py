@@ -374,13 +374,16 @@ class VobizCallHangupTrigger(BaseTrigger):
                 now = time.time()
                 if now >= self.deadline:
                     return self._timeout_payload()
-                if self._reconcile_due(now, started, subscription):
+                reconcile_in = self._reconcile_wait(now, started, subscription)
+                if reconcile_in <= 0:
                     self._next_reconcile_at = now + self._reconcile_interval
                     error = await api.reconcile(timeout=min(RECONCILE_TIMEOUT, self.deadline - now))
                     if error is not None:
                         return self._payload("error", error)
                     continue
-                wait = min(self.deadline - now, self.poll_interval)
+                # Sleep until something can change: the poller wakes us only when our records (or the
+                # store's health) change, so an idle waiter costs nothing per interval.
+                wait = min(self.deadline - now, reconcile_in)
                 if subscription is None:
                     await asyncio.sleep(wait)
                 elif await subscription.wait(wait):
@@ -390,18 +393,28 @@ class VobizCallHangupTrigger(BaseTrigger):
     def _reconcile_interval(self) -> float:
         return self.poll_interval if not self.use_store else max(self.poll_interval, MIN_RECONCILE_INTERVAL)
 
-    def _reconcile_due(self, now: float, started: float, subscription: Subscription | None) -> bool:
-        if now < self._next_reconcile_at:
-            return False
+    def _reconcile_wait(self, now: float, started: float, subscription: Subscription | None) -> float:
+        """Seconds until the API should be asked (0: now), judging by what is known at ``now``.
+
+        The API is asked when callbacks cannot be relied on: always without the store; after
+        ``reconcile_after``; when the store has been unreadable, or has received no callback at all, for
+        :data:`SILENCE_INTERVALS` poll intervals (at least :data:`MIN_SILENCE_SECONDS`). Never more often
+        than every :attr:`_reconcile_interval`.
+        """
+        earliest = max(self._next_reconcile_at - now, 0.0)
         if subscription is None:
-            return True
-        if self.reconcile_after is not None and now >= self.reconcile_after:
-            return True
+            return earliest
         silence = max(SILENCE_INTERVALS * self.poll_interval, MIN_SILENCE_SECONDS)
-        if subscription.failing_since is not None and now - subscription.failing_since > silence:
-            return True
-        last_heard = max(subscription.last_callback_at or 0.0, started)
-        return subscription.polled_at is not None and now - last_heard > silence
+        candidates = []
+        if self.reconcile_after is not None:
+            candidates.append(self.reconcile_after - now)
+        if subscription.failing_since is not None:
+            candidates.append(subscription.failing_since + silence - now)
+        if subscription.polled_at is not None:
+            candidates.append(max(subscription.last_callback_at or 0.0, started) + silence - now)
+        if not candidates:
+            return max(earliest, self.poll_interval)  # nothing known yet: look again after the first poll
+        return max(earliest, min(candidates), 0.0)
 
     def _take(self, subscription: Subscription) -> None:
         if subscription.error is not None:
@@ -409,7 +422,7 @@ class VobizCallHangupTrigger(BaseTrigger):
             if self._store_warned_at is None or now - self._store_warned_at >= STORE_WARNING_INTERVAL:
                 self._store_warned_at = now
                 self.log.warning(
-                    "The Vobiz callback store cannot be read (%s); retrying every %.0f s%s",
+                    "The Vobiz callback store cannot be read (%s); retrying every %g s%s",
                     subscription.error,
                     self.poll_interval,
                     f", asking the Vobiz API after {_iso(self.reconcile_after)}"

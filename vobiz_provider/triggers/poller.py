@@ -63,8 +63,8 @@ class Subscription:
     """One trigger's place in a :class:`SharedPoller`.
 
     After each poll the poller sets :attr:`records` (every stored record whose request or call UUID is
-    one of this subscription's) or :attr:`error` (the store could not be read) and wakes
-    :meth:`wait`.
+    one of this subscription's) or :attr:`error` (the store could not be read), and wakes :meth:`wait`
+    only when that differs from what the subscriber saw last (1,000 idle waiters cost no wake-ups).
 
     :param request_uuids: Request UUIDs whose records this subscriber wants.
     :param call_uuids: Call UUIDs whose records this subscriber wants.
@@ -100,15 +100,22 @@ class Subscription:
     def _deliver(
         self, records: list[CallRecord] | None, error: BaseException | None, last_callback_at: float | None
     ) -> None:
+        """Take one poll's outcome; wake :meth:`wait` only if something this subscriber can see changed."""
         now = time.time()
-        self.last_callback_at = last_callback_at
+        changed = self.polled_at is None and self.failing_since is None  # the first outcome always counts
+        if last_callback_at != self.last_callback_at:
+            self.last_callback_at, changed = last_callback_at, True
         if error is None:
+            if self.error is not None or records != self.records:
+                changed = True
             self.records, self.error, self.polled_at, self.failing_since = records, None, now, None
         else:
-            self.error = error
-            if self.failing_since is None:
+            if self.error is None:
+                changed = True
                 self.failing_since = now
-        self._updated.set()
+            self.error = error
+        if changed:
+            self._updated.set()
 
 
 class SharedPoller:

@@ -1,0 +1,220 @@
+"""VobizCallHangupTrigger against a real SQLite callback store (and the emulator where the API is asked)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from trigger_support import answer_form, deliver, hangup_form, new_uuid, ring_form
+
+from vobiz_provider.triggers.hangup import VobizCallHangupTrigger, normalize_destination
+from vobiz_provider.triggers.poller import SharedPoller
+
+if TYPE_CHECKING:
+    from vobiz_provider.callbacks.store import CallbackStore
+
+FAST = 0.05  # poll interval of these tests (seconds)
+
+
+def make_trigger(**overrides: Any) -> VobizCallHangupTrigger:
+    kwargs: dict[str, Any] = {
+        "request_uuids": [new_uuid()],
+        "destinations": ["+919000000002"],
+        "deadline": time.time() + 30,
+        "poll_interval": FAST,
+    }
+    kwargs.update(overrides)
+    return VobizCallHangupTrigger(**kwargs)
+
+
+async def first_event(trigger: VobizCallHangupTrigger, timeout: float = 10.0) -> dict[str, Any]:
+    events = trigger.run()
+    try:
+        event = await asyncio.wait_for(anext(events), timeout=timeout)
+    finally:
+        await events.aclose()
+    return event.payload
+
+
+async def write(store: CallbackStore, kind: str, form: dict[str, str]) -> None:
+    await asyncio.to_thread(deliver, store, kind, form)
+
+
+# ------------------------------------------------------------------------------------------ serialize
+
+
+def test_serialize_round_trips_through_json() -> None:
+    trigger = make_trigger(
+        destinations=["+919000000002", "sip:alice@example.com"],
+        reconcile_after=1_900_000_000.5,
+        use_store=False,
+        hangup_on_kill=True,
+        call_uuids=["c-1"],
+        vobiz_conn_id="vobiz_other",
+    )
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "vobiz_provider.triggers.hangup.VobizCallHangupTrigger"
+    # JSON primitives only: a JSON round trip changes nothing.
+    assert json.loads(json.dumps(kwargs)) == kwargs
+    rebuilt = VobizCallHangupTrigger(**kwargs)
+    assert rebuilt.serialize() == (classpath, kwargs)
+    assert kwargs["deadline"] == trigger.deadline  # absolute, not a duration
+
+
+def test_needs_some_uuid() -> None:
+    with pytest.raises(ValueError, match="request_uuids or call_uuids"):
+        VobizCallHangupTrigger(request_uuids=[], destinations=[], deadline=time.time() + 5)
+
+
+def test_normalize_destination() -> None:
+    assert normalize_destination("+919000000002") == normalize_destination("919000000002")
+    assert normalize_destination(" SIP:Alice@Example.com ") == "sip:alice@example.com"
+
+
+# ------------------------------------------------------------------------------------------ store path
+
+
+async def test_hangup_event_once_the_store_has_the_hangup(
+    store: CallbackStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    request = new_uuid()
+    trigger = make_trigger(request_uuids=[request], destinations=["+919000000002"])
+    task = asyncio.create_task(first_event(trigger))
+    legs = {"call_uuid": request, "request_uuid": request, "to": "919000000002"}  # Vobiz drops the '+'
+    await write(store, "ring", ring_form(**legs))
+    await asyncio.sleep(FAST * 3)
+    assert not task.done()  # ringing is not a hangup
+    await write(store, "answer", answer_form(**legs))
+    await write(
+        store, "hangup", hangup_form(**legs, status="busy", code=3010, cause="USER_BUSY", name="Busy Line")
+    )
+    payload = await task
+    assert payload["status"] == "hangup"
+    assert payload["request_uuids"] == [request]
+    [call] = payload["calls"]
+    assert (call["call_uuid"], call["status"], call["hangup_cause_code"]) == (request, "busy", 3010)
+    assert call["terminal"] is True
+    # the event is JSON-serialisable as is
+    assert json.loads(json.dumps(payload)) == payload
+    # the timeline, as the task log shows it (Airflow's structlog writes to stdout here)
+    log = capsys.readouterr().out
+    assert "): ringing (via callback)" in log
+    assert "hung up (status=busy, cause=Busy Line 3010, sip_cause=USER_BUSY, source=Callee" in log
+
+
+async def test_multi_destination_waits_for_every_destination(store: CallbackStore) -> None:
+    request = new_uuid()
+    destinations = ["+919000000002", "919000000003", "sip:bob@example.com"]
+    trigger = make_trigger(request_uuids=[request], destinations=destinations)
+    task = asyncio.create_task(first_event(trigger))
+    uuids = [new_uuid() for _ in destinations]
+    tos = ["919000000002", "+919000000003", "sip:bob@example.com"]  # '+' differs from the request
+    for call_uuid, to in zip(uuids[:2], tos[:2], strict=True):
+        await write(store, "hangup", hangup_form(call_uuid=call_uuid, request_uuid=request, to=to))
+    await write(store, "ring", ring_form(call_uuid=uuids[2], request_uuid=request, to=tos[2]))
+    await asyncio.sleep(FAST * 4)
+    assert not task.done()  # the third destination is still ringing
+    await write(
+        store,
+        "hangup",
+        hangup_form(call_uuid=uuids[2], request_uuid=request, to=tos[2], status="no-answer", code=3000),
+    )
+    payload = await task
+    assert payload["status"] == "hangup"
+    calls = payload["calls"]
+    assert [c["to"] for c in calls] == sorted((c["to"] for c in calls), key=normalize_destination)
+    assert {c["call_uuid"]: c["status"] for c in calls} == {
+        uuids[0]: "completed",
+        uuids[1]: "completed",
+        uuids[2]: "no-answer",
+    }
+
+
+async def test_deadline_in_the_past_gives_an_immediate_timeout(store: CallbackStore) -> None:
+    request = new_uuid()
+    await write(store, "ring", ring_form(call_uuid=request, request_uuid=request, to="919000000002"))
+    trigger = make_trigger(request_uuids=[request], deadline=time.time() - 1, poll_interval=60)
+    started = time.monotonic()
+    payload = await first_event(trigger, timeout=5)
+    assert payload["status"] == "timeout"
+    assert time.monotonic() - started < 5  # did not wait for a 60 s poll interval
+    [call] = payload["calls"]  # the latest (non-terminal) state is included
+    assert call["status"] == "ringing"
+    assert "919000000002" in payload["message"]
+
+
+async def test_deadline_passes_while_waiting(store: CallbackStore) -> None:
+    trigger = make_trigger(deadline=time.time() + 0.3)
+    payload = await first_event(trigger, timeout=5)
+    assert payload == {
+        "status": "timeout",
+        "request_uuids": trigger.request_uuids,
+        "calls": [],
+        "message": payload["message"],
+    }
+    assert "passed before 1 call leg(s) hung up" in payload["message"]
+
+
+async def test_restart_keeps_the_absolute_deadline(store: CallbackStore) -> None:
+    """A triggerer restart rebuilds the trigger from serialize(): same deadline, and it still finishes."""
+    request = new_uuid()
+    first = make_trigger(request_uuids=[request], deadline=time.time() + 1.0)
+    task = asyncio.create_task(first_event(first))
+    await asyncio.sleep(0.3)
+    task.cancel()  # the triggerer stops
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    poller = SharedPoller._registry.get(asyncio.get_running_loop(), {})
+    assert all(p.subscriber_count == 0 for p in poller.values())  # cancelled waiter left cleanly
+
+    _, kwargs = first.serialize()
+    second = VobizCallHangupTrigger(**kwargs)
+    assert second.deadline == first.deadline
+    started = time.monotonic()
+    payload = await first_event(second, timeout=5)
+    assert payload["status"] == "timeout"
+    assert time.monotonic() - started < 1.0  # only what was left of the original deadline
+
+    # ... and a restarted trigger whose call did hang up meanwhile finishes with the hangup.
+    await write(store, "hangup", hangup_form(call_uuid=request, request_uuid=request, to="919000000002"))
+    third = VobizCallHangupTrigger(**{**kwargs, "deadline": time.time() + 10})
+    assert (await first_event(third))["status"] == "hangup"
+
+
+async def test_call_uuids_without_destinations(store: CallbackStore) -> None:
+    """The sensor's form: known call uuid, no destinations."""
+    call_uuid = new_uuid()
+    trigger = make_trigger(request_uuids=[], call_uuids=[call_uuid], destinations=[])
+    task = asyncio.create_task(first_event(trigger))
+    await write(store, "answer", answer_form(call_uuid=call_uuid, request_uuid=call_uuid, to="919000000009"))
+    await asyncio.sleep(FAST * 3)
+    assert not task.done()
+    await write(store, "hangup", hangup_form(call_uuid=call_uuid, request_uuid=call_uuid, to="919000000009"))
+    payload = await task
+    assert payload["status"] == "hangup"
+    assert [c["call_uuid"] for c in payload["calls"]] == [call_uuid]
+
+
+async def test_unreadable_store_keeps_waiting(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """StoreUnavailable: warn, keep polling, end at the deadline (no API asked before reconcile_after)."""
+    bad = f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}"
+    monkeypatch.setenv("AIRFLOW__VOBIZ__CALLBACK_STORE", bad)
+    trigger = make_trigger(deadline=time.time() + 0.5)
+    payload = await first_event(trigger)
+    assert payload["status"] == "timeout"
+    assert "callback store cannot be read" in capsys.readouterr().out
+
+
+def test_fresh_event_loops_get_fresh_pollers(store: CallbackStore) -> None:
+    """dag.test() runs each trigger in its own asyncio.run(): nothing may stay bound to a dead loop."""
+    for _ in range(3):
+        request = new_uuid()
+        deliver(store, "hangup", hangup_form(call_uuid=request, request_uuid=request, to="919000000002"))
+        payload = asyncio.run(first_event(make_trigger(request_uuids=[request])))
+        assert payload["status"] == "hangup"
+    assert len(SharedPoller._registry) == 0
