@@ -27,10 +27,12 @@ How a callback is handled, in order (the first failing step answers):
    ``callback_base_url + /callbacks/{kind}`` (from ``[vobiz]`` or from the call's connection; the Host header
    is never trusted), and only when no base URL is configured against the URL of the request;
 6. fields that do not make a valid callback (``CallUUID`` missing...) → 422 naming the fields;
-7. replayed signature nonce → 403 (see :meth:`CallbackReceiver.check_nonce` for Vobiz's own retries);
-8. the event is written to the store in one transaction; only once it is committed does the receiver answer
-   200 (``stored`` or ``duplicate``; for ``answer`` and ``gather``, the XML of :func:`answer_xml`). A store
-   that cannot be reached, or any unexpected error, gives 503 with ``Retry-After`` so that Vobiz retries.
+7. the event, its signature nonce and the call's new state are written to the store in one transaction;
+   only once it is committed does the receiver answer 200 (``stored`` or ``duplicate``; for ``answer`` and
+   ``gather``, the XML of :func:`answer_xml`). A nonce seen within ``[vobiz] nonce_window`` seconds → 403,
+   unless the identical callback was stored under it (Vobiz resending a callback whose 200 it missed: 200
+   ``duplicate``, see :meth:`CallbackReceiver.same_event_stored`). A store that cannot be reached, or any
+   unexpected error, gives 503 with ``Retry-After`` so that Vobiz retries.
 
 Nothing is ever stored for a refused callback, and no step answers 500. The work that touches the secrets
 backends or the store runs in a worker thread, under a deadline that keeps the answer inside Vobiz's 3-second
@@ -41,7 +43,6 @@ never a correlation token, an auth token or a signature.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -177,8 +178,6 @@ class CallbackReceiver:
         self._store = store
         self.signing_keys = signing_keys
         self.xml_responder = xml_responder
-        self._ready_stores: set[int] = set()
-        self._ready_lock = threading.Lock()
 
     # -- configuration -------------------------------------------------------------------------------------
 
@@ -191,16 +190,10 @@ class CallbackReceiver:
         return get_settings()
 
     def store(self, settings: VobizSettings) -> CallbackStore:
-        """The store, with its schema created on first use (once per store and process)."""
+        """The store (its schema is created or upgraded by the store itself on first use)."""
         from vobiz_provider.callbacks.store import get_store
 
-        store = self._store if self._store is not None else get_store(settings.callback_store)
-        if id(store) not in self._ready_stores:
-            with self._ready_lock:
-                if id(store) not in self._ready_stores:
-                    store.upgrade()
-                    self._ready_stores.add(id(store))
-        return store
+        return self._store if self._store is not None else get_store(settings.callback_store)
 
     # -- steps ---------------------------------------------------------------------------------------------
 
@@ -281,24 +274,38 @@ class CallbackReceiver:
         return check.nonce, own
 
     @staticmethod
-    def parse(kind: str, fields: Mapping[str, str], timezone: str | None) -> Any:
+    def parse(kind: str, fields: Mapping[str, str], timezone: str) -> Any:
         """Validate the fields with the callback model of ``kind`` (422 naming the bad fields)."""
         from vobiz_provider.models.callbacks import parse_callback
 
         if not (fields.get("CallUUID") or "").strip():
             raise CallbackRejected(422, "invalid callback fields: CallUUID is missing or empty")
         try:
-            return parse_callback(fields, timezone=timezone or "UTC", kind=kind)
+            return parse_callback(fields, timezone=timezone, kind=kind)
         except ValueError as err:  # VobizValidationError: its message names every bad field
             raise CallbackRejected(422, str(err)) from None
 
     @staticmethod
-    def check_nonce(store: CallbackStore, nonce: str | None, settings: VobizSettings) -> None:
-        """Refuse a signature nonce seen within ``[vobiz] nonce_window`` seconds (403)."""
-        if nonce is None or settings.nonce_window <= 0:
-            return
-        if not store.remember_nonce(nonce, window=settings.nonce_window):
-            raise CallbackRejected(403, "replayed signature nonce")
+    def same_event_stored(store: CallbackStore, kind: str, fields: Mapping[str, str], nonce: str) -> bool:
+        """Whether this very callback (same fields) was stored under this nonce: a Vobiz retry, not a replay.
+
+        The store claims a nonce and stores its callback in one transaction, so a nonce seen before always
+        has its callback stored. Vobiz may resend a callback whose 200 it never got with the same signature;
+        that retry is answered 200 ``duplicate`` and changes nothing. The same nonce with any other body is a
+        replay of a captured signature (the body is not signed) and is refused.
+        """
+        import sqlalchemy as sa
+
+        from vobiz_provider.callbacks.schema import events
+        from vobiz_provider.callbacks.store import dedupe_key
+
+        query = (
+            sa.select(events.c.id)
+            .where(events.c.dedupe_key == dedupe_key(kind, fields), events.c.nonce == nonce)
+            .limit(1)
+        )
+        with store.engine.connect() as conn:
+            return conn.execute(query).first() is not None
 
     # -- the whole request ---------------------------------------------------------------------------------
 
@@ -325,11 +332,20 @@ class CallbackReceiver:
         if own_keys is None and not nonce:
             # Unsigned: the timezone still comes from the call's connection when it can be read.
             own_keys = self.signing_keys.get(correlation.conn_id)
-        callback = self.parse(kind, fields, own_keys.timezone if own_keys else None)
+        timezone = (own_keys.timezone if own_keys else None) or "UTC"
+        callback = self.parse(kind, fields, timezone)
         try:
             store = self.store(settings)
-            self.check_nonce(store, nonce, settings)
-            result = store.record_callback(kind=kind, fields=fields, correlation=correlation, nonce=nonce)
+            result = store.record_callback(
+                kind,
+                fields,
+                correlation=correlation,
+                nonce=nonce,
+                timezone=timezone,
+                nonce_window=settings.nonce_window,
+            )
+            if result.replayed and not (nonce and self.same_event_stored(store, kind, fields, nonce)):
+                raise CallbackRejected(403, "replayed signature nonce")
         except StoreUnavailable as err:
             log.warning("Vobiz %s callback not stored, the callback store is unavailable: %s", kind, err)
             raise CallbackRejected(

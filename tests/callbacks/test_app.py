@@ -1,0 +1,528 @@
+"""The callback receiver over real HTTP: uvicorn on loopback in a thread, requests with httpx.
+
+Settings come from ``AIRFLOW__VOBIZ__*`` variables and the signing token from an ``AIRFLOW_CONN_*``
+connection, as in a deployment, so the whole path (config, secrets backends, store) is exercised.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+import sqlalchemy as sa
+import uvicorn
+from fastapi import FastAPI
+
+# Imported up front so that the first request of a test does not pay for them inside the response deadline.
+import vobiz_provider.hooks.vobiz
+import vobiz_provider.models.callbacks  # noqa: F401
+from vobiz_provider.callbacks.app import EMPTY_XML_RESPONSE, MOUNT_PATH, create_app
+from vobiz_provider.callbacks.correlation import CorrelationToken, callback_url
+from vobiz_provider.callbacks.schema import events
+from vobiz_provider.callbacks.store import get_store
+from vobiz_provider.signatures import signature_headers
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+SECRET = "receiver-test-callback-secret"
+AUTH_TOKEN = "receiver-test-auth-token"
+OTHER_TOKEN = "someone-elses-auth-token"
+
+
+@contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """Run ``app`` with uvicorn on a free loopback port; yields ``http://127.0.0.1:<port>``."""
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def connection_json(token: str, **extra: str) -> str:
+    return json.dumps({"conn_type": "vobiz", "login": "MA_RECEIVER1", "password": token, "extra": extra})
+
+
+@dataclass
+class Receiver:
+    """A running receiver: where it listens, which store it writes."""
+
+    origin: str
+    store_url: str
+    client: httpx.Client
+    monkeypatch: pytest.MonkeyPatch
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.origin}{MOUNT_PATH}"
+
+    @property
+    def store(self) -> Any:
+        return get_store(self.store_url)
+
+    def url(self, kind: str, correlation: CorrelationToken | None = None, *, secret: str = SECRET) -> str:
+        return callback_url(self.base_url, kind, (correlation or ti()).encode(secret))
+
+    def post(
+        self,
+        kind: str,
+        fields: dict[str, str],
+        *,
+        correlation: CorrelationToken | None = None,
+        token: str | None = AUTH_TOKEN,
+        url: str | None = None,
+        nonce: str | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        url = url or self.url(kind, correlation)
+        headers = signature_headers(url, token, nonce=nonce) if token else {}
+        headers.update(kwargs.pop("headers", {}))
+        return self.client.post(url, data=fields, headers=headers, **kwargs)
+
+
+def ti(**overrides: Any) -> CorrelationToken:
+    values: dict[str, Any] = {
+        "dag_id": "calls",
+        "run_id": "manual__2026-11-27",
+        "task_id": "ring_oncall",
+        "map_index": -1,
+        "try_number": 1,
+        "conn_id": "vobiz_default",
+    }
+    values.update(overrides)
+    return CorrelationToken(**values)
+
+
+def hangup_fields(call_uuid: str, **overrides: str) -> dict[str, str]:
+    fields = {
+        "CallUUID": call_uuid,
+        "RequestUUID": f"req-{call_uuid}",
+        "ALegUUID": call_uuid,
+        "ALegRequestUUID": f"req-{call_uuid}",
+        "From": "+911171366900",
+        "To": "+919876543210",
+        "Direction": "outbound",
+        "Event": "Hangup",
+        "CallStatus": "completed",
+        "HangupCause": "NORMAL_CLEARING",
+        "HangupCauseCode": "4000",
+        "HangupCauseName": "Normal Hangup",
+        "HangupSource": "Callee",
+        "Duration": "12",
+        "BillDuration": "60",
+        "StartTime": "2026-11-27 06:30:00",
+        "AnswerTime": "2026-11-27 06:30:05",
+        "EndTime": "2026-11-27 06:30:17",
+        "SessionStart": "2026-11-27 01:00:00.000000",
+    }
+    fields.update(overrides)
+    return fields
+
+
+def ring_fields(call_uuid: str) -> dict[str, str]:
+    return {
+        "CallUUID": call_uuid,
+        "RequestUUID": f"req-{call_uuid}",
+        "ALegRequestUUID": f"req-{call_uuid}",
+        "From": "+911171366900",
+        "To": "+919876543210",
+        "Direction": "outbound",
+        "Event": "Ring",
+        "CallStatus": "ringing",
+        "SessionStart": "2026-11-27 01:00:00.000000",
+    }
+
+
+def answer_fields(call_uuid: str) -> dict[str, str]:
+    return {**ring_fields(call_uuid), "Event": "StartApp", "CallStatus": "in-progress", "ALegUUID": call_uuid}
+
+
+def new_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+@contextmanager
+def running_receiver(
+    monkeypatch: pytest.MonkeyPatch, store_url: str, **app_kwargs: Any
+) -> Iterator[Receiver]:
+    monkeypatch.setenv("AIRFLOW__VOBIZ__CALLBACK_SECRET", SECRET)
+    monkeypatch.setenv("AIRFLOW__VOBIZ__CALLBACK_STORE", store_url)
+    monkeypatch.setenv("AIRFLOW__VOBIZ__REQUIRE_SIGNATURES", "False")
+    monkeypatch.setenv("AIRFLOW__VOBIZ__MAX_BODY_BYTES", "4096")
+    monkeypatch.delenv("AIRFLOW__VOBIZ__SIGNATURE_CONN_IDS", raising=False)
+    monkeypatch.delenv("AIRFLOW__VOBIZ__NONCE_WINDOW", raising=False)
+    monkeypatch.setenv("AIRFLOW_CONN_VOBIZ_DEFAULT", connection_json(AUTH_TOKEN, timezone="Asia/Kolkata"))
+    app_kwargs.setdefault("response_deadline", 20.0)  # a loaded CI machine must not turn tests into 503s
+    root = FastAPI()
+    root.mount(MOUNT_PATH, create_app(**app_kwargs))
+    with serve(root) as origin, httpx.Client(timeout=30) as client:
+        # The public URL is configuration, never the Host header.
+        monkeypatch.setenv("AIRFLOW__VOBIZ__CALLBACK_BASE_URL", f"{origin}{MOUNT_PATH}")
+        yield Receiver(origin=origin, store_url=store_url, client=client, monkeypatch=monkeypatch)
+
+
+@pytest.fixture
+def receiver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
+    with running_receiver(monkeypatch, f"sqlite:///{tmp_path / 'callbacks.db'}") as running:
+        yield running
+
+
+# -- store inspection ----------------------------------------------------------------------------------------
+
+
+def call_row(receiver: Receiver, call_uuid: str) -> Any:
+    return next(iter(receiver.store.lookup(call_uuids=[call_uuid])), None)
+
+
+def event_count(receiver: Receiver, call_uuid: str) -> int:
+    query = sa.select(sa.func.count()).select_from(events).where(events.c.call_uuid == call_uuid)
+    receiver.store.upgrade()  # idempotent; the tables exist even if nothing was ever stored
+    with receiver.store.engine.connect() as conn:
+        return conn.execute(query).scalar_one()
+
+
+def nothing_stored(receiver: Receiver, call_uuid: str) -> bool:
+    return event_count(receiver, call_uuid) == 0 and call_row(receiver, call_uuid) is None
+
+
+# -- the happy paths -----------------------------------------------------------------------------------------
+
+
+def test_health_needs_no_secret_and_no_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    with running_receiver(monkeypatch, "postgresql://nobody@127.0.0.1:1/x") as receiver:
+        monkeypatch.delenv("AIRFLOW__VOBIZ__CALLBACK_SECRET")
+        response = receiver.client.get(f"{receiver.base_url}/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_signed_hangup_is_stored_before_200(receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    call_uuid = new_uuid()
+    correlation = ti(map_index=3, try_number=2)
+    with caplog.at_level(logging.INFO, logger="vobiz_provider"):
+        response = receiver.post("hangup", hangup_fields(call_uuid), correlation=correlation)
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "stored"}
+    row = call_row(receiver, call_uuid)
+    assert row is not None
+    assert row.status == "completed"
+    assert row.hangup_cause == "NORMAL_CLEARING"
+    assert (row.dag_id, row.run_id, row.task_id) == (
+        correlation.dag_id,
+        correlation.run_id,
+        correlation.task_id,
+    )
+    assert (row.map_index, row.try_number) == (3, 2)
+    assert event_count(receiver, call_uuid) == 1
+    assert f"CallUUID={call_uuid} CallStatus=completed HangupCause=NORMAL_CLEARING" in caplog.text
+    assert AUTH_TOKEN not in caplog.text
+    assert correlation.encode(SECRET) not in caplog.text
+
+
+def test_get_callback_with_fields_in_query(receiver: Receiver) -> None:
+    call_uuid = new_uuid()
+    url = receiver.url("ring")
+    # Vobiz appends the fields to the callback URL (already carrying ?t=); signatures ignore the query.
+    response = receiver.client.get(
+        f"{url}&{urlencode(ring_fields(call_uuid))}", headers=signature_headers(url, AUTH_TOKEN)
+    )
+    assert response.status_code == 200, response.text
+    row = call_row(receiver, call_uuid)
+    assert row is not None and row.status == "ringing"
+
+
+def test_answer_gets_empty_xml_response(receiver: Receiver) -> None:
+    call_uuid = new_uuid()
+    response = receiver.post("answer", answer_fields(call_uuid))
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/xml")
+    assert response.text == EMPTY_XML_RESPONSE
+    assert call_row(receiver, call_uuid).status == "in-progress"
+
+
+def test_custom_xml_responder_sees_the_stored_callback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[Any] = []
+
+    def speak(stored: Any) -> str:
+        seen.append(stored)
+        return "<Response><Speak>Disk full on db-1</Speak></Response>"
+
+    with running_receiver(monkeypatch, f"sqlite:///{tmp_path / 'cb.db'}", xml_responder=speak) as receiver:
+        call_uuid = new_uuid()
+        response = receiver.post("answer", answer_fields(call_uuid))
+        ring = receiver.post("ring", ring_fields(new_uuid()))
+    assert response.status_code == 200
+    assert response.text == "<Response><Speak>Disk full on db-1</Speak></Response>"
+    assert ring.headers["content-type"].startswith("application/json")  # only answer/gather get XML
+    assert [s.callback.call_uuid for s in seen] == [call_uuid]
+    assert seen[0].correlation == ti()
+
+
+def test_unsigned_callback_accepted_when_signatures_not_required(receiver: Receiver) -> None:
+    call_uuid = new_uuid()
+    response = receiver.post("hangup", hangup_fields(call_uuid), token=None)
+    assert response.status_code == 200, response.text
+    assert call_row(receiver, call_uuid).status == "completed"
+
+
+def test_duplicate_is_stored_once_and_answered_200(receiver: Receiver) -> None:
+    call_uuid = new_uuid()
+    first = receiver.post("hangup", hangup_fields(call_uuid))
+    again = receiver.post("hangup", hangup_fields(call_uuid))  # Vobiz's retry: new nonce, same event
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert again.json() == {"status": "duplicate"}
+    assert event_count(receiver, call_uuid) == 1
+
+
+def test_late_ring_after_hangup_does_not_regress(receiver: Receiver) -> None:
+    call_uuid = new_uuid()
+    assert receiver.post("hangup", hangup_fields(call_uuid)).status_code == 200
+    assert receiver.post("ring", ring_fields(call_uuid)).status_code == 200
+    row = call_row(receiver, call_uuid)
+    assert row.status == "completed"
+    assert row.hangup_cause == "NORMAL_CLEARING"
+
+
+def test_signature_checked_on_configured_public_url_not_host_header(receiver: Receiver) -> None:
+    call_uuid = new_uuid()
+    url = receiver.url("hangup")
+    forged_host = "evil.example:8443"
+    # Signed for the URL the attacker makes the receiver believe it has: refused.
+    spoofed = url.replace(receiver.origin, f"https://{forged_host}")
+    refused = receiver.client.post(
+        url,
+        data=hangup_fields(call_uuid),
+        headers={**signature_headers(spoofed, AUTH_TOKEN), "Host": forged_host},
+    )
+    assert refused.status_code == 403
+    assert nothing_stored(receiver, call_uuid)
+    # Signed for the configured public URL, whatever the Host header says: accepted.
+    accepted = receiver.client.post(
+        url,
+        data=hangup_fields(call_uuid),
+        headers={**signature_headers(url, AUTH_TOKEN), "Host": forged_host},
+    )
+    assert accepted.status_code == 200, accepted.text
+
+
+def test_connection_callback_base_url_is_also_a_public_url(receiver: Receiver) -> None:
+    public = "https://hooks.example.com/vobiz"
+    receiver.monkeypatch.setenv(
+        "AIRFLOW_CONN_VOBIZ_DEFAULT", connection_json(AUTH_TOKEN, callback_base_url=public)
+    )
+    call_uuid = new_uuid()
+    token = ti().encode(SECRET)
+    # Vobiz called the public URL (a proxy forwarded it): the signature covers that one.
+    headers = signature_headers(callback_url(public, "hangup", token), AUTH_TOKEN)
+    response = receiver.client.post(
+        callback_url(receiver.base_url, "hangup", token), data=hangup_fields(call_uuid), headers=headers
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_rotated_auth_token_applies_without_restart(receiver: Receiver) -> None:
+    assert receiver.post("ring", ring_fields(new_uuid())).status_code == 200  # caches the old token
+    receiver.monkeypatch.setenv("AIRFLOW_CONN_VOBIZ_DEFAULT", connection_json("rotated-auth-token"))
+    call_uuid = new_uuid()
+    response = receiver.post("hangup", hangup_fields(call_uuid), token="rotated-auth-token")
+    assert response.status_code == 200, response.text
+    # The old token is no longer accepted once the connection was re-read.
+    assert receiver.post("ring", ring_fields(new_uuid())).status_code == 403
+
+
+# -- refusals: nothing stored --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make_url", "reason"),
+    [
+        pytest.param(lambda r: f"{r.base_url}/callbacks/hangup", "missing correlation token", id="missing"),
+        pytest.param(
+            lambda r: r.url("hangup").replace("?t=", "?t=x"), "invalid correlation token", id="tampered"
+        ),
+        pytest.param(
+            lambda r: callback_url(
+                r.base_url,
+                "hangup",
+                ti().encode(SECRET).split(".")[0] + "." + ti(dag_id="other").encode(SECRET).split(".")[1],
+            ),
+            "bad signature",
+            id="spliced",
+        ),
+        pytest.param(lambda r: r.url("hangup", secret="another-secret"), "bad signature", id="other-secret"),
+    ],
+)
+def test_bad_correlation_token_is_403(receiver: Receiver, make_url: Any, reason: str) -> None:
+    call_uuid = new_uuid()
+    url = make_url(receiver)
+    response = receiver.post("hangup", hangup_fields(call_uuid), url=url)
+    assert response.status_code == 403
+    assert reason in response.json()["detail"]
+    assert nothing_stored(receiver, call_uuid)
+
+
+def test_forged_signature_is_403(receiver: Receiver) -> None:
+    call_uuid = new_uuid()
+    response = receiver.post("hangup", hangup_fields(call_uuid), token=OTHER_TOKEN)
+    assert response.status_code == 403
+    assert response.json() == {"detail": "invalid Vobiz signature"}
+    assert nothing_stored(receiver, call_uuid)
+
+
+def test_unsigned_callback_refused_when_signatures_required(receiver: Receiver) -> None:
+    receiver.monkeypatch.setenv("AIRFLOW__VOBIZ__REQUIRE_SIGNATURES", "True")
+    call_uuid = new_uuid()
+    response = receiver.post("hangup", hangup_fields(call_uuid), token=None)
+    assert response.status_code == 403
+    assert "require_signatures" in response.json()["detail"]
+    assert nothing_stored(receiver, call_uuid)
+    assert receiver.post("hangup", hangup_fields(call_uuid)).status_code == 200  # signed: fine
+
+
+def test_replayed_nonce_is_403(receiver: Receiver) -> None:
+    first_uuid, replay_uuid = new_uuid(), new_uuid()
+    nonce = "12345678901234567890"
+    assert receiver.post("ring", ring_fields(first_uuid), nonce=nonce).status_code == 200
+    # A captured signature replayed with another body (the body is not signed).
+    response = receiver.post("ring", ring_fields(replay_uuid), nonce=nonce)
+    assert response.status_code == 403
+    assert "nonce" in response.json()["detail"]
+    assert nothing_stored(receiver, replay_uuid)
+    # The captured signature with a forged "hangup" body for the same call: refused, the call still rings.
+    assert receiver.post("ring", hangup_fields(first_uuid), nonce=nonce).status_code == 403
+    assert call_row(receiver, first_uuid).status == "ringing"
+    assert event_count(receiver, first_uuid) == 1
+
+
+def test_vobiz_resending_the_same_signed_request_gets_duplicate(receiver: Receiver) -> None:
+    call_uuid = new_uuid()
+    nonce = "09876543210987654321"
+    assert receiver.post("hangup", hangup_fields(call_uuid), nonce=nonce).json() == {"status": "stored"}
+    again = receiver.post("hangup", hangup_fields(call_uuid), nonce=nonce)
+    assert again.status_code == 200
+    assert again.json() == {"status": "duplicate"}
+    assert event_count(receiver, call_uuid) == 1
+
+
+def test_body_too_large_is_413(receiver: Receiver) -> None:
+    call_uuid = new_uuid()
+    big = hangup_fields(call_uuid, Padding="x" * 5000)
+    assert receiver.post("hangup", big).status_code == 413
+
+    # Without Content-Length (chunked), the receiver counts what it reads.
+    def chunks() -> Iterator[bytes]:
+        yield b"CallUUID=" + call_uuid.encode()
+        for _ in range(10):
+            yield b"&Padding=" + b"x" * 1000
+
+    url = receiver.url("hangup")
+    response = receiver.client.post(
+        url,
+        content=chunks(),
+        headers={"Content-Type": "application/x-www-form-urlencoded", **signature_headers(url, AUTH_TOKEN)},
+    )
+    assert response.status_code == 413
+    assert nothing_stored(receiver, call_uuid)
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status", "reason"),
+    [
+        pytest.param(b"\xff\xfe\x00garbage", "application/x-www-form-urlencoded", 400, "UTF-8", id="binary"),
+        pytest.param(b"just some text", "application/x-www-form-urlencoded", 400, "form", id="not-a-form"),
+        pytest.param(b"CallUUID=%ZZ%ff", "application/x-www-form-urlencoded", 400, "", id="bad-escape"),
+        pytest.param(b'{"CallUUID": "x"}', "application/json", 415, "content type", id="json"),
+        pytest.param(b"Event=Hangup&CallStatus=completed", None, 422, "CallUUID", id="no-call-uuid"),
+        pytest.param(b"CallUUID=abc&Duration=ten", None, 422, "Duration", id="bad-duration"),
+    ],
+)
+def test_malformed_input_is_4xx_never_500(
+    receiver: Receiver, content: bytes, content_type: str | None, status: int, reason: str
+) -> None:
+    url = receiver.url("hangup")
+    headers = {
+        "Content-Type": content_type or "application/x-www-form-urlencoded",
+        **signature_headers(url, AUTH_TOKEN),
+    }
+    response = receiver.client.post(url, content=content, headers=headers)
+    assert response.status_code == status, response.text
+    assert reason in response.json()["detail"]
+    assert event_count(receiver, "abc") == 0
+
+
+def test_unknown_kind_is_404(receiver: Receiver) -> None:
+    response = receiver.post(
+        "voicemail", ring_fields(new_uuid()), url=f"{receiver.base_url}/callbacks/voicemail"
+    )
+    assert response.status_code == 404
+    assert "unknown callback kind" in response.json()["detail"]
+
+
+def test_store_unavailable_is_503_with_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    with running_receiver(monkeypatch, "postgresql://nobody@127.0.0.1:1/x") as receiver:
+        response = receiver.post("hangup", hangup_fields(new_uuid()))
+    assert response.status_code == 503
+    assert response.json() == {"detail": "callback store unavailable, retry later"}
+    assert int(response.headers["Retry-After"]) > 0
+
+
+def test_unexpected_error_is_503_logged_without_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(stored: Any) -> str:
+        raise RuntimeError("the XML builder broke")
+
+    store_url = f"sqlite:///{tmp_path / 'cb.db'}"
+    with (
+        running_receiver(monkeypatch, store_url, xml_responder=broken) as receiver,
+        caplog.at_level(logging.INFO, logger="vobiz_provider"),
+    ):
+        response = receiver.post("answer", answer_fields(new_uuid()))
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
+    assert "the XML builder broke" in caplog.text  # with its traceback
+    assert "Traceback" in caplog.text or any(r.exc_info for r in caplog.records)
+    assert AUTH_TOKEN not in caplog.text
+    assert ti().encode(SECRET) not in caplog.text
+    assert "the XML builder broke" not in response.text
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_receiver_on_postgresql(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with running_receiver(monkeypatch, postgres_url) as receiver:
+        call_uuid = new_uuid()
+        assert receiver.post("ring", ring_fields(call_uuid)).status_code == 200
+        assert receiver.post("hangup", hangup_fields(call_uuid)).status_code == 200
+        assert receiver.post("hangup", hangup_fields(call_uuid)).json() == {"status": "duplicate"}
+        assert receiver.post("ring", ring_fields(call_uuid)).status_code == 200
+        row = call_row(receiver, call_uuid)
+        assert row.status == "completed"
+        assert event_count(receiver, call_uuid) == 2
