@@ -112,7 +112,7 @@ class AsyncVobizClient(ClientCore):
         :param call: The validated request body.
         """
         request = self.make_call_request(call)
-        snapshot = self._snapshot()
+        snapshot = await self._snapshot()
         policy = retry_kwargs(
             label=request.label,
             make_call=True,
