@@ -1,14 +1,24 @@
-"""``VobizCallOperator``: place an outbound call through Vobiz (``POST /Account/{auth_id}/Call/``).
+"""``VobizCallOperator``: place an outbound call through Vobiz, then (by default) wait until it hangs up.
 
 The request is validated twice, always before anything is sent: static arguments when the DAG is parsed
 (so a typo breaks the DAG import, not a run), templated ones once they are rendered at execute time.
+
+Waiting follows the dbt Cloud pattern: the call is placed in ``execute`` on the worker (never from a
+trigger, so a triggerer restart cannot dial twice), recorded in the callback store at once, and only the
+wait is deferred to :class:`~vobiz_provider.triggers.hangup.VobizCallHangupTrigger` - or run in the worker
+when ``deferrable=False``. Airflow 3 clears XCom before a retry, so a retry finds the earlier try's call in
+the callback store instead: still up, it waits for it; ended successfully, it returns it; otherwise it
+dials again.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import asyncio
+import time
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Literal
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, conf
 from airflow.sdk.exceptions import AirflowException
 
 from vobiz_provider.exceptions import VobizValidationError
@@ -19,7 +29,11 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
+    from vobiz_provider.callbacks.correlation import CorrelationToken
+    from vobiz_provider.callbacks.store import CallbackStore
+    from vobiz_provider.models.record import CallRecord
     from vobiz_provider.models.responses import CallFiredResponse
+    from vobiz_provider.triggers.hangup import VobizCallHangupTrigger
 
 __all__ = ["VobizCallFailedError", "VobizCallOperator"]
 
@@ -53,6 +67,17 @@ MAKE_CALL_FIELDS: tuple[str, ...] = (
 
 _JINJA_MARKERS = ("{{", "{%", "{#")
 
+#: Seconds Vobiz rings before giving up when ``ring_timeout`` is not set (hangup cause 6010).
+DEFAULT_RING_TIMEOUT = 120
+#: Vobiz's default ``time_limit``: the longest a call may last after it is answered, in seconds.
+DEFAULT_TIME_LIMIT = 14400
+#: Seconds added to ring timeout + time limit to make the default wait timeout.
+TIMEOUT_MARGIN = 300
+#: Seconds after the latest expected hangup at which the trigger asks the Vobiz API instead of waiting on.
+RECONCILE_MARGIN = 60.0
+#: Seconds the deferral timeout exceeds the trigger's own deadline (which ends the wait with a clear event).
+DEFER_TIMEOUT_GRACE = 60.0
+
 
 class VobizCallFailedError(AirflowException):
     """The call ended, but not with one of the operator's ``success_statuses`` (busy, no answer, ...).
@@ -84,7 +109,18 @@ class VobizCallOperator(BaseOperator):
     Every documented Make-Call field is an argument (see
     :class:`~vobiz_provider.models.call.MakeCallRequest` for the rules each one follows). Static values are
     validated when the DAG is parsed; templated values when the task runs, before any request is sent.
-    The XCom return value is ``{"request_uuid", "request_uuids", "to", "from_number", "api_id"}``.
+
+    By default the task then waits until the call hangs up and succeeds only if its final status is in
+    ``success_statuses``; busy, no-answer or failed calls fail the task with
+    :class:`VobizCallFailedError`, so ``retries`` dial again. The XCom return value is the final call
+    record (a dict, see :class:`~vobiz_provider.models.record.CallRecord`; a list of them for several
+    destinations). With ``wait_for_completion=False`` it is
+    ``{"request_uuid", "request_uuids", "to", "from_number", "api_id"}`` as soon as Vobiz accepted the call.
+
+    To learn about the hangup, the operator points ``hangup_url`` and ``ring_url`` (and
+    ``machine_detection_url`` when machine detection is on) at the callback receiver
+    (``callback_base_url`` from the connection extra or ``[vobiz]``), with a signed token naming this task
+    instance. If you pass your own ``hangup_url``, or no receiver is configured, the wait polls the Vobiz API.
 
     :param to: Destination(s): an E.164 number or ``sip:`` URI, a list of them, or a ``<``-joined string
         (at most 1000). Templated. Use ``.partial(...).expand(to=[...])`` for one task per person.
@@ -112,6 +148,17 @@ class VobizCallOperator(BaseOperator):
     :param hangup_on_ring: Seconds from ring start until Vobiz hangs up.
     :param ring_timeout: Seconds to ring before giving up.
     :param vobiz_conn_id: The Vobiz connection (type ``vobiz``).
+    :param wait_for_completion: Wait until the call hangs up (default) or return once it is placed.
+    :param deferrable: Wait in the triggerer rather than in the worker (default
+        ``[operators] default_deferrable``).
+    :param poll_interval: Seconds between two looks at the callback store (or the Vobiz API).
+    :param timeout: Longest wait for the hangup, in seconds or as a ``timedelta``. Default: ring timeout
+        (or 120 s) + time limit (or 14400 s) + 300 s.
+    :param success_statuses: Final call statuses that make the task succeed (default ``("completed",)``).
+    :param hangup_on_kill: Hang up the call when the task is killed (or its wait times out).
+    :param redial: On a retry whose earlier try's call already ended successfully: ``"failed"`` (default)
+        returns that call without dialling; ``"always"`` dials again. A call still up is always waited
+        for, and a call that failed is always dialled again.
     """
 
     template_fields: Sequence[str] = (
@@ -155,9 +202,26 @@ class VobizCallOperator(BaseOperator):
         hangup_on_ring: int | None = None,
         ring_timeout: int | None = None,
         vobiz_conn_id: str = "vobiz_default",
+        wait_for_completion: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float = 5.0,
+        timeout: float | timedelta | None = None,
+        success_statuses: Sequence[str] = ("completed",),
+        hangup_on_kill: bool = False,
+        redial: Literal["failed", "always"] = "failed",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if isinstance(success_statuses, str):
+            success_statuses = (success_statuses,)
+        if not success_statuses:
+            raise ValueError(f"Task {self.task_id!r}: success_statuses must name at least one status")
+        if redial not in ("failed", "always"):
+            raise ValueError(f"Task {self.task_id!r}: redial must be 'failed' or 'always', got {redial!r}")
+        if poll_interval <= 0:
+            raise ValueError(f"Task {self.task_id!r}: poll_interval must be positive, got {poll_interval!r}")
+        if timeout is not None:
+            _seconds(timeout)  # refuse a non-positive timeout at parse time
         self.to = to
         self.from_number = from_number
         self.answer_url = answer_url
@@ -183,6 +247,14 @@ class VobizCallOperator(BaseOperator):
         self.hangup_on_ring = hangup_on_ring
         self.ring_timeout = ring_timeout
         self.vobiz_conn_id = vobiz_conn_id
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = deferrable
+        self.poll_interval = float(poll_interval)
+        self.timeout = timeout
+        self.success_statuses = tuple(str(status).strip().lower() for status in success_statuses)
+        self.hangup_on_kill = hangup_on_kill
+        self.redial = redial
+        self._waiting_for: list[str] = []
         self._validate_static_fields()
 
     # ------------------------------------------------------------------------------------- validation
@@ -220,26 +292,58 @@ class VobizCallOperator(BaseOperator):
 
     # ------------------------------------------------------------------------------------- execution
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> Any:
         request = self.build_request()
+        if not self.wait_for_completion:
+            response = self._fire(request)
+            return self._fired_result(request, response)
+
+        correlation = self._correlation(context)
+        store = self._store()
+        previous = self._previous_attempt(store, correlation)
+        if previous:
+            outcome = self._resume_previous_attempt(context, previous, correlation)
+            if outcome is not _DIAL:
+                return outcome
+
+        request, use_store = self._with_callback_urls(request, correlation)
         response = self._fire(request)
-        return self._fired_result(request, response)
+        destinations = list(request.destinations)
+        try:
+            store.record_fired(
+                request_uuids=list(response.request_uuids),
+                destinations=destinations,
+                from_number=request.from_number,
+                correlation=correlation,
+            )
+        except Exception as exc:
+            # The call is placed: failing now would only make a retry dial again. Waiting still works
+            # (the trigger falls back on the Vobiz API when the store stays silent).
+            self.log.warning(
+                "Could not record the fired call in the Vobiz callback store (%s: %s); a retry of this "
+                "task will not know about it",
+                type(exc).__name__,
+                exc,
+            )
+        return self._wait(
+            context,
+            request_uuids=list(response.request_uuids),
+            destinations=destinations,
+            use_store=use_store,
+        )
+
+    # -- firing
 
     def _fire(self, request: MakeCallRequest) -> CallFiredResponse:
         from vobiz_provider.hooks.vobiz import VobizHook
 
-        destinations = list(request.destinations)
-        self.log.info(
-            "Placing a Vobiz call from %s to %s (%d destination%s)",
-            request.from_number,
-            ", ".join(destinations),
-            len(destinations),
-            "" if len(destinations) == 1 else "s",
-        )
-        response = VobizHook(vobiz_conn_id=self.vobiz_conn_id).make_call(request)
+        destinations = ", ".join(request.destinations)
+        self.log.info("Placing a Vobiz call from %s to %s", request.from_number, destinations)
+        with VobizHook(vobiz_conn_id=self.vobiz_conn_id) as hook:
+            response = hook.make_call(request)
         self.log.info(
             "Vobiz accepted the call to %s: request_uuid %s (api_id %s, message %r)",
-            ", ".join(destinations),
+            destinations,
             ", ".join(response.request_uuids),
             response.api_id,
             response.message,
@@ -257,3 +361,344 @@ class VobizCallOperator(BaseOperator):
             "from_number": request.from_number,
             "api_id": response.api_id,
         }
+
+    def _correlation(self, context: Context) -> CorrelationToken:
+        from vobiz_provider.callbacks.correlation import CorrelationToken
+
+        return CorrelationToken.from_task_instance(context["ti"], conn_id=self.vobiz_conn_id)
+
+    def _callback_base_url(self) -> str | None:
+        """Where Vobiz should send this call's callbacks: the connection's extra, else ``[vobiz]``."""
+        from vobiz_provider.callbacks.config import resolve_callback_base_url
+        from vobiz_provider.hooks.vobiz import VobizHook
+
+        return resolve_callback_base_url(
+            VobizHook(vobiz_conn_id=self.vobiz_conn_id).get_config().callback_base_url
+        )
+
+    def _uses_store(self, base_url: str | None) -> bool:
+        """Whether this task's hangup callback reaches the receiver (else the wait asks the API)."""
+        return base_url is not None and self.hangup_url is None
+
+    def _with_callback_urls(
+        self, request: MakeCallRequest, correlation: CorrelationToken
+    ) -> tuple[MakeCallRequest, bool]:
+        """Point the callback URLs the user left empty at the receiver; say whether the wait can use it."""
+        base_url = self._callback_base_url()
+        if base_url is None:
+            self.log.warning(
+                "No callback_base_url is configured (connection %r extra or [vobiz] callback_base_url): "
+                "Vobiz cannot report the hangup, so the end of the call is learnt by polling the Vobiz API "
+                "every %s s",
+                self.vobiz_conn_id,
+                self.poll_interval,
+            )
+            return request, False
+        from vobiz_provider.callbacks.config import get_settings
+        from vobiz_provider.callbacks.correlation import callback_url
+
+        token = correlation.encode(get_settings().signing_secret)
+        updates: dict[str, str] = {}
+        if request.hangup_url is None:
+            updates["hangup_url"] = callback_url(base_url, "hangup", token)
+        if request.ring_url is None:
+            updates["ring_url"] = callback_url(base_url, "ring", token)
+        if request.machine_detection is not None and request.machine_detection_url is None:
+            updates["machine_detection_url"] = callback_url(base_url, "machine-detection", token)
+        use_store = self._uses_store(base_url)
+        self.log.info(
+            "Vobiz will report %s to the callback receiver at %s",
+            ", ".join(sorted(name.removesuffix("_url") for name in updates)) or "nothing",
+            base_url,
+        )
+        if not use_store:
+            self.log.info(
+                "hangup_url is your own, so the receiver never hears the hangup: the end of the call is "
+                "learnt by polling the Vobiz API every %s s",
+                self.poll_interval,
+            )
+        # The URLs were checked when built (and the request before); model_copy keeps the token out of
+        # any validation message.
+        return request.model_copy(update=updates), use_store
+
+    # -- retries
+
+    @staticmethod
+    def _store() -> CallbackStore:
+        from vobiz_provider.callbacks.store import get_store
+
+        return get_store()
+
+    @staticmethod
+    def _previous_attempt(store: CallbackStore, correlation: CorrelationToken) -> list[CallRecord]:
+        """The calls of the newest earlier try of this task instance that placed a call (may be empty)."""
+        records = store.find_attempts(
+            dag_id=correlation.dag_id,
+            run_id=correlation.run_id,
+            task_id=correlation.task_id,
+            map_index=correlation.map_index,
+            before_try=correlation.try_number,
+        )
+        if not records:
+            return []
+        newest = records[0].try_number
+        return [record for record in records if record.try_number == newest]
+
+    def _resume_previous_attempt(
+        self, context: Context, previous: list[CallRecord], correlation: CorrelationToken
+    ) -> Any:
+        """Re-attach to a live call, return a successful one, or return :data:`_DIAL` to dial again."""
+        earlier = previous[0].try_number
+        described = "; ".join(
+            f"{record.to or '?'} ({record.call_uuid or record.request_uuid}): {record.status}"
+            for record in previous
+        )
+        if not all(record.terminal for record in previous):
+            self.log.info(
+                "Try %s: the call placed by try %s is still up (%s); waiting for it instead of dialling "
+                "again",
+                correlation.try_number,
+                earlier,
+                described,
+            )
+            request_uuids = list(dict.fromkeys(r.request_uuid for r in previous if r.request_uuid))
+            call_uuids = [r.call_uuid for r in previous if r.call_uuid]
+            return self._wait(
+                context,
+                request_uuids=request_uuids or call_uuids,
+                destinations=[r.to for r in previous if r.to],
+                use_store=self._uses_store(self._callback_base_url()),
+            )
+        if all(record.status in self.success_statuses for record in previous):
+            if self.redial != "always":
+                self.log.info(
+                    "Try %s: the call placed by try %s already ended successfully (%s); returning its "
+                    "outcome without dialling again (redial=%r)",
+                    correlation.try_number,
+                    earlier,
+                    described,
+                    self.redial,
+                )
+                return _result([record.to_event() for record in previous])
+            self.log.info(
+                "Try %s: the call placed by try %s ended successfully (%s), but redial='always': dialling "
+                "again",
+                correlation.try_number,
+                earlier,
+                described,
+            )
+            return _DIAL
+        self.log.info(
+            "Try %s: the call placed by try %s did not succeed (%s); dialling again",
+            correlation.try_number,
+            earlier,
+            described,
+        )
+        return _DIAL
+
+    # -- waiting
+
+    def _timeout_seconds(self) -> float:
+        if self.timeout is not None:
+            return _seconds(self.timeout)
+        ring = _as_int(self.ring_timeout) or DEFAULT_RING_TIMEOUT
+        limit = _as_int(self.time_limit) or DEFAULT_TIME_LIMIT
+        return float(ring + limit + TIMEOUT_MARGIN)
+
+    def _wait(
+        self,
+        context: Context,
+        *,
+        request_uuids: list[str],
+        destinations: list[str],
+        use_store: bool,
+    ) -> Any:
+        from vobiz_provider.triggers.hangup import VobizCallHangupTrigger
+
+        timeout = self._timeout_seconds()
+        now = time.time()
+        deadline = now + timeout
+        ring = _as_int(self.ring_timeout) or DEFAULT_RING_TIMEOUT
+        limit = _as_int(self.time_limit) or DEFAULT_TIME_LIMIT
+        # Ask the API once the hangup is overdue, but early enough to settle before the deadline.
+        reconcile_after = min(now + ring + limit + RECONCILE_MARGIN, deadline - min(60.0, timeout / 5))
+        trigger = VobizCallHangupTrigger(
+            request_uuids=request_uuids,
+            destinations=destinations,
+            vobiz_conn_id=self.vobiz_conn_id,
+            deadline=deadline,
+            poll_interval=self.poll_interval,
+            reconcile_after=reconcile_after,
+            use_store=use_store,
+            hangup_on_kill=self.hangup_on_kill,
+        )
+        if self.deferrable:
+            self.log.info(
+                "Deferring until the call to %s hangs up (at most %.0f s)", ", ".join(destinations), timeout
+            )
+            # The trigger ends the wait itself at the deadline; the grace only covers a lost trigger.
+            self.defer(
+                trigger=trigger,
+                method_name="execute_complete",
+                timeout=timedelta(seconds=timeout + max(self.poll_interval, 1.0) + DEFER_TIMEOUT_GRACE),
+            )
+        self.log.info(
+            "Waiting in the worker until the call to %s hangs up (at most %.0f s)",
+            ", ".join(destinations),
+            timeout,
+        )
+        self._waiting_for = list(request_uuids)
+        try:
+            event = asyncio.run(_first_event(trigger))
+        finally:
+            self._waiting_for = []
+        return self.execute_complete(context, event)
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        """Turn the trigger's event into the task's outcome (resumes after deferral; also used in-process).
+
+        :param context: The task context.
+        :param event: ``{"status": "hangup"|"timeout"|"error", "request_uuids", "calls", "message"}``.
+        :raises VobizCallFailedError: when a call ended with a status not in ``success_statuses``.
+        :raises AirflowException: when the event is missing or malformed, the wait failed or timed out.
+        """
+        if not isinstance(event, dict) or event.get("status") not in _EVENT_STATUSES:
+            raise AirflowException(
+                f"Task {self.task_id!r}: the wait for the Vobiz call ended with an unexpected event: "
+                f"{event!r}"
+            )
+        status = event["status"]
+        calls = [call for call in event.get("calls") or () if isinstance(call, dict)]
+        request_uuids = ", ".join(event.get("request_uuids") or ()) or "?"
+        message = event.get("message") or ""
+        if status == "error":
+            raise AirflowException(f"Waiting for the Vobiz call (request {request_uuids}) failed: {message}")
+        if status == "timeout":
+            if self.hangup_on_kill:
+                self._hang_up(
+                    [c.get("call_uuid") or c.get("request_uuid") for c in calls if not c.get("terminal")]
+                )
+            raise AirflowException(
+                f"The Vobiz call (request {request_uuids}) did not hang up in time: {message}"
+            )
+        if not calls:
+            raise AirflowException(
+                f"The Vobiz call (request {request_uuids}) hung up but no call record came with the event"
+            )
+        self._remember_outcome(calls)
+        failed = [call for call in calls if call.get("status") not in self.success_statuses]
+        if failed:
+            raise VobizCallFailedError(
+                "; ".join(_describe_failure(call) for call in failed)
+                + f" (success statuses: {', '.join(self.success_statuses)})",
+                calls=calls,
+            )
+        for call in calls:
+            self.log.info("%s", _describe_outcome(call))
+        return _result(calls)
+
+    def _remember_outcome(self, calls: list[dict[str, Any]]) -> None:
+        """Write outcomes learnt from the API to the store, so that a retry sees the call has ended.
+
+        Only needed when callbacks did not reach the receiver (the trigger then did not use the store).
+        """
+        from vobiz_provider.models.record import CallRecord
+
+        api_records = [call for call in calls if call.get("source") == "api" and call.get("terminal")]
+        if not api_records:
+            return
+        try:
+            store = self._store()
+            for call in api_records:
+                store.record_api_result(CallRecord.from_event(call))
+        except Exception as exc:
+            self.log.warning("Could not record the call's outcome in the Vobiz callback store: %s", exc)
+
+    # -- killing
+
+    def on_kill(self) -> None:
+        """Hang up the call being waited for in the worker, if ``hangup_on_kill``."""
+        if self.hangup_on_kill and self._waiting_for:
+            self._hang_up(self._waiting_for)
+
+    def _hang_up(self, uuids: Sequence[str | None]) -> None:
+        from vobiz_provider.hooks.vobiz import VobizHook
+
+        wanted = [uuid for uuid in uuids if uuid]
+        if not wanted:
+            return
+        with VobizHook(vobiz_conn_id=self.vobiz_conn_id) as hook:
+            for uuid in wanted:
+                try:
+                    ended = hook.hangup_call(uuid)
+                except Exception as exc:
+                    self.log.warning("Could not hang up Vobiz call %s: %s", uuid, exc)
+                    continue
+                self.log.info("Vobiz call %s %s", uuid, "hung up" if ended else "had already ended")
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+_EVENT_STATUSES = frozenset({"hangup", "timeout", "error"})
+
+
+class _Dial:
+    """Marker: the previous attempt does not settle the task, place a new call."""
+
+
+_DIAL = _Dial()
+
+
+async def _first_event(trigger: VobizCallHangupTrigger) -> dict[str, Any] | None:
+    """Run the trigger (in the worker's own event loop) to its first event."""
+    events = trigger.run()
+    try:
+        event = await anext(events, None)
+    finally:
+        await events.aclose()
+    return None if event is None else event.payload
+
+
+def _result(calls: list[dict[str, Any]]) -> dict[str, Any] | list[dict[str, Any]]:
+    """The XCom value: the call record, or the list of them for several destinations."""
+    return calls[0] if len(calls) == 1 else calls
+
+
+def _seconds(value: float | timedelta) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds <= 0:
+        raise ValueError(f"timeout must be positive, got {value!r}")
+    return seconds
+
+
+def _as_int(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _cause(call: dict[str, Any]) -> str:
+    parts = [
+        str(call["hangup_cause_code"]) if call.get("hangup_cause_code") is not None else None,
+        call.get("hangup_cause_name") or call.get("hangup_cause"),
+    ]
+    text = " ".join(part for part in parts if part) or "unknown cause"
+    if call.get("hangup_source"):
+        text += f", hung up by {call['hangup_source']}"
+    return text
+
+
+def _describe_failure(call: dict[str, Any]) -> str:
+    return (
+        f"Vobiz call to {call.get('to') or '?'} ({call.get('call_uuid') or call.get('request_uuid')}) "
+        f"ended with status {call.get('status')!r} (hangup cause {_cause(call)})"
+    )
+
+
+def _describe_outcome(call: dict[str, Any]) -> str:
+    duration = f", {call['duration']} s" if call.get("duration") is not None else ""
+    return (
+        f"Vobiz call to {call.get('to') or '?'} ({call.get('call_uuid') or call.get('request_uuid')}) "
+        f"ended with status {call.get('status')!r} (hangup cause {_cause(call)}{duration})"
+    )
