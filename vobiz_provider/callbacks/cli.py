@@ -61,7 +61,7 @@ def parse_duration(text: str) -> timedelta:
 def format_duration(value: timedelta) -> str:
     """The shortest ``<n><unit>`` spelling of ``value`` (``7d``, ``90m``...)."""
     seconds = int(value.total_seconds())
-    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds and seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
@@ -140,7 +140,9 @@ def build_server_app(*, settings: VobizSettings, store: CallbackStore) -> FastAP
     from vobiz_provider.callbacks.app import MOUNT_PATH, create_app
 
     root = FastAPI(title="Vobiz callback receiver", docs_url=None, redoc_url=None, openapi_url=None)
-    root.mount(MOUNT_PATH, create_app(settings=settings, store=store))
+    receiver_app = create_app(settings=settings, store=store)
+    root.state.receiver = receiver_app.state.receiver
+    root.mount(MOUNT_PATH, receiver_app)
     return root
 
 
@@ -155,6 +157,8 @@ def _open_store(settings: VobizSettings) -> CallbackStore:
 def _serve(args: argparse.Namespace, settings: VobizSettings) -> int:
     import uvicorn
 
+    from vobiz_provider.callbacks.app import MOUNT_PATH
+
     if not settings.callback_secret:
         print(
             "vobiz-callbacks: error: [vobiz] callback_secret is not set; set AIRFLOW__VOBIZ__CALLBACK_SECRET "
@@ -168,8 +172,15 @@ def _serve(args: argparse.Namespace, settings: VobizSettings) -> int:
             "[vobiz] callback_base_url is not set: Vobiz signatures are checked against the URL of each "
             "request, which is wrong behind a proxy; set it to the public http(s)://host[:port]/vobiz"
         )
+    app = build_server_app(settings=settings, store=store)
+    # Read the signing connections now: it imports what the first callback needs (inside Vobiz's 3 s) and
+    # reports an unreadable connection at start-up rather than at the first callback.
+    import vobiz_provider.models.callbacks
+    import vobiz_provider.signatures  # noqa: F401
+
+    app.state.receiver.signing_keys.get_many(settings.signature_conn_ids)
     config = uvicorn.Config(
-        build_server_app(settings=settings, store=store),
+        app,
         host=args.host,
         port=args.port,
         log_level=args.log_level,
@@ -180,7 +191,16 @@ def _serve(args: argparse.Namespace, settings: VobizSettings) -> int:
     logging.getLogger("vobiz_provider").setLevel(args.log_level.upper())
     if not logging.getLogger().handlers:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.Server(config).run()
+    # Bind here rather than in uvicorn to know the port (``--port 0``) and say where the receiver listens.
+    sock = config.bind_socket()
+    host, port = sock.getsockname()[:2]
+    shown_host = f"[{host}]" if ":" in host else host
+    print(
+        f"vobiz-callbacks: receiver listening on http://{shown_host}:{port}{MOUNT_PATH}",
+        file=sys.stderr,
+        flush=True,
+    )
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 
