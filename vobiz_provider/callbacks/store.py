@@ -347,6 +347,18 @@ def _pair(request_uuids: Sequence[str], destinations: Sequence[str]) -> list[tup
     )
 
 
+def _with_postgres_driver(url: sa.engine.URL) -> sa.engine.URL:
+    """``postgresql://`` means psycopg2 here (SQLAlchemy 2.1 defaults to psycopg 3; either works)."""
+    if url.drivername != "postgresql":
+        return url
+    import importlib.util
+
+    for driver in ("psycopg2", "psycopg"):
+        if importlib.util.find_spec(driver) is not None:
+            return url.set(drivername=f"postgresql+{driver}")
+    return url.set(drivername="postgresql+psycopg2")  # fails with a clear ImportError below
+
+
 def _lock_id(key: str) -> int:
     return struct.unpack(">i", hashlib.sha256(key.encode()).digest()[:4])[0]
 
@@ -417,7 +429,7 @@ class CallbackStore:
         if backend == "postgresql":
             try:
                 return sa.create_engine(
-                    self.url,
+                    _with_postgres_driver(self.url),
                     echo=echo,
                     future=True,
                     pool_pre_ping=True,

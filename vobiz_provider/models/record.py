@@ -61,12 +61,21 @@ def status_for_hangup_cause(code: int | None, cause: str | None = None) -> str:
     """The final ``CallStatus`` of a call that ended with this hangup cause.
 
     :param code: ``HangupCauseCode`` / ``hangup_cause_code`` (e.g. ``4000``).
-    :param cause: ``HangupCause`` (e.g. ``NORMAL_CLEARING``), used when there is no code.
+    :param cause: ``HangupCause`` (e.g. ``NORMAL_CLEARING``, or a cause name such as ``Normal Hangup``),
+        used when there is no code.
     """
     if code is not None:
         return _STATUS_BY_CODE.get(code, "failed")
     if cause:
-        return _STATUS_BY_CAUSE.get(cause.strip().upper(), "failed")
+        by_sip_cause = _STATUS_BY_CAUSE.get(cause.strip().upper())
+        if by_sip_cause is not None:
+            return by_sip_cause
+        # Vobiz sometimes puts the cause *name* ("End Of XML Instructions") in HangupCause.
+        from vobiz_provider.models.hangup_causes import lookup_name
+
+        named = lookup_name(cause)
+        if named is not None:
+            return _STATUS_BY_CODE.get(named.code, "failed")
     return "failed"
 
 

@@ -1,0 +1,631 @@
+"""The callback store, on SQLite and (when configured) on PostgreSQL.
+
+Every behavioural test runs against both backends through the ``store`` fixture; the PostgreSQL variant
+uses a fresh schema per test, dropped afterwards, because CI shares one database between test runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import uuid
+from typing import TYPE_CHECKING
+
+import pytest
+import sqlalchemy as sa
+
+from vobiz_provider.callbacks.config import VobizSettings
+from vobiz_provider.callbacks.correlation import CorrelationToken
+from vobiz_provider.callbacks.schema import SCHEMA_VERSION, calls, events, nonces, schema_version
+from vobiz_provider.callbacks.store import (
+    CallbackStore,
+    StoreUnavailable,
+    dedupe_key,
+    dispose_stores,
+    get_store,
+)
+from vobiz_provider.models.record import CallRecord
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+
+def _token(try_number: int = 1, map_index: int = -1, task_id: str = "ring") -> CorrelationToken:
+    return CorrelationToken(
+        dag_id="calls",
+        run_id="manual__2026-11-27T00:00:00+00:00",
+        task_id=task_id,
+        map_index=map_index,
+        try_number=try_number,
+        conn_id="vobiz_default",
+    )
+
+
+def ring(call_uuid: str, request_uuid: str | None = None, to: str = "919000000001") -> dict[str, str]:
+    return {
+        "CallUUID": call_uuid,
+        "RequestUUID": request_uuid or call_uuid,
+        "ALegRequestUUID": request_uuid or call_uuid,
+        "From": "918000000000",
+        "To": to,
+        "Direction": "outbound",
+        "Event": "Ring",
+        "CallStatus": "ringing",
+        "SessionStart": "2026-11-27 04:30:00.123456",
+    }
+
+
+def answer(call_uuid: str, request_uuid: str | None = None, to: str = "919000000001") -> dict[str, str]:
+    return {**ring(call_uuid, request_uuid, to), "Event": "StartApp", "CallStatus": "in-progress"}
+
+
+def hangup(
+    call_uuid: str,
+    request_uuid: str | None = None,
+    to: str = "919000000001",
+    *,
+    status: str | None = "completed",
+    code: str = "4000",
+    **extra: str,
+) -> dict[str, str]:
+    fields = {
+        **ring(call_uuid, request_uuid, to),
+        "Event": "Hangup",
+        "HangupCause": "NORMAL_CLEARING",
+        "HangupCauseCode": code,
+        "HangupCauseName": "Normal Hangup",
+        "Duration": "42",
+        "BillDuration": "60",
+        "StartTime": "2026-11-27 10:00:00",
+        "AnswerTime": "2026-11-27 10:00:05",
+        "EndTime": "2026-11-27 10:00:47",
+        **extra,
+    }
+    if status is None:
+        fields.pop("CallStatus")
+    else:
+        fields["CallStatus"] = status
+    return fields
+
+
+def _count(store: CallbackStore, table: sa.Table) -> int:
+    with store.engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+
+
+def _one(store: CallbackStore, **kwargs: list[str]) -> CallRecord:
+    records = store.lookup(**kwargs)
+    assert len(records) == 1, records
+    return records[0]
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'callbacks.db'}"
+
+
+@pytest.fixture
+def pg_schema_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped after the test."""
+    base = request.getfixturevalue("postgres_url")
+    schema = f"vobiz_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(sa.engine.make_url(base).set(drivername="postgresql+psycopg2"), future=True)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    url = sa.engine.make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "sqlite":
+        return request.getfixturevalue("sqlite_url")
+    return request.getfixturevalue("pg_schema_url")
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[CallbackStore]:
+    store = CallbackStore(store_url)
+    yield store
+    store.dispose()
+
+
+# -- schema ------------------------------------------------------------------------------------------------
+
+
+def test_upgrade_is_idempotent_and_records_the_version(store: CallbackStore, store_url: str) -> None:
+    assert store.upgrade() == SCHEMA_VERSION
+    assert store.upgrade() == SCHEMA_VERSION
+    other = CallbackStore(store_url)  # another process arriving later
+    assert other.upgrade() == SCHEMA_VERSION
+    other.dispose()
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(schema_version.c.id, schema_version.c.version)).all()
+        tables = set(sa.inspect(conn).get_table_names())
+    assert rows == [(1, SCHEMA_VERSION)]
+    assert {"vobiz_callback_events", "vobiz_calls", "vobiz_nonces", "vobiz_schema_version"} <= tables
+
+
+def test_schema_is_created_lazily_on_first_use(store: CallbackStore) -> None:
+    assert store.lookup(call_uuids=["nothing"]) == []
+    assert _count(store, calls) == 0
+
+
+def test_newer_schema_is_refused(store: CallbackStore, store_url: str) -> None:
+    store.upgrade()
+    with store.engine.begin() as conn:
+        conn.execute(schema_version.update().values(version=SCHEMA_VERSION + 1))
+    with pytest.raises(RuntimeError, match="newer than this provider"):
+        CallbackStore(store_url).upgrade()
+
+
+# -- callbacks ---------------------------------------------------------------------------------------------
+
+
+def test_duplicate_callbacks_store_one_event(store: CallbackStore) -> None:
+    first = store.record_callback("hangup", hangup("c1"), correlation=_token(), nonce="n-1")
+    again = store.record_callback("hangup", hangup("c1"), correlation=_token(), nonce="n-2")
+    assert (first.stored, first.duplicate) == (True, False)
+    assert (again.stored, again.duplicate, again.replayed) == (False, True, False)
+    assert _count(store, events) == 1
+    assert _one(store, call_uuids=["c1"]).status == "completed"
+
+
+def test_dedupe_key_ignores_volatile_fields_only() -> None:
+    fields = hangup("c1")
+    assert dedupe_key("hangup", fields) == dedupe_key("hangup", {**fields, "timestamp": "1764201600"})
+    assert dedupe_key("hangup", fields) != dedupe_key("hangup", {**fields, "Duration": "43"})
+    assert dedupe_key("hangup", fields) != dedupe_key("ring", fields)
+
+
+def test_late_ring_after_hangup_does_not_regress(store: CallbackStore) -> None:
+    store.record_callback("answer", answer("c1"), correlation=_token())
+    store.record_callback("hangup", hangup("c1"), correlation=_token())
+    late = store.record_callback("ring", ring("c1"), correlation=_token())
+    assert late.stored  # kept as an event ...
+    record = _one(store, call_uuids=["c1"])
+    assert (record.status, record.terminal) == ("completed", True)  # ... but the call stays ended
+    assert record.duration == 42
+    assert _count(store, events) == 3
+
+
+def test_out_of_order_answer_then_ring(store: CallbackStore) -> None:
+    store.record_callback("answer", answer("c1"), correlation=_token())
+    store.record_callback("ring", ring("c1"), correlation=_token())
+    assert _one(store, call_uuids=["c1"]).status == "in-progress"
+
+
+def test_terminal_state_absorbs_and_only_fills_gaps(store: CallbackStore) -> None:
+    first = hangup("c1")
+    first.pop("HangupSource", None)
+    store.record_callback("hangup", first, correlation=_token())
+    second = hangup("c1", status="busy", code="3010", Duration="7", HangupSource="Callee")
+    result = store.record_callback("hangup", second, correlation=_token())
+    assert result.stored
+    record = _one(store, call_uuids=["c1"])
+    assert record.status == "completed"
+    assert record.hangup_cause_code == 4000
+    assert record.duration == 42
+    assert record.hangup_source == "Callee"  # was empty: filled
+
+
+def test_hangup_without_call_status_is_terminal_by_cause(store: CallbackStore) -> None:
+    store.record_callback("hangup", hangup("c1", status=None, code="3010"), correlation=_token())
+    record = _one(store, call_uuids=["c1"])
+    assert (record.status, record.terminal) == ("busy", True)
+
+
+def test_times_are_converted_from_the_account_timezone(store: CallbackStore) -> None:
+    store.record_callback("hangup", hangup("c1"), correlation=_token(), timezone="Asia/Kolkata")
+    record = _one(store, call_uuids=["c1"])
+    assert record.start_time == "2026-11-27T04:30:00Z"
+    assert record.answer_time == "2026-11-27T04:30:05Z"
+    assert record.end_time == "2026-11-27T04:30:47Z"
+    with store.engine.connect() as conn:
+        raw = conn.execute(sa.select(calls.c.start_time)).scalar_one()
+    assert raw == "2026-11-27 10:00:00"
+
+
+def test_unanswered_call_has_no_answer_time(store: CallbackStore) -> None:
+    store.record_callback("hangup", hangup("c1", status="no-answer", code="3000", AnswerTime=""))
+    record = _one(store, call_uuids=["c1"])
+    assert (record.status, record.answer_time) == ("no-answer", None)
+
+
+def test_machine_detection_and_gather_only_add_their_fields(store: CallbackStore) -> None:
+    store.record_callback("ring", ring("c1"), correlation=_token())
+    machine = {**answer("c1"), "Event": "MachineDetection", "Machine": "true", "IfMachine": "continue"}
+    store.record_callback("machine-detection", machine, correlation=_token())
+    record = _one(store, call_uuids=["c1"])
+    assert (record.status, record.machine) == ("ringing", True)
+    store.record_callback("hangup", hangup("c1"), correlation=_token())
+    gather = {"CallUUID": "c1", "RequestUUID": "c1", "Digits": "42", "InputType": "dtmf"}
+    store.record_callback("gather", gather, correlation=_token())
+    record = _one(store, call_uuids=["c1"])
+    assert (record.status, record.terminal, record.digits, record.machine) == ("completed", True, "42", True)
+
+
+def test_unknown_kind_is_refused(store: CallbackStore) -> None:
+    with pytest.raises(ValueError, match="unknown callback kind"):
+        store.record_callback("status", ring("c1"))
+
+
+# -- fired calls -------------------------------------------------------------------------------------------
+
+
+def test_fired_row_is_matched_by_its_callbacks(store: CallbackStore) -> None:
+    store.record_fired(
+        request_uuids=["r1"], destinations=["+919000000001"], from_number="918000000000", correlation=_token()
+    )
+    queued = _one(store, request_uuids=["r1"])
+    assert (queued.status, queued.call_uuid, queued.task_id) == ("queued", None, "ring")
+    # Vobiz reports its own CallUUID, and the destination without "+".
+    store.record_callback("ring", ring("c1", "r1", to="919000000001"), correlation=_token())
+    store.record_callback("hangup", hangup("c1", "r1", to="919000000001"), correlation=_token())
+    record = _one(store, request_uuids=["r1"])
+    assert (record.call_uuid, record.status, record.to) == ("c1", "completed", "+919000000001")
+    assert (record.dag_id, record.try_number) == ("calls", 1)
+    assert _one(store, call_uuids=["c1"]) == record
+
+
+def test_record_fired_is_idempotent(store: CallbackStore) -> None:
+    for _ in range(2):
+        store.record_fired(
+            request_uuids=["r1"], destinations=["919000000001"], from_number="91800", correlation=_token()
+        )
+    assert _count(store, calls) == 1
+
+
+def test_callback_before_record_fired_gives_one_row(store: CallbackStore) -> None:
+    store.record_callback("ring", ring("r1", "r1", to="919000000001"))  # no token: a bare callback
+    store.record_fired(
+        request_uuids=["r1"],
+        destinations=["+919000000001"],
+        from_number="91800",
+        correlation=_token(try_number=2),
+    )
+    record = _one(store, request_uuids=["r1"])
+    assert (record.status, record.call_uuid, record.try_number) == ("ringing", "r1", 2)
+    assert _count(store, calls) == 1
+
+
+def test_bulk_request_one_uuid_several_destinations(store: CallbackStore) -> None:
+    destinations = ["+919000000001", "+919000000002", "sip:alice@example.com"]
+    store.record_fired(
+        request_uuids=["bulk"], destinations=destinations, from_number="91800", correlation=_token()
+    )
+    assert [r.to for r in store.lookup(request_uuids=["bulk"])] == destinations
+    store.record_callback("hangup", hangup("leg-2", "bulk", to="919000000002", status="busy", code="3010"))
+    store.record_callback("ring", ring("leg-1", "bulk", to="919000000001"))
+    store.record_callback("answer", answer("leg-3", "bulk", to="SIP:alice@example.com"))
+    records = {record.to: record for record in store.lookup(request_uuids=["bulk"])}
+    assert len(records) == 3
+    assert (records["+919000000001"].call_uuid, records["+919000000001"].status) == ("leg-1", "ringing")
+    assert (records["+919000000002"].call_uuid, records["+919000000002"].status) == ("leg-2", "busy")
+    assert records["sip:alice@example.com"].call_uuid == "leg-3"
+    assert all(record.task_id == "ring" for record in records.values())
+
+
+def test_one_request_uuid_per_destination_is_paired(store: CallbackStore) -> None:
+    store.record_fired(request_uuids=["r1", "r2"], destinations=["911", "912"], from_number="91800")
+    assert {(r.request_uuid, r.to) for r in store.lookup(request_uuids=["r1", "r2"])} == {
+        ("r1", "911"),
+        ("r2", "912"),
+    }
+    with pytest.raises(ValueError, match="2 request_uuids for 3 destinations"):
+        store.record_fired(request_uuids=["r1", "r2"], destinations=["1", "2", "3"], from_number="9")
+
+
+def test_api_result_follows_the_same_rules(store: CallbackStore) -> None:
+    store.record_fired(
+        request_uuids=["c1"], destinations=["919000000001"], from_number="91800", correlation=_token()
+    )
+    cdr = {
+        "uuid": "c1",
+        "destination_number": "919000000001",
+        "caller_id_number": "91800",
+        "hangup_cause": "USER_BUSY",
+        "hangup_cause_code": 3010,
+        "hangup_cause_name": "Busy Line",
+        "duration": 5,
+        "billsec": 0,
+        "start_time": "2026-11-27T04:30:00Z",
+        "end_time": "2026-11-27T04:30:05Z",
+    }
+    store.record_api_result(CallRecord.from_cdr(cdr))
+    record = _one(store, request_uuids=["c1"])
+    assert (record.status, record.terminal, record.source, record.call_uuid) == ("busy", True, "api", "c1")
+    assert (record.task_id, record.end_time) == ("ring", "2026-11-27T04:30:05Z")
+    # A later live-call answer (lower rank) does not reopen the call; a late hangup callback only fills gaps.
+    store.record_api_result(CallRecord(call_uuid="c1", request_uuid="c1", status="in-progress"))
+    store.record_callback("hangup", hangup("c1", status="completed"))
+    record = _one(store, call_uuids=["c1"])
+    assert (record.status, record.source, record.hangup_cause_code) == ("busy", "api", 3010)
+
+
+# -- nonces ------------------------------------------------------------------------------------------------
+
+
+def test_remember_nonce_window(store: CallbackStore) -> None:
+    assert store.remember_nonce("n1", window=300) is True
+    assert store.remember_nonce("n1", window=300) is False
+    assert store.remember_nonce("n1", window=0) is True  # expired: accepted and remembered again
+    assert store.remember_nonce("n2", window=300) is True
+
+
+def test_nonce_is_claimed_with_the_callback(store: CallbackStore) -> None:
+    stored = store.record_callback("ring", ring("c1"), nonce="n1")
+    resent = store.record_callback("ring", ring("c1"), nonce="n1")  # Vobiz retrying, same signature
+    forged = store.record_callback("hangup", hangup("c1"), nonce="n1")  # captured signature, new body
+    assert (stored.stored, stored.replayed) == (True, False)
+    assert (resent.stored, resent.duplicate, resent.replayed) == (False, True, False)
+    assert (forged.stored, forged.replayed) == (False, True)
+    assert _one(store, call_uuids=["c1"]).status == "ringing"
+    assert _count(store, events) == 1
+    assert store.remember_nonce("n1") is False
+
+
+# -- reads -------------------------------------------------------------------------------------------------
+
+
+def test_lookup_returns_many_calls_in_one_query(store: CallbackStore) -> None:
+    store.record_fired(
+        request_uuids=[f"r{i}" for i in range(150)],
+        destinations=[f"9190000{i:05d}" for i in range(150)],
+        from_number="91800",
+    )
+    for i in range(0, 150, 3):
+        store.record_callback("hangup", hangup(f"c{i}", f"r{i}", to=f"9190000{i:05d}"))
+    store.lookup(call_uuids=["warm-up"])  # the lazy schema check is done
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append(statement)
+
+    sa.event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        records = store.lookup(
+            request_uuids=[f"r{i}" for i in range(100)], call_uuids=[f"c{i}" for i in range(102, 150, 3)]
+        )
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", count)
+    assert len(statements) == 1
+    assert len(records) == 100 + len(range(102, 150, 3))
+    assert sum(record.terminal for record in records) == len(range(0, 150, 3))
+
+
+def test_lookup_of_nothing_queries_nothing(store: CallbackStore) -> None:
+    assert store.lookup() == []
+    assert store.lookup(request_uuids=["unknown"]) == []
+
+
+def test_find_attempts_newest_try_first(store: CallbackStore) -> None:
+    for try_number in (1, 3, 2):
+        store.record_fired(
+            request_uuids=[f"r{try_number}"],
+            destinations=["919000000001"],
+            from_number="91800",
+            correlation=_token(try_number=try_number),
+        )
+    store.record_fired(
+        request_uuids=["other"], destinations=["91"], from_number="9", correlation=_token(map_index=0)
+    )
+    attempts = store.find_attempts(
+        dag_id="calls", run_id="manual__2026-11-27T00:00:00+00:00", task_id="ring", map_index=-1
+    )
+    assert [record.try_number for record in attempts] == [3, 2, 1]
+    earlier = store.find_attempts(
+        dag_id="calls", run_id="manual__2026-11-27T00:00:00+00:00", task_id="ring", map_index=-1, before_try=3
+    )
+    assert [record.request_uuid for record in earlier] == ["r2", "r1"]
+    assert [r.request_uuid for r in store.lookup_by_ti_keys([_token(map_index=0).ti_key])] == ["other"]
+
+
+def test_last_callback_at(store: CallbackStore) -> None:
+    assert store.last_callback_at() is None
+    before = dt.datetime.now(dt.timezone.utc)
+    store.record_callback("ring", ring("c1"))
+    last = store.last_callback_at()
+    assert last is not None and last.tzinfo is not None
+    assert last >= before - dt.timedelta(seconds=1)
+
+
+# -- maintenance -------------------------------------------------------------------------------------------
+
+
+def test_prune_deletes_old_events_ended_calls_and_nonces(store: CallbackStore) -> None:
+    store.record_callback("hangup", hangup("ended"), nonce="n1")
+    store.record_callback("ring", ring("ringing"), nonce="n2")
+    assert store.prune(older_than=dt.timedelta(days=1)) == 0
+    deleted = store.prune(older_than=dt.timedelta(0))
+    assert deleted == 2 + 1 + 2  # events, the ended call, nonces
+    assert [record.call_uuid for record in store.lookup(call_uuids=["ended", "ringing"])] == ["ringing"]
+    assert (_count(store, events), _count(store, nonces)) == (0, 0)
+
+
+# -- concurrency -------------------------------------------------------------------------------------------
+
+
+def test_concurrent_writers_on_one_file(sqlite_url: str) -> None:
+    stores = [CallbackStore(sqlite_url) for _ in range(4)]  # four "processes", lazily upgrading at once
+    errors: list[BaseException] = []
+
+    def work(index: int) -> None:
+        try:
+            for i in range(25):
+                call = f"c{(index * 7 + i) % 20}"
+                store = stores[index]
+                store.record_callback("ring", ring(call))
+                store.record_callback("hangup", hangup(call))
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(index,)) for index in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert _count(stores[0], events) == 40
+    records = stores[0].lookup(call_uuids=[f"c{i}" for i in range(20)])
+    assert len(records) == 20 and all(record.status == "completed" for record in records)
+    for store in stores:
+        store.dispose()
+
+
+# -- availability ------------------------------------------------------------------------------------------
+
+
+def test_unreachable_sqlite_store_is_unavailable(tmp_path: Path) -> None:
+    store = CallbackStore(f"sqlite:///{tmp_path / 'missing-dir' / 'callbacks.db'}")
+    with pytest.raises(StoreUnavailable, match="unavailable"):
+        store.record_callback("ring", ring("c1"))
+    with pytest.raises(StoreUnavailable):
+        store.lookup(call_uuids=["c1"])
+
+
+def test_unreachable_postgres_store_is_unavailable() -> None:
+    store = CallbackStore("postgresql://vobiz:hunter2@127.0.0.1:1/none", busy_timeout=1)
+    with pytest.raises(StoreUnavailable) as info:
+        store.lookup(call_uuids=["c1"])
+    assert "hunter2" not in str(info.value)
+    assert "hunter2" not in repr(store)
+
+
+def test_unsupported_backend_is_refused() -> None:
+    with pytest.raises(ValueError, match="unsupported callback store"):
+        CallbackStore("mysql://u@h/db")
+
+
+def test_get_store_shares_one_store_per_url(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW__VOBIZ__CALLBACK_STORE", sqlite_url)
+    monkeypatch.setenv("AIRFLOW__VOBIZ__NONCE_WINDOW", "42")
+    try:
+        shared = get_store()
+        assert get_store(sqlite_url) is shared
+        assert shared.nonce_window == 42
+        fresh = CallbackStore.from_settings(VobizSettings(callback_store=sqlite_url, nonce_window=7))
+        assert fresh is not shared and fresh.nonce_window == 7
+    finally:
+        dispose_stores()
+    assert get_store(sqlite_url) is not shared
+    dispose_stores()
+
+
+# -- CallRecord (the store's row model, also built from the Vobiz API) --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        (4000, "completed"),
+        (4010, "completed"),
+        (4030, "completed"),
+        (3010, "busy"),
+        (3100, "busy"),
+        (3000, "no-answer"),
+        (6010, "timeout"),
+        (1000, "cancel"),
+        (2000, "failed"),
+        (3020, "failed"),
+    ],
+)
+def test_cdr_status_is_derived_from_the_hangup_cause_code(code: int, status: str) -> None:
+    record = CallRecord.from_cdr({"data": {"uuid": "c1", "hangup_cause_code": str(code)}, "success": True})
+    assert (record.call_uuid, record.status, record.terminal, record.source) == ("c1", status, True, "api")
+
+
+def test_cdr_fields_are_mapped() -> None:
+    record = CallRecord.from_cdr(
+        {
+            "uuid": "c1",
+            "destination_number": "919000000001",
+            "caller_id_number": "918000000000",
+            "hangup_cause": "NORMAL_CLEARING",
+            "hangup_cause_code": 4000,
+            "hangup_cause_name": "Normal Hangup",
+            "hangup_source": "Caller",
+            "duration": "66",
+            "billsec": 120,
+            "start_time": "2026-11-27T10:00:00+05:30",
+            "answer_time": "2026-11-27T04:30:06Z",
+            "end_time": "2026-11-27T04:31:06Z",
+        },
+        dag_id="calls",
+        try_number=2,
+    )
+    assert record.to_event() == {
+        "call_uuid": "c1",
+        "request_uuid": "c1",
+        "to": "919000000001",
+        "from_number": "918000000000",
+        "status": "completed",
+        "terminal": True,
+        "hangup_cause": "NORMAL_CLEARING",
+        "hangup_cause_code": 4000,
+        "hangup_cause_name": "Normal Hangup",
+        "hangup_source": "Caller",
+        "duration": 66,
+        "bill_duration": 120,
+        "start_time": "2026-11-27T04:30:00Z",
+        "answer_time": "2026-11-27T04:30:06Z",
+        "end_time": "2026-11-27T04:31:06Z",
+        "machine": None,
+        "digits": None,
+        "dag_id": "calls",
+        "run_id": None,
+        "task_id": None,
+        "map_index": None,
+        "try_number": 2,
+        "conn_id": None,
+        "source": "api",
+        "updated_at": record.updated_at,
+    }
+
+
+def test_cause_name_in_hangup_cause_gives_the_status() -> None:
+    record = CallRecord.from_cdr({"uuid": "c1", "hangup_cause": "End Of XML Instructions"})
+    assert record.status == "completed"
+    assert CallRecord.from_cdr({"uuid": "c2", "hangup_cause": "USER_BUSY"}).status == "busy"
+    assert CallRecord.from_cdr({"uuid": "c3"}).status == "failed"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"call_uuid": "c1", "request_uuid": "r1", "call_status": "in-progress", "from": "9180", "to": "9190"},
+        {
+            "api_id": "x",
+            "calls": [
+                {"call_uuid": "c1", "call_state": "ACTIVE", "from_number": "9180", "to_number": "9190"}
+            ],
+        },
+    ],
+)
+def test_live_call_is_an_in_progress_record(body: dict[str, object]) -> None:
+    record = CallRecord.from_live(body, request_uuid="r1")
+    assert (record.call_uuid, record.request_uuid, record.status, record.terminal) == (
+        "c1",
+        "r1",
+        "in-progress",
+        False,
+    )
+    assert (record.from_number, record.to) == ("9180", "9190")
+
+
+def test_event_round_trip_is_json_and_deterministic() -> None:
+    import json
+
+    record = CallRecord(call_uuid="c1", status="Completed", terminal=True, duration=3, updated_at=None)
+    event = record.to_event()
+    assert record.status == "completed"
+    assert json.loads(json.dumps(event)) == event
+    assert list(event) == list(CallRecord.model_fields)
+    assert CallRecord.from_event({**event, "unknown": 1}) == record
