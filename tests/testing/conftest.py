@@ -64,12 +64,12 @@ class Receiver:
         content_type: str = "text/plain",
         times: int | None = None,
     ) -> None:
-        """Answer ``path`` like this (``times`` requests, then fall back to what was set before)."""
+        """Answer ``path`` like this from now on, or only for the next ``times`` requests."""
         reply = _Reply(status=status, body=body, content_type=content_type)
         with self.lock:
             queue = self.replies.setdefault(path, [])
             if times is None:
-                queue.append(reply)
+                queue[:] = [reply]
             else:
                 queue[:0] = [reply] * times
 
