@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
 import os
 import sqlite3
@@ -102,18 +101,14 @@ def _listed_modules(info: dict) -> list[str]:
 def test_every_listed_module_or_class_is_importable(path: str) -> None:
     # Several of these are written by other people in parallel: this test fails (on purpose) until each
     # listed module exists and imports, so a typo or a missing module cannot ship.
-    if importlib.util.find_spec(path.rsplit(".", 1)[0]) is not None and not _is_module(path):
-        module_name, attr = path.rsplit(".", 1)
-        assert hasattr(importlib.import_module(module_name), attr), path
-    else:
-        importlib.import_module(path)
-
-
-def _is_module(path: str) -> bool:
     try:
-        return importlib.util.find_spec(path) is not None
-    except ModuleNotFoundError:
-        return False
+        importlib.import_module(path)
+        return
+    except ModuleNotFoundError as exc:
+        if exc.name != path:
+            raise
+    module_name, attr = path.rsplit(".", 1)
+    assert hasattr(importlib.import_module(module_name), attr), f"{module_name} has no {attr}"
 
 
 def test_provider_info_module_does_not_import_airflow() -> None:

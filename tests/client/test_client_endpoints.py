@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -124,12 +125,17 @@ def test_live_call_hangup_and_cdr(vobiz_emulator: Any, client: VobizClient, call
     assert cdr_list.query == {"to_number": DESTINATION, "per_page": "10"}
 
 
-def test_get_account(vobiz_emulator: Any, client: VobizClient) -> None:
+def test_get_account(vobiz_emulator: Any, client: VobizClient, caplog: Any) -> None:
+    caplog.set_level(logging.DEBUG)
+
     account = client.get_account()
 
     assert account.auth_id == vobiz_emulator.auth_id
     assert account.cps_limit == vobiz_emulator.emulator.settings.cps
+    # The emulator's auth_secret equals its token: the body is neither shown nor logged.
     assert vobiz_emulator.auth_token not in repr(account)
+    assert vobiz_emulator.auth_token not in caplog.text
+    assert "GET /auth/me -> 200" in caplog.text
     (request,) = vobiz_emulator.requests
     assert request.path == "/api/v1/auth/me"
 

@@ -225,6 +225,8 @@ def test_httpx_errors_hold_the_token_in_their_request_but_ours_do_not(closed_por
         ({"auth_token": "has space"}, "auth_token"),
         ({"auth_token": "line\nbreak"}, "auth_token"),
         ({"base_url": "api.vobiz.ai/api/v1"}, "base_url"),
+        ({"base_url": "http://[::1"}, "base_url"),
+        ({"base_url": "http://api vobiz.ai/api/v1"}, "base_url"),
         ({"timeout": 0}, "timeout"),
         ({"max_retries": -1}, "max_retries"),
         ({"cps": 0}, "cps"),

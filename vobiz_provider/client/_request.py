@@ -292,8 +292,16 @@ class ClientCore:
             raise VobizValidationError(
                 "auth_token must be a non-empty string of visible ASCII characters without spaces"
             )
-        url = httpx.URL(base_url)
-        if url.scheme not in ("http", "https") or not url.host:
+        try:
+            url = httpx.URL(base_url)
+        except (httpx.InvalidURL, TypeError):
+            url = None
+        if (
+            url is None
+            or url.scheme not in ("http", "https")
+            or not url.host
+            or any(ch.isspace() for ch in str(base_url))
+        ):
             raise VobizValidationError(f"base_url must be an absolute http(s) URL, got {base_url!r}")
         if not timeout or timeout <= 0:
             raise VobizValidationError(f"timeout must be greater than 0 seconds, got {timeout!r}")
