@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import os
+import socket
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
     from airflow.sdk import DAG
 
     from vobiz_provider.testing import EmulatorHandle
-
-
-@pytest.fixture
-def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatorHandle]:
-    """A Vobiz emulator on loopback, named by ``AIRFLOW_CONN_VOBIZ_DEFAULT``."""
-    from vobiz_provider.testing import run_emulator
-
-    with run_emulator() as handle:
-        monkeypatch.setenv("AIRFLOW_CONN_VOBIZ_DEFAULT", handle.connection_json())
-        yield handle
 
 
 class DagTestRunner:
@@ -116,3 +108,47 @@ def answer_url() -> Iterator[str]:
     app = Starlette(routes=[Route("/answer.xml", answer, methods=["GET", "POST"])])
     with serve_in_thread(app) as port:
         yield f"http://127.0.0.1:{port}/answer.xml"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def callback_receiver(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
+    """The standalone callback receiver (``vobiz-callbacks serve``'s app) on loopback, with its own
+    SQLite store; ``[vobiz] callback_base_url`` and ``callback_store`` point at them. Yields the base URL.
+    """
+    from vobiz_provider.callbacks.cli import build_server_app
+    from vobiz_provider.callbacks.config import get_settings
+    from vobiz_provider.callbacks.store import dispose_stores, get_store
+    from vobiz_provider.testing.emulator.server import serve_in_thread
+
+    port = _free_port()
+    base_url = f"http://127.0.0.1:{port}/vobiz"
+    monkeypatch.setenv("AIRFLOW__VOBIZ__CALLBACK_STORE", f"sqlite:///{tmp_path / 'callbacks.db'}")
+    monkeypatch.setenv("AIRFLOW__VOBIZ__CALLBACK_BASE_URL", base_url)
+    settings = get_settings()
+    store = get_store(settings.callback_store)
+    store.upgrade()
+    try:
+        with serve_in_thread(build_server_app(settings=settings, store=store), port=port):
+            yield base_url
+    finally:
+        dispose_stores()
+
+
+@pytest.fixture
+def store_without_receiver(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
+    """A private SQLite callback store and no callback base URL (callbacks off). Yields the store URL."""
+    from vobiz_provider.callbacks.store import dispose_stores
+
+    url = f"sqlite:///{tmp_path / 'callbacks.db'}"
+    monkeypatch.setenv("AIRFLOW__VOBIZ__CALLBACK_STORE", url)
+    monkeypatch.delenv("AIRFLOW__VOBIZ__CALLBACK_BASE_URL", raising=False)
+    try:
+        yield url
+    finally:
+        dispose_stores()

@@ -23,7 +23,7 @@ def _dag(dag_id: str, **kwargs: Any) -> DAG:
     return DAG(dag_id=dag_id, schedule=None, start_date=START, catchup=False, **kwargs)
 
 
-def test_fires_one_call_with_the_rendered_request(emulator, dag_runner, answer_url, capfd):
+def test_fires_one_call_with_the_rendered_request(vobiz_emulator, dag_runner, answer_url, capfd):
     with _dag("vobiz_fire_once") as dag:
         VobizCallOperator(
             task_id="call",
@@ -41,7 +41,7 @@ def test_fires_one_call_with_the_rendered_request(emulator, dag_runner, answer_u
     dag_run = dag_runner.run(dag)
 
     assert dag_runner.states(dag_run)[("call", -1)][0] == "success"
-    posts = dag_runner.call_requests(emulator)
+    posts = dag_runner.call_requests(vobiz_emulator)
     assert len(posts) == 1
     assert posts[0].body == {
         "from": CALLER,
@@ -54,7 +54,7 @@ def test_fires_one_call_with_the_rendered_request(emulator, dag_runner, answer_u
         "ring_timeout": 30,
         "machine_detection": "true",
     }
-    [call] = emulator.calls.values()
+    [call] = vobiz_emulator.calls.values()
     xcom = dag_runner.xcoms(dag_run, "call")[-1]
     assert xcom == {
         "request_uuid": call.request_uuid,
@@ -69,13 +69,13 @@ def test_fires_one_call_with_the_rendered_request(emulator, dag_runner, answer_u
     log = "".join(capfd.readouterr())
     assert "+14155550101" in log
     assert call.request_uuid in log
-    token = emulator.auth_token
+    token = vobiz_emulator.auth_token
     assert token not in log
     assert token not in json.dumps(xcom)
     assert token not in json.dumps(dag_runner.rendered_fields(dag_run))
 
 
-def test_expand_fires_one_call_per_destination(emulator, dag_runner, answer_url):
+def test_expand_fires_one_call_per_destination(vobiz_emulator, dag_runner, answer_url):
     destinations = ["+14155550111", "+14155550112", "sip:alice@example.com"]
     with _dag("vobiz_fire_mapped") as dag:
         VobizCallOperator.partial(
@@ -84,17 +84,17 @@ def test_expand_fires_one_call_per_destination(emulator, dag_runner, answer_url)
 
     dag_run = dag_runner.run(dag)
 
-    posts = dag_runner.call_requests(emulator)
+    posts = dag_runner.call_requests(vobiz_emulator)
     assert sorted(post.body["to"] for post in posts) == sorted(destinations)
     xcoms = dag_runner.xcoms(dag_run, "call")
     assert sorted(xcoms) == [0, 1, 2]
     assert [xcoms[i]["to"] for i in range(3)] == destinations
-    by_destination = {call.to: call.request_uuid for call in emulator.calls.values()}
+    by_destination = {call.to: call.request_uuid for call in vobiz_emulator.calls.values()}
     for xcom in xcoms.values():
         assert xcom["request_uuid"] == by_destination[xcom["to"]]
 
 
-def test_several_destinations_in_one_request(emulator, dag_runner, answer_url):
+def test_several_destinations_in_one_request(vobiz_emulator, dag_runner, answer_url):
     with _dag("vobiz_fire_bulk") as dag:
         VobizCallOperator(
             task_id="call",
@@ -106,11 +106,11 @@ def test_several_destinations_in_one_request(emulator, dag_runner, answer_url):
 
     dag_run = dag_runner.run(dag)
 
-    [post] = dag_runner.call_requests(emulator)
+    [post] = dag_runner.call_requests(vobiz_emulator)
     assert post.body["to"] == "+14155550121<+14155550122"
     xcom = dag_runner.xcoms(dag_run, "call")[-1]
     assert xcom["to"] == ["+14155550121", "+14155550122"]
-    assert set(xcom["request_uuids"]) <= {call.request_uuid for call in emulator.calls.values()}
+    assert set(xcom["request_uuids"]) <= {call.request_uuid for call in vobiz_emulator.calls.values()}
 
 
 @pytest.mark.parametrize(
@@ -150,7 +150,7 @@ def test_templated_values_are_not_checked_at_parse_time():
     assert operator.to == ["{{ params.first }}", "+14155550101"]
 
 
-def test_templated_bad_value_fails_before_any_request(emulator, dag_runner, answer_url, capfd):
+def test_templated_bad_value_fails_before_any_request(vobiz_emulator, dag_runner, answer_url, capfd):
     with _dag("vobiz_render_error", params={"to": "+1 415 555"}) as dag:
         VobizCallOperator(
             task_id="call",
@@ -163,7 +163,7 @@ def test_templated_bad_value_fails_before_any_request(emulator, dag_runner, answ
     dag_run = dag_runner.run(dag)
 
     assert dag_runner.states(dag_run)[("call", -1)][0] == "failed"
-    assert emulator.requests == []
+    assert vobiz_emulator.requests == []
     log = "".join(capfd.readouterr())
     assert "VobizValidationError" in log
     assert "invalid Make-Call request: to[0]: '+1 415 555' is not an E.164 number" in log
