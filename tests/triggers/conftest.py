@@ -1,18 +1,18 @@
-"""Fixtures of the trigger tests: a real SQLite callback store and Vobiz-like callback forms."""
+"""Fixtures of the trigger tests: a real SQLite callback store and an answer URL for emulated calls."""
 
 from __future__ import annotations
 
-import itertools
-from typing import TYPE_CHECKING
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
     from vobiz_provider.callbacks.store import CallbackStore
-
-_NONCES = itertools.count(1)
 
 
 @pytest.fixture
@@ -31,3 +31,47 @@ def store(store_url: str) -> CallbackStore:
     instance = get_store(store_url)
     instance.upgrade()
     return instance
+
+
+class _AnswerHandler(BaseHTTPRequestHandler):
+    """Answers every answer-URL fetch (and any callback) with XML that keeps the call up for a while."""
+
+    body = b'<?xml version="1.0" encoding="UTF-8"?><Response><Wait length="20"/></Response>'
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def answer_url() -> Iterator[str]:
+    """An answer URL on loopback. Callbacks sent there are answered 200 and lost to the store."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _AnswerHandler)
+    thread = threading.Thread(target=server.serve_forever, name="vobiz-trigger-answer", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/answer"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_pacer() -> Iterator[None]:
+    # Emulators of different tests may reuse a port: forget CPS reservations between tests.
+    from vobiz_provider.client.pacing import pacer
+
+    pacer.reset()
+    yield
+    pacer.reset()

@@ -335,7 +335,7 @@ class VobizCallHangupTrigger(BaseTrigger):
         )
 
     async def _wait(self) -> dict[str, Any]:
-        from vobiz_provider.callbacks.config import get_settings
+        from vobiz_provider.triggers.poller import configured_store_url
 
         self._tracker = self._new_tracker()
         started = time.time()
@@ -345,7 +345,7 @@ class VobizCallHangupTrigger(BaseTrigger):
             _iso(self.deadline),
             "reading the callback store" if self.use_store else "polling the Vobiz API (callbacks not used)",
         )
-        store_url = get_settings().callback_store if self.use_store else None
+        store_url = configured_store_url() if self.use_store else None
 
         if started >= self.deadline:
             if store_url is not None:
@@ -495,6 +495,7 @@ class _ApiReconciler:
         self.store_url = store_url
         self._hook: VobizHook | None = None
         self._client: AsyncVobizClient | None = None
+        self._announced = False
 
     async def aclose(self) -> None:
         if self._hook is not None:
@@ -544,7 +545,11 @@ class _ApiReconciler:
         uuids = trigger._tracker.uuids_to_ask()
         if not uuids:
             return
-        log.info("No hangup seen yet for %s; asking the Vobiz API", ", ".join(uuids))
+        if trigger.use_store or not self._announced:
+            # With the store this is the exception (rate-limited), so say so each time; without it the
+            # API is the only source, polled every interval: say it once.
+            log.info("No hangup seen yet for %s; asking the Vobiz API", ", ".join(uuids))
+            self._announced = True
         client = await self._get_client()
         for uuid, request_uuid in uuids.items():
             context = {"request_uuid": request_uuid} if request_uuid else {}
@@ -565,7 +570,7 @@ class _ApiReconciler:
             try:
                 cdr = await client.get_cdr(uuid)
             except VobizNotFoundError:
-                log.info("Vobiz knows no live, queued or finished call %s yet", uuid)
+                log.debug("Vobiz knows no live, queued or finished call %s (yet)", uuid)
                 continue
             record = CallRecord.from_cdr(cdr, **context)
             trigger._observe([record])

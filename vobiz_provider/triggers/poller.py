@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from vobiz_provider.callbacks.store import CallbackStore
     from vobiz_provider.models.record import CallRecord
 
-__all__ = ["SILENCE_CHECK_INTERVAL", "SharedPoller", "Subscription", "subscribe"]
+__all__ = ["SILENCE_CHECK_INTERVAL", "SharedPoller", "Subscription", "configured_store_url", "subscribe"]
 
 log = logging.getLogger(__name__)
 
@@ -285,6 +285,25 @@ class SharedPoller:
             return
         self._silence_checked_at = now
         self._last_callback_at = _epoch(await asyncio.to_thread(store.last_callback_at))
+
+
+_STORE_URLS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, str] = weakref.WeakKeyDictionary()
+
+
+def configured_store_url() -> str:
+    """``[vobiz] callback_store``, read once per event loop.
+
+    Reading Airflow's configuration costs a fraction of a millisecond per key; a triggerer starting
+    1,000 triggers would spend seconds of event-loop time on it. The value is kept per loop, so a new
+    loop (``dag.test()``, a worker's in-process wait, the next test) reads it afresh.
+    """
+    loop = asyncio.get_running_loop()
+    url = _STORE_URLS.get(loop)
+    if url is None:
+        from vobiz_provider.callbacks.config import get_settings
+
+        url = _STORE_URLS[loop] = get_settings().callback_store
+    return url
 
 
 @contextlib.asynccontextmanager
