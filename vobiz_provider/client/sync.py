@@ -104,8 +104,10 @@ class VobizClient(ClientCore):
         """Place a call (``POST /Account/{auth_id}/Call/``).
 
         Re-sent only after a connect failure or a 429. After a read timeout, a broken connection or a
-        5xx the call is looked for among the queued and live calls instead; if it cannot be found,
-        :class:`~vobiz_provider.exceptions.VobizCallOutcomeUnknownError` is raised.
+        5xx the call is looked for among the queued and live calls instead (to that destination, from
+        that caller ID, and not among the calls listed just before sending: two GETs without retries,
+        so an earlier call to the same number is not taken for this one); if it cannot be found,
+        :class:`~vobiz_provider.exceptions.VobizCallOutcomeUnknownError` is raised. Paced to ``cps``.
 
         :param call: The validated request body.
         """
