@@ -6,11 +6,17 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from typing import TYPE_CHECKING
 
+import httpx
+import pytest
 from fastapi import FastAPI
 
+from vobiz_provider.callbacks.correlation import CorrelationToken, callback_url
+from vobiz_provider.callbacks.store import CallbackStore
 from vobiz_provider.plugins.vobiz import VobizPlugin
+from vobiz_provider.signatures import signature_headers
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -53,3 +59,92 @@ def test_airflow_lists_the_plugin_without_touching_the_store(tmp_path: Path) -> 
         {"app": "fastapi.applications.FastAPI", "url_prefix": "/vobiz", "name": "Vobiz callback receiver"}
     ]
     assert not store_file.exists()
+
+
+# The Airflow API server's own app (``create_app("core")`` mounts the plugins), served like ``airflow
+# api-server`` does: in the server process context, where connections come from the metadata DB.
+_API_SERVER = """
+import os, sys
+os.environ["_AIRFLOW_PROCESS_CONTEXT"] = "server"  # what airflow/api_fastapi/main.py sets
+import uvicorn
+from airflow.models.connection import Connection
+from airflow.utils.session import create_session
+
+conn_id, token = sys.argv[1], sys.argv[2]
+with create_session() as session:
+    session.query(Connection).filter(Connection.conn_id == conn_id).delete()
+    session.add(Connection(conn_id=conn_id, conn_type="vobiz", login="MA_APISERVER1", password=token))
+
+from airflow.api_fastapi.app import create_app
+
+config = uvicorn.Config(create_app("core"), host="127.0.0.1", port=0, log_level="warning")
+sock = config.bind_socket()
+print("listening on", sock.getsockname()[1], flush=True)
+uvicorn.Server(config).run(sockets=[sock])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.airflow_db
+def test_receiver_on_the_api_server_verifies_with_a_metadata_db_connection(
+    airflow_db: Path, tmp_path: Path
+) -> None:
+    conn_id, auth_token, secret = "vobiz_api_server_test", "api-server-auth-token", "api-server-secret"
+    public_base = "https://airflow.example.com/vobiz"
+    store_url = f"sqlite:///{tmp_path / 'callbacks.db'}"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW__VOBIZ__")}
+    env.pop(f"AIRFLOW_CONN_{conn_id.upper()}", None)
+    env.update(
+        {
+            "AIRFLOW__VOBIZ__CALLBACK_SECRET": secret,
+            "AIRFLOW__VOBIZ__CALLBACK_STORE": store_url,
+            "AIRFLOW__VOBIZ__CALLBACK_BASE_URL": public_base,
+            "AIRFLOW__VOBIZ__SIGNATURE_CONN_IDS": conn_id,
+            # Refuse what cannot be verified: a 200 proves the token was read from the metadata DB.
+            "AIRFLOW__VOBIZ__REQUIRE_SIGNATURES": "True",
+        }
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", _API_SERVER, conn_id, auth_token],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        output = []
+        for line in process.stdout:  # Airflow logs to stdout too; ends if the process dies
+            output.append(line)
+            if line.startswith("listening on"):
+                break
+        assert output and output[-1].startswith("listening on"), "".join(output)[-3000:]
+        # Keep draining its logs so a full pipe never blocks the server.
+        threading.Thread(target=process.stdout.read, daemon=True).start()
+        origin = f"http://127.0.0.1:{int(output[-1].split()[-1])}"
+        token = CorrelationToken(dag_id="d", run_id="r", task_id="t", conn_id=conn_id).encode(secret)
+        fields = {"CallUUID": "api-server-call", "Event": "Hangup", "CallStatus": "completed"}
+        with httpx.Client(timeout=30) as client:
+            health = client.get(f"{origin}/vobiz/health")
+            response = client.post(
+                callback_url(f"{origin}/vobiz", "hangup", token),
+                data=fields,
+                headers=signature_headers(callback_url(public_base, "hangup", token), auth_token),
+            )
+            forged = client.post(
+                callback_url(f"{origin}/vobiz", "hangup", token),
+                data={**fields, "CallUUID": "forged-call"},
+                headers=signature_headers(callback_url(public_base, "hangup", token), "not-the-token"),
+            )
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+    assert health.status_code == 200
+    assert response.status_code == 200, response.text
+    assert forged.status_code == 403
+    store = CallbackStore(store_url)
+    assert [record.call_uuid for record in store.lookup(call_uuids=["api-server-call", "forged-call"])] == [
+        "api-server-call"
+    ]
+    store.dispose()

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from vobiz_provider.callbacks.correlation import CorrelationToken
     from vobiz_provider.callbacks.store import CallbackStore, RecordResult
     from vobiz_provider.callbacks.tokens import SigningKeyCache, SigningKeys
+    from vobiz_provider.models.callbacks import VobizCallback
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class StoredCallback:
 
     kind: str
     fields: Mapping[str, str] = field(repr=False)
-    callback: Any
+    callback: VobizCallback
     correlation: CorrelationToken
     result: RecordResult
 
@@ -131,6 +132,13 @@ def answer_xml(stored: StoredCallback) -> str:
     :param stored: The stored callback and the task instance it belongs to.
     """
     return EMPTY_XML_RESPONSE
+
+
+def _loggable(value: str | None) -> str | None:
+    """A callback field fit for a log line: printable characters only, at most 100 of them."""
+    if value is None:
+        return None
+    return "".join(char if char.isprintable() else "?" for char in value[:100])
 
 
 def _public_url(base_url: str, kind: str) -> str:
@@ -274,7 +282,7 @@ class CallbackReceiver:
         return check.nonce, own
 
     @staticmethod
-    def parse(kind: str, fields: Mapping[str, str], timezone: str) -> Any:
+    def parse(kind: str, fields: Mapping[str, str], timezone: str) -> VobizCallback:
         """Validate the fields with the callback model of ``kind`` (422 naming the bad fields)."""
         from vobiz_provider.models.callbacks import parse_callback
 
@@ -358,9 +366,9 @@ class CallbackReceiver:
             "Vobiz %s callback %s: CallUUID=%s CallStatus=%s HangupCause=%s (task %s, try %s)",
             kind,
             "duplicate" if result.duplicate else "stored",
-            fields.get("CallUUID"),
-            fields.get("CallStatus"),
-            fields.get("HangupCause") or fields.get("HangupCauseName"),
+            _loggable(fields.get("CallUUID")),
+            _loggable(fields.get("CallStatus")),
+            _loggable(fields.get("HangupCause") or fields.get("HangupCauseName")),
             correlation.ti_key,
             correlation.try_number,
         )
