@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 import uvicorn
 from fastapi import FastAPI
+from pydantic import SecretStr
 
 # Imported up front so that the first request of a test does not pay for them inside the response deadline.
 import vobiz_provider.hooks.vobiz
@@ -29,6 +30,7 @@ from vobiz_provider.callbacks.app import EMPTY_XML_RESPONSE, MOUNT_PATH, create_
 from vobiz_provider.callbacks.correlation import CorrelationToken, callback_url
 from vobiz_provider.callbacks.schema import events
 from vobiz_provider.callbacks.store import get_store
+from vobiz_provider.callbacks.tokens import SigningKeyCache, SigningKeys
 from vobiz_provider.signatures import signature_headers
 
 if TYPE_CHECKING:
@@ -526,3 +528,74 @@ def test_receiver_on_postgresql(postgres_url: str, monkeypatch: pytest.MonkeyPat
         row = call_row(receiver, call_uuid)
         assert row.status == "completed"
         assert event_count(receiver, call_uuid) == 2
+
+
+# -- the signing-token cache ---------------------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CountingLoader:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.token = "first-token"
+        self.missing: set[str] = set()
+
+    def __call__(self, conn_id: str) -> SigningKeys:
+        self.calls.append(conn_id)
+        if conn_id in self.missing:
+            raise LookupError(f"{conn_id} not found")
+        return SigningKeys(conn_id=conn_id, auth_token=SecretStr(self.token), timezone="Asia/Kolkata")
+
+
+def test_signing_keys_are_cached_for_the_ttl() -> None:
+    clock, loader = FakeClock(), CountingLoader()
+    cache = SigningKeyCache(ttl=60, loader=loader, clock=clock)
+    assert cache.get("vobiz_default").auth_token.get_secret_value() == "first-token"
+    loader.token = "second-token"
+    clock.now += 59
+    assert cache.get("vobiz_default").auth_token.get_secret_value() == "first-token"
+    clock.now += 2
+    assert cache.get("vobiz_default").auth_token.get_secret_value() == "second-token"
+    assert loader.calls == ["vobiz_default", "vobiz_default"]
+
+
+def test_forced_refresh_happens_at_most_once_per_ttl() -> None:
+    clock, loader = FakeClock(), CountingLoader()
+    cache = SigningKeyCache(ttl=60, loader=loader, clock=clock)
+    cache.get("vobiz_default")
+    loader.token = "rotated-token"
+    assert cache.refresh(["vobiz_default"]) is True  # a failed verification re-reads at once
+    assert cache.get("vobiz_default").auth_token.get_secret_value() == "rotated-token"
+    clock.now += 30
+    assert cache.refresh(["vobiz_default"]) is False  # bad requests cannot hammer the secrets backend
+    clock.now += 31
+    assert cache.refresh(["vobiz_default"]) is True
+    assert loader.calls == ["vobiz_default"] * 3
+
+
+def test_unreadable_connection_is_none_and_cached(caplog: pytest.LogCaptureFixture) -> None:
+    clock, loader = FakeClock(), CountingLoader()
+    loader.missing.add("gone")
+    cache = SigningKeyCache(ttl=60, loader=loader, clock=clock)
+    assert cache.get("gone") is None
+    assert cache.get("gone") is None
+    assert [keys.conn_id for keys in cache.get_many(["gone", "vobiz_default", "vobiz_default"])] == [
+        "vobiz_default"
+    ]
+    assert loader.calls == ["gone", "vobiz_default"]
+    assert "Cannot read Vobiz connection 'gone'" in caplog.text
+
+
+def test_signing_keys_never_show_the_token() -> None:
+    keys = SigningKeys(
+        conn_id="c", auth_token=SecretStr("visible-if-leaked"), main_account_token=SecretStr("x1")
+    )
+    assert "visible-if-leaked" not in repr(keys)
+    assert "visible-if-leaked" not in str(keys)
