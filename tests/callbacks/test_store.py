@@ -24,6 +24,7 @@ from vobiz_provider.callbacks.store import (
     dispose_stores,
     get_store,
 )
+from vobiz_provider.exceptions import VobizValidationError
 from vobiz_provider.models.record import CallRecord
 
 if TYPE_CHECKING:
@@ -249,6 +250,18 @@ def test_machine_detection_and_gather_only_add_their_fields(store: CallbackStore
     store.record_callback("gather", gather, correlation=_token())
     record = _one(store, call_uuids=["c1"])
     assert (record.status, record.terminal, record.digits, record.machine) == ("completed", True, "42", True)
+
+
+def test_oversized_fields_are_refused_by_name_or_dropped(store: CallbackStore) -> None:
+    store.upgrade()
+    with pytest.raises(VobizValidationError, match="CallUUID is longer than 64"):
+        store.record_callback("ring", ring("c" * 65))
+    with pytest.raises(VobizValidationError, match="HangupCause is longer than 128"):
+        store.record_callback("hangup", hangup("c1", HangupCause="X" * 129))
+    assert _count(store, events) == 0
+    store.record_callback("hangup", hangup("c1", Duration="99999999999", BillDuration="abc"))
+    record = _one(store, call_uuids=["c1"])
+    assert (record.status, record.duration, record.bill_duration) == ("completed", None, None)
 
 
 def test_unknown_kind_is_refused(store: CallbackStore) -> None:

@@ -87,6 +87,21 @@ _IDENTITY_COLUMNS: Final = frozenset(
         "fired_at",
     }
 )
+_MAX_INT: Final = 2**31 - 1
+# The form field each text column of vobiz_calls comes from, to name it when a value is too long.
+_FIELD_OF_COLUMN: Final = {
+    "call_uuid": "CallUUID",
+    "request_uuid": "RequestUUID",
+    "destination": "To",
+    "from_number": "From",
+    "hangup_cause": "HangupCause",
+    "hangup_cause_name": "HangupCauseName",
+    "hangup_source": "HangupSource",
+    "start_time": "StartTime",
+    "answer_time": "AnswerTime",
+    "end_time": "EndTime",
+    "digits": "Digits",
+}
 _STATE_COLUMNS: Final = frozenset({"status", "rank", "terminal", "source", "updated_at"})
 # Details that a newer event of this kind replaces (a second gather, a revised machine detection).
 _OVERWRITE_BY_KIND: Final = {
@@ -138,9 +153,10 @@ def _int(value: Any) -> int | None:
     if text is None:
         return None
     try:
-        return int(float(text))
-    except ValueError:
+        number = int(float(text))
+    except (ValueError, OverflowError):
         return None
+    return number if abs(number) <= _MAX_INT else None  # an INTEGER column holds 32 bits
 
 
 def _bool(value: Any) -> bool | None:
@@ -191,6 +207,14 @@ def dedupe_key(kind: str, fields: Mapping[str, str]) -> str:
     stable = sorted((key, value) for key, value in fields.items() if key not in VOLATILE_FIELDS)
     payload = [ident, kind, fields.get("Event"), fields.get("CallStatus"), stable]
     return hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode()).hexdigest()
+
+
+def _check_lengths(items: Iterable[tuple[str, sa.Column[Any], Any]]) -> None:
+    """Refuse values longer than their column, naming the field (PostgreSQL would fail the transaction)."""
+    for field, column, value in items:
+        limit = getattr(column.type, "length", None)
+        if isinstance(value, str) and limit is not None and len(value) > limit:
+            raise VobizValidationError(f"callback field {field} is longer than {limit} characters")
 
 
 def _normalise_kind(kind: str) -> str:
@@ -613,6 +637,11 @@ class CallbackStore:
         """
         pairs = _pair(request_uuids, destinations)
         from_number = _text(from_number)
+        _check_lengths(
+            [("from_number", calls.c.from_number, from_number)]
+            + [("request_uuid", calls.c.request_uuid, request_uuid) for request_uuid, _ in pairs]
+            + [("to", calls.c.destination, destination) for _, destination in pairs]
+        )
         ti_values = _correlation_values(correlation)
         per_request: dict[str, int] = {}
         for request_uuid, _ in pairs:
@@ -710,10 +739,19 @@ class CallbackStore:
         kind = _normalise_kind(kind)
         form = {str(key): "" if value is None else str(value) for key, value in fields.items()}
         values = _callback_values(kind, form, timezone or "UTC")
-        status = _callback_status(kind, form, values["hangup_cause_code"], values["hangup_cause"])
-        overwrite = frozenset(
-            {"machine"} if kind == "machine-detection" else {"digits"} if kind == "gather" else ()
+        _check_lengths(
+            [
+                (_FIELD_OF_COLUMN.get(column, column), calls.c[column], value)
+                for column, value in values.items()
+            ]
+            + [
+                ("Event", events.c.event, _text(form.get("Event"))),
+                ("CallStatus", events.c.call_status, _text(form.get("CallStatus"))),
+                ("nonce", events.c.nonce, nonce),
+            ]
         )
+        status = _callback_status(kind, form, values["hangup_cause_code"], values["hangup_cause"])
+        overwrite = _OVERWRITE_BY_KIND.get(kind, frozenset())
         key = dedupe_key(kind, form)
         window = self.nonce_window if nonce_window is None else nonce_window
         call_uuid = values["call_uuid"]
@@ -804,6 +842,7 @@ class CallbackStore:
             text = getattr(record, column)
             values[column] = text
             values[f"{column}_utc"] = _parse_iso(text)
+        _check_lengths((column, calls.c[column], value) for column, value in values.items())
 
         def work(conn: Connection) -> None:
             self._apply(conn, values, status=status, insert_status=status, source="api", now=_now())
