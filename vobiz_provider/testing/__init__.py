@@ -15,6 +15,7 @@ from vobiz_provider.testing.emulator import (
     EmulatorHandle,
     EmulatorSettings,
     Fault,
+    RemoteEmulator,
     VobizEmulator,
     run_emulator,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "EmulatorHandle",
     "EmulatorSettings",
     "Fault",
+    "RemoteEmulator",
     "VobizEmulator",
     "run_emulator",
 ]

@@ -9,6 +9,7 @@ callback and call.
 from __future__ import annotations
 
 from vobiz_provider.testing.emulator.core import VobizEmulator
+from vobiz_provider.testing.emulator.remote import RemoteEmulator
 from vobiz_provider.testing.emulator.script import OUTCOMES, CallScript
 from vobiz_provider.testing.emulator.server import EmulatorHandle, run_emulator
 from vobiz_provider.testing.emulator.settings import EmulatorSettings
@@ -23,6 +24,7 @@ __all__ = [
     "EmulatorHandle",
     "EmulatorSettings",
     "Fault",
+    "RemoteEmulator",
     "VobizEmulator",
     "run_emulator",
 ]

@@ -83,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = uvicorn.Config(emulator.app, host=args.host, port=args.port, log_level=args.log_level)
     server = uvicorn.Server(config)
     sock = config.bind_socket()
+    sock.listen(config.backlog)  # connections made as soon as the URL is printed wait in the backlog
     port = sock.getsockname()[1]
     base_url = f"http://{args.host}:{port}/api/v1"
     connection = {

@@ -1,0 +1,160 @@
+"""Driving the emulator from outside: control API, CLI process, pytest fixture, in-process ASGI use."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from vobiz_provider.testing import CallScript, EmulatorSettings, RemoteEmulator, VobizEmulator
+from vobiz_provider.testing.emulator.__main__ import build_parser, settings_from_args
+
+
+def test_remote_control_scripts_and_inspects_a_running_emulator(emulator, client, receiver):
+    with RemoteEmulator(emulator.url) as remote:
+        assert remote.health()
+        remote.script("14155550101", CallScript.busy(after=0.01))
+        remote.configure(success_status=200)
+        response = client.post(f"/Account/{emulator.auth_id}/Call/", json=receiver.call_body())
+        assert response.status_code == 200
+        (hangup,) = remote.wait_for_callbacks("hangup", timeout=5)
+        assert hangup["fields"]["CallStatus"] == "busy"
+        assert hangup["status"] == 200
+        (call,) = remote.calls()
+        assert (call["status"], call["hangup_cause_code"]) == ("busy", 3010)
+        (request,) = remote.requests()
+        assert request["path"].endswith("/Call/")
+        assert remote.settings()["auth_token"] == "***"
+
+        remote.inject_fault(status=503)
+        assert client.post(f"/Account/{emulator.auth_id}/Call/", json=receiver.call_body()).status_code == 503
+
+        remote.reset()
+        assert remote.calls() == [] and remote.requests() == [] and remote.callbacks() == []
+        assert emulator.emulator.scripts == {}
+
+
+def test_control_api_refuses_bad_settings_and_scripts(emulator):
+    with RemoteEmulator(emulator.url) as remote:
+        with pytest.raises(ValueError, match="error_shape"):
+            remote.configure(error_shape="xml")
+        with pytest.raises(ValueError, match="nonsense"):
+            remote.configure(nonsense=1)
+        with pytest.raises(ValueError, match="outcome"):
+            remote._call("POST", "/scripts", json={"destination": "1", "script": {"outcome": "exploded"}})
+        with pytest.raises(TimeoutError):
+            remote.wait_for_callbacks("hangup", timeout=0.1)
+    assert emulator.emulator.settings.error_shape == "flat"
+
+
+def test_settings_are_validated():
+    with pytest.raises(ValueError, match="success_status"):
+        EmulatorSettings(success_status=204)
+    with pytest.raises(ValueError, match="timezone"):
+        VobizEmulator(timezone="Mars/Olympus")
+
+
+def test_cli_arguments_become_settings():
+    args = build_parser().parse_args(
+        [
+            "--auth-id",
+            "SA_X1",
+            "--success-status",
+            "200",
+            "--error-shape",
+            "envelope",
+            "--request-uuid-shape",
+            "list",
+            "--cps",
+            "3",
+            "--concurrency",
+            "4",
+            "--balance",
+            "5",
+            "--timezone",
+            "UTC",
+            "--retry-after",
+            "2",
+        ]
+    )
+    settings = settings_from_args(args)
+    assert (settings.auth_id, settings.success_status, settings.error_shape) == ("SA_X1", 200, "envelope")
+    assert (settings.request_uuid_shape, settings.cps, settings.concurrency) == ("list", 3, 4)
+    assert (settings.balance, settings.timezone, settings.retry_after) == (5.0, "UTC", 2.0)
+
+
+def test_cli_serves_the_api_in_its_own_process():
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vobiz_provider.testing.emulator",
+            "--port",
+            "0",
+            "--auth-token",
+            "tok-1",
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = process.stdout.readline()
+        base_url = first.split()[2]
+        connection = json.loads(process.stdout.readline().split("=", 1)[1].strip().strip("'"))
+        assert connection["extra"]["base_url"] == base_url
+        headers = {"X-Auth-ID": connection["login"], "X-Auth-Token": "tok-1"}
+        me = httpx.get(f"{base_url}/auth/me", headers=headers, timeout=5)
+        assert me.status_code == 200 and me.json()["auth_secret"] == "tok-1"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_fixture_points_the_default_connection_at_the_emulator(vobiz_emulator):
+    connection = json.loads(os.environ["AIRFLOW_CONN_VOBIZ_DEFAULT"])
+    assert connection == {
+        "conn_type": "vobiz",
+        "login": vobiz_emulator.auth_id,
+        "password": vobiz_emulator.auth_token,
+        "extra": {"base_url": vobiz_emulator.base_url},
+    }
+    assert (
+        httpx.get(f"{vobiz_emulator.base_url}/auth/me", headers=vobiz_emulator.auth_headers).status_code
+        == 200
+    )
+
+
+def test_connection_uri_round_trips_through_airflow(vobiz_emulator):
+    from airflow.models.connection import Connection
+
+    connection = Connection(
+        conn_id="vobiz_default", uri=vobiz_emulator.connection_uri(timezone="Asia/Kolkata")
+    )
+    assert (connection.conn_type, connection.login, connection.password) == (
+        "vobiz",
+        vobiz_emulator.auth_id,
+        vobiz_emulator.auth_token,
+    )
+    assert connection.extra_dejson == {"base_url": vobiz_emulator.base_url, "timezone": "Asia/Kolkata"}
+
+
+async def test_the_app_runs_in_process_on_the_caller_loop(receiver):
+    emulator = VobizEmulator(callback_backoff=0.01)
+    receiver.xml("/answer", "<Response><Speak>hi</Speak></Response>")
+    transport = httpx.ASGITransport(app=emulator.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://emulator/api/v1") as client:
+        response = await client.post(
+            "/Account/MA_EMULATOR1/Call/",
+            json=receiver.call_body(),
+            headers={"X-Auth-ID": "MA_EMULATOR1", "X-Auth-Token": "emulator-auth-token"},
+        )
+        assert response.status_code == 201
+        (hangup,) = await emulator.await_callbacks("hangup", timeout=5)
+        assert hangup.fields["HangupCauseCode"] == "4010"
+    await emulator.aclose()
