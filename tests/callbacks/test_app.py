@@ -32,6 +32,7 @@ from vobiz_provider.callbacks.schema import events
 from vobiz_provider.callbacks.store import get_store
 from vobiz_provider.callbacks.tokens import SigningKeyCache, SigningKeys
 from vobiz_provider.signatures import signature_headers
+from vobiz_provider.testing import CallScript
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -599,3 +600,58 @@ def test_signing_keys_never_show_the_token() -> None:
     )
     assert "visible-if-leaked" not in repr(keys)
     assert "visible-if-leaked" not in str(keys)
+
+
+# -- end to end with the emulator ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("script", "status"),
+    [
+        pytest.param(CallScript.answered(after=0.05, talk_for=0.1), "completed", id="answered"),
+        pytest.param(CallScript.busy(), "busy", id="busy"),
+    ],
+)
+def test_emulator_callbacks_end_in_the_store(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    vobiz_emulator_factory: Any,
+    script: CallScript,
+    status: str,
+) -> None:
+    from vobiz_provider.hooks.vobiz import VobizHook
+
+    emulator = vobiz_emulator_factory()
+    destination = "919876543210"
+    emulator.script(destination, script)
+    with running_receiver(monkeypatch, f"sqlite:///{tmp_path / 'cb.db'}") as receiver:
+        # The emulator signs with its account's token: the receiver must verify every callback with it.
+        monkeypatch.setenv("AIRFLOW_CONN_VOBIZ_DEFAULT", emulator.connection_json(timezone="Asia/Kolkata"))
+        monkeypatch.setenv("AIRFLOW__VOBIZ__REQUIRE_SIGNATURES", "True")
+        fired = VobizHook().make_call(
+            {
+                "from": "911171366900",
+                "to": destination,
+                "answer_url": receiver.url("answer"),
+                "ring_url": receiver.url("ring"),
+                "ring_method": "GET",
+                "hangup_url": receiver.url("hangup"),
+            }
+        )
+        [request_uuid] = fired.request_uuids
+        [hangup] = emulator.wait_for_callbacks("hangup", timeout=20)
+
+    assert hangup.status == 200
+    assert all(record.status == 200 for record in emulator.callbacks), [
+        (r.kind, r.status) for r in emulator.callbacks
+    ]
+    assert {record.method for record in emulator.callbacks if record.kind == "ring"} == {"GET"}
+    if status == "completed":
+        [answer] = [record for record in emulator.callbacks if record.kind == "answer"]
+        assert answer.body == EMPTY_XML_RESPONSE
+    [row] = receiver.store.lookup(request_uuids=[request_uuid])
+    assert row.call_uuid == hangup.call_uuid
+    assert row.status == status == hangup.fields["CallStatus"]
+    assert row.hangup_cause_code == int(hangup.fields["HangupCauseCode"])
+    assert row.hangup_cause == hangup.fields["HangupCause"]
+    assert (row.dag_id, row.task_id) == ("calls", "ring_oncall")
