@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from configparser import ConfigParser
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +28,23 @@ if TYPE_CHECKING:
     from vobiz_provider.triggers.hangup import CallTracker
 
 __all__ = ["VobizCallFailedError", "VobizCallSensor"]
+
+
+def _default_deferrable() -> bool:
+    """``[operators] default_deferrable`` if the deployment sets it (environment or ``airflow.cfg``), else
+    ``True``: waiting for a call belongs in the triggerer unless the deployment says otherwise.
+
+    ``conf.getboolean(..., fallback=True)`` alone would never fall back: Airflow ships the option with a
+    default of ``False``, so only an explicit setting is honoured here.
+    """
+    explicit = os.environ.get("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE") is not None or (
+        # ConfigParser's own has_option sees only the loaded airflow.cfg, not Airflow's built-in defaults.
+        ConfigParser.has_option(conf, "operators", "default_deferrable")
+    )
+    if explicit:
+        return conf.getboolean("operators", "default_deferrable", fallback=True)
+    return True
+
 
 #: Least seconds between two API look-ups of one sensor instance (poke mode).
 MIN_API_INTERVAL = 30.0
@@ -72,8 +91,8 @@ class VobizCallSensor(BaseSensorOperator):
     :param vobiz_conn_id: The Vobiz connection.
     :param success_statuses: Final statuses that count as success; any other raises
         :class:`VobizCallFailedError` (or skips the task with ``soft_fail=True``).
-    :param deferrable: Wait in the triggerer instead of a worker slot. Defaults to
-        ``[operators] default_deferrable``, or ``True`` when that is not set.
+    :param deferrable: Wait in the triggerer instead of a worker slot. Defaults to ``True``, or to
+        ``[operators] default_deferrable`` when the deployment sets it explicitly.
     :param kwargs: :class:`~airflow.sdk.BaseSensorOperator` arguments (``poke_interval``, ``timeout``,
         ``mode``, ``soft_fail``, ...).
     """
@@ -88,7 +107,7 @@ class VobizCallSensor(BaseSensorOperator):
         request_uuid: str | None = None,
         vobiz_conn_id: str = "vobiz_default",
         success_statuses: Iterable[str] = ("completed",),
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=True),
+        deferrable: bool = _default_deferrable(),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
