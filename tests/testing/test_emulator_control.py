@@ -158,3 +158,20 @@ async def test_the_app_runs_in_process_on_the_caller_loop(receiver):
         (hangup,) = await emulator.await_callbacks("hangup", timeout=5)
         assert hangup.fields["HangupCauseCode"] == "4010"
     await emulator.aclose()
+
+
+def test_reset_with_settings_restores_a_clean_account(emulator, client, receiver):
+    emulator.configure(cps=1, error_shape="envelope", balance=3.0)
+    emulator.emulator.default_script = CallScript.busy()
+    emulator.script("14155550101", CallScript.no_answer())
+    emulator.inject_fault(method="GET", path_contains="/auth/me", status=500)
+    client.post(f"/Account/{emulator.auth_id}/Call/", json=receiver.call_body())
+
+    emulator.emulator.reset(settings=True)
+
+    settings = emulator.emulator.settings
+    assert (settings.cps, settings.error_shape, settings.balance) == (10, "flat", 1000.0)
+    assert emulator.emulator.default_script == CallScript.answered()
+    assert emulator.emulator.scripts == {}
+    assert emulator.calls == {} and emulator.requests == [] and emulator.callbacks == []
+    assert client.get("/auth/me").status_code == 200

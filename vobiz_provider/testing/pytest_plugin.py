@@ -3,10 +3,14 @@
 Registered automatically through the ``pytest11`` entry point ``vobiz_emulator`` when the provider is
 installed. Fixtures:
 
-* ``vobiz_emulator`` - a running emulator (:class:`~vobiz_provider.testing.EmulatorHandle`) for one test,
-  with ``AIRFLOW_CONN_VOBIZ_DEFAULT`` pointing at it;
-* ``vobiz_emulator_factory`` - ``factory(**settings) -> EmulatorHandle`` to start emulators with custom
-  settings (e.g. ``cps=1``, ``error_shape="envelope"``); all are stopped after the test.
+* ``vobiz_emulator`` - a running emulator (:class:`~vobiz_provider.testing.EmulatorHandle`) in a clean
+  state for one test (default settings, no calls, records, scripts or faults), with
+  ``AIRFLOW_CONN_VOBIZ_DEFAULT`` pointing at it. One server is shared by the session, so the fixture
+  is cheap; change settings freely with ``vobiz_emulator.configure(...)``: they are restored for the
+  next test.
+* ``vobiz_emulator_factory`` - ``factory(**settings) -> EmulatorHandle`` to start separate emulators
+  (e.g. two accounts); each is stopped after the test.
+* ``vobiz_emulator_session`` - the shared server behind ``vobiz_emulator`` (not reset for you).
 
 Example::
 
@@ -32,6 +36,15 @@ if TYPE_CHECKING:
     from vobiz_provider.testing.emulator.server import EmulatorHandle
 
 
+@pytest.fixture(scope="session")
+def vobiz_emulator_session() -> Iterator[EmulatorHandle]:
+    """One emulator server for the whole session (state is shared; ``vobiz_emulator`` resets it)."""
+    from vobiz_provider.testing.emulator.server import run_emulator
+
+    with run_emulator() as handle:
+        yield handle
+
+
 @pytest.fixture
 def vobiz_emulator_factory() -> Iterator[Callable[..., EmulatorHandle]]:
     """Start emulators with custom settings: ``factory(**settings)``; each is stopped after the test."""
@@ -47,9 +60,11 @@ def vobiz_emulator_factory() -> Iterator[Callable[..., EmulatorHandle]]:
 
 @pytest.fixture
 def vobiz_emulator(
-    vobiz_emulator_factory: Callable[..., EmulatorHandle], monkeypatch: pytest.MonkeyPatch
-) -> EmulatorHandle:
-    """A running emulator for this test; ``AIRFLOW_CONN_VOBIZ_DEFAULT`` points at it."""
-    handle = vobiz_emulator_factory()
+    vobiz_emulator_session: EmulatorHandle, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[EmulatorHandle]:
+    """A running emulator in a clean state for this test; ``AIRFLOW_CONN_VOBIZ_DEFAULT`` points at it."""
+    handle = vobiz_emulator_session
+    handle.emulator.reset(settings=True)
     monkeypatch.setenv("AIRFLOW_CONN_VOBIZ_DEFAULT", handle.connection_json())
-    return handle
+    yield handle
+    handle.emulator.reset(settings=True)

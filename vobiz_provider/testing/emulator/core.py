@@ -161,12 +161,18 @@ class VobizEmulator:
                     return fault
         return None
 
-    def reset(self) -> None:
+    def reset(self, *, settings: bool = False) -> None:
         """Forget calls, records, scripts and faults; cancel running calls without callbacks.
 
-        Settings are kept. Safe to call from any thread.
+        Safe to call from any thread.
+
+        :param settings: Also restore the default settings (in place) and the default script.
         """
         with self._cond:
+            if settings:
+                defaults = EmulatorSettings()
+                self.settings.update(**{name: getattr(defaults, name) for name in EmulatorSettings.names()})
+                self.default_script = CallScript.answered()
             tasks = list(self._tasks)
             self._scripts.clear()
             self._calls.clear()
