@@ -218,3 +218,21 @@ def test_fresh_event_loops_get_fresh_pollers(store: CallbackStore) -> None:
         payload = asyncio.run(first_event(make_trigger(request_uuids=[request])))
         assert payload["status"] == "hangup"
     assert len(SharedPoller._registry) == 0
+
+
+async def test_bulk_request_without_known_destinations(store: CallbackStore) -> None:
+    """The sensor watching a bulk request UUID: every fired leg must end, not just the first reported."""
+    request = new_uuid()
+    await asyncio.to_thread(
+        store.record_fired, request_uuids=[request], destinations=["+919000000002", "+919000000003"]
+    )
+    trigger = make_trigger(request_uuids=[request], destinations=[])
+    task = asyncio.create_task(first_event(trigger))
+    first, second = new_uuid(), new_uuid()
+    await write(store, "hangup", hangup_form(call_uuid=first, request_uuid=request, to="919000000002"))
+    await asyncio.sleep(FAST * 4)
+    assert not task.done()  # the second destination has not even rung yet
+    await write(store, "hangup", hangup_form(call_uuid=second, request_uuid=request, to="919000000003"))
+    payload = await task
+    assert payload["status"] == "hangup"
+    assert sorted(c["call_uuid"] for c in payload["calls"]) == sorted([first, second])

@@ -105,15 +105,17 @@ class CallTracker:
                 return self.destinations[0]  # one destination: every record of the request is its leg
             key = normalize_destination(record.to)
             return key if key in self.destinations else None
+        placeholder = f"{record.request_uuid}|{normalize_destination(record.to)}"
         if record.call_uuid is None:
-            # A fired-but-unreported leg: superseded as soon as a record of its request names the call.
-            if any(leg.request_uuid == record.request_uuid for leg in self.legs.values() if leg.call_uuid):
-                return None
-            return record.request_uuid
-        placeholder = self.legs.get(record.request_uuid or "")
-        if placeholder is not None and placeholder.call_uuid is None:
-            del self.legs[record.request_uuid or ""]
-            self.legs[record.call_uuid] = placeholder
+            # A fired leg Vobiz has not reported yet; it becomes the leg of the call that names it.
+            same_leg = any(
+                leg.call_uuid and f"{leg.request_uuid}|{normalize_destination(leg.to)}" == placeholder
+                for leg in self.legs.values()
+            )
+            return None if same_leg else placeholder
+        waiting = self.legs.get(placeholder)
+        if waiting is not None and waiting.call_uuid is None:
+            self.legs[record.call_uuid] = self.legs.pop(placeholder)
         return record.call_uuid
 
     def observe(self, records: Iterable[CallRecord]) -> list[str]:
