@@ -217,9 +217,10 @@ def test_terminal_state_absorbs_and_only_fills_gaps(store: CallbackStore) -> Non
 
 
 def test_hangup_without_call_status_is_terminal_by_cause(store: CallbackStore) -> None:
-    store.record_callback("hangup", hangup("c1", status=None, code="3010"), correlation=_token())
-    record = _one(store, call_uuids=["c1"])
-    assert (record.status, record.terminal) == ("busy", True)
+    store.record_callback("hangup", hangup("c1", status=None, code="3010", AnswerTime=""))
+    store.record_callback("hangup", hangup("c2", status=None, code="6000"))  # answered, then time limit
+    assert (_one(store, call_uuids=["c1"]).status, _one(store, call_uuids=["c1"]).terminal) == ("busy", True)
+    assert _one(store, call_uuids=["c2"]).status == "completed"
 
 
 def test_times_are_converted_from_the_account_timezone(store: CallbackStore) -> None:
@@ -547,12 +548,26 @@ def test_get_store_shares_one_store_per_url(sqlite_url: str, monkeypatch: pytest
         (6010, "timeout"),
         (1000, "cancel"),
         (2000, "failed"),
-        (3020, "failed"),
+        (3020, "busy"),
+        (3040, "failed"),
+        (5000, "failed"),
     ],
 )
 def test_cdr_status_is_derived_from_the_hangup_cause_code(code: int, status: str) -> None:
     record = CallRecord.from_cdr({"data": {"uuid": "c1", "hangup_cause_code": str(code)}, "success": True})
     assert (record.call_uuid, record.status, record.terminal, record.source) == ("c1", status, True, "api")
+
+
+def test_cdr_status_agrees_with_the_emulator_outcomes() -> None:
+    from vobiz_provider.models.hangup_causes import OUTCOMES
+
+    for name, preset in OUTCOMES.items():
+        cdr = {
+            "uuid": name,
+            "hangup_cause_code": preset.cause.code,
+            "answer_time": "2026-11-27T04:30:06Z" if preset.answered else None,
+        }
+        assert CallRecord.from_cdr(cdr).status == preset.status, name
 
 
 def test_cdr_fields_are_mapped() -> None:

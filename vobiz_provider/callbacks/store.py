@@ -224,7 +224,9 @@ def _normalise_kind(kind: str) -> str:
     return normalised
 
 
-def _callback_status(kind: str, fields: Mapping[str, str], code: int | None, cause: str | None) -> str | None:
+def _callback_status(
+    kind: str, fields: Mapping[str, str], code: int | None, cause: str | None, *, answered: bool
+) -> str | None:
     """The call status a callback reports, or ``None`` when it does not move the call."""
     if kind in ("machine-detection", "gather"):
         return None
@@ -232,7 +234,9 @@ def _callback_status(kind: str, fields: Mapping[str, str], code: int | None, cau
     status = (_text(fields.get("CallStatus")) or "").lower() or None
     if kind == "hangup" or event == "hangup":
         # Hangup always ends the call, whatever (if anything) CallStatus says.
-        return status if status in TERMINAL_STATUSES else status_for_hangup_cause(code, cause)
+        if status in TERMINAL_STATUSES:
+            return status
+        return status_for_hangup_cause(code, cause, answered=answered)
     if status is not None and status_rank(status) is not None:
         return status
     if kind == "ring" or event == "ring":
@@ -750,7 +754,13 @@ class CallbackStore:
                 ("nonce", events.c.nonce, nonce),
             ]
         )
-        status = _callback_status(kind, form, values["hangup_cause_code"], values["hangup_cause"])
+        status = _callback_status(
+            kind,
+            form,
+            values["hangup_cause_code"],
+            values["hangup_cause"],
+            answered=values["answer_time"] is not None,
+        )
         overwrite = _OVERWRITE_BY_KIND.get(kind, frozenset())
         key = dedupe_key(kind, form)
         window = self.nonce_window if nonce_window is None else nonce_window

@@ -42,6 +42,7 @@ _STATUS_BY_CODE: Final[Mapping[int, str]] = {
     4020: "completed",  # Multiparty Call Ended
     4030: "completed",  # Kicked Out Of Multiparty Call
     3010: "busy",  # Busy Line
+    3020: "busy",  # Rejected (Plivo ends a rejected call "busy"; so does the emulator)
     3100: "busy",  # Busy everywhere
     3000: "no-answer",  # No Answer
     6010: "timeout",  # Ring Timeout Reached
@@ -57,13 +58,19 @@ _STATUS_BY_CAUSE: Final[Mapping[str, str]] = {
 }
 
 
-def status_for_hangup_cause(code: int | None, cause: str | None = None) -> str:
+def status_for_hangup_cause(code: int | None, cause: str | None = None, *, answered: bool = False) -> str:
     """The final ``CallStatus`` of a call that ended with this hangup cause.
 
+    A call that was answered ends ``completed`` whatever the cause (a time limit, an answer-URL error and
+    a machine hang-up all come after the answer), as Plivo reports it and as the emulator plays it.
+
+    :param answered: Whether the call was answered (an answer time or billed seconds are known).
     :param code: ``HangupCauseCode`` / ``hangup_cause_code`` (e.g. ``4000``).
     :param cause: ``HangupCause`` (e.g. ``NORMAL_CLEARING``, or a cause name such as ``Normal Hangup``),
         used when there is no code.
     """
+    if answered:
+        return "completed"
     if code is not None:
         return _STATUS_BY_CODE.get(code, "failed")
     if cause:
@@ -211,7 +218,8 @@ class CallRecord(BaseModel):
             if "uuid" not in data and isinstance(data.get("data"), Mapping):
                 data = dict(data["data"])
             cdr = Cdr.model_validate(data)
-        status = status_for_hangup_cause(cdr.hangup_cause_code, cdr.hangup_cause)
+        answered = cdr.answer_time is not None or bool(cdr.billsec)
+        status = status_for_hangup_cause(cdr.hangup_cause_code, cdr.hangup_cause, answered=answered)
         return cls(
             call_uuid=cdr.uuid,
             # Vobiz documents request_uuid == call_uuid; for bulk legs the caller passes request_uuid.
