@@ -608,7 +608,8 @@ def test_signing_keys_never_show_the_token() -> None:
 @pytest.mark.parametrize(
     ("script", "status"),
     [
-        pytest.param(CallScript.answered(after=0.05, talk_for=0.1), "completed", id="answered"),
+        # talk_for=None: the callee stays on the line, so only the answer XML can end the call.
+        pytest.param(CallScript.answered(after=0.05, talk_for=None), "completed", id="answered"),
         pytest.param(CallScript.busy(), "busy", id="busy"),
     ],
 )
@@ -647,8 +648,10 @@ def test_emulator_callbacks_end_in_the_store(
     ]
     assert {record.method for record in emulator.callbacks if record.kind == "ring"} == {"GET"}
     if status == "completed":
+        # The empty <Response> lets the call go on: it ends when the XML does (4010 End Of XML Instructions).
         [answer] = [record for record in emulator.callbacks if record.kind == "answer"]
         assert answer.body == EMPTY_XML_RESPONSE
+        assert hangup.fields["HangupCauseCode"] == "4010"
     [row] = receiver.store.lookup(request_uuids=[request_uuid])
     assert row.call_uuid == hangup.call_uuid
     assert row.status == status == hangup.fields["CallStatus"]
