@@ -345,8 +345,8 @@ class CallbackReceiver:
         try:
             store = self.store(settings)
             result = store.record_callback(
-                kind,
-                fields,
+                kind=kind,
+                fields=fields,
                 correlation=correlation,
                 nonce=nonce,
                 timezone=timezone,
