@@ -657,3 +657,28 @@ def test_event_round_trip_is_json_and_deterministic() -> None:
     assert json.loads(json.dumps(event)) == event
     assert list(event) == list(CallRecord.model_fields)
     assert CallRecord.from_event({**event, "unknown": 1}) == record
+
+
+def test_queued_call_model_gives_a_queued_record() -> None:
+    from vobiz_provider.models.responses import QueuedCall
+
+    queued = QueuedCall.model_validate(
+        {"call_uuid": "c1", "request_uuid": "r1", "to": "9190", "from": "9180"}
+    )
+    record = CallRecord.from_live(queued, dag_id="calls")
+    assert (record.status, record.terminal, record.from_number, record.dag_id) == (
+        "queued",
+        False,
+        "9180",
+        "calls",
+    )
+
+
+async def test_alookup_runs_the_lookup_off_the_event_loop(sqlite_url: str) -> None:
+    store = CallbackStore(sqlite_url)
+    try:
+        store.record_callback("ring", ring("c1"))
+        [record] = await store.alookup(call_uuids=["c1"])
+        assert record.status == "ringing"
+    finally:
+        store.dispose()
