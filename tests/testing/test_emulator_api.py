@@ -334,3 +334,18 @@ def test_fault_only_matches_its_method_and_path(emulator, client):
     assert client.get("/auth/me").status_code == 500
     assert client.get("/auth/me").status_code == 500
     assert client.get(f"/Account/{emulator.auth_id}/concurrency").status_code == 200
+
+
+def test_injected_429_is_a_rate_limit_error_with_the_faults_retry_after(make_emulator, connect, receiver):
+    handle = make_emulator(error_shape="envelope")
+    handle.inject_fault(status=429, retry_after=3)
+    response = connect(handle).post(_call_path(handle), json=receiver.call_body())
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "3"
+    parsed = parse_error_body(429, response.content, response.headers)
+    assert (parsed.code, parsed.details["limitType"], parsed.retry_after) == (
+        "RATE_LIMIT_EXCEEDED",
+        "cps",
+        3.0,
+    )
+    assert handle.calls == {}

@@ -119,9 +119,12 @@ class _Api:
             body = {"api_id": _api_id(), "error": message, **(flat_extra or {})}
         return JSONResponse(body, status_code=status, headers=headers)
 
-    def rate_limited(self, limit_type: str, limit: int, current: int) -> JSONResponse:
-        """429 for the CPS or the concurrency limit."""
-        retry_after = self.emulator.settings.retry_after
+    def rate_limited(
+        self, limit_type: str, limit: int, current: int, *, retry_after: float | None = None
+    ) -> JSONResponse:
+        """429 for the CPS or the concurrency limit (``Retry-After`` only when one is configured)."""
+        if retry_after is None:
+            retry_after = self.emulator.settings.retry_after
         headers = {} if retry_after is None else {"Retry-After": _header_seconds(retry_after)}
         what = "calls per second" if limit_type == "cps" else "concurrent calls"
         return self.error(
@@ -173,9 +176,7 @@ class _Api:
             return JSONResponse(fault.body, status_code=fault.status, headers=headers)
         if fault.status == 429:
             settings = self.emulator.settings
-            response = self.rate_limited("cps", settings.cps, settings.cps)
-            response.headers.update(headers)
-            return response
+            return self.rate_limited("cps", settings.cps, settings.cps, retry_after=fault.retry_after)
         if fault.status < 400:
             return JSONResponse({"api_id": _api_id()}, status_code=fault.status, headers=headers)
         return self.error(fault.status, f"injected fault: HTTP {fault.status}", headers=headers)
