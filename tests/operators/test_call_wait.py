@@ -250,3 +250,35 @@ def test_without_callback_base_url_waits_through_the_api(
     log = "".join(capfd.readouterr())
     assert "No callback_base_url is configured" in log
     assert "ended with status 'busy'" in log
+
+
+@pytest.mark.parametrize("hangup_on_kill", [True, False])
+def test_killed_in_worker_wait_hangs_up_only_when_asked(
+    hangup_on_kill, vobiz_emulator, callback_receiver, dag_runner, answer_url
+):
+    to = "+14155550138"
+    vobiz_emulator.script(to, CallScript.answered(after=0.05, talk_for=30))
+    with _dag(f"vobiz_wait_kill_{hangup_on_kill}") as dag:
+        VobizCallOperator(
+            task_id="call",
+            to=to,
+            from_number=CALLER,
+            answer_url=answer_url,
+            deferrable=False,
+            hangup_on_kill=hangup_on_kill,
+            execution_timeout=datetime.timedelta(seconds=1),
+            **FAST,
+        )
+
+    dag_run = dag_runner.run(dag)
+
+    assert dag_runner.states(dag_run)[("call", -1)] == ("failed", 1)
+    [emulated] = vobiz_emulator.calls.values()
+    deletes = [r for r in vobiz_emulator.requests if r.method == "DELETE"]
+    if hangup_on_kill:
+        assert [r.path.rstrip("/").rsplit("/", 1)[-1] for r in deletes] == [emulated.call_uuid]
+        assert emulated.finished
+        assert emulated.hangup_source == "API Request"
+    else:
+        assert deletes == []
+        assert not emulated.finished

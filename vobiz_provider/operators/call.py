@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.sdk import BaseOperator, conf
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
     from vobiz_provider.callbacks.correlation import CorrelationToken
     from vobiz_provider.callbacks.store import CallbackStore
+    from vobiz_provider.hooks.vobiz import VobizHook
     from vobiz_provider.models.record import CallRecord
     from vobiz_provider.models.responses import CallFiredResponse
     from vobiz_provider.triggers.hangup import VobizCallHangupTrigger
@@ -257,6 +259,13 @@ class VobizCallOperator(BaseOperator):
         self._waiting_for: list[str] = []
         self._validate_static_fields()
 
+    @cached_property
+    def hook(self) -> VobizHook:
+        """The Vobiz hook of ``vobiz_conn_id`` (created on first use, never at DAG-parse time)."""
+        from vobiz_provider.hooks.vobiz import VobizHook
+
+        return VobizHook(vobiz_conn_id=self.vobiz_conn_id)
+
     # ------------------------------------------------------------------------------------- validation
 
     def _call_fields(self) -> dict[str, Any]:
@@ -335,12 +344,12 @@ class VobizCallOperator(BaseOperator):
     # -- firing
 
     def _fire(self, request: MakeCallRequest) -> CallFiredResponse:
-        from vobiz_provider.hooks.vobiz import VobizHook
-
         destinations = ", ".join(request.destinations)
         self.log.info("Placing a Vobiz call from %s to %s", request.from_number, destinations)
-        with VobizHook(vobiz_conn_id=self.vobiz_conn_id) as hook:
-            response = hook.make_call(request)
+        try:
+            response = self.hook.make_call(request)
+        finally:
+            self.hook.close()
         self.log.info(
             "Vobiz accepted the call to %s: request_uuid %s (api_id %s, message %r)",
             destinations,
@@ -370,11 +379,8 @@ class VobizCallOperator(BaseOperator):
     def _callback_base_url(self) -> str | None:
         """Where Vobiz should send this call's callbacks: the connection's extra, else ``[vobiz]``."""
         from vobiz_provider.callbacks.config import resolve_callback_base_url
-        from vobiz_provider.hooks.vobiz import VobizHook
 
-        return resolve_callback_base_url(
-            VobizHook(vobiz_conn_id=self.vobiz_conn_id).get_config().callback_base_url
-        )
+        return resolve_callback_base_url(self.hook.get_config().callback_base_url)
 
     def _uses_store(self, base_url: str | None) -> bool:
         """Whether this task's hangup callback reaches the receiver (else the wait asks the API)."""
@@ -547,11 +553,10 @@ class VobizCallOperator(BaseOperator):
             ", ".join(destinations),
             timeout,
         )
+        # Kept when the wait is interrupted: on_kill (called after the timeout/kill exception) needs it.
         self._waiting_for = list(request_uuids)
-        try:
-            event = asyncio.run(_first_event(trigger))
-        finally:
-            self._waiting_for = []
+        event = asyncio.run(_first_event(trigger))
+        self._waiting_for = []
         return self.execute_complete(context, event)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None, **kwargs: Any) -> Any:
@@ -575,9 +580,7 @@ class VobizCallOperator(BaseOperator):
             raise AirflowException(f"Waiting for the Vobiz call (request {request_uuids}) failed: {message}")
         if status == "timeout":
             if self.hangup_on_kill:
-                self._hang_up(
-                    [c.get("call_uuid") or c.get("request_uuid") for c in calls if not c.get("terminal")]
-                )
+                self._hang_up_live(list(event.get("request_uuids") or ()), calls)
             raise AirflowException(
                 f"The Vobiz call (request {request_uuids}) did not hang up in time: {message}"
             )
@@ -617,24 +620,33 @@ class VobizCallOperator(BaseOperator):
     # -- killing
 
     def on_kill(self) -> None:
-        """Hang up the call being waited for in the worker, if ``hangup_on_kill``."""
+        """Hang up the call being waited for in the worker, if ``hangup_on_kill``.
+
+        (While deferred, the trigger's ``on_kill`` does the same.)
+        """
         if self.hangup_on_kill and self._waiting_for:
-            self._hang_up(self._waiting_for)
+            self._hang_up_live(self._waiting_for)
 
-    def _hang_up(self, uuids: Sequence[str | None]) -> None:
-        from vobiz_provider.hooks.vobiz import VobizHook
-
-        wanted = [uuid for uuid in uuids if uuid]
-        if not wanted:
-            return
-        with VobizHook(vobiz_conn_id=self.vobiz_conn_id) as hook:
-            for uuid in wanted:
-                try:
-                    ended = hook.hangup_call(uuid)
-                except Exception as exc:
-                    self.log.warning("Could not hang up Vobiz call %s: %s", uuid, exc)
-                    continue
-                self.log.info("Vobiz call %s %s", uuid, "hung up" if ended else "had already ended")
+    def _hang_up_live(self, request_uuids: Sequence[str], calls: Sequence[dict[str, Any]] = ()) -> None:
+        """Hang up every leg of these requests that has not ended (best effort, never raises)."""
+        records = [dict(call) for call in calls]
+        try:
+            records += [record.to_event() for record in self._store().lookup(request_uuids=request_uuids)]
+        except Exception as exc:
+            self.log.warning("Could not read the Vobiz callback store to find the live calls: %s", exc)
+        ended = {r["call_uuid"] for r in records if r.get("terminal") and r.get("call_uuid")}
+        live = [r["call_uuid"] for r in records if not r.get("terminal") and r.get("call_uuid")]
+        known_requests = {r.get("request_uuid") for r in records if r.get("call_uuid")}
+        # A request nothing is known about: for one destination its request UUID is the call UUID.
+        live += [uuid for uuid in request_uuids if uuid not in known_requests]
+        for uuid in dict.fromkeys(uuid for uuid in live if uuid not in ended):
+            try:
+                hung_up = self.hook.hangup_call(uuid)
+            except Exception as exc:
+                self.log.warning("Could not hang up Vobiz call %s: %s", uuid, exc)
+                continue
+            self.log.info("Vobiz call %s %s", uuid, "hung up" if hung_up else "had already ended")
+        self.hook.close()
 
 
 # ---------------------------------------------------------------------------------------------- helpers
