@@ -282,3 +282,47 @@ def test_killed_in_worker_wait_hangs_up_only_when_asked(
     else:
         assert deletes == []
         assert not emulated.finished
+
+
+def test_mapped_calls_each_wait_for_their_own_hangup(
+    vobiz_emulator, callback_receiver, dag_runner, answer_url
+):
+    answered, busy = "+14155550141", "+14155550142"
+    vobiz_emulator.script(answered, CallScript.answered(after=0.05, talk_for=0.1))
+    vobiz_emulator.script(busy, CallScript.busy(after=0.05))
+    with _dag("vobiz_wait_mapped") as dag:
+        VobizCallOperator.partial(
+            task_id="call", from_number=CALLER, answer_url=answer_url, deferrable=True, **FAST
+        ).expand(to=[answered, busy])
+
+    dag_run = dag_runner.run(dag)
+
+    states = dag_runner.states(dag_run)
+    assert (states[("call", 0)][0], states[("call", 1)][0]) == ("success", "failed")
+    record = dag_runner.xcoms(dag_run, "call")[0]
+    assert (record["to"].lstrip("+"), record["status"], record["map_index"]) == (answered[1:], "completed", 0)
+    assert len(dag_runner.call_requests(vobiz_emulator)) == 2
+
+
+def test_one_request_to_several_destinations_returns_every_record(
+    vobiz_emulator, callback_receiver, dag_runner, answer_url
+):
+    first, second = "+14155550151", "+14155550152"
+    vobiz_emulator.script(first, CallScript.answered(after=0.05, talk_for=0.1))
+    vobiz_emulator.script(second, CallScript.answered(after=0.1, talk_for=0.2))
+    with _dag("vobiz_wait_bulk") as dag:
+        VobizCallOperator(
+            task_id="call", to=[first, second], from_number=CALLER, answer_url=answer_url, **FAST
+        )
+
+    dag_run = dag_runner.run(dag)
+
+    assert dag_runner.states(dag_run)[("call", -1)] == ("success", 1)
+    [post] = dag_runner.call_requests(vobiz_emulator)
+    assert post.body["to"] == f"{first}<{second}"
+    records = dag_runner.xcoms(dag_run, "call")[-1]
+    assert [(r["to"].lstrip("+"), r["status"]) for r in records] == [
+        (first[1:], "completed"),
+        (second[1:], "completed"),
+    ]
+    assert {r["call_uuid"] for r in records} == set(vobiz_emulator.calls)
