@@ -418,3 +418,46 @@ def test_synchronous_machine_hangup_skips_the_answer_url(emulator, client, recei
     _, fields = _finish(client, emulator, receiver.call_body(machine_detection="hangup"))
     assert fields["HangupCauseCode"] == "9100"
     assert receiver.hits_for("/answer") == []
+
+
+# ---------------------------------------------------------------------------------------------- live-call API
+
+
+def test_transfer_replaces_the_running_xml(emulator, client, receiver):
+    emulator.script(TO, CallScript.answered(after=0.01, talk_for=None))
+    receiver.xml("/answer", "<Response><Wait length='30'/></Response>")
+    receiver.xml("/transfer", "<Response><Speak>moved</Speak><Hangup/></Response>")
+    call_uuid = _place(client, emulator, receiver.call_body())
+    emulator.wait_for_callbacks("answer", call_uuid=call_uuid)
+    path = f"/Account/{emulator.auth_id}/Call/{call_uuid}/"
+
+    refused = client.post(path, json={"legs": "aleg"})
+    assert refused.status_code == 400 and "aleg_url" in refused.json()["error"]
+    response = client.post(path, json={"legs": "aleg", "aleg_url": receiver.url("/transfer")})
+    assert response.status_code == 202
+    assert response.json()["message"] == "call transferred"
+    emulator.wait_for_call(call_uuid)
+    (hit,) = receiver.hits_for("/transfer")
+    assert hit.form["Event"] == "Transfer"
+    fields = emulator.emulator.callbacks_of("hangup", call_uuid=call_uuid)[0].fields
+    assert (fields["HangupCauseCode"], fields["HangupSource"]) == ("4000", "Answer XML")
+    assert client.post(path, json={"aleg_url": receiver.url("/transfer")}).status_code == 404
+
+
+def test_live_call_actions_need_a_call_in_progress(emulator, client, receiver):
+    emulator.script(TO, CallScript.answered(after=0.01, talk_for=None))
+    receiver.xml("/answer", "<Response><Wait length='30'/></Response>")
+    call_uuid = _place(client, emulator, receiver.call_body())
+    emulator.wait_for_callbacks("answer", call_uuid=call_uuid)
+    base = f"/Account/{emulator.auth_id}/Call/{call_uuid}"
+    assert client.post(f"{base}/Speak/", json={"text": "hello"}).json()["message"] == "speak started"
+    assert client.post(f"{base}/Play/", json={"urls": "https://e.x/a.mp3"}).status_code == 202
+    assert client.post(f"{base}/DTMF/", json={"digits": "12x"}).status_code == 400
+    assert client.post(f"{base}/DTMF/", json={"digits": "12w3"}).status_code == 202
+    assert client.delete(f"{base}/Speak/").status_code == 204
+    recording = client.post(f"{base}/Record/", json={"file_format": "wav"}).json()
+    assert recording["url"].endswith(f"{recording['recording_id']}.wav")
+    assert client.delete(f"{base}/Record/").status_code == 204
+    client.delete(f"{base}/")
+    emulator.wait_for_call(call_uuid)
+    assert client.post(f"{base}/Speak/", json={"text": "too late"}).status_code == 404

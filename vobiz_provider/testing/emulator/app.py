@@ -79,6 +79,9 @@ class _Api:
             ("GET", re.compile(rf"^/Account/{segment}/Call/?$"), self.list_calls),
             ("GET", re.compile(rf"^/Account/{segment}/Call/{call}/?$"), self.get_call),
             ("DELETE", re.compile(rf"^/Account/{segment}/Call/{call}/?$"), self.hangup_call),
+            ("POST", re.compile(rf"^/Account/{segment}/Call/{call}/$"), self.transfer_call),
+            ("POST", re.compile(rf"^/Account/{segment}/Call/{call}/Record/$"), self.record),
+            ("DELETE", re.compile(rf"^/Account/{segment}/Call/{call}/Record/$"), self.record),
             (
                 "POST",
                 re.compile(rf"^/Account/{segment}/Call/{call}/(?P<action>Play|Speak|DTMF)/$"),
@@ -427,6 +430,80 @@ class _Api:
             return self._not_found(call_uuid)
         lifecycle.end(API_HANGUP_ANSWERED if call.answer_at is not None else API_CANCEL)
         return Response(status_code=204)
+
+    async def transfer_call(self, request: Request, params: dict[str, str]) -> Response:
+        """``POST /Call/{uuid}/``: transfer a call in progress to new XML (202)."""
+        from pydantic import TypeAdapter, ValidationError
+
+        from vobiz_provider.models.call import HttpMethod, HttpUrlStr
+
+        call_uuid = params["call_uuid"]
+        call = self._find(call_uuid)
+        lifecycle = self.emulator.lifecycle(call_uuid)
+        if call is None or call.status != "in-progress" or lifecycle is None:
+            return self._not_found(call_uuid)
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            return self.error(400, "the request body is not valid JSON")
+        if not isinstance(body, dict):
+            return self.error(400, "the request body must be a JSON object")
+        problems: list[tuple[str, str]] = []
+        unknown = sorted(set(body) - {"legs", "aleg_url", "aleg_method", "bleg_url", "bleg_method"})
+        problems += [(name, "not a transfer field") for name in unknown]
+        legs = body.get("legs", "aleg")
+        if legs not in ("aleg", "bleg", "both"):
+            problems.append(("legs", f"must be aleg, bleg or both, got {legs!r}"))
+        for leg in ("aleg", "bleg"):
+            url, method = body.get(f"{leg}_url"), body.get(f"{leg}_method")
+            if url is None and legs in (leg, "both"):
+                problems.append((f"{leg}_url", f"required when legs is {legs!r}"))
+            for name, value, kind in ((f"{leg}_url", url, HttpUrlStr), (f"{leg}_method", method, HttpMethod)):
+                if value is not None:
+                    try:
+                        TypeAdapter(kind).validate_python(value)
+                    except ValidationError as exc:
+                        problems.append((name, exc.errors(include_url=False)[0]["msg"]))
+        if problems:
+            return self.error(
+                400,
+                "invalid request: " + "; ".join(f"{f}: {p}" for f, p in problems),
+                details={"errors": [{"field": f, "message": p, "code": "invalid"} for f, p in problems]},
+            )
+        if legs in ("aleg", "both"):
+            lifecycle.transfer(body["aleg_url"], (body.get("aleg_method") or "POST").upper())
+        if legs in ("bleg", "both"):
+            call.xml_log.append("B leg transfer ignored: the emulator has no B legs")
+        return JSONResponse(
+            {"api_id": _api_id(), "message": "call transferred", "call_uuid": call_uuid}, status_code=202
+        )
+
+    async def record(self, request: Request, params: dict[str, str]) -> Response:
+        """``POST|DELETE /Call/{uuid}/Record/``: start (200) or stop (204) a recording of a live call."""
+        call_uuid = params["call_uuid"]
+        call = self._find(call_uuid)
+        if call is None or call.status != "in-progress":
+            return self._not_found(call_uuid)
+        if request.method == "DELETE":
+            call.xml_log.append("API Record stopped")
+            return Response(status_code=204)
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            return self.error(400, "the request body is not valid JSON")
+        file_format = body.get("file_format", "mp3") if isinstance(body, dict) else None
+        if file_format not in ("mp3", "wav"):
+            return self.error(400, f"file_format: must be mp3 or wav, got {file_format!r}")
+        recording_id = str(uuid.uuid4())
+        call.xml_log.append(f"API Record started: {recording_id}")
+        return JSONResponse(
+            {
+                "api_id": _api_id(),
+                "message": "recording started",
+                "recording_id": recording_id,
+                "url": f"https://media.example.invalid/{self.emulator.settings.auth_id}/{recording_id}.{file_format}",
+            }
+        )
 
     async def action(self, request: Request, params: dict[str, str]) -> Response:
         call_uuid, action = params["call_uuid"], params["action"]

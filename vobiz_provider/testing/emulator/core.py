@@ -535,6 +535,17 @@ class VobizEmulator:
             call_status=call.status,
         ).to_form(timezone=self.settings.timezone)
 
+    def transfer_fields(self, call: EmulatedCall) -> dict[str, str]:
+        """Form fields sent to a transfer URL (the standard call parameters, ``Event=Transfer``)."""
+        from vobiz_provider.models.callbacks import VobizCallback
+
+        return VobizCallback(
+            **self._common(call),
+            a_leg_uuid=call.call_uuid,
+            event="Transfer",
+            call_status=call.status,
+        ).to_form(timezone=self.settings.timezone)
+
     def hangup_fields(self, call: EmulatedCall) -> dict[str, str]:
         """Form fields of the Hangup callback (the Plivo superset)."""
         from vobiz_provider.models.callbacks import HangupCallback

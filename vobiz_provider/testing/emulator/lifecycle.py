@@ -64,6 +64,8 @@ ACTION_URL_ERROR = Ending("completed", 7012, "Error")
 ACTION_XML_ERROR = Ending("completed", 8012, "Error")
 REDIRECT_URL_ERROR = Ending("completed", 7014, "Error")
 REDIRECT_XML_ERROR = Ending("completed", 8014, "Error")
+TRANSFER_URL_ERROR = Ending("completed", 7013, "Error")
+TRANSFER_XML_ERROR = Ending("completed", 8013, "Error")
 
 
 class _CallEnded(Exception):
@@ -121,6 +123,31 @@ class CallLifecycle:
         self._after_chain(self.done.set)
         self.emulator.call_ended(call)
         return True
+
+    def transfer(self, url: str, method: str) -> None:
+        """Transfer the A leg: drop the running XML, fetch ``url`` and run what it returns.
+
+        The call stays up (its timers keep running); an unreachable URL ends it with 7013, invalid XML
+        with 8013.
+        """
+        if self.call.finished:
+            return
+        if self._main is not None and self._main is not asyncio.current_task():
+            self._main.cancel()
+        self.call.xml_log.append(f"transferred to {url}")
+        self._main = self.emulator.spawn(self._run_transfer(url, method))
+
+    async def _run_transfer(self, url: str, method: str) -> None:
+        fields = self.emulator.transfer_fields(self.call)
+        try:
+            reached, body, error = await self._fetch(kind="transfer", url=url, method=method, fields=fields)
+            if not reached:
+                raise _CallEnded(TRANSFER_URL_ERROR)
+            await self._execute(self._parse(body, error, TRANSFER_XML_ERROR, "transfer"))
+        except _CallEnded as ended:
+            self.end(ended.ending)
+            return
+        self.end(END_OF_XML)
 
     # ------------------------------------------------------------------ helpers
 
