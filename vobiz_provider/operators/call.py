@@ -124,6 +124,11 @@ class VobizCallOperator(BaseOperator):
     (``callback_base_url`` from the connection extra or ``[vobiz]``), with a signed token naming this task
     instance. If you pass your own ``hangup_url``, or no receiver is configured, the wait polls the Vobiz API.
 
+    Retries and clears: every placed call is recorded in the callback store before the wait starts. A later
+    try of the same task instance looks there first: a call still up is waited for again (with a fresh
+    ``timeout``) instead of ringing the callee twice; a call that ended in ``success_statuses`` is returned
+    without dialling (unless ``redial="always"``); any other outcome is dialled again.
+
     :param to: Destination(s): an E.164 number or ``sip:`` URI, a list of them, or a ``<``-joined string
         (at most 1000). Templated. Use ``.partial(...).expand(to=[...])`` for one task per person.
     :param from_number: Caller ID in E.164 (the API's ``from``). Templated.
