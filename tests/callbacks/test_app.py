@@ -658,3 +658,26 @@ def test_emulator_callbacks_end_in_the_store(
     assert row.hangup_cause_code == int(hangup.fields["HangupCauseCode"])
     assert row.hangup_cause == hangup.fields["HangupCause"]
     assert (row.dag_id, row.task_id) == ("calls", "ring_oncall")
+
+
+def test_slow_handling_answers_503_in_time_and_the_retry_is_a_duplicate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+
+    def stuck(stored: Any) -> str:  # runs after the commit, like a slow disk would delay the answer
+        release.wait(30)
+        return EMPTY_XML_RESPONSE
+
+    store_url = f"sqlite:///{tmp_path / 'cb.db'}"
+    with running_receiver(monkeypatch, store_url, xml_responder=stuck, response_deadline=3.0) as receiver:
+        call_uuid = new_uuid()
+        first = receiver.post("answer", answer_fields(call_uuid))
+        release.set()
+        retry = receiver.post("answer", answer_fields(call_uuid))  # Vobiz retries the 503
+    assert first.status_code == 503
+    assert "retry later" in first.json()["detail"]
+    assert first.headers["Retry-After"]
+    assert retry.status_code == 200
+    assert retry.text == EMPTY_XML_RESPONSE
+    assert event_count(receiver, call_uuid) == 1
