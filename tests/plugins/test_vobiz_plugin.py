@@ -40,7 +40,7 @@ def test_airflow_lists_the_plugin_without_touching_the_store(tmp_path: Path) -> 
     env = {
         **os.environ,
         "AIRFLOW__VOBIZ__CALLBACK_STORE": f"sqlite:///{store_file}",
-        # A store that cannot even be opened: importing the plugin must not try.
+        # Nothing is read until a callback arrives: no secret is needed to load the plugin.
         "AIRFLOW__VOBIZ__CALLBACK_SECRET": "",
     }
     result = subprocess.run(
