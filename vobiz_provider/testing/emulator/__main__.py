@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    emulator = VobizEmulator(settings)
+    emulator = VobizEmulator(settings=settings)
     config = uvicorn.Config(emulator.app, host=args.host, port=args.port, log_level=args.log_level)
     server = uvicorn.Server(config)
     sock = config.bind_socket()

@@ -9,6 +9,7 @@ models of :mod:`vobiz_provider.models`, so it cannot drift from what the client 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import threading
 import time
@@ -49,8 +50,8 @@ class VobizEmulator:
 
     def __init__(
         self,
-        settings: EmulatorSettings | None = None,
         *,
+        settings: EmulatorSettings | None = None,
         default_script: CallScript | None = None,
         **setting_overrides: Any,
     ) -> None:
@@ -173,6 +174,8 @@ class VobizEmulator:
                 defaults = EmulatorSettings()
                 self.settings.update(**{name: getattr(defaults, name) for name in EmulatorSettings.names()})
                 self.default_script = CallScript.answered()
+            # Tasks of a loop that is gone (an in-process test loop) can never finish: forget them.
+            self._tasks = {task for task in self._tasks if not task.get_loop().is_closed()}
             tasks = list(self._tasks)
             self._scripts.clear()
             self._calls.clear()
@@ -184,8 +187,6 @@ class VobizEmulator:
             self._cond.notify_all()
         for task in tasks:
             loop = task.get_loop()
-            if loop.is_closed():
-                continue
             try:
                 running = asyncio.get_running_loop()
             except RuntimeError:
@@ -193,7 +194,8 @@ class VobizEmulator:
             if running is loop:
                 task.cancel()
             else:
-                loop.call_soon_threadsafe(task.cancel)
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    loop.call_soon_threadsafe(task.cancel)
 
     # ================================================================== records (thread-safe reads)
 

@@ -10,7 +10,6 @@ own retries, without holding up the call itself.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -167,8 +166,7 @@ class CallLifecycle:
 
         async def send() -> None:
             if previous is not None:
-                with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await previous
+                await asyncio.wait({previous})  # whatever became of it; our own cancellation still stops us
             await self.emulator.sender.notify(
                 kind=kind, url=url, method=method or "POST", fields=fields, call_uuid=self.call.call_uuid
             )
@@ -180,8 +178,7 @@ class CallLifecycle:
 
         async def wait() -> None:
             if previous is not None:
-                with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await previous
+                await asyncio.wait({previous})
             callback()
 
         self._chain = self.emulator.spawn(wait())
