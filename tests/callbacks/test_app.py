@@ -478,6 +478,15 @@ def test_malformed_input_is_4xx_never_500(
     assert event_count(receiver, "abc") == 0
 
 
+def test_empty_form_segments_are_tolerated(receiver: Receiver) -> None:
+    call_uuid = new_uuid()
+    url = receiver.url("ring")
+    query = f"{url}&&{urlencode(ring_fields(call_uuid))}&"
+    response = receiver.client.get(query, headers=signature_headers(url, AUTH_TOKEN))
+    assert response.status_code == 200, response.text
+    assert call_row(receiver, call_uuid).status == "ringing"
+
+
 def test_unknown_kind_is_404(receiver: Receiver) -> None:
     response = receiver.post(
         "voicemail", ring_fields(new_uuid()), url=f"{receiver.base_url}/callbacks/voicemail"

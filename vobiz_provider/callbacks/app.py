@@ -147,7 +147,8 @@ def _public_url(base_url: str, kind: str) -> str:
 
 def _parse_form(raw: bytes, *, what: str) -> dict[str, str]:
     try:
-        text = raw.decode("utf-8")
+        # Empty segments ("a=1&", "&&") carry nothing: tolerate them, but not a field without "=".
+        text = "&".join(part for part in raw.decode("utf-8").split("&") if part)
         pairs = parse_qsl(
             text, keep_blank_values=True, strict_parsing=True, errors="strict", max_num_fields=MAX_FIELDS
         )
