@@ -243,3 +243,14 @@ def test_serve_answers_health_and_stores_a_signed_callback(
     store.dispose()
     output = "".join(stderr)
     assert token not in output and AUTH_TOKEN not in output
+
+
+@pytest.mark.postgres
+def test_db_upgrade_and_prune_on_postgresql(cli_env: dict[str, str], postgres_url: str) -> None:
+    env = {**cli_env, "AIRFLOW__VOBIZ__CALLBACK_STORE": postgres_url}
+    upgraded = run_cli("db", "upgrade", env=env)
+    assert upgraded.returncode == 0, upgraded.stderr[-2000:]
+    assert "is up to date" in upgraded.stdout
+    pruned = run_cli("prune", "--older-than", "3650d", env=env)
+    assert pruned.returncode == 0, pruned.stderr[-2000:]
+    assert re.search(r"Deleted \d+ rows older than 3650d", pruned.stdout), pruned.stdout
