@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from vobiz_provider.testing import CallScript, EmulatorSettings, RemoteEmulator, VobizEmulator
-from vobiz_provider.testing.emulator.__main__ import build_parser, settings_from_args
+from vobiz_provider.testing.emulator.__main__ import build_parser, scripts_from_args, settings_from_args
 
 
 def test_remote_control_scripts_and_inspects_a_running_emulator(emulator, client, receiver):
@@ -87,6 +87,20 @@ def test_cli_arguments_become_settings():
     assert (settings.balance, settings.timezone, settings.retry_after) == (5.0, "UTC", 2.0)
 
 
+def test_cli_scripts_destinations():
+    args = build_parser().parse_args(
+        ["--script", "14155550101=busy", "--script", "sip:a@b.example=no-answer"]
+    )
+    assert scripts_from_args(args) == {
+        "14155550101": CallScript(outcome="busy"),
+        "sip:a@b.example": CallScript(outcome="no-answer"),
+    }
+    with pytest.raises(ValueError, match="outcome"):
+        scripts_from_args(build_parser().parse_args(["--script", "1=exploded"]))
+    with pytest.raises(ValueError, match="DESTINATION=OUTCOME"):
+        scripts_from_args(build_parser().parse_args(["--script", "busy"]))
+
+
 def test_cli_serves_the_api_in_its_own_process():
     process = subprocess.Popen(
         [
@@ -97,6 +111,10 @@ def test_cli_serves_the_api_in_its_own_process():
             "0",
             "--auth-token",
             "tok-1",
+            "--script",
+            "14155550101=busy",
+            "--default-outcome",
+            "no-answer",
             "--log-level",
             "warning",
         ],
@@ -111,6 +129,9 @@ def test_cli_serves_the_api_in_its_own_process():
         headers = {"X-Auth-ID": connection["login"], "X-Auth-Token": "tok-1"}
         me = httpx.get(f"{base_url}/auth/me", headers=headers, timeout=5)
         assert me.status_code == 200 and me.json()["auth_secret"] == "tok-1"
+        scripts = httpx.get(base_url.replace("/api/v1", "/_emulator/scripts"), timeout=5).json()
+        assert scripts["scripts"]["14155550101"]["outcome"] == "busy"
+        assert scripts["default"]["outcome"] == "no-answer"
     finally:
         process.terminate()
         process.wait(timeout=10)

@@ -12,6 +12,7 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
+from vobiz_provider.testing.emulator.script import OUTCOMES, CallScript
 from vobiz_provider.testing.emulator.settings import EmulatorSettings
 
 if TYPE_CHECKING:
@@ -44,6 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--time-scale", type=float, default=defaults.time_scale, help="factor for request/XML durations"
     )
     parser.add_argument("--no-sign-callbacks", action="store_true", help="send callbacks without signatures")
+    parser.add_argument(
+        "--callback-backoff", type=float, default=defaults.callback_backoff, help="first callback retry delay"
+    )
+    parser.add_argument(
+        "--script",
+        action="append",
+        default=[],
+        metavar="DESTINATION=OUTCOME",
+        help=f"what a destination does (repeatable); outcomes: {', '.join(OUTCOMES)}",
+    )
+    parser.add_argument(
+        "--default-outcome", choices=OUTCOMES, default="completed", help="what every other destination does"
+    )
     parser.add_argument("--log-level", default="info", help="uvicorn log level")
     return parser
 
@@ -64,7 +78,19 @@ def settings_from_args(args: argparse.Namespace) -> EmulatorSettings:
         retry_after=args.retry_after,
         time_scale=args.time_scale,
         sign_callbacks=not args.no_sign_callbacks,
+        callback_backoff=args.callback_backoff,
     )
+
+
+def scripts_from_args(args: argparse.Namespace) -> dict[str, CallScript]:
+    """The per-destination scripts named with ``--script DESTINATION=OUTCOME``."""
+    scripts: dict[str, CallScript] = {}
+    for item in args.script:
+        destination, sep, outcome = item.partition("=")
+        if not sep or not destination:
+            raise ValueError(f"--script: expected DESTINATION=OUTCOME, got {item!r}")
+        scripts[destination.strip()] = CallScript(outcome=outcome.strip())  # type: ignore[arg-type]
+    return scripts
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,10 +102,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from_args(args)
+        scripts = scripts_from_args(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    emulator = VobizEmulator(settings=settings)
+    emulator = VobizEmulator(settings=settings, default_script=CallScript(outcome=args.default_outcome))
+    for destination, script in scripts.items():
+        emulator.script(destination, script)
     config = uvicorn.Config(emulator.app, host=args.host, port=args.port, log_level=args.log_level)
     server = uvicorn.Server(config)
     sock = config.bind_socket()
