@@ -28,10 +28,12 @@ __all__ = [
     "SCHEMA_VERSION",
     "STEPS",
     "UTCDateTime",
+    "answers",
     "calls",
     "events",
     "metadata",
     "nonces",
+    "notifications",
     "schema_version",
 ]
 
@@ -144,13 +146,42 @@ nonces = sa.Table(
 )
 
 
+#: What the receiver answers when Vobiz fetches a call's answer URL: the spoken message and keypad prompt
+#: (``AnswerSpec`` as JSON) of one try of one task instance, so that no XML has to be hosted by the user and
+#: the message never travels in the URL.
+answers = sa.Table(
+    "vobiz_answers",
+    metadata,
+    sa.Column("ti_key", sa.String(1024), primary_key=True),
+    sa.Column("try_number", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("spec", _JSON, nullable=False),
+    # The receiver root the call's callbacks were pointed at: the Gather action goes to the same receiver.
+    sa.Column("callback_base_url", sa.String(1024)),
+    sa.Column("created_at", UTCDateTime, nullable=False, index=True),
+)
+
+#: Notifications recently placed, by the SHA-256 of their dedupe key: a callback that Airflow fires twice
+#: phones once within the dedupe window.
+notifications = sa.Table(
+    "vobiz_notifications",
+    metadata,
+    sa.Column("dedupe_key", sa.String(64), primary_key=True),
+    sa.Column("claimed_at", UTCDateTime, nullable=False, index=True),
+)
+
+
 def _step_1(conn: Connection) -> None:
     """Version 1: the callback events, the calls and the nonces."""
     metadata.create_all(conn, tables=[events, calls, nonces], checkfirst=True)
 
 
+def _step_2(conn: Connection) -> None:
+    """Version 2: the answers served for spoken messages, and the notification dedupe claims."""
+    metadata.create_all(conn, tables=[answers, notifications], checkfirst=True)
+
+
 #: The upgrade steps, in order; step ``i`` (0-based) brings the schema to version ``i + 1``.
-STEPS: tuple[Callable[[Connection], None], ...] = (_step_1,)
+STEPS: tuple[Callable[[Connection], None], ...] = (_step_1, _step_2)
 
 #: The version this code expects.
 SCHEMA_VERSION = len(STEPS)

@@ -36,7 +36,16 @@ from sqlalchemy import exc as sa_exc
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random
 
 from vobiz_provider.callbacks.correlation import CALLBACK_KINDS, CorrelationToken
-from vobiz_provider.callbacks.schema import SCHEMA_VERSION, STEPS, calls, events, nonces, schema_version
+from vobiz_provider.callbacks.schema import (
+    SCHEMA_VERSION,
+    STEPS,
+    answers,
+    calls,
+    events,
+    nonces,
+    notifications,
+    schema_version,
+)
 from vobiz_provider.exceptions import VobizError, VobizValidationError
 from vobiz_provider.models.call import TERMINAL_STATUSES
 from vobiz_provider.models.record import (
@@ -52,9 +61,18 @@ if TYPE_CHECKING:
 
     from sqlalchemy.engine import Connection, Engine, RowMapping
 
+    from vobiz_provider.callbacks.answers import AnswerSpec
     from vobiz_provider.callbacks.config import VobizSettings
 
-__all__ = ["CallbackStore", "RecordResult", "StoreUnavailable", "dedupe_key", "dispose_stores", "get_store"]
+__all__ = [
+    "AnswerEntry",
+    "CallbackStore",
+    "RecordResult",
+    "StoreUnavailable",
+    "dedupe_key",
+    "dispose_stores",
+    "get_store",
+]
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +149,20 @@ class RecordResult:
     call_uuid: str | None
     replayed: bool = False
     record: CallRecord | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnswerEntry:
+    """A stored answer spec (:meth:`CallbackStore.load_answer_entry`).
+
+    :param spec: What the call says and gathers.
+    :param callback_base_url: The receiver root the call's callbacks were pointed at, if recorded.
+    :param created_at: When it was stored (UTC).
+    """
+
+    spec: AnswerSpec
+    callback_base_url: str | None
+    created_at: dt.datetime
 
 
 class _Conflict(Exception):
@@ -957,6 +989,107 @@ class CallbackStore:
             conn.execute(nonces.delete().where(nonces.c.seen_at < cutoff))
         return fresh
 
+    def save_answer(
+        self,
+        correlation: CorrelationToken,
+        spec: AnswerSpec,
+        *,
+        callback_base_url: str | None = None,
+    ) -> None:
+        """Store what the call placed under ``correlation`` says when answered (idempotent upsert).
+
+        Keyed by the task instance and its try (``ti_key``, ``try_number``): a new try stores its own spec,
+        saving again for the same try replaces it.
+
+        :param correlation: The call's correlation token.
+        :param spec: The message and keypad prompt.
+        :param callback_base_url: The receiver root the call's callbacks go to (the Gather action uses it).
+        """
+        base = _text(callback_base_url)
+        _check_lengths(
+            [
+                ("ti_key", answers.c.ti_key, correlation.ti_key),
+                ("callback_base_url", answers.c.callback_base_url, base),
+            ]
+        )
+        values = {"spec": spec.to_json(), "callback_base_url": base, "created_at": _now()}
+
+        def work(conn: Connection) -> None:
+            statement = self._insert(answers).values(
+                ti_key=correlation.ti_key, try_number=correlation.try_number, **values
+            )
+            conn.execute(
+                statement.on_conflict_do_update(index_elements=["ti_key", "try_number"], set_=values)
+            )
+
+        self._run(work, write=True)
+
+    def load_answer_entry(self, correlation: CorrelationToken) -> AnswerEntry | None:
+        """The stored answer of ``correlation``'s task instance and try, with its receiver root, or ``None``.
+
+        :param correlation: The verified correlation token of the answer or gather request.
+        """
+        from vobiz_provider.callbacks.answers import AnswerSpec
+
+        statement = sa.select(answers.c.spec, answers.c.callback_base_url, answers.c.created_at).where(
+            answers.c.ti_key == correlation.ti_key, answers.c.try_number == correlation.try_number
+        )
+        row = self._run(lambda conn: conn.execute(statement).mappings().first(), write=False)
+        if row is None:
+            return None
+        spec = row["spec"]
+        return AnswerEntry(
+            spec=AnswerSpec.model_validate(json.loads(spec) if isinstance(spec, str) else spec),
+            callback_base_url=row["callback_base_url"],
+            created_at=row["created_at"],
+        )
+
+    def load_answer(self, correlation: CorrelationToken) -> AnswerSpec | None:
+        """The stored answer spec of ``correlation``'s task instance and try, or ``None``.
+
+        :param correlation: The verified correlation token of the answer or gather request.
+        """
+        entry = self.load_answer_entry(correlation)
+        return entry.spec if entry is not None else None
+
+    def claim_notification(self, key: str, *, window: dt.timedelta) -> bool:
+        """Claim the right to place the notification ``key``; ``False`` if it was claimed within ``window``.
+
+        Atomic on both backends (one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE claimed_at < cutoff``): of
+        several callers racing for one key, exactly one gets ``True``.
+
+        :param key: The dedupe key (any length; stored as its SHA-256).
+        :param window: How long a claim blocks the same key.
+        """
+        if not isinstance(key, str) or not key:
+            raise ValueError("claim_notification needs a non-empty key")
+        if window.total_seconds() < 0:
+            raise ValueError("claim_notification(window=...) must not be negative")
+        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+        def work(conn: Connection) -> bool:
+            now = _now()
+            statement = self._insert(notifications).values(dedupe_key=digest, claimed_at=now)
+            statement = statement.on_conflict_do_update(
+                index_elements=["dedupe_key"],
+                set_={"claimed_at": now},
+                where=notifications.c.claimed_at <= now - window,
+            )
+            return conn.execute(statement).rowcount == 1
+
+        return self._run(work, write=True)
+
+    def release_notification(self, key: str) -> None:
+        """Forget the claim on ``key`` (the call could not be placed, so a later attempt may phone).
+
+        :param key: The dedupe key given to :meth:`claim_notification`.
+        """
+        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+        self._run(
+            lambda conn: conn.execute(notifications.delete().where(notifications.c.dedupe_key == digest)),
+            write=True,
+        )
+
     def remember_nonce(self, nonce: str, *, window: float | None = None) -> bool:
         """Remember a signature nonce; ``False`` if it was already seen within ``window`` seconds.
 
@@ -1062,7 +1195,9 @@ class CallbackStore:
     # -- maintenance --------------------------------------------------------------------------------
 
     def prune(self, *, older_than: dt.timedelta) -> int:
-        """Delete callbacks, ended calls and nonces older than ``older_than``; returns the rows deleted.
+        """Delete callbacks, ended calls, nonces, answers and notification claims older than ``older_than``.
+
+        Returns the number of rows deleted.
 
         Calls still in progress are kept whatever their age: a waiting task may still need them.
 
@@ -1078,6 +1213,10 @@ class CallbackStore:
                 calls.delete().where(calls.c.terminal.is_(True), calls.c.updated_at < cutoff)
             ).rowcount
             deleted += conn.execute(nonces.delete().where(nonces.c.seen_at < cutoff)).rowcount
+            deleted += conn.execute(answers.delete().where(answers.c.created_at < cutoff)).rowcount
+            deleted += conn.execute(
+                notifications.delete().where(notifications.c.claimed_at < cutoff)
+            ).rowcount
             return deleted
 
         return self._run(work, write=True)
