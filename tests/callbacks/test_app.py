@@ -478,6 +478,14 @@ def test_malformed_input_is_4xx_never_500(
     assert event_count(receiver, "abc") == 0
 
 
+def test_value_too_long_for_the_store_is_422_naming_the_field(receiver: Receiver) -> None:
+    call_uuid = new_uuid()
+    response = receiver.post("hangup", hangup_fields(call_uuid, HangupCause="X" * 500))
+    assert response.status_code == 422, response.text
+    assert "HangupCause" in response.json()["detail"]
+    assert nothing_stored(receiver, call_uuid)
+
+
 def test_empty_form_segments_are_tolerated(receiver: Receiver) -> None:
     call_uuid = new_uuid()
     url = receiver.url("ring")

@@ -334,6 +334,7 @@ class CallbackReceiver:
         :raises CallbackRejected: When the callback is refused (nothing stored) or the store failed.
         """
         from vobiz_provider.callbacks.store import StoreUnavailable
+        from vobiz_provider.exceptions import VobizValidationError
 
         nonce, own_keys = self.verify_signature(
             kind=kind, headers=headers, request_url=request_url, correlation=correlation, settings=settings
@@ -355,6 +356,8 @@ class CallbackReceiver:
             )
             if result.replayed and not (nonce and self.same_event_stored(store, kind, fields, nonce)):
                 raise CallbackRejected(403, "replayed signature nonce")
+        except VobizValidationError as err:  # a value the store cannot hold (too long), refused by name
+            raise CallbackRejected(422, str(err)) from None
         except StoreUnavailable as err:
             log.warning("Vobiz %s callback not stored, the callback store is unavailable: %s", kind, err)
             raise CallbackRejected(
