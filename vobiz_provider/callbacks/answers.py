@@ -48,6 +48,7 @@ __all__ = [
     "publish_answer",
     "render_answer",
     "render_gather_reply",
+    "xml_response_for",
 ]
 
 #: Spoken after the caller pressed keys, before the call ends.
@@ -326,3 +327,28 @@ def gather_response_for(
     if spec is None:
         return None
     return render_gather_reply(spec, digits=fields.get("Digits"))
+
+
+def xml_response_for(
+    kind: str,
+    store: CallbackStore,
+    correlation: CorrelationToken,
+    fields: Mapping[str, str],
+    settings: VobizSettings,
+) -> str | None:
+    """The receiver's one entry point: the XML for an ``answer`` or ``gather`` request, else ``None``.
+
+    ``None`` also when no spec is stored for the call (the caller then answers its default, an empty
+    ``<Response>``).
+
+    :param kind: The callback route (``answer``, ``gather``, ...).
+    :param store: The callback store.
+    :param correlation: The verified correlation token of the request.
+    :param fields: The posted form fields.
+    :param settings: The ``[vobiz]`` settings.
+    """
+    if kind == "answer":
+        return answer_response_for(store, correlation, settings)
+    if kind == "gather":
+        return gather_response_for(store, correlation, fields, settings)
+    return None
