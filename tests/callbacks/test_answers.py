@@ -118,7 +118,7 @@ def test_text_and_urls_are_escaped() -> None:
     verbs = _children(xml)
     assert [verb.tag for verb in verbs] == ["Speak", "Gather", "Hangup"]
     assert verbs[0].text == hostile
-    assert list(verbs[1])[0].text == "<Redirect>x</Redirect>"
+    assert verbs[1][0].text == "<Redirect>x</Redirect>"
     assert verbs[1].attrib["action"] == ACTION
 
 
