@@ -26,6 +26,7 @@ from pydantic import SecretStr
 # Imported up front so that the first request of a test does not pay for them inside the response deadline.
 import vobiz_provider.hooks.vobiz
 import vobiz_provider.models.callbacks  # noqa: F401
+from vobiz_provider.callbacks.answers import AnswerSpec, publish_answer
 from vobiz_provider.callbacks.app import EMPTY_XML_RESPONSE, MOUNT_PATH, create_app
 from vobiz_provider.callbacks.correlation import CorrelationToken, callback_url
 from vobiz_provider.callbacks.schema import events
@@ -264,6 +265,24 @@ def test_answer_gets_empty_xml_response(receiver: Receiver) -> None:
     assert response.headers["content-type"].startswith("application/xml")
     assert response.text == EMPTY_XML_RESPONSE
     assert call_row(receiver, call_uuid).status == "in-progress"
+
+
+def test_answer_serves_the_spoken_message_the_task_stored(receiver: Receiver) -> None:
+    correlation = ti(try_number=3)
+    spec = AnswerSpec.build(message="Disk full on db-1")
+    publish_answer(
+        receiver.store,
+        correlation,
+        spec,
+        callback_base_url=receiver.base_url,
+        token=correlation.encode(SECRET),
+    )
+    response = receiver.post("answer", answer_fields(new_uuid()), correlation=correlation)
+    other_try = receiver.post("answer", answer_fields(new_uuid()), correlation=ti(try_number=4))
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/xml")
+    assert "<Speak" in response.text and "Disk full on db-1" in response.text
+    assert other_try.text == EMPTY_XML_RESPONSE  # nothing stored for that try
 
 
 def test_custom_xml_responder_sees_the_stored_callback(
@@ -698,3 +717,42 @@ def test_slow_handling_answers_503_in_time_and_the_retry_is_a_duplicate(
     assert retry.status_code == 200
     assert retry.text == EMPTY_XML_RESPONSE
     assert event_count(receiver, call_uuid) == 1
+
+
+def test_emulator_caller_presses_a_key_at_the_prompt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vobiz_emulator_factory: Any
+) -> None:
+    from vobiz_provider.hooks.vobiz import VobizHook
+
+    emulator = vobiz_emulator_factory()
+    destination = "919876543211"
+    emulator.script(destination, CallScript.answered(after=0.05, talk_for=None, digits="1"))
+    with running_receiver(monkeypatch, f"sqlite:///{tmp_path / 'cb.db'}") as receiver:
+        monkeypatch.setenv("AIRFLOW_CONN_VOBIZ_DEFAULT", emulator.connection_json(timezone="Asia/Kolkata"))
+        monkeypatch.setenv("AIRFLOW__VOBIZ__REQUIRE_SIGNATURES", "True")
+        correlation = ti(task_id="ask_oncall")
+        token = correlation.encode(SECRET)
+        spec = AnswerSpec.build(
+            message="The nightly load failed.", gather={"prompt": "Press 1 to acknowledge.", "num_digits": 1}
+        )
+        answer_url = publish_answer(
+            receiver.store, correlation, spec, callback_base_url=receiver.base_url, token=token
+        )
+        VobizHook().make_call(
+            {
+                "from": "911171366900",
+                "to": destination,
+                "answer_url": answer_url,
+                "hangup_url": receiver.url("hangup", correlation),
+            }
+        )
+        [hangup] = emulator.wait_for_callbacks("hangup", timeout=20)
+
+    [gather] = [record for record in emulator.callbacks if record.kind == "gather"]
+    assert gather.status == 200
+    assert gather.fields["Digits"] == "1"
+    assert all(record.status == 200 for record in emulator.callbacks)
+    [row] = receiver.store.lookup(call_uuids=[hangup.call_uuid])
+    assert row.digits == "1"
+    assert row.status == "completed"
+    assert row.task_id == "ask_oncall"

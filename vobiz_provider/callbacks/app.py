@@ -109,6 +109,8 @@ class StoredCallback:
     :param callback: The parsed model (:func:`vobiz_provider.models.callbacks.parse_callback`).
     :param correlation: The task instance the call belongs to.
     :param result: What the store did with it.
+    :param store: The store it was written to (where answer specs are looked up).
+    :param settings: The settings in force for the request.
     """
 
     kind: str
@@ -116,6 +118,8 @@ class StoredCallback:
     callback: VobizCallback
     correlation: CorrelationToken
     result: RecordResult
+    store: CallbackStore = field(repr=False)
+    settings: VobizSettings = field(repr=False)
 
 
 #: Decides the XML answered to an ``answer`` or ``gather`` callback (after it is stored).
@@ -123,15 +127,18 @@ XmlResponder = Callable[[StoredCallback], str]
 
 
 def answer_xml(stored: StoredCallback) -> str:
-    """The XML instructions returned to Vobiz for an ``answer`` or ``gather`` callback.
+    """The XML instructions returned to Vobiz for an ``answer`` or ``gather`` callback (after it is stored).
 
-    This is the extension point for spoken messages: today every call simply goes on (an empty
-    ``<Response>``); a later version looks up what the task asked to say or gather and builds it with
-    :mod:`vobiz_provider.xml`. Pass another function as ``create_app(xml_responder=...)`` to change it.
+    The spoken message or keypad prompt that the task stored for this call and try
+    (:func:`vobiz_provider.callbacks.answers.xml_response_for`); an empty ``<Response>`` when it stored none,
+    which lets the call go on. Pass another function as ``create_app(xml_responder=...)`` to change it.
 
     :param stored: The stored callback and the task instance it belongs to.
     """
-    return EMPTY_XML_RESPONSE
+    from vobiz_provider.callbacks.answers import xml_response_for
+
+    xml = xml_response_for(stored.kind, stored.store, stored.correlation, stored.fields, stored.settings)
+    return xml if xml is not None else EMPTY_XML_RESPONSE
 
 
 def _loggable(value: str | None) -> str | None:
@@ -364,7 +371,13 @@ class CallbackReceiver:
                 503, "callback store unavailable, retry later", retry_after=RETRY_AFTER_SECONDS
             ) from None
         stored = StoredCallback(
-            kind=kind, fields=fields, callback=callback, correlation=correlation, result=result
+            kind=kind,
+            fields=fields,
+            callback=callback,
+            correlation=correlation,
+            result=result,
+            store=store,
+            settings=settings,
         )
         log.info(
             "Vobiz %s callback %s: CallUUID=%s CallStatus=%s HangupCause=%s (task %s, try %s)",
@@ -376,7 +389,15 @@ class CallbackReceiver:
             correlation.ti_key,
             correlation.try_number,
         )
-        xml = self.xml_responder(stored) if kind in XML_KINDS else None
+        xml = None
+        if kind in XML_KINDS:
+            try:
+                xml = self.xml_responder(stored)
+            except StoreUnavailable as err:
+                log.warning("Vobiz %s callback stored, but its XML could not be read: %s", kind, err)
+                raise CallbackRejected(
+                    503, "callback store unavailable, retry later", retry_after=RETRY_AFTER_SECONDS
+                ) from None
         return stored, xml
 
 
