@@ -1,0 +1,397 @@
+"""Fixtures for the end-to-end tests: real Airflow processes (``airflow standalone``), the emulator as a
+separate process, and an answer-XML server, all on loopback.
+
+Every process started here runs in its own session and is stopped with its whole process group (SIGTERM,
+then SIGKILL after a grace period), so no LocalExecutor worker or triggerer child outlives the test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+DAGS_DIR = Path(__file__).resolve().parent / "dags"
+#: Seconds ``airflow standalone`` gets to become healthy and serve the plugin (~70 s on 2 busy cores).
+STARTUP_TIMEOUT = 240.0
+#: Seconds a process group gets to exit after SIGTERM before it is killed.
+STOP_GRACE = 15.0
+CALLBACK_SECRET = "e2e-callback-secret"
+ANSWER_XML = '<?xml version="1.0" encoding="UTF-8"?><Response><Wait length="300"/></Response>'
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for servers that cannot bind port 0 themselves)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def redact(text: str) -> str:
+    """Hide correlation tokens (``t=...``) in text dumped on failure."""
+    return re.sub(r"([?&]t=)[^&\s\"']+", r"\1***", text)
+
+
+def tail(path: Path, lines: int = 80) -> str:
+    """The last ``lines`` lines of a text file (empty when it does not exist)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return redact("\n".join(text.splitlines()[-lines:]))
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` is still running (zombies waiting to be reaped do not count)."""
+    proc = Path("/proc")
+    if not proc.is_dir():  # not Linux: zombies count too
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            # "pid (comm) state ppid pgrp ...": comm may hold spaces, so split after its ")".
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def stop_process_group(process: subprocess.Popen[Any], grace: float = STOP_GRACE) -> None:
+    """SIGTERM the process group of ``process`` (started with ``start_new_session``), SIGKILL it after
+    ``grace`` seconds if anything of it is still running."""
+    pgid = process.pid  # the leader of its own session: its pid is the group id
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while _group_alive(pgid):
+        if time.monotonic() >= deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+            break
+        process.poll()
+        time.sleep(0.2)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=5)
+
+
+def wait_until(
+    condition: Callable[[], Any], *, timeout: float, interval: float = 0.5, message: Callable[[], str]
+) -> Any:
+    """Call ``condition`` until it returns something truthy; fail with ``message()`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            pytest.fail(message(), pytrace=False)
+        time.sleep(interval)
+
+
+# ------------------------------------------------------------------------------------------ the emulator
+
+
+@dataclass
+class EmulatorProcess:
+    """``python -m vobiz_provider.testing.emulator`` running in its own process."""
+
+    process: subprocess.Popen[str]
+    url: str
+    connection: dict[str, Any]
+    output: list[str] = field(default_factory=list)
+
+    def control(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Call the control API (``/_emulator/...``); returns the JSON body."""
+        response = httpx.request(method, f"{self.url}/_emulator{path}", timeout=10.0, **kwargs)
+        response.raise_for_status()
+        return response.json()
+
+    def calls(self) -> list[dict[str, Any]]:
+        return self.control("GET", "/calls")["calls"]
+
+    def callbacks(self) -> list[dict[str, Any]]:
+        return self.control("GET", "/callbacks")["callbacks"]
+
+    def describe(self) -> str:
+        """Calls and callback attempts, for failure messages (tokens hidden)."""
+        try:
+            calls = [
+                {k: c.get(k) for k in ("call_uuid", "to", "status", "hangup_cause_code", "xml_log")}
+                for c in self.calls()
+            ]
+            callbacks = [
+                {k: c.get(k) for k in ("kind", "url", "attempt", "status", "error", "sent_at")}
+                for c in self.callbacks()
+            ]
+        except httpx.HTTPError as exc:
+            return f"emulator unreachable: {exc}\n" + redact("".join(self.output[-40:]))
+        return redact(
+            "emulator calls:\n"
+            + json.dumps(calls, indent=1)
+            + "\nemulator callback attempts:\n"
+            + json.dumps(callbacks, indent=1)
+            + "\nemulator output (tail):\n"
+            + "".join(self.output[-40:])
+        )
+
+
+@pytest.fixture(scope="module")
+def emulator_process() -> Iterator[EmulatorProcess]:
+    """The emulator as a separate process on a free loopback port."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vobiz_provider.testing.emulator", "--host", "127.0.0.1", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    output: list[str] = []
+    ready = threading.Event()
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+            if line.startswith("AIRFLOW_CONN_VOBIZ_DEFAULT="):
+                ready.set()
+        ready.set()  # the process ended: stop waiting
+
+    threading.Thread(target=pump, name="emulator-output", daemon=True).start()
+    try:
+        if not ready.wait(30) or process.poll() is not None:
+            pytest.fail(f"the emulator did not start:\n{''.join(output)}", pytrace=False)
+        banner = next(line for line in output if "Vobiz emulator:" in line)
+        match = re.search(r"Vobiz emulator: (http://[^/\s]+)/api/v1", banner)
+        conn_line = next(line for line in output if line.startswith("AIRFLOW_CONN_VOBIZ_DEFAULT="))
+        assert match is not None, output
+        connection = json.loads(conn_line.split("=", 1)[1].strip().strip("'"))
+        yield EmulatorProcess(process=process, url=match.group(1), connection=connection, output=output)
+    finally:
+        stop_process_group(process, grace=5)
+
+
+@pytest.fixture(scope="module")
+def answer_url() -> Iterator[str]:
+    """A URL serving answer XML that keeps the call up until the callee hangs up."""
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from vobiz_provider.testing.emulator.server import serve_in_thread
+
+    async def answer(request: Any) -> Response:
+        return Response(ANSWER_XML, media_type="application/xml")
+
+    app = Starlette(routes=[Route("/answer.xml", answer, methods=["GET", "POST"])])
+    with serve_in_thread(app) as port:
+        yield f"http://127.0.0.1:{port}/answer.xml"
+
+
+# ------------------------------------------------------------------------------------ airflow standalone
+
+
+@dataclass
+class StandaloneAirflow:
+    """``airflow standalone`` (scheduler, DAG processor, API server, triggerer, LocalExecutor)."""
+
+    process: subprocess.Popen[bytes]
+    home: Path
+    api_url: str
+    log_path: Path
+    callback_base_url: str
+    callback_store: str
+
+    def __post_init__(self) -> None:
+        self.api = httpx.Client(base_url=f"{self.api_url}/api/v2", timeout=30.0)
+
+    def close(self) -> None:
+        self.api.close()
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        response = self.api.get(path, **kwargs)
+        response.raise_for_status()
+        return response.json()
+
+    def log_tail(self, lines: int = 120) -> str:
+        return tail(self.log_path, lines)
+
+    def describe_run(self, dag_id: str, run_id: str | None) -> str:
+        """The run's task instances and the standalone log, for failure messages."""
+        parts = []
+        if run_id is not None:
+            try:
+                tis = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+                parts.append(
+                    "task instances: "
+                    + json.dumps(
+                        [
+                            {k: ti.get(k) for k in ("task_id", "state", "try_number", "end_date")}
+                            for ti in tis
+                        ],
+                        indent=1,
+                    )
+                )
+                for ti in tis:
+                    parts.append(f"--- log of {ti['task_id']} (try {ti['try_number']}):")
+                    parts.append(redact(self.task_log(dag_id, run_id, ti["task_id"], ti["try_number"] or 1)))
+            except (httpx.HTTPError, KeyError, ValueError) as exc:
+                parts.append(f"could not read the task instances: {exc}")
+        try:
+            errors = self.get("/importErrors")
+            if errors.get("total_entries"):
+                parts.append("import errors: " + json.dumps(errors, indent=1))
+        except httpx.HTTPError:
+            pass
+        parts.append(f"--- airflow standalone output (tail of {self.log_path}):\n{self.log_tail()}")
+        return "\n".join(parts)
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
+        """The task's log (worker and trigger parts, interleaved by Airflow) as plain text."""
+        body = self.get(
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            params={"full_content": "true"},
+            headers={"Accept": "application/json"},
+        )
+        content = body.get("content") or []
+        if isinstance(content, str):
+            return content
+        return "\n".join(
+            str(item.get("event", "")) if isinstance(item, dict) else str(item) for item in content
+        )
+
+
+def _standalone_env(home: Path, *, api_port: int, connection: dict[str, Any]) -> dict[str, str]:
+    """The environment of ``airflow standalone``: nothing inherited from the test session's Airflow."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AIRFLOW_", "AIRFLOW__", "_AIRFLOW")) and key != "PYTEST_CURRENT_TEST"
+    }
+    bin_dir = str(Path(sys.executable).parent)  # standalone runs `airflow ...` sub-commands
+    api_url = f"http://127.0.0.1:{api_port}"
+    env.update(
+        {
+            "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(api_port),
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+            # The log servers default to fixed ports on every interface; keep parallel runs apart.
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW_CONN_VOBIZ_DEFAULT": json.dumps(connection),
+            "AIRFLOW__VOBIZ__CALLBACK_BASE_URL": f"{api_url}/vobiz",
+            "AIRFLOW__VOBIZ__CALLBACK_SECRET": CALLBACK_SECRET,
+            "AIRFLOW__VOBIZ__CALLBACK_STORE": f"sqlite:///{home / 'vobiz_callbacks.db'}",
+            "AIRFLOW__VOBIZ__REQUIRE_SIGNATURES": "True",
+            "AIRFLOW__VOBIZ__POLL_INTERVAL": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+@pytest.fixture(scope="module")
+def standalone_airflow(
+    tmp_path_factory: pytest.TempPathFactory, emulator_process: EmulatorProcess
+) -> Iterator[StandaloneAirflow]:
+    """``airflow standalone`` in a fresh AIRFLOW_HOME with the e2e DAGs, healthy and serving ``/vobiz``."""
+    home = tmp_path_factory.mktemp("standalone-airflow-home")
+    shutil.copytree(DAGS_DIR, home / "dags", ignore=shutil.ignore_patterns("__pycache__"))
+    api_port = free_port()
+    env = _standalone_env(home, api_port=api_port, connection=emulator_process.connection)
+    log_path = home / "standalone.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "airflow"), "standalone"],
+            cwd=home,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    airflow = StandaloneAirflow(
+        process=process,
+        home=home,
+        api_url=f"http://127.0.0.1:{api_port}",
+        log_path=log_path,
+        callback_base_url=env["AIRFLOW__VOBIZ__CALLBACK_BASE_URL"],
+        callback_store=env["AIRFLOW__VOBIZ__CALLBACK_STORE"],
+    )
+    try:
+
+        def healthy() -> bool:
+            if process.poll() is not None:
+                pytest.fail(
+                    f"airflow standalone exited with {process.returncode}:\n{airflow.log_tail()}",
+                    pytrace=False,
+                )
+            try:
+                health = airflow.api.get("/monitor/health")
+                plugin = httpx.get(f"{airflow.callback_base_url}/health", timeout=5.0)
+            except httpx.HTTPError:
+                return False
+            if health.status_code != 200 or plugin.status_code != 200:
+                return False
+            components = health.json()
+            if (components.get("dag_processor") or {"status": "healthy"}).get("status") != "healthy":
+                return False
+            if not all(
+                (components.get(name) or {}).get("status") == "healthy"
+                for name in ("metadatabase", "scheduler", "triggerer")
+            ):
+                return False
+            # The Execution API builds its versioned routes on its first request, on the API server's event
+            # loop: ~40 s on 2 busy cores, during which nothing else (REST API, /vobiz) answers. Pay for
+            # it here rather than in the middle of the run.
+            try:
+                warm = httpx.get(f"{airflow.api_url}/execution/health", timeout=STARTUP_TIMEOUT)
+            except httpx.HTTPError:
+                return False
+            return warm.status_code < 500
+
+        wait_until(
+            healthy,
+            timeout=STARTUP_TIMEOUT,
+            interval=1.0,
+            message=lambda: (
+                f"airflow standalone did not become healthy (API, scheduler, triggerer, DAG processor and "
+                f"the /vobiz plugin) within {STARTUP_TIMEOUT:.0f} s:\n{airflow.log_tail()}"
+            ),
+        )
+        yield airflow
+    finally:
+        airflow.close()
+        stop_process_group(process)

@@ -1,0 +1,199 @@
+"""End to end under real Airflow: ``airflow standalone`` (scheduler, DAG processor, API server with the
+``VobizPlugin`` receiver, triggerer, LocalExecutor) runs ``tests/e2e/dags/vobiz_e2e_call.py`` against the
+emulator, a separate process on loopback.
+
+The flow checked: the ``call`` task fires the call at the emulator and defers; while the phone rings the task
+instance is DEFERRED; the emulator posts the ring and hangup callbacks to ``/vobiz`` on the API server (the
+plugin), which stores them; the triggerer's ``VobizCallHangupTrigger`` sees the hangup in the store, the task
+resumes and pushes the call record; ``report`` reads it from XCom; the DAG run succeeds. Everything is
+observed from outside, through Airflow's REST API and the emulator's control API.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+from vobiz_provider.testing import CallScript
+
+if TYPE_CHECKING:
+    from conftest import EmulatorProcess, StandaloneAirflow
+
+pytestmark = [pytest.mark.slow, pytest.mark.airflow_db, pytest.mark.timeout(420)]
+
+DAG_ID = "vobiz_e2e_call"
+TO = "+14155550101"
+#: Seconds the phone rings before the callee answers: the window in which the task must be seen DEFERRED.
+RING_SECONDS = 12.0
+#: Seconds the callee stays on the line (long enough for the trigger's 1 s polls to see "answered").
+TALK_SECONDS = 4.0
+#: Seconds the DAG processor gets to register the DAG file.
+PARSE_TIMEOUT = 90.0
+#: Seconds from triggering the run to its end (ringing + talking are ~16 s; the rest is scheduling).
+RUN_TIMEOUT = 180.0
+TERMINAL_RUN_STATES = {"success", "failed"}
+
+
+def _value(entry: dict[str, Any]) -> Any:
+    """The value of an XCom entry returned by the REST API (native JSON, or a JSON string)."""
+    value = entry["value"]
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _wait_for_dag(airflow: StandaloneAirflow) -> None:
+    deadline = time.monotonic() + PARSE_TIMEOUT
+    while time.monotonic() < deadline:
+        response = airflow.api.get(f"/dags/{DAG_ID}")
+        if response.status_code == 200:
+            return
+        errors = airflow.get("/importErrors")
+        if errors.get("total_entries"):
+            pytest.fail(f"the e2e DAG failed to import: {json.dumps(errors, indent=1)}", pytrace=False)
+        time.sleep(1.0)
+    pytest.fail(
+        f"the DAG processor did not register {DAG_ID} within {PARSE_TIMEOUT:.0f} s\n"
+        f"{airflow.describe_run(DAG_ID, None)}",
+        pytrace=False,
+    )
+
+
+def _run_and_watch(
+    airflow: StandaloneAirflow, emulator: EmulatorProcess, conf: dict[str, Any]
+) -> tuple[str, str, list[tuple[float, str | None, str | None]]]:
+    """Trigger a run and poll it to its end.
+
+    Returns the run id, its final state, and samples ``(seconds since trigger, state of the call task,
+    emulator status of the call)``, the latter taken only while the task is DEFERRED.
+    """
+    airflow.api.patch(f"/dags/{DAG_ID}", json={"is_paused": False}).raise_for_status()
+    response = airflow.api.post(f"/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": conf})
+    assert response.status_code == 200, response.text
+    run_id = response.json()["dag_run_id"]
+    started = time.monotonic()
+    samples: list[tuple[float, str | None, str | None]] = []
+    state = "queued"
+    while time.monotonic() - started < RUN_TIMEOUT:
+        try:
+            state = airflow.get(f"/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
+            tis = airflow.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]
+            call_state = next((ti["state"] for ti in tis if ti["task_id"] == "call"), None)
+            phone = None
+            if call_state == "deferred":
+                calls = emulator.calls()
+                phone = calls[0]["status"] if calls else None
+        except httpx.TimeoutException:
+            continue  # a busy API server; the run's deadline still applies
+        if not samples or samples[-1][1:] != (call_state, phone):
+            samples.append((round(time.monotonic() - started, 1), call_state, phone))
+        if state in TERMINAL_RUN_STATES:
+            break
+        time.sleep(0.5)
+    return run_id, state, samples
+
+
+def test_deferred_call_resumes_from_the_plugin_receiver_under_a_real_triggerer(
+    standalone_airflow: StandaloneAirflow, emulator_process: EmulatorProcess, answer_url: str
+) -> None:
+    airflow, emulator = standalone_airflow, emulator_process
+    script = CallScript.answered(after=RING_SECONDS, talk_for=TALK_SECONDS, ring_after=0.2)
+    emulator.control("POST", "/reset")
+    emulator.control("POST", "/scripts", json={"default": script.to_dict()})
+    _wait_for_dag(airflow)
+
+    run_id, state, samples = _run_and_watch(airflow, emulator, {"to": TO, "answer_url": answer_url})
+
+    def diagnostics() -> str:
+        return (
+            f"run {run_id}: {state}\n(seconds, call task state, phone) samples: {samples}\n"
+            f"{emulator.describe()}\n{airflow.describe_run(DAG_ID, run_id)}"
+        )
+
+    assert state == "success", f"the DAG run did not succeed\n{diagnostics()}"
+
+    # The task gave up its worker slot while the phone rang.
+    assert any(task_state == "deferred" and phone == "ringing" for _, task_state, phone in samples), (
+        f"the call task was never seen DEFERRED while the phone rang\n{diagnostics()}"
+    )
+
+    # One call, placed once, answered and hung up by the callee.
+    calls = emulator.calls()
+    assert len(calls) == 1, diagnostics()
+    call = calls[0]
+    assert call["status"] == "completed", diagnostics()
+    posts = [r for r in emulator.control("GET", "/requests")["requests"] if r["method"] == "POST"]
+    assert len(posts) == 1, f"expected exactly one POST /Call/\n{diagnostics()}"
+
+    # The ring and hangup callbacks went to the plugin's receiver on the API server, which stored them
+    # (it answers 200 only after committing; signatures are required); the answer XML came from answer_url.
+    callbacks = emulator.callbacks()
+    by_kind = {kind: [c for c in callbacks if c["kind"] == kind] for kind in ("ring", "answer", "hangup")}
+    for kind in ("ring", "hangup"):
+        attempts = by_kind[kind]
+        assert attempts, f"no {kind} callback was sent\n{diagnostics()}"
+        assert all(c["url"].startswith(f"{airflow.callback_base_url}/callbacks/{kind}?") for c in attempts)
+        assert attempts[-1]["status"] == 200, f"the receiver refused the {kind} callback\n{diagnostics()}"
+    assert [c["status"] for c in by_kind["answer"]] == [200], diagnostics()
+    assert by_kind["answer"][0]["url"] == answer_url
+
+    # The call task resumed without using up a try and pushed the final call record.
+    tis = {
+        ti["task_id"]: ti
+        for ti in airflow.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]
+    }
+    assert tis["call"]["state"] == "success" and tis["call"]["try_number"] == 1, diagnostics()
+    assert tis["report"]["state"] == "success", diagnostics()
+    record = _value(
+        airflow.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/call/xcomEntries/return_value")
+    )
+    assert record["call_uuid"] == call["call_uuid"], diagnostics()
+    assert record["request_uuid"] == call["request_uuid"]
+    assert record["status"] == "completed"
+    assert record["hangup_cause_code"] == call["hangup_cause_code"]
+    assert record["source"] == "callback", f"the outcome did not come from the stored callbacks: {record}"
+
+    # The downstream task read it from XCom.
+    summary = _value(
+        airflow.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/report/xcomEntries/return_value")
+    )
+    assert summary == {
+        key: record.get(key)
+        for key in (
+            "call_uuid",
+            "request_uuid",
+            "to",
+            "status",
+            "hangup_cause_code",
+            "hangup_cause_name",
+            "hangup_source",
+            "duration",
+        )
+    }
+
+    # The task's log holds the call's timeline: fired and deferred (worker), then ringing and the hangup
+    # cause (written by the trigger in the triggerer; Airflow serves its trigger log file as part of the
+    # task's log). The answer is not in it: it goes to the DAG's answer_url, not to the receiver.
+    log = airflow.task_log(DAG_ID, run_id, "call", 1)
+    assert re.search(r"attempt=1\.log\.trigger\.\d+\.log", log), f"no trigger log among the sources:\n{log}"
+    leg = re.escape(f"({call['call_uuid']})")
+    to = re.escape(TO)
+    expected = {
+        "fired": rf"Vobiz accepted the call to {to}: request_uuid {re.escape(call['request_uuid'])}",
+        "deferred": rf"Deferring until the call to {to} hangs up",
+        "waiting": r"Waiting for the Vobiz call .* reading the callback store",
+        "ringing": rf"Call to {to} {leg}: ringing \(via callback\)",
+        "hangup cause": (
+            rf"Call to {to} {leg}: hung up \(status=completed, "
+            rf"cause={re.escape(record['hangup_cause_name'])} {call['hangup_cause_code']}, .*"
+            rf"duration=\d+s, .*via=callback\)"
+        ),
+    }
+    missing = [name for name, pattern in expected.items() if not re.search(pattern, log)]
+    assert not missing, f"the task log lacks the {', '.join(missing)} line(s):\n{log}\n{diagnostics()}"
+    lines = log.splitlines()
+    order = [next(i for i, line in enumerate(lines) if re.search(expected[name], line)) for name in expected]
+    assert order == sorted(order), f"the timeline is out of order:\n{log}"
