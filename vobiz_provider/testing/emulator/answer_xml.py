@@ -121,7 +121,7 @@ class InvalidXmlError(ValueError):
     """The document is not valid VobizXML; the message says why."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Verb:
     """One parsed verb.
 

@@ -24,7 +24,7 @@ USER_AGENT = "Vobiz-Webhook/1.0"
 _XML_TYPES = ("application/xml", "text/xml")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class FetchResult:
     """Outcome of fetching an XML document (answer, fallback, action or redirect URL).
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["CallLifecycle", "Ending"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Ending:
     """How a call ended.
 
@@ -41,13 +41,15 @@ class Ending:
     def preset(cls, name: str) -> Ending:
         """The ending of one of the shared outcome presets (``vobiz_provider.models.hangup_causes``)."""
         preset = OUTCOMES[name]
-        return cls(str(preset.status.value), preset.code, preset.source)
+        return cls(status=str(preset.status.value), code=preset.code, source=preset.source)
 
 
 # The endings the emulator produces: the shared presets, plus the XML/URL errors of later documents.
 CALLEE_HANGUP = Ending.preset("completed")
 END_OF_XML = Ending.preset("completed_by_xml")
-XML_HANGUP = Ending("completed", 4000, "Answer XML")  # <Hangup/>: "Normal Hangup" (docs: xml/hangup)
+XML_HANGUP = Ending(
+    status="completed", code=4000, source="Answer XML"
+)  # <Hangup/>: "Normal Hangup" (docs: xml/hangup)
 API_HANGUP_ANSWERED = Ending.preset("hangup_api")
 API_CANCEL = Ending.preset("canceled")
 BUSY = Ending.preset("busy")
@@ -59,12 +61,12 @@ TIME_LIMIT = Ending.preset("time_limit")
 MACHINE_HANGUP = Ending.preset("machine_hangup")
 ANSWER_URL_ERROR = Ending.preset("answer_url_error")
 ANSWER_XML_ERROR = Ending.preset("invalid_answer_xml")
-ACTION_URL_ERROR = Ending("completed", 7012, "Error")
-ACTION_XML_ERROR = Ending("completed", 8012, "Error")
-REDIRECT_URL_ERROR = Ending("completed", 7014, "Error")
-REDIRECT_XML_ERROR = Ending("completed", 8014, "Error")
-TRANSFER_URL_ERROR = Ending("completed", 7013, "Error")
-TRANSFER_XML_ERROR = Ending("completed", 8013, "Error")
+ACTION_URL_ERROR = Ending(status="completed", code=7012, source="Error")
+ACTION_XML_ERROR = Ending(status="completed", code=8012, source="Error")
+REDIRECT_URL_ERROR = Ending(status="completed", code=7014, source="Error")
+REDIRECT_XML_ERROR = Ending(status="completed", code=8014, source="Error")
+TRANSFER_URL_ERROR = Ending(status="completed", code=7013, source="Error")
+TRANSFER_XML_ERROR = Ending(status="completed", code=8013, source="Error")
 
 
 class _CallEnded(Exception):
@@ -190,8 +192,7 @@ class CallLifecycle:
         request = call.request
         await asyncio.sleep(script.ring_after)
         if script.outcome == "failed":
-            base = FAILED
-            self.end(Ending(base.status, script.hangup_cause_code or base.code, base.source))
+            self.end(self._override(FAILED))
             return
         call.status = "ringing"
         call.ring_at = utcnow()
@@ -216,7 +217,7 @@ class CallLifecycle:
 
     def _override(self, ending: Ending) -> Ending:
         code = self.call.script.hangup_cause_code
-        return ending if code is None else Ending(ending.status, code, ending.source)
+        return ending if code is None else Ending(status=ending.status, code=code, source=ending.source)
 
     async def _answered(self) -> None:
         call, script = self.call, self.call.script

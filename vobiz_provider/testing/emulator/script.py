@@ -33,7 +33,7 @@ OUTCOMES: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CallScript:
     """How the emulated callee behaves for one destination. All timings are real seconds.
 

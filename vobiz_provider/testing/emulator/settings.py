@@ -9,7 +9,7 @@ from typing import Any, Literal
 __all__ = ["EmulatorSettings"]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class EmulatorSettings:
     """Everything that can be switched on a running emulator (also over ``/_emulator/settings``).
 

@@ -19,7 +19,7 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ApiRequestRecord:
     """One API request the emulator received, recorded exactly as it arrived.
 
@@ -47,7 +47,7 @@ class ApiRequestRecord:
         return data
 
 
-@dataclass
+@dataclass(kw_only=True)
 class CallbackRecord:
     """One HTTP request the emulator made to the application (a callback or an XML fetch attempt).
 
@@ -91,7 +91,7 @@ class CallbackRecord:
         return data
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Fault:
     """A scripted misbehaviour of the API for client tests (see ``VobizEmulator.inject_fault``).
 
@@ -129,7 +129,7 @@ class Fault:
         return dataclasses.asdict(self)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class EmulatedCall:
     """The emulator's state of one call (one destination of a Make-Call request).
 
