@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from configparser import ConfigParser
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
+    from vobiz_provider.client.sync import VobizClient
     from vobiz_provider.models.record import CallRecord
     from vobiz_provider.triggers.hangup import CallTracker
 
@@ -72,6 +74,20 @@ def _describe(record: CallRecord) -> str:
     source = f", hung up by {record.hangup_source}" if record.hangup_source else ""
     uuid = record.call_uuid or record.request_uuid
     return f"call {uuid} to {record.to or '?'}: {record.status}, {cause}{code}{source}"
+
+
+def _ask_api(client: VobizClient, uuid: str, context: dict[str, Any]) -> CallRecord | None:
+    """The call as the API knows it: live, else queued, else its CDR; ``None`` if Vobiz knows none."""
+    from vobiz_provider.exceptions import VobizNotFoundError
+    from vobiz_provider.models.record import CallRecord
+
+    with contextlib.suppress(VobizNotFoundError):
+        return CallRecord.from_live(client.get_live_call(uuid), **context)
+    with contextlib.suppress(VobizNotFoundError):
+        return CallRecord.from_live(client.get_queued_call(uuid), **context)
+    with contextlib.suppress(VobizNotFoundError):
+        return CallRecord.from_cdr(client.get_cdr(uuid), **context)
+    return None
 
 
 class VobizCallSensor(BaseSensorOperator):
@@ -173,35 +189,25 @@ class VobizCallSensor(BaseSensorOperator):
 
     def _api_lookup(self, tracker: CallTracker) -> None:
         """Ask the API about every leg the store has not settled; record final answers in the store."""
-        from vobiz_provider.exceptions import VobizError, VobizNotFoundError
+        from vobiz_provider.exceptions import VobizError
         from vobiz_provider.hooks.vobiz import VobizHook
-        from vobiz_provider.models.record import CallRecord
 
         self._api_asked_at = time.monotonic()
-        client = VobizHook(vobiz_conn_id=self.vobiz_conn_id).get_conn()
-        for uuid, request_uuid in tracker.uuids_to_ask().items():
-            context = {"request_uuid": request_uuid} if request_uuid else {}
-            try:
+        with VobizHook(vobiz_conn_id=self.vobiz_conn_id) as hook:
+            client = hook.get_conn()
+            for uuid, request_uuid in tracker.uuids_to_ask().items():
+                context = {"request_uuid": request_uuid} if request_uuid else {}
                 try:
-                    self._observe(tracker, [CallRecord.from_live(client.get_live_call(uuid), **context)])
+                    record = _ask_api(client, uuid, context)
+                except VobizError as exc:
+                    self.log.warning("Asking the Vobiz API about call %s failed: %s", uuid, exc)
                     continue
-                except VobizNotFoundError:
-                    pass
-                try:
-                    self._observe(tracker, [CallRecord.from_live(client.get_queued_call(uuid), **context)])
+                if record is None:
+                    self.log.info("Vobiz knows no live, queued or finished call %s (yet)", uuid)
                     continue
-                except VobizNotFoundError:
-                    pass
-                try:
-                    record = CallRecord.from_cdr(client.get_cdr(uuid), **context)
-                except VobizNotFoundError:
-                    self.log.info("Vobiz knows no live, queued or finished call %s yet", uuid)
-                    continue
-            except VobizError as exc:
-                self.log.warning("Asking the Vobiz API about call %s failed: %s", uuid, exc)
-                continue
-            self._observe(tracker, [record])
-            self._record_api_result(record)
+                self._observe(tracker, [record])
+                if record.terminal:
+                    self._record_api_result(record)
 
     def _record_api_result(self, record: CallRecord) -> None:
         from vobiz_provider.callbacks.config import get_settings

@@ -489,6 +489,20 @@ class VobizCallHangupTrigger(BaseTrigger):
                 await hook.aclose()
 
 
+async def _aask_api(client: AsyncVobizClient, uuid: str, context: dict[str, Any]) -> CallRecord | None:
+    """The call as the API knows it: live, else queued, else its CDR; ``None`` if Vobiz knows none."""
+    from vobiz_provider.exceptions import VobizNotFoundError
+    from vobiz_provider.models.record import CallRecord
+
+    with contextlib.suppress(VobizNotFoundError):
+        return CallRecord.from_live(await client.get_live_call(uuid), **context)
+    with contextlib.suppress(VobizNotFoundError):
+        return CallRecord.from_live(await client.get_queued_call(uuid), **context)
+    with contextlib.suppress(VobizNotFoundError):
+        return CallRecord.from_cdr(await client.get_cdr(uuid), **context)
+    return None
+
+
 class _ApiReconciler:
     """Asks the Vobiz API about the legs the callbacks have not settled (live → queued → CDR)."""
 
@@ -540,9 +554,6 @@ class _ApiReconciler:
         return self._client
 
     async def _reconcile(self) -> None:
-        from vobiz_provider.exceptions import VobizNotFoundError
-        from vobiz_provider.models.record import CallRecord
-
         trigger, log = self.trigger, self.trigger.log
         uuids = trigger._tracker.uuids_to_ask()
         if not uuids:
@@ -555,26 +566,10 @@ class _ApiReconciler:
         client = await self._get_client()
         for uuid, request_uuid in uuids.items():
             context = {"request_uuid": request_uuid} if request_uuid else {}
-            try:
-                live = await client.get_live_call(uuid)
-            except VobizNotFoundError:
-                pass
-            else:
-                trigger._observe([CallRecord.from_live(live, **context)])
-                continue
-            try:
-                queued = await client.get_queued_call(uuid)
-            except VobizNotFoundError:
-                pass
-            else:
-                trigger._observe([CallRecord.from_live(queued, **context)])
-                continue
-            try:
-                cdr = await client.get_cdr(uuid)
-            except VobizNotFoundError:
+            record = await _aask_api(client, uuid, context)
+            if record is None:
                 log.debug("Vobiz knows no live, queued or finished call %s (yet)", uuid)
                 continue
-            record = CallRecord.from_cdr(cdr, **context)
             trigger._observe([record])
             if record.terminal and self.store_url is not None:
                 await self._record(record)
