@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import json
 import logging
-import socket
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -20,8 +19,6 @@ from vobiz_provider.notifications.vobiz import VobizNotifier, send_vobiz_call_no
 from vobiz_provider.testing import CallScript
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from vobiz_provider.callbacks.store import CallbackStore
     from vobiz_provider.models.record import CallRecord
     from vobiz_provider.testing import EmulatorHandle
@@ -29,52 +26,6 @@ if TYPE_CHECKING:
 CALLEE = "919876543210"
 OTHER = "919811111111"
 CALLER = "918000000000"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Receiver(SimpleNamespace):
-    base_url: str
-    store: CallbackStore
-
-
-@pytest.fixture
-def receiver(
-    vobiz_emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Iterator[Receiver]:
-    """The callback receiver on loopback, answering with the stored spoken messages (the wiring the
-    receiver gets: ``xml_response_for``), with its own SQLite store; ``[vobiz]`` points at both."""
-    from fastapi import FastAPI
-
-    from vobiz_provider.callbacks.answers import xml_response_for
-    from vobiz_provider.callbacks.app import EMPTY_XML_RESPONSE, MOUNT_PATH, StoredCallback, create_app
-    from vobiz_provider.callbacks.config import get_settings
-    from vobiz_provider.callbacks.store import dispose_stores, get_store
-    from vobiz_provider.testing.emulator.server import serve_in_thread
-
-    port = _free_port()
-    base_url = f"http://127.0.0.1:{port}{MOUNT_PATH}"
-    monkeypatch.setenv("AIRFLOW__VOBIZ__CALLBACK_STORE", f"sqlite:///{tmp_path / 'callbacks.db'}")
-    monkeypatch.setenv("AIRFLOW__VOBIZ__CALLBACK_BASE_URL", base_url)
-    settings = get_settings()
-    store = get_store(settings.callback_store)
-    store.upgrade()
-
-    def respond(stored: StoredCallback) -> str:
-        xml = xml_response_for(stored.kind, store, stored.correlation, stored.fields, settings)
-        return xml or EMPTY_XML_RESPONSE
-
-    root = FastAPI()
-    root.mount(MOUNT_PATH, create_app(settings=settings, store=store, xml_responder=respond))
-    try:
-        with serve_in_thread(root, port=port):
-            yield Receiver(base_url=base_url, store=store)
-    finally:
-        dispose_stores()
 
 
 def _context(*, task_id: str | None = "load", try_number: int = 1, dag_id: str = "nightly") -> dict[str, Any]:
@@ -123,7 +74,7 @@ def _verbs(body: str) -> list[ET.Element]:
 
 
 def test_notify_phones_once_and_the_receiver_speaks_the_rendered_message(
-    vobiz_emulator: EmulatorHandle, receiver: Receiver
+    vobiz_emulator: EmulatorHandle, receiver: Any
 ) -> None:
     vobiz_emulator.script(CALLEE, CallScript.answered(talk_for=None, digits="1"))
     notifier = _notifier(gather={"prompt": "Press 1 to acknowledge {{ ti.task_id }}.", "num_digits": 1})
@@ -156,7 +107,7 @@ def test_notify_phones_once_and_the_receiver_speaks_the_rendered_message(
 
 
 def test_no_key_pressed_plays_the_no_input_message_and_stores_no_digits(
-    vobiz_emulator: EmulatorHandle, receiver: Receiver
+    vobiz_emulator: EmulatorHandle, receiver: Any
 ) -> None:
     vobiz_emulator.configure(time_scale=0.01)
     vobiz_emulator.script(CALLEE, CallScript.answered(talk_for=None, digits=None))
@@ -177,7 +128,7 @@ def test_no_key_pressed_plays_the_no_input_message_and_stores_no_digits(
 
 
 def test_the_same_callback_fired_twice_phones_once(
-    vobiz_emulator: EmulatorHandle, receiver: Receiver, capfd: pytest.CaptureFixture[str]
+    vobiz_emulator: EmulatorHandle, receiver: Any, capfd: pytest.CaptureFixture[str]
 ) -> None:
     _notifier()(_context())
     _notifier()(_context(try_number=2))  # fired again, by a fresh notifier object
@@ -189,7 +140,7 @@ def test_the_same_callback_fired_twice_phones_once(
 
 
 def test_other_destinations_tasks_or_a_zero_window_phone_again(
-    vobiz_emulator: EmulatorHandle, receiver: Receiver
+    vobiz_emulator: EmulatorHandle, receiver: Any
 ) -> None:
     _notifier()(_context())
     _notifier(to=[OTHER])(_context())  # other people: another call
@@ -199,7 +150,7 @@ def test_other_destinations_tasks_or_a_zero_window_phone_again(
     assert [post.body["to"] for post in _call_posts(vobiz_emulator)] == [CALLEE, OTHER, CALLEE, CALLEE]
 
 
-def test_a_templated_dedupe_key_groups_tasks(vobiz_emulator: EmulatorHandle, receiver: Receiver) -> None:
+def test_a_templated_dedupe_key_groups_tasks(vobiz_emulator: EmulatorHandle, receiver: Any) -> None:
     _notifier(dedupe_key="{{ dag.dag_id }}-outage")(_context(task_id="load"))
     _notifier(dedupe_key="{{ dag.dag_id }}-outage")(_context(task_id="transform"))
     _notifier(dedupe_key="{{ dag.dag_id }}-outage")(_context(task_id="load", dag_id="hourly"))
@@ -207,9 +158,7 @@ def test_a_templated_dedupe_key_groups_tasks(vobiz_emulator: EmulatorHandle, rec
     assert len(_call_posts(vobiz_emulator)) == 2
 
 
-def test_a_call_vobiz_refused_does_not_use_up_the_key(
-    vobiz_emulator: EmulatorHandle, receiver: Receiver
-) -> None:
+def test_a_call_vobiz_refused_does_not_use_up_the_key(vobiz_emulator: EmulatorHandle, receiver: Any) -> None:
     vobiz_emulator.inject_fault(status=400)
     with pytest.raises(VobizError):
         _notifier()(_context())
@@ -222,9 +171,7 @@ def test_a_call_vobiz_refused_does_not_use_up_the_key(
 # -- templates, validation, configuration ------------------------------------------------------------------
 
 
-def test_template_fields_are_rendered_into_the_call(
-    vobiz_emulator: EmulatorHandle, receiver: Receiver
-) -> None:
+def test_template_fields_are_rendered_into_the_call(vobiz_emulator: EmulatorHandle, receiver: Any) -> None:
     notifier = _notifier(
         to=["{{ params.oncall }}", OTHER],
         from_number="{{ params.caller }}",
@@ -267,7 +214,7 @@ def test_invalid_arguments_fail_at_parse_time_naming_the_field(overrides: dict[s
 
 
 def test_an_invalid_rendered_value_fails_before_anything_is_sent(
-    vobiz_emulator: EmulatorHandle, receiver: Receiver
+    vobiz_emulator: EmulatorHandle, receiver: Any
 ) -> None:
     notifier = _notifier(to="{{ params.oncall }}")  # templated: only checked once rendered
     with pytest.raises(VobizValidationError, match="to"):
@@ -294,7 +241,7 @@ def test_without_a_receiver_url_the_error_names_the_settings(
 
 
 def test_the_connection_extra_base_url_is_used(
-    vobiz_emulator: EmulatorHandle, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+    vobiz_emulator: EmulatorHandle, receiver: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("AIRFLOW__VOBIZ__CALLBACK_BASE_URL")
     monkeypatch.setenv(
@@ -307,7 +254,7 @@ def test_the_connection_extra_base_url_is_used(
 
 def test_tokens_never_reach_the_logs(
     vobiz_emulator: EmulatorHandle,
-    receiver: Receiver,
+    receiver: Any,
     capfd: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -329,7 +276,7 @@ def test_tokens_never_reach_the_logs(
 
 
 async def test_async_notify_as_a_deadline_alert_callback(
-    vobiz_emulator: EmulatorHandle, receiver: Receiver
+    vobiz_emulator: EmulatorHandle, receiver: Any
 ) -> None:
     deadline_context = {
         "dag_run": {"dag_id": "nightly", "run_id": "scheduled__2026-11-27"},
@@ -353,7 +300,7 @@ async def test_async_notify_as_a_deadline_alert_callback(
     assert spec is not None and spec.message == "nightly missed its deadline"
 
 
-async def test_async_notify_directly(vobiz_emulator: EmulatorHandle, receiver: Receiver) -> None:
+async def test_async_notify_directly(vobiz_emulator: EmulatorHandle, receiver: Any) -> None:
     notifier = _notifier(message="Plain message")
     await notifier.async_notify(_context())
     (post,) = _call_posts(vobiz_emulator)

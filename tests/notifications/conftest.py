@@ -1,0 +1,62 @@
+"""Fixtures for the notifier tests: a running callback receiver that speaks the stored messages."""
+
+from __future__ import annotations
+
+import socket
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from vobiz_provider.callbacks.store import CallbackStore
+    from vobiz_provider.testing import EmulatorHandle
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Receiver(SimpleNamespace):
+    base_url: str
+    store: CallbackStore
+
+
+@pytest.fixture
+def receiver(
+    vobiz_emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[Receiver]:
+    """The callback receiver on loopback, answering with the stored spoken messages (the wiring the
+    receiver gets: ``xml_response_for``), with its own SQLite store; ``[vobiz]`` points at both."""
+    from fastapi import FastAPI
+
+    from vobiz_provider.callbacks.answers import xml_response_for
+    from vobiz_provider.callbacks.app import EMPTY_XML_RESPONSE, MOUNT_PATH, StoredCallback, create_app
+    from vobiz_provider.callbacks.config import get_settings
+    from vobiz_provider.callbacks.store import dispose_stores, get_store
+    from vobiz_provider.testing.emulator.server import serve_in_thread
+
+    port = _free_port()
+    base_url = f"http://127.0.0.1:{port}{MOUNT_PATH}"
+    monkeypatch.setenv("AIRFLOW__VOBIZ__CALLBACK_STORE", f"sqlite:///{tmp_path / 'callbacks.db'}")
+    monkeypatch.setenv("AIRFLOW__VOBIZ__CALLBACK_BASE_URL", base_url)
+    settings = get_settings()
+    store = get_store(settings.callback_store)
+    store.upgrade()
+
+    def respond(stored: StoredCallback) -> str:
+        xml = xml_response_for(stored.kind, store, stored.correlation, stored.fields, settings)
+        return xml or EMPTY_XML_RESPONSE
+
+    root = FastAPI()
+    root.mount(MOUNT_PATH, create_app(settings=settings, store=store, xml_responder=respond))
+    try:
+        with serve_in_thread(root, port=port):
+            yield Receiver(base_url=base_url, store=store)
+    finally:
+        dispose_stores()
