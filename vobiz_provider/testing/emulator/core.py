@@ -332,7 +332,12 @@ class VobizEmulator:
 
         loop = asyncio.get_running_loop()
         if self._sender is None or self._http_loop is not loop:
-            self._http = httpx.AsyncClient(follow_redirects=False)
+            # Vobiz does not queue its own webhooks behind a connection pool: no connection limit, and
+            # the 3 s budget (settings.callback_timeout, passed per request) covers only the exchange.
+            self._http = httpx.AsyncClient(
+                follow_redirects=False,
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
+            )
             self._http_loop = loop
             self._sender = CallbackSender(
                 client=self._http, settings=self.settings, record=self._record_callback

@@ -105,14 +105,13 @@ class CallbackSender:
             attempt=attempt,
             call_uuid=call_uuid,
         )
+        timeout = httpx.Timeout(self._settings.callback_timeout, pool=None)
         try:
             if method == "GET":
-                response = await self._client.get(
-                    target, headers=headers, timeout=self._settings.callback_timeout
-                )
+                response = await self._client.get(target, headers=headers, timeout=timeout)
             else:
                 response = await self._client.post(
-                    target, data=dict(fields), headers=headers, timeout=self._settings.callback_timeout
+                    target, data=dict(fields), headers=headers, timeout=timeout
                 )
         except httpx.TimeoutException:
             record.error = "timeout"
