@@ -11,14 +11,27 @@
         gather={"prompt": "Press 1 to acknowledge.", "num_digits": 1},
     )
 
+    # A Deadline Alert (runs async_notify in the triggerer; SyncCallback runs notify on an executor):
+    DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=timedelta(hours=1),
+        callback=AsyncCallback(
+            VobizNotifier,
+            kwargs={"to": "+919876543210", "from_number": "+918000000000",
+                    "message": "{{ dag_run.dag_id }} is running late."},
+        ),
+    )
+
 The message is spoken by the callback receiver (no XML to host): the notifier stores it server-side under a
 signed correlation token and gives Vobiz the receiver's answer URL, so ``callback_base_url`` (connection extra
 or ``[vobiz] callback_base_url``) and ``[vobiz] callback_secret`` must be set, and the receiver must be
-reachable from Vobiz.
+reachable from Vobiz. The call's hangup (and the digits pressed) land in the callback store, under the task
+id ``<task_id>.vobiz_notify.<digest>``, which never mixes with the calls the task places itself.
 
-Airflow may run a callback more than once (a retried callback, a DAG-level and a task-level callback, a
-Deadline Alert evaluated twice). Each call is claimed in the callback store under a dedupe key first
-(default ``dag_id/run_id/task_id``), so the same people are phoned once per ``dedupe_window``.
+Airflow may run a callback more than once (a callback listed twice, a DAG-level and a task-level callback, a
+Deadline Alert evaluated again). Each call is claimed in the callback store under a dedupe key first
+(default ``dag_id/run_id/task_id``) and its destinations, so the same people are phoned once per
+``dedupe_window``. A claim is released when Vobiz refused the call, and kept when it may have been placed.
 
 Escalation (call the next person when the first does not answer or does not press the acknowledge digit) is
 best built from two ``VobizCallOperator`` tasks: ``expected_digits="1"`` on the first and
@@ -110,8 +123,9 @@ class VobizNotifier(BaseNotifier):
         ``{"prompt": "Press 1 to acknowledge", "num_digits": 1}`` (see
         :class:`~vobiz_provider.callbacks.answers.GatherSpec`); the digits land on the call record. Templated.
     :param dedupe_key: Calls with the same key (and the same destinations) are placed once per
-        ``dedupe_window``. Default: ``dag_id/run_id/task_id`` (``dag_id/run_id`` for DAG callbacks, plus the
-        deadline id for Deadline Alerts). Templated.
+        ``dedupe_window``. Default: ``dag_id/run_id/task_id`` (a DAG-level callback gets the run's last task
+        instance from Airflow, so it shares the key of that task's own callback); ``dag_id/run_id`` when the
+        context has no task instance, plus ``/deadline/<id>`` for a Deadline Alert. Templated.
     :param dedupe_window: Seconds (or a ``timedelta``) during which a key blocks another call; ``0`` turns
         deduplication off.
     :param caller_name: Caller name shown to SIP destinations (at most 50 characters).
