@@ -300,6 +300,27 @@ async def test_async_notify_as_a_deadline_alert_callback(
     assert spec is not None and spec.message == "nightly missed its deadline"
 
 
+def test_sync_deadline_callback_runs_through_airflows_callback_executor(
+    vobiz_emulator: EmulatorHandle, receiver: Any
+) -> None:
+    """``SyncCallback(VobizNotifier, kwargs=...)``: Airflow builds the notifier with the context, calls it."""
+    import structlog
+    from airflow.sdk.execution_time.callback_supervisor import execute_callback
+
+    kwargs = {
+        "to": CALLEE,
+        "from_number": CALLER,
+        "message": "{{ dag_run.dag_id }} is late",
+        "context": {"dag_run": {"dag_id": "nightly", "run_id": "r1"}, "deadline": {"id": "d1"}},
+    }
+    path = "vobiz_provider.notifications.vobiz.VobizNotifier"
+    ok, error = execute_callback(path, kwargs, Path("dag.py"), None, structlog.get_logger())
+
+    assert (ok, error) == (True, None)
+    (post,) = _call_posts(vobiz_emulator)
+    assert post.body["to"] == CALLEE
+
+
 async def test_async_notify_directly(vobiz_emulator: EmulatorHandle, receiver: Any) -> None:
     notifier = _notifier(message="Plain message")
     await notifier.async_notify(_context())
