@@ -61,7 +61,7 @@ class B3Config:
     retry_after: int = 1
     batch_recipients: int = 10_000
     batch_size: int = 1_000
-    mapped_recipients: int = 300
+    mapped_recipients: int = 200
     mapped_workers: int = 4
 
 
