@@ -142,6 +142,18 @@ def run(*, smoke: bool = False, log: Any = print) -> Section:
     missing = [name for name in DAG_MODULES if name not in modules]
     if missing:
         section.notes.append(f"Not present (not measured): {', '.join(missing)}.")
+    eager = [
+        name
+        for name in ("vobiz_provider.models.responses", "vobiz_provider.models.callbacks")
+        if name in new_modules
+    ]
+    if eager:
+        section.notes.append(
+            "The operator only needs `vobiz_provider.models.call` (`MakeCallRequest`) at parse time, but "
+            "importing it runs `vobiz_provider/models/__init__.py`, which imports every model package-wide: "
+            + ", ".join(f"`{name}`" for name in eager)
+            + " are built (pydantic schema generation) on every DAG parse."
+        )
     if not smoke:
         top_level, slowest = _importtime(modules)
         section.notes.append(
