@@ -9,6 +9,11 @@ wait is deferred to :class:`~vobiz_provider.triggers.hangup.VobizCallHangupTrigg
 when ``deferrable=False``. Airflow 3 clears XCom before a retry, so a retry finds the earlier try's call in
 the callback store instead: still up, it waits for it; ended successfully, it returns it; otherwise it
 dials again.
+
+Spoken messages: with ``message=`` (and/or ``gather=``) instead of ``answer_url``, the operator stores what
+to say in the callback store, under this try's signed correlation token, before it dials, and points
+``answer_url`` at the callback receiver, which serves the VobizXML itself
+(:mod:`vobiz_provider.callbacks.answers`). The digits the callee presses land on the call record.
 """
 
 from __future__ import annotations
@@ -26,10 +31,11 @@ from vobiz_provider.exceptions import VobizValidationError
 from vobiz_provider.models.call import MakeCallRequest
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from airflow.sdk import Context
 
+    from vobiz_provider.callbacks.answers import AnswerSpec, GatherSpec
     from vobiz_provider.callbacks.correlation import CorrelationToken
     from vobiz_provider.callbacks.store import CallbackStore
     from vobiz_provider.hooks.vobiz import VobizHook
@@ -69,6 +75,14 @@ MAKE_CALL_FIELDS: tuple[str, ...] = (
 
 _JINJA_MARKERS = ("{{", "{%", "{#")
 
+#: Stands in for the receiver's answer URL while a message-mode request is validated; never sent (the real
+#: URL, which carries the correlation token, replaces it just before dialling).
+_RECEIVER_ANSWER_PLACEHOLDER = "https://receiver.invalid/vobiz/callbacks/answer"
+#: Stands in for a templated message while the other spoken-message arguments are checked at parse time.
+_MESSAGE_PLACEHOLDER = "message"
+#: The keys a callee can press (what ``expected_digits`` may contain).
+_KEYPAD = frozenset("0123456789*#")
+
 #: Seconds Vobiz rings before giving up when ``ring_timeout`` is not set (hangup cause 6010).
 DEFAULT_RING_TIMEOUT = 120
 #: Vobiz's default ``time_limit``: the longest a call may last after it is answered, in seconds.
@@ -101,8 +115,40 @@ def _needs_rendering(value: Any) -> bool:
         return any(marker in value for marker in _JINJA_MARKERS)
     if isinstance(value, (list, tuple)):
         return any(_needs_rendering(item) or not isinstance(item, str) for item in value)
+    if isinstance(value, dict):
+        return any(
+            _needs_rendering(item)
+            for item in value.values()
+            if not isinstance(item, (bool, int, float, type(None)))
+        )
     # XComArg, MappedArgument and other lazily resolved values.
     return True
+
+
+def _is_spec(value: Any) -> bool:
+    from vobiz_provider.callbacks.answers import GatherSpec
+
+    return isinstance(value, GatherSpec)
+
+
+def _expected_digits(task_id: str, value: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """``expected_digits`` as a tuple of key strings, checked."""
+    if value is None:
+        return None
+    values = (value,) if isinstance(value, str) else value
+    if not isinstance(values, (list, tuple, set, frozenset)) or not values:
+        raise VobizValidationError(
+            f'Task {task_id!r}: expected_digits must be a string of keys (e.g. "1") or a non-empty list '
+            f"of them, got {value!r}"
+        )
+    checked: list[str] = []
+    for item in values:
+        if not isinstance(item, str) or not item or not set(item) <= _KEYPAD:
+            raise VobizValidationError(
+                f"Task {task_id!r}: expected_digits must contain only the keys 0-9, * and #, got {item!r}"
+            )
+        checked.append(item)
+    return tuple(dict.fromkeys(checked))
 
 
 class VobizCallOperator(BaseOperator):
@@ -129,11 +175,41 @@ class VobizCallOperator(BaseOperator):
     ``timeout``) instead of ringing the callee twice; a call that ended in ``success_statuses`` is returned
     without dialling (unless ``redial="always"``); any other outcome is dialled again.
 
+    What the callee hears comes either from your own ``answer_url`` (VobizXML you host) or from ``message``
+    and/or ``gather``: the operator then stores them in the callback store before dialling (keyed by this
+    try's signed correlation token, so the URL Vobiz fetches reveals nothing and cannot be forged) and the
+    callback receiver serves the XML. That needs the receiver (``callback_base_url``). With
+    ``expected_digits`` the task succeeds only if the callee pressed one of them; a wrong key or no key fails
+    it like a busy line, so ``retries`` dial again.
+
+    .. code-block:: python
+
+        VobizCallOperator(
+            task_id="confirm",
+            to="{{ params.phone }}",
+            from_number="+14155550100",
+            message="Hello {{ params.name }}, your appointment is tomorrow at ten.",
+            gather={"prompt": "Press 1 to confirm, 2 to cancel.", "num_digits": 1, "timeout": 10},
+            expected_digits="1",
+        )
+
     :param to: Destination(s): an E.164 number or ``sip:`` URI, a list of them, or a ``<``-joined string
         (at most 1000). Templated. Use ``.partial(...).expand(to=[...])`` for one task per person.
     :param from_number: Caller ID in E.164 (the API's ``from``). Templated.
-    :param answer_url: URL Vobiz fetches VobizXML from when the call is answered. Required. Templated.
+    :param answer_url: URL Vobiz fetches VobizXML from when the call is answered. Required unless
+        ``message`` or ``gather`` is given (and refused with them). Templated.
     :param answer_method: ``GET`` or ``POST`` (default ``POST``).
+    :param message: Text spoken when the call is answered (instead of ``answer_url``). Templated.
+    :param voice: ``WOMAN`` (default) or ``MAN``, for the message and the prompt.
+    :param language: Language of the message and the prompt, e.g. ``en-US`` (default) or ``hi-IN``.
+    :param loop: How many times the message is said (default 1).
+    :param gather: A keypad prompt said after the message: a
+        :class:`~vobiz_provider.callbacks.answers.GatherSpec` or a dict of its fields (``prompt``,
+        ``num_digits``, ``timeout`` in seconds (5-60), ``finish_on_key``, ``no_input_message``,
+        ``reply_message``). Templated (dict values). The pressed keys are the call record's ``digits``
+        (``None`` when the callee pressed nothing before the timeout).
+    :param expected_digits: The answer(s) that make the task succeed, e.g. ``"1"`` or ``["1", "2"]``;
+        needs ``gather``. Any other answer, or none, fails the task with :class:`VobizCallFailedError`.
     :param ring_url: Notified when the call starts ringing. Templated.
     :param ring_method: Method of ``ring_url``.
     :param hangup_url: Notified when the call ends. Templated.
@@ -172,6 +248,8 @@ class VobizCallOperator(BaseOperator):
         "to",
         "from_number",
         "answer_url",
+        "message",
+        "gather",
         "ring_url",
         "hangup_url",
         "fallback_url",
@@ -188,6 +266,12 @@ class VobizCallOperator(BaseOperator):
         from_number: str,
         answer_url: str | None = None,
         answer_method: str = "POST",
+        message: str | None = None,
+        voice: str = "WOMAN",
+        language: str = "en-US",
+        loop: int = 1,
+        gather: Mapping[str, Any] | GatherSpec | None = None,
+        expected_digits: str | Sequence[str] | None = None,
         ring_url: str | None = None,
         ring_method: str | None = None,
         hangup_url: str | None = None,
@@ -233,6 +317,12 @@ class VobizCallOperator(BaseOperator):
         self.from_number = from_number
         self.answer_url = answer_url
         self.answer_method = answer_method
+        self.message = message
+        self.voice = voice
+        self.language = language
+        self.loop = loop
+        self.gather = dict(gather) if isinstance(gather, dict) else gather
+        self.expected_digits = _expected_digits(self.task_id, expected_digits)
         self.ring_url = ring_url
         self.ring_method = ring_method
         self.hangup_url = hangup_url
@@ -273,17 +363,99 @@ class VobizCallOperator(BaseOperator):
 
     # ------------------------------------------------------------------------------------- validation
 
+    @property
+    def speaks_message(self) -> bool:
+        """Whether the receiver serves this call's answer XML (``message`` or ``gather`` given)."""
+        return self.message is not None or self.gather is not None
+
     def _call_fields(self) -> dict[str, Any]:
         """The Make-Call fields that are set (``None`` means "not given")."""
-        return {name: value for name in MAKE_CALL_FIELDS if (value := getattr(self, name)) is not None}
+        fields = {name: value for name in MAKE_CALL_FIELDS if (value := getattr(self, name)) is not None}
+        if self.speaks_message:
+            # Replaced by the receiver's answer URL (with this try's token) just before dialling.
+            fields["answer_url"] = _RECEIVER_ANSWER_PLACEHOLDER
+            fields["answer_method"] = "POST"
+        return fields
+
+    def _validate_answer_arguments(self) -> None:
+        """Check at DAG-parse time how the call is answered: ``answer_url`` or ``message``/``gather``."""
+        task = f"Task {self.task_id!r}"
+        if self.speaks_message and self.answer_url is not None:
+            given = " and ".join(n for n in ("message", "gather") if getattr(self, n) is not None)
+            raise VobizValidationError(
+                f"{task}: give either answer_url (your own VobizXML) or {given} (served by the callback "
+                f"receiver), not both: Vobiz would only fetch answer_url, so the {given} would never be heard"
+            )
+        if not self.speaks_message and self.answer_url is None:
+            raise VobizValidationError(
+                f"{task}: answer_url is required (the URL Vobiz fetches VobizXML from when the call is "
+                "answered) unless message or gather is given"
+            )
+        if self.expected_digits is not None:
+            if self.gather is None:
+                raise VobizValidationError(
+                    f"{task}: expected_digits needs gather (the keypad prompt that collects the digits)"
+                )
+            if not self.wait_for_completion:
+                raise VobizValidationError(
+                    f"{task}: expected_digits needs wait_for_completion=True (the digits are known only "
+                    "once the call has ended)"
+                )
+        if not self.speaks_message:
+            return
+        message = self.message
+        if message is not None and _needs_rendering(message):
+            message = _MESSAGE_PLACEHOLDER
+        gather = self.gather
+        if gather is not None and not _is_spec(gather) and _needs_rendering(gather):
+            if message is None:
+                return  # nothing left to check before rendering
+            gather = None
+        spec = self._build_answer_spec(message, gather)
+        if self.expected_digits is not None and spec.gather is not None:
+            self._check_expected_digits(spec.gather)
+
+    def _build_answer_spec(self, message: str | None, gather: Any) -> AnswerSpec:
+        from vobiz_provider.callbacks.answers import AnswerSpec
+
+        try:
+            return AnswerSpec.build(
+                message=message, voice=self.voice, language=self.language, loop=self.loop, gather=gather
+            )
+        except VobizValidationError as err:
+            raise VobizValidationError(f"Task {self.task_id!r}: {err}") from None
+
+    def _check_expected_digits(self, gather: GatherSpec) -> None:
+        """Refuse expected answers the prompt can never collect."""
+        assert self.expected_digits is not None
+        for digits in self.expected_digits:
+            if gather.num_digits is not None and len(digits) > gather.num_digits:
+                raise VobizValidationError(
+                    f"Task {self.task_id!r}: expected_digits {digits!r} can never be pressed: gather "
+                    f"collects at most num_digits={gather.num_digits} key(s)"
+                )
+            if gather.finish_on_key not in (None, "", "none") and gather.finish_on_key in digits:
+                raise VobizValidationError(
+                    f"Task {self.task_id!r}: expected_digits {digits!r} can never be pressed: "
+                    f"{gather.finish_on_key!r} is gather's finish_on_key (it ends the input)"
+                )
+
+    def answer_spec(self) -> AnswerSpec | None:
+        """The validated spoken message and keypad prompt from the (rendered) arguments, or ``None`` when
+        the call uses ``answer_url``.
+
+        :raises VobizValidationError: naming the invalid field; nothing has been sent.
+        """
+        if not self.speaks_message:
+            return None
+        spec = self._build_answer_spec(self.message, self.gather)
+        if self.expected_digits is not None and spec.gather is not None:
+            self._check_expected_digits(spec.gather)
+        return spec
 
     def _validate_static_fields(self) -> None:
         """Check, at DAG-parse time, every field whose value is already known."""
-        if self.answer_url is None:
-            raise VobizValidationError(
-                f"Task {self.task_id!r}: answer_url is required (the URL Vobiz fetches VobizXML from "
-                "when the call is answered)"
-            )
+        self._validate_answer_arguments()
         static = {
             name: value
             for name, value in self._call_fields().items()
@@ -308,7 +480,12 @@ class VobizCallOperator(BaseOperator):
 
     def execute(self, context: Context) -> Any:
         request = self.build_request()
+        spec = self.answer_spec()
+        if spec is not None:
+            self._require_receiver()
         if not self.wait_for_completion:
+            if spec is not None:
+                request = self._publish_answer(request, spec, self._correlation(context), self._store())
             response = self._fire(request)
             return self._fired_result(request, response)
 
@@ -320,6 +497,8 @@ class VobizCallOperator(BaseOperator):
             if outcome is not _DIAL:
                 return outcome
 
+        if spec is not None:
+            request = self._publish_answer(request, spec, correlation, store)
         request, use_store = self._with_callback_urls(request, correlation)
         response = self._fire(request)
         destinations = list(request.destinations)
@@ -386,6 +565,49 @@ class VobizCallOperator(BaseOperator):
         from vobiz_provider.callbacks.config import resolve_callback_base_url
 
         return resolve_callback_base_url(self.hook.get_config().callback_base_url)
+
+    def _require_receiver(self) -> str:
+        """The callback base URL a spoken message needs (the receiver serves its XML), else a clear error."""
+        base_url = self._callback_base_url()
+        if base_url is None:
+            raise VobizValidationError(
+                f"Task {self.task_id!r}: message and gather are served to Vobiz by the callback receiver, "
+                f"but no callback_base_url is configured: set the {self.vobiz_conn_id!r} connection's "
+                "callback_base_url extra or [vobiz] callback_base_url (or pass your own answer_url); no call "
+                "was placed"
+            )
+        return base_url
+
+    def _publish_answer(
+        self,
+        request: MakeCallRequest,
+        spec: AnswerSpec,
+        correlation: CorrelationToken,
+        store: CallbackStore,
+    ) -> MakeCallRequest:
+        """Store what the call says for this try, then point ``answer_url`` at the receiver.
+
+        Done before dialling: Vobiz fetches the answer URL as soon as the callee picks up.
+        """
+        from vobiz_provider.callbacks.answers import publish_answer
+        from vobiz_provider.callbacks.config import get_settings
+
+        base_url = self._require_receiver()
+        token = correlation.encode(get_settings().signing_secret)
+        try:
+            answer_url = publish_answer(store, correlation, spec, callback_base_url=base_url, token=token)
+        except Exception as exc:
+            raise AirflowException(
+                f"Task {self.task_id!r}: could not store the spoken message in the Vobiz callback store "
+                f"({type(exc).__name__}); no call was placed"
+            ) from exc
+        self.log.info(
+            "The callback receiver at %s will speak the message%s when the call is answered",
+            base_url,
+            " and collect the keys pressed" if spec.gather is not None else "",
+        )
+        # model_copy: the URL carries the token, which must stay out of any validation message.
+        return request.model_copy(update={"answer_url": answer_url, "answer_method": "POST"})
 
     def _uses_store(self, base_url: str | None) -> bool:
         """Whether this task's hangup callback reaches the receiver (else the wait asks the API)."""
@@ -480,7 +702,7 @@ class VobizCallOperator(BaseOperator):
                 destinations=[r.to for r in previous if r.to],
                 use_store=self._uses_store(self._callback_base_url()),
             )
-        if all(record.status in self.success_statuses for record in previous):
+        if all(self._succeeded(record.to_event()) for record in previous):
             if self.redial != "always":
                 self.log.info(
                     "Try %s: the call placed by try %s already ended successfully (%s); returning its "
@@ -594,16 +816,35 @@ class VobizCallOperator(BaseOperator):
                 f"The Vobiz call (request {request_uuids}) hung up but no call record came with the event"
             )
         self._remember_outcome(calls)
-        failed = [call for call in calls if call.get("status") not in self.success_statuses]
+        failed = [call for call in calls if not self._succeeded(call)]
         if failed:
             raise VobizCallFailedError(
-                "; ".join(_describe_failure(call) for call in failed)
-                + f" (success statuses: {', '.join(self.success_statuses)})",
-                calls=calls,
+                "; ".join(self._describe_failure(call) for call in failed), calls=calls
             )
         for call in calls:
             self.log.info("%s", _describe_outcome(call))
         return _result(calls)
+
+    def _succeeded(self, call: Mapping[str, Any]) -> bool:
+        """Whether a final call record settles the task: a success status (and an expected answer)."""
+        if call.get("status") not in self.success_statuses:
+            return False
+        return self.expected_digits is None or call.get("digits") in self.expected_digits
+
+    def _describe_failure(self, call: Mapping[str, Any]) -> str:
+        if call.get("status") not in self.success_statuses:
+            return f"{_describe_failure(call)} (success statuses: {', '.join(self.success_statuses)})"
+        expected = " or ".join(repr(digits) for digits in self.expected_digits or ())
+        pressed = call.get("digits")
+        answer = (
+            f"the callee pressed {pressed!r}"
+            if pressed
+            else "no digits: the callee did not answer the prompt"
+        )
+        return (
+            f"Vobiz call to {call.get('to') or '?'} ({call.get('call_uuid') or call.get('request_uuid')}) "
+            f"ended with status {call.get('status')!r}, but {answer} (expected {expected})"
+        )
 
     def _remember_outcome(self, calls: list[dict[str, Any]]) -> None:
         """Write outcomes learnt from the API to the store, so that a retry sees the call has ended.
@@ -715,7 +956,8 @@ def _describe_failure(call: dict[str, Any]) -> str:
 
 def _describe_outcome(call: dict[str, Any]) -> str:
     duration = f", {call['duration']} s" if call.get("duration") is not None else ""
+    pressed = f"; the callee pressed {call['digits']!r}" if call.get("digits") else ""
     return (
         f"Vobiz call to {call.get('to') or '?'} ({call.get('call_uuid') or call.get('request_uuid')}) "
-        f"ended with status {call.get('status')!r} (hangup cause {_cause(call)}{duration})"
+        f"ended with status {call.get('status')!r} (hangup cause {_cause(call)}{duration}){pressed}"
     )
