@@ -1,5 +1,5 @@
-"""Fixtures for the end-to-end tests: real Airflow processes (``airflow standalone``), the emulator as a
-separate process, and an answer-XML server, all on loopback.
+"""Fixtures for the end-to-end tests: real Airflow processes (``airflow standalone``) and the emulator as a
+separate process, on loopback.
 
 Every process started here runs in its own session and is stopped with its whole process group (SIGTERM,
 then SIGKILL after a grace period), so no LocalExecutor worker or triggerer child outlives the test.
@@ -34,7 +34,6 @@ STARTUP_TIMEOUT = 240.0
 #: Seconds a process group gets to exit after SIGTERM before it is killed.
 STOP_GRACE = 15.0
 CALLBACK_SECRET = "e2e-callback-secret"
-ANSWER_XML = '<?xml version="1.0" encoding="UTF-8"?><Response><Wait length="300"/></Response>'
 
 
 def free_port() -> int:
@@ -190,23 +189,6 @@ def emulator_process() -> Iterator[EmulatorProcess]:
         yield EmulatorProcess(process=process, url=match.group(1), connection=connection, output=output)
     finally:
         stop_process_group(process, grace=5)
-
-
-@pytest.fixture(scope="module")
-def answer_url() -> Iterator[str]:
-    """A URL serving answer XML that keeps the call up until the callee hangs up."""
-    from starlette.applications import Starlette
-    from starlette.responses import Response
-    from starlette.routing import Route
-
-    from vobiz_provider.testing.emulator.server import serve_in_thread
-
-    async def answer(request: Any) -> Response:
-        return Response(ANSWER_XML, media_type="application/xml")
-
-    app = Starlette(routes=[Route("/answer.xml", answer, methods=["GET", "POST"])])
-    with serve_in_thread(app) as port:
-        yield f"http://127.0.0.1:{port}/answer.xml"
 
 
 # ------------------------------------------------------------------------------------ airflow standalone

@@ -2,11 +2,13 @@
 ``VobizPlugin`` receiver, triggerer, LocalExecutor) runs ``tests/e2e/dags/vobiz_e2e_call.py`` against the
 emulator, a separate process on loopback.
 
-The flow checked: the ``call`` task fires the call at the emulator and defers; while the phone rings the task
-instance is DEFERRED; the emulator posts the ring and hangup callbacks to ``/vobiz`` on the API server (the
-plugin), which stores them; the triggerer's ``VobizCallHangupTrigger`` sees the hangup in the store, the task
-resumes and pushes the call record; ``report`` reads it from XCom; the DAG run succeeds. Everything is
-observed from outside, through Airflow's REST API and the emulator's control API.
+The flow checked: the ``call`` task stores its message, fires the call at the emulator and defers; while the
+phone rings the task instance is DEFERRED; the emulator posts the ring callback, fetches the answer XML,
+posts the pressed key (gather) and the hangup to ``/vobiz`` on the API server (the plugin), which serves the
+message the worker stored and stores every callback; the triggerer's ``VobizCallHangupTrigger`` follows the
+call in the store (ringing, answered, digits, hangup), the task resumes and pushes the call record; ``report``
+reads it from XCom; the DAG run succeeds. Everything is observed from outside, through Airflow's REST API and
+the emulator's control API.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import re
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -30,12 +33,14 @@ DAG_ID = "vobiz_e2e_call"
 TO = "+14155550101"
 #: Seconds the phone rings before the callee answers: the window in which the task must be seen DEFERRED.
 RING_SECONDS = 12.0
-#: Seconds the callee stays on the line (long enough for the trigger's 1 s polls to see "answered").
-TALK_SECONDS = 4.0
+#: Seconds each spoken text takes (message, prompt, reply): long enough for the trigger's 1 s polls to see
+#: "answered" before the key is pressed.
+SPEAK_SECONDS = 2.0
 #: Seconds the DAG processor gets to register the DAG file.
 PARSE_TIMEOUT = 90.0
 #: Seconds from triggering the run to its end (ringing + talking are ~16 s; the rest is scheduling).
 RUN_TIMEOUT = 180.0
+KINDS = ("ring", "answer", "gather", "hangup")
 TERMINAL_RUN_STATES = {"success", "failed"}
 
 
@@ -97,15 +102,23 @@ def _run_and_watch(
 
 
 def test_deferred_call_resumes_from_the_plugin_receiver_under_a_real_triggerer(
-    standalone_airflow: StandaloneAirflow, emulator_process: EmulatorProcess, answer_url: str
+    standalone_airflow: StandaloneAirflow, emulator_process: EmulatorProcess
 ) -> None:
     airflow, emulator = standalone_airflow, emulator_process
-    script = CallScript.answered(after=RING_SECONDS, talk_for=TALK_SECONDS, ring_after=0.2)
+    # The callee answers after RING_SECONDS, listens, presses 1; the receiver's reply XML hangs up.
+    script = CallScript(
+        outcome="completed",
+        ring_after=0.2,
+        answer_after=RING_SECONDS,
+        talk_for=None,
+        digits="1",
+        media_seconds=SPEAK_SECONDS,
+    )
     emulator.control("POST", "/reset")
     emulator.control("POST", "/scripts", json={"default": script.to_dict()})
     _wait_for_dag(airflow)
 
-    run_id, state, samples = _run_and_watch(airflow, emulator, {"to": TO, "answer_url": answer_url})
+    run_id, state, samples = _run_and_watch(airflow, emulator, {"to": TO})
 
     def diagnostics() -> str:
         return (
@@ -128,17 +141,19 @@ def test_deferred_call_resumes_from_the_plugin_receiver_under_a_real_triggerer(
     posts = [r for r in emulator.control("GET", "/requests")["requests"] if r["method"] == "POST"]
     assert len(posts) == 1, f"expected exactly one POST /Call/\n{diagnostics()}"
 
-    # The ring and hangup callbacks went to the plugin's receiver on the API server, which stored them
-    # (it answers 200 only after committing; signatures are required); the answer XML came from answer_url.
+    # Every callback went to the plugin's receiver on the API server, which stored it (it answers 200 only
+    # after committing; signatures are required) and served the message the worker had stored.
     callbacks = emulator.callbacks()
-    by_kind = {kind: [c for c in callbacks if c["kind"] == kind] for kind in ("ring", "answer", "hangup")}
-    for kind in ("ring", "hangup"):
+    by_kind = {kind: [c for c in callbacks if c["kind"] == kind] for kind in KINDS}
+    for kind in KINDS:
         attempts = by_kind[kind]
         assert attempts, f"no {kind} callback was sent\n{diagnostics()}"
         assert all(c["url"].startswith(f"{airflow.callback_base_url}/callbacks/{kind}?") for c in attempts)
         assert attempts[-1]["status"] == 200, f"the receiver refused the {kind} callback\n{diagnostics()}"
-    assert [c["status"] for c in by_kind["answer"]] == [200], diagnostics()
-    assert by_kind["answer"][0]["url"] == answer_url
+    answer_xml = by_kind["answer"][-1]["body"] or ""
+    assert f"Hello {TO}, this is the end-to-end test" in answer_xml, answer_xml
+    assert "<Gather" in answer_xml and "Press 1 to confirm." in answer_xml, answer_xml
+    assert by_kind["gather"][-1]["fields"]["Digits"] == "1"
 
     # The call task resumed without using up a try and pushed the final call record.
     tis = {
@@ -154,6 +169,7 @@ def test_deferred_call_resumes_from_the_plugin_receiver_under_a_real_triggerer(
     assert record["request_uuid"] == call["request_uuid"]
     assert record["status"] == "completed"
     assert record["hangup_cause_code"] == call["hangup_cause_code"]
+    assert record["digits"] == "1"
     assert record["source"] == "callback", f"the outcome did not come from the stored callbacks: {record}"
 
     # The downstream task read it from XCom.
@@ -171,29 +187,58 @@ def test_deferred_call_resumes_from_the_plugin_receiver_under_a_real_triggerer(
             "hangup_cause_name",
             "hangup_source",
             "duration",
+            "digits",
         )
     }
 
-    # The task's log holds the call's timeline: fired and deferred (worker), then ringing and the hangup
-    # cause (written by the trigger in the triggerer; Airflow serves its trigger log file as part of the
-    # task's log). The answer is not in it: it goes to the DAG's answer_url, not to the receiver.
+    # The task's log holds the call's timeline: fired and deferred (worker), then ringing, answered, the key
+    # and the hangup cause (written by the trigger in the triggerer; Airflow serves its trigger log file as
+    # part of the task's log).
     log = airflow.task_log(DAG_ID, run_id, "call", 1)
     assert re.search(r"attempt=1\.log\.trigger\.\d+\.log", log), f"no trigger log among the sources:\n{log}"
     leg = re.escape(f"({call['call_uuid']})")
     to = re.escape(TO)
-    expected = {
+    timeline = {
         "fired": rf"Vobiz accepted the call to {to}: request_uuid {re.escape(call['request_uuid'])}",
         "deferred": rf"Deferring until the call to {to} hangs up",
         "waiting": r"Waiting for the Vobiz call .* reading the callback store",
         "ringing": rf"Call to {to} {leg}: ringing \(via callback\)",
+        "answered": rf"Call to {to} {leg}: answered \(via callback\)",
         "hangup cause": (
             rf"Call to {to} {leg}: hung up \(status=completed, "
             rf"cause={re.escape(record['hangup_cause_name'])} {call['hangup_cause_code']}, .*"
             rf"duration=\d+s, .*via=callback\)"
         ),
     }
-    missing = [name for name, pattern in expected.items() if not re.search(pattern, log)]
-    assert not missing, f"the task log lacks the {', '.join(missing)} line(s):\n{log}\n{diagnostics()}"
+    expected = {**timeline, "digits": rf"Call to {to} {leg}: digits received: 1$"}
     lines = log.splitlines()
-    order = [next(i for i, line in enumerate(lines) if re.search(expected[name], line)) for name in expected]
+    found = {
+        name: next((i for i, line in enumerate(lines) if re.search(pattern, line)), None)
+        for name, pattern in expected.items()
+    }
+    missing = [name for name, index in found.items() if index is None]
+    assert not missing, f"the task log lacks the {', '.join(missing)} line(s):\n{log}\n{diagnostics()}"
+    order = [found[name] for name in timeline]
     assert order == sorted(order), f"the timeline is out of order:\n{log}"
+
+    # No secret leaked anywhere Airflow wrote: the auth token (the connection's password) and the correlation
+    # token (it lets anyone post callbacks for this task instance) are in no log of any component, no XCom
+    # and no rendered template field.
+    tokens = {t for c in callbacks for t in parse_qs(urlsplit(c["url"]).query).get("t", ())}
+    assert tokens
+    secrets = {"auth token": emulator.connection["password"], **{f"token {t[:8]}...": t for t in tokens}}
+    call_ti = airflow.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/call")
+    written = {
+        str(path.relative_to(airflow.home)): path.read_text(encoding="utf-8", errors="replace")
+        for path in [airflow.log_path, *(airflow.home / "logs").rglob("*.log")]
+    }
+    written["XCom call"] = json.dumps(record)
+    written["XCom report"] = json.dumps(summary)
+    written["rendered fields of call"] = json.dumps(call_ti.get("rendered_fields"))
+    leaks = [
+        f"{name} in {where}"
+        for where, text in written.items()
+        for name, secret in secrets.items()
+        if secret in text
+    ]
+    assert not leaks, f"secrets leaked: {leaks}"
