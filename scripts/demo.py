@@ -99,7 +99,7 @@ def timeline(emulator: str) -> list[tuple[str, list[str]]]:
         return []
     t0 = min(_ts(r["received_at"]) for r in fired)
     out = []
-    for call in sorted(calls, key=lambda c: (c.get("to") or "")):
+    for call in sorted(calls, key=lambda c: c.get("to") or ""):
         uuid = call["call_uuid"]
         lines = []
         for r in fired:
@@ -154,7 +154,7 @@ def outcome_table(store_url: str, dag_id: str) -> list[dict[str, Any]]:
 
             keys = [row[0] for row in conn.execute(text("SELECT DISTINCT ti_key FROM vobiz_calls"))]
         records = store.lookup_by_ti_keys([k for k in keys if k and k.startswith(f"{dag_id}/")])
-        return [r.to_event() for r in sorted(records, key=lambda r: (r.to or ""))]
+        return [r.to_event() for r in sorted(records, key=lambda r: r.to or "")]
     finally:
         store.dispose()
 
@@ -199,9 +199,19 @@ def main() -> int:
         emu = start(
             stack,
             [
-                sys.executable, "-m", "vobiz_provider.testing.emulator", "--port", str(emu_port),
-                "--auth-id", "MA_DEMO00001", "--auth-token", "demo-auth-token",
-                "--timezone", "Asia/Kolkata", "--cps", "5",
+                sys.executable,
+                "-m",
+                "vobiz_provider.testing.emulator",
+                "--port",
+                str(emu_port),
+                "--auth-id",
+                "MA_DEMO00001",
+                "--auth-token",
+                "demo-auth-token",
+                "--timezone",
+                "Asia/Kolkata",
+                "--cps",
+                "5",
             ],
             env=env,
             log=home / "emulator.log",
@@ -211,7 +221,7 @@ def main() -> int:
             from vobiz_provider.testing import CallScript, RemoteEmulator
 
             with RemoteEmulator(emulator) as api:
-                for phone, script in zip(recipients(), SCRIPTED):
+                for phone, script in zip(recipients(), SCRIPTED, strict=False):
                     api.script(phone, CallScript(answer_after=0.3, talk_for=0.5, **script))
         rcv = start(
             stack,
