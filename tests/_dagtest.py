@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
     from airflow.sdk import DAG
 
@@ -165,3 +165,28 @@ def store_without_receiver(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> I
         yield url
     finally:
         dispose_stores()
+
+
+#: The example DAGs shipped with the provider.
+EXAMPLE_DAGS = Path(__file__).resolve().parents[1] / "example_dags"
+
+
+def load_example_dag(dag_id: str) -> DAG:
+    """Parse ``example_dags/<dag_id>.py`` as the DAG processor would (import errors fail the test)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(EXAMPLE_DAGS / f"{dag_id}.py"))
+    assert bag.import_errors == {}
+    return bag.dags[dag_id]
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No Vobiz connection defined, and any attempt to open a network connection fails the test."""
+    monkeypatch.delenv("AIRFLOW_CONN_VOBIZ_DEFAULT", raising=False)
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a network connection was opened while the DAG file was parsed")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)

@@ -1,0 +1,5 @@
+"""Fixtures for the example-DAG tests (shared with the operator tests through ``tests/_dagtest.py``)."""
+
+from __future__ import annotations
+
+from _dagtest import callback_receiver, dag_runner, no_network  # noqa: F401 (fixtures)
