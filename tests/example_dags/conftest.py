@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-from _dagtest import callback_receiver, dag_runner, no_network  # noqa: F401 (fixtures)
+from _dagtest import answer_url, callback_receiver, dag_runner, no_network  # noqa: F401 (fixtures)
