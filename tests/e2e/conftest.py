@@ -48,13 +48,18 @@ def redact(text: str) -> str:
     return re.sub(r"([?&]t=)[^&\s\"']+", r"\1***", text)
 
 
-def tail(path: Path, lines: int = 80) -> str:
-    """The last ``lines`` lines of a text file (empty when it does not exist)."""
+def tail(path: Path, lines: int = 80, *, skip: re.Pattern[str] | None = None) -> str:
+    """The last ``lines`` lines of a text file (empty if there is none), leaving out those ``skip`` finds."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return ""
-    return redact("\n".join(text.splitlines()[-lines:]))
+    kept = [line for line in text.splitlines() if skip is None or not skip.search(line)]
+    return redact("\n".join(kept[-lines:]))
+
+
+#: Access-log lines of the REST requests the tests themselves make (polling states, reading logs).
+_POLLING = re.compile(r"\[http\.access\].* method=GET path=/api/v2/")
 
 
 def _group_alive(pgid: int) -> bool:
@@ -217,7 +222,8 @@ class StandaloneAirflow:
         return response.json()
 
     def log_tail(self, lines: int = 120) -> str:
-        return tail(self.log_path, lines)
+        """The end of the standalone output, without the access-log lines of the test's own REST polling."""
+        return tail(self.log_path, lines, skip=_POLLING)
 
     def describe_run(self, dag_id: str, run_id: str | None) -> str:
         """The run's task instances and the standalone log, for failure messages."""
@@ -259,9 +265,17 @@ class StandaloneAirflow:
         content = body.get("content") or []
         if isinstance(content, str):
             return content
-        return "\n".join(
-            str(item.get("event", "")) if isinstance(item, dict) else str(item) for item in content
-        )
+        lines = []
+        for item in content:
+            if not isinstance(item, dict):
+                lines.append(str(item))
+                continue
+            lines.append(str(item.get("event", "")))
+            # A failed task's exception comes as structured details, not in the event text.
+            for error in item.get("error_detail") or ():
+                if isinstance(error, dict):
+                    lines.append(f"{error.get('exc_type')}: {error.get('exc_value')}")
+        return "\n".join(lines)
 
 
 def _standalone_env(home: Path, *, api_port: int, connection: dict[str, Any]) -> dict[str, str]:
@@ -345,7 +359,19 @@ def standalone_airflow(
                 plugin = httpx.get(f"{airflow.callback_base_url}/health", timeout=5.0)
             except httpx.HTTPError:
                 return False
-            if health.status_code != 200 or plugin.status_code != 200:
+            # The UI answers 200 (its HTML page) on unknown paths: only the receiver's JSON proves it is up.
+            receiver_up = plugin.status_code == 200 and plugin.headers.get("content-type", "").startswith(
+                "application/json"
+            )
+            if health.status_code == 200 and not receiver_up:
+                # The API server is up, so it has loaded its plugins: the receiver is not among them.
+                plugins = airflow.api.get("/plugins").text
+                pytest.fail(
+                    f"the API server does not serve the Vobiz receiver at /vobiz (VobizPlugin not mounted).\n"
+                    f"GET /api/v2/plugins: {plugins}\n{airflow.log_tail()}",
+                    pytrace=False,
+                )
+            if health.status_code != 200:
                 return False
             components = health.json()
             if (components.get("dag_processor") or {"status": "healthy"}).get("status") != "healthy":
@@ -356,7 +382,7 @@ def standalone_airflow(
             ):
                 return False
             # The Execution API builds its versioned routes on its first request, on the API server's event
-            # loop: ~40 s on 2 busy cores, during which nothing else (REST API, /vobiz) answers. Pay for
+            # loop: 20-40 s on 2 busy cores, during which nothing else (REST API, /vobiz) answers. Pay for
             # it here rather than in the middle of the run.
             try:
                 warm = httpx.get(f"{airflow.api_url}/execution/health", timeout=STARTUP_TIMEOUT)

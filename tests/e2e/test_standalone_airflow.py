@@ -31,6 +31,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.airflow_db, pytest.mark.timeout(420)
 
 DAG_ID = "vobiz_e2e_call"
 TO = "+14155550101"
+BUSY_TO = "+14155550102"
 #: Seconds the phone rings before the callee answers: the window in which the task must be seen DEFERRED.
 RING_SECONDS = 12.0
 #: Seconds each spoken text takes (message, prompt, reply): long enough for the trigger's 1 s polls to see
@@ -67,38 +68,46 @@ def _wait_for_dag(airflow: StandaloneAirflow) -> None:
     )
 
 
-def _run_and_watch(
-    airflow: StandaloneAirflow, emulator: EmulatorProcess, conf: dict[str, Any]
-) -> tuple[str, str, list[tuple[float, str | None, str | None]]]:
-    """Trigger a run and poll it to its end.
-
-    Returns the run id, its final state, and samples ``(seconds since trigger, state of the call task,
-    emulator status of the call)``, the latter taken only while the task is DEFERRED.
-    """
-    airflow.api.patch(f"/dags/{DAG_ID}", json={"is_paused": False}).raise_for_status()
+def _trigger(airflow: StandaloneAirflow, conf: dict[str, Any]) -> str:
     response = airflow.api.post(f"/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": conf})
     assert response.status_code == 200, response.text
-    run_id = response.json()["dag_run_id"]
+    return response.json()["dag_run_id"]
+
+
+def _watch(
+    airflow: StandaloneAirflow, emulator: EmulatorProcess, run_ids: list[str], *, sampled: str, to: str
+) -> tuple[dict[str, str], list[tuple[float, str | None, str | None]]]:
+    """Poll the runs to their end.
+
+    Returns each run's last state, and samples ``(seconds, state of the call task, emulator status of the
+    call to ``to``)`` of the ``sampled`` run, the phone's status taken only while the task is DEFERRED.
+    """
     started = time.monotonic()
+    states = dict.fromkeys(run_ids, "queued")
     samples: list[tuple[float, str | None, str | None]] = []
-    state = "queued"
     while time.monotonic() - started < RUN_TIMEOUT:
         try:
-            state = airflow.get(f"/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
-            tis = airflow.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")["task_instances"]
+            for run_id in run_ids:
+                states[run_id] = airflow.get(f"/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
+            tis = airflow.get(f"/dags/{DAG_ID}/dagRuns/{sampled}/taskInstances")["task_instances"]
             call_state = next((ti["state"] for ti in tis if ti["task_id"] == "call"), None)
             phone = None
             if call_state == "deferred":
-                calls = emulator.calls()
-                phone = calls[0]["status"] if calls else None
+                phone = next((c["status"] for c in emulator.calls() if c["to"] == to), None)
         except httpx.TimeoutException:
-            continue  # a busy API server; the run's deadline still applies
+            continue  # a busy API server; the runs' deadline still applies
         if not samples or samples[-1][1:] != (call_state, phone):
             samples.append((round(time.monotonic() - started, 1), call_state, phone))
-        if state in TERMINAL_RUN_STATES:
+        if all(state in TERMINAL_RUN_STATES for state in states.values()):
             break
         time.sleep(0.5)
-    return run_id, state, samples
+    return states, samples
+
+
+def _call_to(emulator: EmulatorProcess, to: str) -> dict[str, Any]:
+    calls = [call for call in emulator.calls() if call["to"] == to]
+    assert len(calls) == 1, f"expected one call to {to}, got {calls}"
+    return calls[0]
 
 
 def test_deferred_call_resumes_from_the_plugin_receiver_under_a_real_triggerer(
@@ -106,7 +115,7 @@ def test_deferred_call_resumes_from_the_plugin_receiver_under_a_real_triggerer(
 ) -> None:
     airflow, emulator = standalone_airflow, emulator_process
     # The callee answers after RING_SECONDS, listens, presses 1; the receiver's reply XML hangs up.
-    script = CallScript(
+    answered = CallScript(
         outcome="completed",
         ring_after=0.2,
         answer_after=RING_SECONDS,
@@ -115,15 +124,24 @@ def test_deferred_call_resumes_from_the_plugin_receiver_under_a_real_triggerer(
         media_seconds=SPEAK_SECONDS,
     )
     emulator.control("POST", "/reset")
-    emulator.control("POST", "/scripts", json={"default": script.to_dict()})
+    emulator.control(
+        "POST",
+        "/scripts",
+        json={"scripts": {TO: answered.to_dict(), BUSY_TO: CallScript.busy(1.0).to_dict()}},
+    )
     _wait_for_dag(airflow)
+    airflow.api.patch(f"/dags/{DAG_ID}", json={"is_paused": False}).raise_for_status()
 
-    run_id, state, samples = _run_and_watch(airflow, emulator, {"to": TO})
+    # A second run, at the same time, calls a busy line: its task must fail (no retries are configured).
+    run_id = _trigger(airflow, {"to": TO})
+    busy_run_id = _trigger(airflow, {"to": BUSY_TO})
+    states, samples = _watch(airflow, emulator, [run_id, busy_run_id], sampled=run_id, to=TO)
+    state = states[run_id]
 
-    def diagnostics() -> str:
+    def diagnostics(run: str = run_id) -> str:
         return (
-            f"run {run_id}: {state}\n(seconds, call task state, phone) samples: {samples}\n"
-            f"{emulator.describe()}\n{airflow.describe_run(DAG_ID, run_id)}"
+            f"runs: {states}\n(seconds, call task state, phone) samples: {samples}\n"
+            f"{emulator.describe()}\n{airflow.describe_run(DAG_ID, run)}"
         )
 
     assert state == "success", f"the DAG run did not succeed\n{diagnostics()}"
@@ -133,17 +151,19 @@ def test_deferred_call_resumes_from_the_plugin_receiver_under_a_real_triggerer(
         f"the call task was never seen DEFERRED while the phone rang\n{diagnostics()}"
     )
 
-    # One call, placed once, answered and hung up by the callee.
-    calls = emulator.calls()
-    assert len(calls) == 1, diagnostics()
-    call = calls[0]
+    # One call, placed once, answered, and ended by the receiver's reply XML after the key was pressed.
+    call = _call_to(emulator, TO)
     assert call["status"] == "completed", diagnostics()
-    posts = [r for r in emulator.control("GET", "/requests")["requests"] if r["method"] == "POST"]
-    assert len(posts) == 1, f"expected exactly one POST /Call/\n{diagnostics()}"
+    posts = [
+        r
+        for r in emulator.control("GET", "/requests")["requests"]
+        if r["method"] == "POST" and (r["body"] or {}).get("to") == TO
+    ]
+    assert len(posts) == 1, f"expected exactly one POST /Call/ to {TO}\n{diagnostics()}"
 
     # Every callback went to the plugin's receiver on the API server, which stored it (it answers 200 only
     # after committing; signatures are required) and served the message the worker had stored.
-    callbacks = emulator.callbacks()
+    callbacks = [c for c in emulator.callbacks() if c["call_uuid"] == call["call_uuid"]]
     by_kind = {kind: [c for c in callbacks if c["kind"] == kind] for kind in KINDS}
     for kind in KINDS:
         attempts = by_kind[kind]
@@ -224,7 +244,7 @@ def test_deferred_call_resumes_from_the_plugin_receiver_under_a_real_triggerer(
     # No secret leaked anywhere Airflow wrote: the auth token (the connection's password) and the correlation
     # token (it lets anyone post callbacks for this task instance) are in no log of any component, no XCom
     # and no rendered template field.
-    tokens = {t for c in callbacks for t in parse_qs(urlsplit(c["url"]).query).get("t", ())}
+    tokens = {t for c in emulator.callbacks() for t in parse_qs(urlsplit(c["url"]).query).get("t", ())}
     assert tokens
     secrets = {"auth token": emulator.connection["password"], **{f"token {t[:8]}...": t for t in tokens}}
     call_ti = airflow.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/call")
@@ -242,3 +262,23 @@ def test_deferred_call_resumes_from_the_plugin_receiver_under_a_real_triggerer(
         if secret in text
     ]
     assert not leaks, f"secrets leaked: {leaks}"
+
+    # The busy line failed its run: the trigger saw the busy hangup, and the resumed task raised
+    # VobizCallFailedError naming the cause, in its first and only try.
+    busy = _call_to(emulator, BUSY_TO)
+    assert states[busy_run_id] == "failed", f"the busy run did not fail\n{diagnostics(busy_run_id)}"
+    busy_tis = {
+        ti["task_id"]: ti
+        for ti in airflow.get(f"/dags/{DAG_ID}/dagRuns/{busy_run_id}/taskInstances")["task_instances"]
+    }
+    assert busy_tis["call"]["state"] == "failed" and busy_tis["call"]["try_number"] == 1, diagnostics(
+        busy_run_id
+    )
+    assert busy_tis["report"]["state"] == "upstream_failed", diagnostics(busy_run_id)
+    busy_log = airflow.task_log(DAG_ID, busy_run_id, "call", 1)
+    code = busy["hangup_cause_code"]
+    for pattern in (
+        rf"Call to {re.escape(BUSY_TO)} \(\S+\): hung up \(status=busy, cause=[^,]* {code}, .*via=callback\)",
+        rf"VobizCallFailedError: .*ended with status 'busy' \(hangup cause {code} ",
+    ):
+        assert re.search(pattern, busy_log), f"the busy task's log lacks {pattern!r}:\n{busy_log}"
