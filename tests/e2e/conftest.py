@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from vobiz_provider.testing import RemoteEmulator
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
@@ -119,37 +121,31 @@ def wait_until(
 
 @dataclass
 class EmulatorProcess:
-    """``python -m vobiz_provider.testing.emulator`` running in its own process."""
+    """``python -m vobiz_provider.testing.emulator`` running in its own process, driven over its control API.
+
+    :param process: The emulator process.
+    :param remote: Client of its control API (scripts, calls, callbacks, requests).
+    :param connection: The Airflow connection (as a dict) pointing at it.
+    :param output: Lines the process printed so far.
+    """
 
     process: subprocess.Popen[str]
-    url: str
+    remote: RemoteEmulator
     connection: dict[str, Any]
     output: list[str] = field(default_factory=list)
-
-    def control(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Call the control API (``/_emulator/...``); returns the JSON body."""
-        response = httpx.request(method, f"{self.url}/_emulator{path}", timeout=10.0, **kwargs)
-        response.raise_for_status()
-        return response.json()
-
-    def calls(self) -> list[dict[str, Any]]:
-        return self.control("GET", "/calls")["calls"]
-
-    def callbacks(self) -> list[dict[str, Any]]:
-        return self.control("GET", "/callbacks")["callbacks"]
 
     def describe(self) -> str:
         """Calls and callback attempts, for failure messages (tokens hidden)."""
         try:
             calls = [
                 {k: c.get(k) for k in ("call_uuid", "to", "status", "hangup_cause_code", "xml_log")}
-                for c in self.calls()
+                for c in self.remote.calls()
             ]
             callbacks = [
                 {k: c.get(k) for k in ("kind", "url", "attempt", "status", "error", "sent_at")}
-                for c in self.callbacks()
+                for c in self.remote.callbacks()
             ]
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, ValueError) as exc:
             return f"emulator unreachable: {exc}\n" + redact("".join(self.output[-40:]))
         return redact(
             "emulator calls:\n"
@@ -191,7 +187,8 @@ def emulator_process() -> Iterator[EmulatorProcess]:
         conn_line = next(line for line in output if line.startswith("AIRFLOW_CONN_VOBIZ_DEFAULT="))
         assert match is not None, output
         connection = json.loads(conn_line.split("=", 1)[1].strip().strip("'"))
-        yield EmulatorProcess(process=process, url=match.group(1), connection=connection, output=output)
+        with RemoteEmulator(match.group(1)) as remote:
+            yield EmulatorProcess(process=process, remote=remote, connection=connection, output=output)
     finally:
         stop_process_group(process, grace=5)
 

@@ -39,7 +39,7 @@ RING_SECONDS = 12.0
 SPEAK_SECONDS = 2.0
 #: Seconds the DAG processor gets to register the DAG file.
 PARSE_TIMEOUT = 90.0
-#: Seconds from triggering the run to its end (ringing + talking are ~16 s; the rest is scheduling).
+#: Seconds from triggering the runs to their end (the answered call lasts ~20 s; the rest is scheduling).
 RUN_TIMEOUT = 180.0
 KINDS = ("ring", "answer", "gather", "hangup")
 TERMINAL_RUN_STATES = {"success", "failed"}
@@ -93,7 +93,7 @@ def _watch(
             call_state = next((ti["state"] for ti in tis if ti["task_id"] == "call"), None)
             phone = None
             if call_state == "deferred":
-                phone = next((c["status"] for c in emulator.calls() if c["to"] == to), None)
+                phone = next((c["status"] for c in emulator.remote.calls() if c["to"] == to), None)
         except httpx.TimeoutException:
             continue  # a busy API server; the runs' deadline still applies
         if not samples or samples[-1][1:] != (call_state, phone):
@@ -105,7 +105,7 @@ def _watch(
 
 
 def _call_to(emulator: EmulatorProcess, to: str) -> dict[str, Any]:
-    calls = [call for call in emulator.calls() if call["to"] == to]
+    calls = [call for call in emulator.remote.calls() if call["to"] == to]
     assert len(calls) == 1, f"expected one call to {to}, got {calls}"
     return calls[0]
 
@@ -123,12 +123,9 @@ def test_deferred_call_resumes_from_the_plugin_receiver_under_a_real_triggerer(
         digits="1",
         media_seconds=SPEAK_SECONDS,
     )
-    emulator.control("POST", "/reset")
-    emulator.control(
-        "POST",
-        "/scripts",
-        json={"scripts": {TO: answered.to_dict(), BUSY_TO: CallScript.busy(1.0).to_dict()}},
-    )
+    emulator.remote.reset()
+    emulator.remote.script(TO, answered)
+    emulator.remote.script(BUSY_TO, CallScript.busy(1.0))
     _wait_for_dag(airflow)
     airflow.api.patch(f"/dags/{DAG_ID}", json={"is_paused": False}).raise_for_status()
 
@@ -155,15 +152,13 @@ def test_deferred_call_resumes_from_the_plugin_receiver_under_a_real_triggerer(
     call = _call_to(emulator, TO)
     assert call["status"] == "completed", diagnostics()
     posts = [
-        r
-        for r in emulator.control("GET", "/requests")["requests"]
-        if r["method"] == "POST" and (r["body"] or {}).get("to") == TO
+        r for r in emulator.remote.requests() if r["method"] == "POST" and (r["body"] or {}).get("to") == TO
     ]
     assert len(posts) == 1, f"expected exactly one POST /Call/ to {TO}\n{diagnostics()}"
 
     # Every callback went to the plugin's receiver on the API server, which stored it (it answers 200 only
     # after committing; signatures are required) and served the message the worker had stored.
-    callbacks = [c for c in emulator.callbacks() if c["call_uuid"] == call["call_uuid"]]
+    callbacks = [c for c in emulator.remote.callbacks() if c["call_uuid"] == call["call_uuid"]]
     by_kind = {kind: [c for c in callbacks if c["kind"] == kind] for kind in KINDS}
     for kind in KINDS:
         attempts = by_kind[kind]
@@ -244,7 +239,7 @@ def test_deferred_call_resumes_from_the_plugin_receiver_under_a_real_triggerer(
     # No secret leaked anywhere Airflow wrote: the auth token (the connection's password) and the correlation
     # token (it lets anyone post callbacks for this task instance) are in no log of any component, no XCom
     # and no rendered template field.
-    tokens = {t for c in emulator.callbacks() for t in parse_qs(urlsplit(c["url"]).query).get("t", ())}
+    tokens = {t for c in emulator.remote.callbacks() for t in parse_qs(urlsplit(c["url"]).query).get("t", ())}
     assert tokens
     secrets = {"auth token": emulator.connection["password"], **{f"token {t[:8]}...": t for t in tokens}}
     call_ti = airflow.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/call")
