@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
+
+import httpx
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -31,3 +34,26 @@ def api_requests(emulator: Any, method: str | None = None, path_contains: str = 
     return [
         r for r in emulator.requests if (method is None or r.method == method) and path_contains in r.path
     ]
+
+
+def place_elsewhere(emulator: Any, call: Any) -> str:
+    """Place ``call`` as another worker would (a raw POST, not through this process's clients)."""
+    response = httpx.post(
+        f"{emulator.base_url}/Account/{emulator.auth_id}/Call/",
+        json=call.to_payload(),
+        headers={"X-Auth-ID": emulator.auth_id, "X-Auth-Token": emulator.auth_token},
+    )
+    response.raise_for_status()
+    return str(response.json()["request_uuid"])
+
+
+def live_call_placed_elsewhere(emulator: Any, call: Any, *, started_ago: float) -> str:
+    """Place ``call`` elsewhere, wait until it is answered (live), and move its session start
+    ``started_ago`` seconds into the past (as if it had been up that long)."""
+    uuid = place_elsewhere(emulator, call)
+    placed = wait_for(
+        lambda: emulator.calls[uuid] if emulator.calls[uuid].status == "in-progress" else None,
+        what="the earlier call to be answered",
+    )
+    placed.ring_at = placed.created_at = datetime.now(timezone.utc) - timedelta(seconds=started_ago)
+    return uuid

@@ -7,7 +7,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from _client_helpers import CALLER, DESTINATION, FAST, api_requests
+from _client_helpers import CALLER, DESTINATION, FAST, api_requests, live_call_placed_elsewhere
 
 from vobiz_provider.client import AsyncVobizClient
 from vobiz_provider.exceptions import (
@@ -131,6 +131,34 @@ async def test_read_timeout_after_the_call_ended_is_outcome_unknown(
         with pytest.raises(VobizCallOutcomeUnknownError, match="NOT re-sent"):
             await client.make_call(call_request())
     assert len(api_requests(vobiz_emulator, "POST")) == 1
+
+
+async def test_an_earlier_live_call_is_ruled_out_and_the_new_call_recovered(
+    vobiz_emulator: Any, aclient: AsyncVobizClient, call_request: Any
+) -> None:
+    vobiz_emulator.script(DESTINATION, CallScript.answered(after=0.01, talk_for=None))
+    earlier = live_call_placed_elsewhere(vobiz_emulator, call_request(), started_ago=60)
+    vobiz_emulator.inject_fault(accept=True, status=502)  # this call IS placed
+
+    fired = await aclient.make_call(call_request())
+
+    (new,) = set(vobiz_emulator.calls) - {earlier}
+    assert fired.request_uuids == [new]
+    assert fired.model_extra.get("recovered") is True
+
+
+async def test_an_earlier_live_call_is_not_taken_for_a_call_that_was_not_placed(
+    vobiz_emulator: Any, aclient: AsyncVobizClient, call_request: Any
+) -> None:
+    vobiz_emulator.script(DESTINATION, CallScript.answered(after=0.01, talk_for=None))
+    earlier = live_call_placed_elsewhere(vobiz_emulator, call_request(), started_ago=60)
+    vobiz_emulator.inject_fault(status=500)  # this call is NOT placed
+
+    with pytest.raises(VobizCallOutcomeUnknownError) as info:
+        await aclient.make_call(call_request())
+
+    assert f"call(s) {earlier} to it were ruled out" in str(info.value)
+    assert list(vobiz_emulator.calls) == [earlier]
 
 
 async def test_connect_refused_is_retried_then_raised(caplog: Any) -> None:

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 import pytest
-from _client_helpers import DESTINATION, FAST, api_requests
+from _client_helpers import DESTINATION, FAST, api_requests, live_call_placed_elsewhere, place_elsewhere
 
 from vobiz_provider.client import VobizClient
 from vobiz_provider.exceptions import (
@@ -177,10 +177,18 @@ def test_read_timeout_on_make_call_when_the_call_already_ended_is_outcome_unknow
     assert vobiz_emulator.auth_token not in message
 
 
-def test_a_call_that_was_up_before_sending_is_not_taken_for_the_new_one(
+def test_placing_a_call_sends_one_request(vobiz_emulator: Any, call_request: Any) -> None:
+    # Nothing is listed up front: the live/queued lists are read only when an outcome is unknown.
+    with _client(vobiz_emulator) as client:
+        client.make_call(call_request())
+
+    assert [(r.method, r.status) for r in vobiz_emulator.requests] == [("POST", 201)]
+
+
+def test_a_call_this_process_placed_earlier_is_not_taken_for_the_new_one(
     vobiz_emulator: Any, call_request: Any
 ) -> None:
-    vobiz_emulator.script(DESTINATION, CallScript.answered(after=10))
+    vobiz_emulator.script(DESTINATION, CallScript.answered(after=10))  # still queued (ringing) later
     with _client(vobiz_emulator) as client:
         (earlier,) = client.make_call(call_request()).request_uuids
         vobiz_emulator.inject_fault(status=500)  # the second call is NOT placed
@@ -188,13 +196,87 @@ def test_a_call_that_was_up_before_sending_is_not_taken_for_the_new_one(
         with pytest.raises(VobizCallOutcomeUnknownError) as info:
             client.make_call(call_request())
 
-    assert earlier not in str(info.value)
+    message = str(info.value)
+    assert "no queued or live call" in message
+    assert f"call(s) {earlier} to it were ruled out" in message
     assert len(vobiz_emulator.calls) == 1
+
+
+def test_an_earlier_live_call_is_not_taken_for_a_call_that_was_not_placed(
+    vobiz_emulator: Any, call_request: Any
+) -> None:
+    vobiz_emulator.script(DESTINATION, CallScript.answered(after=0.01, talk_for=None))
+    earlier = live_call_placed_elsewhere(vobiz_emulator, call_request(), started_ago=60)
+    vobiz_emulator.inject_fault(status=500)  # this call is NOT placed
+
+    with _client(vobiz_emulator) as client, pytest.raises(VobizCallOutcomeUnknownError) as info:
+        client.make_call(call_request())
+
+    message = str(info.value)
+    assert "no queued or live call" in message
+    assert f"call(s) {earlier} to it were ruled out" in message
+    assert list(vobiz_emulator.calls) == [earlier]
+
+
+def test_an_earlier_live_call_is_ruled_out_and_the_new_call_recovered(
+    vobiz_emulator: Any, call_request: Any
+) -> None:
+    vobiz_emulator.script(DESTINATION, CallScript.answered(after=0.01, talk_for=None))
+    earlier = live_call_placed_elsewhere(vobiz_emulator, call_request(), started_ago=60)
+    vobiz_emulator.inject_fault(accept=True, status=502)  # this call IS placed
+
+    with _client(vobiz_emulator) as client:
+        fired = client.make_call(call_request())
+
+    (new,) = set(vobiz_emulator.calls) - {earlier}
+    assert fired.request_uuids == [new]
+    assert fired.model_extra.get("recovered") is True
+    assert len(api_requests(vobiz_emulator, "POST")) == 2, "one each: the earlier call and this one"
+
+
+def test_a_live_call_that_started_within_the_clock_skew_is_a_candidate(
+    vobiz_emulator: Any, call_request: Any
+) -> None:
+    # Started 1 s "before" the request by Vobiz's clock: within CLOCK_SKEW, so it cannot be ruled out;
+    # with the new call placed too there are two candidates and nothing is attributed.
+    vobiz_emulator.script(DESTINATION, CallScript.answered(after=0.01, talk_for=None))
+    other = live_call_placed_elsewhere(vobiz_emulator, call_request(), started_ago=1)
+    vobiz_emulator.inject_fault(accept=True, status=502)
+
+    with _client(vobiz_emulator) as client, pytest.raises(VobizCallOutcomeUnknownError) as info:
+        client.make_call(call_request())
+
+    (new,) = set(vobiz_emulator.calls) - {other}
+    message = str(info.value)
+    assert "several calls" in message
+    assert other in message and new in message
+    assert "NOT re-sent" in message
+    assert len(api_requests(vobiz_emulator, "POST")) == 2
+
+
+def test_two_queued_candidates_are_outcome_unknown(vobiz_emulator: Any, call_request: Any) -> None:
+    # Queued calls carry no start time: a ringing call another worker placed to the same number from the
+    # same caller ID cannot be told apart from this one, so neither is adopted.
+    vobiz_emulator.script(DESTINATION, CallScript.answered(after=10))
+    other = place_elsewhere(vobiz_emulator, call_request())
+    vobiz_emulator.inject_fault(accept=True, delay=1.0)
+
+    with (
+        _client(vobiz_emulator, timeout=0.3) as client,
+        pytest.raises(VobizCallOutcomeUnknownError) as info,
+    ):
+        client.make_call(call_request())
+
+    (new,) = set(vobiz_emulator.calls) - {other}
+    message = str(info.value)
+    assert "several calls" in message
+    assert other in message and new in message
+    assert len(api_requests(vobiz_emulator, "POST")) == 2
 
 
 def test_lookup_failure_is_reported_as_outcome_unknown(vobiz_emulator: Any, call_request: Any) -> None:
     vobiz_emulator.inject_fault(accept=True, delay=1.0)
-    # Listing calls fails throughout: before sending (no snapshot) and while looking for the call.
+    # Listing calls fails throughout the search for the call.
     vobiz_emulator.inject_fault(method="GET", path_contains="/Call/", status=503, count=None)
 
     client = _client(vobiz_emulator, timeout=0.3, max_retries=1)

@@ -10,8 +10,11 @@ status and Vobiz's own text, and is passed through :meth:`ClientCore.redact` in 
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 from urllib.parse import quote
@@ -20,7 +23,7 @@ import httpx
 from pydantic import SecretStr, ValidationError
 
 from vobiz_provider import __version__
-from vobiz_provider.client.retry import describe_exception
+from vobiz_provider.client.retry import describe_exception, retry_kwargs
 from vobiz_provider.exceptions import (
     VobizAuthError,
     VobizCallOutcomeUnknownError,
@@ -50,11 +53,14 @@ if TYPE_CHECKING:
     from vobiz_provider.models.responses import Cdr
 
 __all__ = [
+    "CLOCK_SKEW",
     "DEFAULT_BASE_URL",
     "USER_AGENT",
     "ApiRequest",
     "ClientCore",
+    "PlacedCalls",
     "interpret",
+    "placed_calls",
 ]
 
 log = logging.getLogger("vobiz_provider.client")
@@ -70,6 +76,11 @@ _PATH_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]*$")
 # Header values must be visible ASCII: httpx/h11 would otherwise raise errors that quote the value.
 _HEADER_VALUE = re.compile(r"^[\x21-\x7e]+$")
 _BODY_EXCERPT = 500
+
+CLOCK_SKEW = dt.timedelta(seconds=2)
+"""Clock difference tolerated between this machine and Vobiz when a live call's ``session_start`` is
+compared with the moment ``POST /Call/`` was sent: a live call that started more than this before the
+request was sent is not the call it placed (see :func:`started_before`)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -253,6 +264,52 @@ def call_uuid_of(call: LiveCall | QueuedCall) -> str | None:
     return str(value) if value else None
 
 
+def started_before(call: LiveCall | QueuedCall, sent_at: dt.datetime) -> bool:
+    """Whether a live call provably started before ``sent_at`` (so it cannot be the call sent then).
+
+    Compares the call's ``session_start`` (UTC, Vobiz's clock) with ``sent_at`` (UTC, ours) minus
+    :data:`CLOCK_SKEW`. Queued calls carry no time, and a call without ``session_start`` cannot be ruled
+    out: both return ``False``.
+    """
+    started = getattr(call, "session_start", None)
+    return isinstance(started, dt.datetime) and started < sent_at - CLOCK_SKEW
+
+
+class PlacedCalls:
+    """The UUIDs of the calls this process placed (the latest :data:`PLACED_CALLS_KEPT`), thread-safe.
+
+    A queued call carries no start time, so after an unknown outcome an earlier, still-ringing call to the
+    same destination would look exactly like the call just sent. The calls this process placed itself
+    (whose ``POST /Call/`` answered) are known not to be that call, and are never adopted.
+    """
+
+    def __init__(self, *, kept: int = 10_000) -> None:
+        self._kept = kept
+        self._lock = threading.Lock()
+        self._uuids: OrderedDict[str, None] = OrderedDict()
+
+    def add(self, uuids: Iterable[str]) -> None:
+        """Remember ``uuids`` as placed by this process."""
+        with self._lock:
+            for uuid in uuids:
+                self._uuids[uuid] = None
+            while len(self._uuids) > self._kept:
+                self._uuids.popitem(last=False)
+
+    def __contains__(self, uuid: object) -> bool:
+        with self._lock:
+            return uuid in self._uuids
+
+    def clear(self) -> None:
+        """Forget every UUID (for tests)."""
+        with self._lock:
+            self._uuids.clear()
+
+
+#: Calls placed by any client of this process.
+placed_calls = PlacedCalls()
+
+
 # ---------------------------------------------------------------------------------------------- core
 
 
@@ -317,6 +374,7 @@ class ClientCore:
         self.cps = float(cps) if cps is not None else None
         self.backoff_base = float(backoff_base)
         self.backoff_max = float(backoff_max)
+        self._make_call_policy: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(auth_id={self.auth_id!r}, base_url={self.base_url!r})"
@@ -343,6 +401,30 @@ class ClientCore:
             "timeout": httpx.Timeout(self.timeout),
             "follow_redirects": False,
         }
+
+    def make_call_policy(self, label: str) -> dict[str, Any]:
+        """The tenacity arguments of ``POST /Call/`` (send-once policy), built once per client."""
+        if self._make_call_policy is None:
+            self._make_call_policy = retry_kwargs(
+                label=label,
+                make_call=True,
+                max_retries=self.max_retries,
+                backoff_base=self.backoff_base,
+                backoff_max=self.backoff_max,
+                logger=log,
+            )
+        return self._make_call_policy
+
+    def idempotent_policy(self, label: str) -> dict[str, Any]:
+        """The tenacity arguments of an idempotent request (retried on 429, 5xx and network errors)."""
+        return retry_kwargs(
+            label=label,
+            make_call=False,
+            max_retries=self.max_retries,
+            backoff_base=self.backoff_base,
+            backoff_max=self.backoff_max,
+            logger=log,
+        )
 
     def redact(self, text: str) -> str:
         """``text`` with every occurrence of the auth token replaced by ``***``."""
@@ -443,6 +525,28 @@ class ClientCore:
             describe_exception(exc),
         )
 
+    @staticmethod
+    def remember_placed(response: CallFiredResponse) -> CallFiredResponse:
+        """Note the UUIDs of a call this process placed (never adopted by a later recovery)."""
+        placed_calls.add(response.request_uuids)
+        return response
+
+    def classify_found(
+        self, call: MakeCallRequest, found: LiveCall | QueuedCall, *, sent_at: dt.datetime
+    ) -> str | None:
+        """Whether a call listed after an unknown outcome may be the one sent at ``sent_at``.
+
+        :return: ``None`` if it does not go to the destination from the caller ID; ``"candidate"`` if it
+            may be the call; ``"earlier"`` if it provably is another one (placed earlier by this process,
+            or live since before ``sent_at`` - :data:`CLOCK_SKEW`).
+        """
+        if not call_matches(call, found):
+            return None
+        uuid = call_uuid_of(found)
+        if (uuid is not None and uuid in placed_calls) or started_before(found, sent_at):
+            return "earlier"
+        return "candidate"
+
     def settle_outcome(
         self,
         *,
@@ -450,52 +554,60 @@ class ClientCore:
         call: MakeCallRequest,
         cause: BaseException,
         found: Iterable[LiveCall | QueuedCall],
+        earlier: Iterable[str],
         lookup_errors: list[str],
-        snapshot_taken: bool,
     ) -> CallFiredResponse:
         """Turn the calls found after an unknown outcome into a response, or raise outcome-unknown.
+
+        Exactly one candidate and every look-up answered: that is the call (logged, never re-sent). Zero
+        or several, or a failed look-up: :class:`VobizCallOutcomeUnknownError`, saying what was found.
 
         :param request: The ``POST /Call/`` that failed.
         :param call: Its body.
         :param cause: Why the outcome is unknown.
-        :param found: Queued/live calls to the destination from the caller ID, not seen before sending.
+        :param found: Queued/live calls to the destination from the caller ID that may be this call.
+        :param earlier: UUIDs of matching calls ruled out (placed earlier by this process, or live since
+            before the request was sent).
         :param lookup_errors: Descriptions of look-ups that failed.
-        :param snapshot_taken: Whether the calls present before sending were known (and excluded).
         """
-        uuids: list[str] = []
-        for candidate in found:
-            uuid = call_uuid_of(candidate)
-            if uuid and uuid not in uuids:
-                uuids.append(uuid)
-        if uuids and (snapshot_taken or len(uuids) == 1):
+        uuids = _unique(call_uuid_of(candidate) for candidate in found)
+        ruled_out = _unique(earlier)
+        if len(uuids) == 1 and not lookup_errors:
             log.warning(
                 "Vobiz %s: recovered the call after %s: found %s to %s from %s among the account's "
-                "queued/live calls; it was not re-sent.",
+                "queued/live calls%s; it was not re-sent.",
                 request.label,
                 describe_exception(cause),
-                ", ".join(uuids),
+                uuids[0],
                 "<".join(call.to),
                 call.from_number,
+                f" (ignoring earlier call(s) {', '.join(ruled_out)})" if ruled_out else "",
             )
             return CallFiredResponse.model_validate(
                 {
                     "api_id": None,
                     "message": "call fired (recovered from the live/queued call lists)",
-                    "request_uuid": uuids[0] if len(uuids) == 1 else uuids,
+                    "request_uuid": uuids[0],
                     "recovered": True,
                 }
             )
-        if uuids:
+        if len(uuids) > 1:
             reason = (
-                f"several calls to that destination from that caller ID are in progress ({', '.join(uuids)}) "
-                "and the calls present before sending could not be listed, so none can be attributed"
+                "several calls to that destination from that caller ID may be this one "
+                f"({', '.join(uuids)}), so none can be attributed to this request"
             )
         elif lookup_errors:
-            reason = "looking for it failed: " + "; ".join(lookup_errors)
+            seen = f" (found {uuids[0]}, but other calls may be unlisted)" if uuids else ""
+            reason = "looking for it failed: " + "; ".join(lookup_errors) + seen
         else:
             reason = (
                 "no queued or live call to that destination from that caller ID was found (the call may "
                 "not have been placed, or may already have ended)"
+            )
+        if ruled_out:
+            reason += (
+                f"; call(s) {', '.join(ruled_out)} to it were ruled out (placed earlier by this process, or "
+                "live since before the request was sent)"
             )
         raise VobizCallOutcomeUnknownError(
             self.redact(
@@ -506,3 +618,12 @@ class ClientCore:
             ),
             status_code=getattr(cause, "status_code", None),
         )
+
+
+def utcnow() -> dt.datetime:
+    """The current time, timezone-aware UTC (compared with ``session_start``)."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _unique(values: Iterable[str | None]) -> list[str]:
+    return list(dict.fromkeys(value for value in values if value))

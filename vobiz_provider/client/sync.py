@@ -7,12 +7,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx
 from tenacity import Retrying
 
-from vobiz_provider.client._request import DEFAULT_BASE_URL, ApiRequest, CallStatusFilter, ClientCore, log
+from vobiz_provider.client._request import DEFAULT_BASE_URL, ApiRequest, CallStatusFilter, ClientCore, utcnow
 from vobiz_provider.client.pacing import pace_call
-from vobiz_provider.client.retry import describe_exception, is_outcome_unknown, retry_kwargs
+from vobiz_provider.client.retry import describe_exception, is_outcome_unknown
 from vobiz_provider.exceptions import VobizError, VobizNotFoundError
 
 if TYPE_CHECKING:
+    from datetime import datetime
     from types import TracebackType
 
     from pydantic import SecretStr
@@ -80,18 +81,9 @@ class VobizClient(ClientCore):
         response = self._http.request(request.method, request.path, params=request.params, json=request.json)
         return self.interpret(request, response)
 
-    def _execute(self, request: ApiRequest[T], *, max_retries: int | None = None) -> T:
-        retries = self.max_retries if max_retries is None else max_retries
-        policy = retry_kwargs(
-            label=request.label,
-            make_call=False,
-            max_retries=retries,
-            backoff_base=self.backoff_base,
-            backoff_max=self.backoff_max,
-            logger=log,
-        )
+    def _execute(self, request: ApiRequest[T]) -> T:
         try:
-            for attempt in Retrying(**policy):
+            for attempt in Retrying(**self.idempotent_policy(request.label)):
                 with attempt:
                     return self._send(request)
         except httpx.TransportError as exc:
@@ -104,55 +96,38 @@ class VobizClient(ClientCore):
         """Place a call (``POST /Account/{auth_id}/Call/``).
 
         Re-sent only after a connect failure or a 429. After a read timeout, a broken connection or a
-        5xx the call is looked for among the queued and live calls instead (to that destination, from
-        that caller ID, and not among the calls listed just before sending: two GETs without retries,
-        so an earlier call to the same number is not taken for this one); if it cannot be found,
-        :class:`~vobiz_provider.exceptions.VobizCallOutcomeUnknownError` is raised. Paced to ``cps``.
+        5xx the outcome is unknown: the request is not re-sent, the call is looked for among the queued
+        and live calls instead (to that destination, from that caller ID; calls this process placed
+        earlier and live calls that started before the request was sent are ruled out). Exactly one
+        match is returned (``recovered``); none or several raise
+        :class:`~vobiz_provider.exceptions.VobizCallOutcomeUnknownError`. Paced to ``cps``.
 
         :param call: The validated request body.
         """
         request = self.make_call_request(call)
-        snapshot = self._snapshot()
-        policy = retry_kwargs(
-            label=request.label,
-            make_call=True,
-            max_retries=self.max_retries,
-            backoff_base=self.backoff_base,
-            backoff_max=self.backoff_max,
-            logger=log,
-        )
+        sent_at = utcnow()
         try:
-            for attempt in Retrying(**policy):
+            for attempt in Retrying(**self.make_call_policy(request.label)):
                 with attempt:
                     pace_call(base_url=self.base_url, auth_id=self.auth_id, cps=self.cps)
-                    return self._send(request)
+                    sent_at = utcnow()
+                    return self.remember_placed(self._send(request))
         except Exception as exc:
             if is_outcome_unknown(exc):
-                return self._recover(request, call, exc, snapshot)
+                return self._recover(request, call, exc, sent_at)
             if isinstance(exc, httpx.TransportError):
                 raise self.transport_error(request, exc) from None
             raise
         raise AssertionError("unreachable: tenacity re-raises the last failure")  # pragma: no cover
 
-    def _snapshot(self) -> set[str] | None:
-        """UUIDs of the queued and live calls before sending, or ``None`` if they cannot be listed."""
-        try:
-            return {
-                uuid
-                for status in ("queued", "live")
-                for uuid in self._execute(self.list_calls_request(status), max_retries=0)
-            }
-        except VobizError as exc:
-            log.info("Could not list Vobiz calls before placing a call (%s)", describe_exception(exc))
-            return None
-
     def _recover(
-        self, request: ApiRequest[Any], call: MakeCallRequest, cause: BaseException, snapshot: set[str] | None
+        self, request: ApiRequest[Any], call: MakeCallRequest, cause: BaseException, sent_at: datetime
     ) -> CallFiredResponse:
         self.log_outcome_unknown(request, cause)
         found: list[LiveCall | QueuedCall] = []
+        earlier: list[str] = []
         errors: list[str] = []
-        seen = set(snapshot or ())
+        seen: set[str] = set()
         for status in ("queued", "live"):
             try:
                 uuids = self._execute(self.list_calls_request(status))
@@ -168,15 +143,13 @@ class VobizClient(ClientCore):
                 except VobizError as exc:
                     errors.append(describe_exception(exc))
                     continue
-                if candidate is not None and self.call_matches(call, candidate):
+                verdict = None if candidate is None else self.classify_found(call, candidate, sent_at=sent_at)
+                if verdict == "candidate":
                     found.append(candidate)
+                elif verdict == "earlier":
+                    earlier.append(uuid)
         return self.settle_outcome(
-            request=request,
-            call=call,
-            cause=cause,
-            found=found,
-            lookup_errors=errors,
-            snapshot_taken=snapshot is not None,
+            request=request, call=call, cause=cause, found=found, earlier=earlier, lookup_errors=errors
         )
 
     def _get_call_any_state(self, uuid: str, *, first: CallStatusFilter) -> LiveCall | QueuedCall | None:
