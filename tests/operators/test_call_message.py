@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from airflow.sdk import DAG
 
+from vobiz_provider.callbacks.answers import GatherSpec
 from vobiz_provider.exceptions import VobizValidationError
 from vobiz_provider.operators.call import VobizCallFailedError, VobizCallOperator
 from vobiz_provider.testing import CallScript
@@ -178,6 +179,25 @@ def test_a_failed_status_is_reported_as_such_even_with_expected_digits():
         operator.execute_complete({}, _event(busy))
 
 
+def test_digits_stored_by_the_receiver_complete_a_record_learnt_from_the_api(store_without_receiver):
+    """The hangup callback was lost, so the trigger's final record is a CDR (no digits); the Gather post the
+    receiver stored still decides the outcome."""
+    from vobiz_provider.callbacks.correlation import CorrelationToken
+    from vobiz_provider.callbacks.store import get_store
+
+    store = get_store()
+    store.upgrade()
+    correlation = CorrelationToken(dag_id="d", run_id="r", task_id="call")
+    store.record_fired(request_uuids=["c-1"], destinations=[TO], from_number=CALLER, correlation=correlation)
+    gather = {"CallUUID": "c-1", "RequestUUID": "c-1", "From": CALLER, "To": TO, "Digits": "1"}
+    assert store.record_callback("gather", gather, correlation=correlation, nonce="n-1").stored
+    operator = _gathering(expected_digits="1")
+
+    result = operator.execute_complete({}, _event(_record(source="api", digits=None)))
+
+    assert (result["digits"], result["source"]) == ("1", "api")
+
+
 def test_without_expected_digits_any_answer_succeeds():
     operator = _gathering()
     assert operator.execute_complete({}, _event(_record(digits=None)))["digits"] is None
@@ -252,6 +272,25 @@ def test_message_is_served_by_the_receiver_and_never_leaks(fast_gather, callback
 
 
 @pytest.mark.airflow_db
+def test_fire_and_forget_message_is_stored_before_the_call(fast_gather, callback_receiver, dag_runner):
+    vobiz_emulator = fast_gather
+    vobiz_emulator.script(TO, CallScript.answered(after=0.05, talk_for=None))
+    with _dag("vobiz_message_fire_only") as dag:
+        _operator(message="Heads up: the load finished.", wait_for_completion=False)
+
+    dag_run = dag_runner.run(dag)
+    vobiz_emulator.wait_until_idle()
+
+    assert dag_runner.states(dag_run)[("call", -1)] == ("success", 1)
+    [post] = dag_runner.call_requests(vobiz_emulator)
+    assert post.body["answer_url"].startswith(f"{callback_receiver}/callbacks/answer?t=")
+    [fetch] = [r for r in vobiz_emulator.callbacks if r.kind == "answer" and r.ok]
+    assert _speak_texts(fetch.body) == ["Heads up: the load finished."]
+    result = dag_runner.xcoms(dag_run, "call")[-1]
+    assert set(result) == {"request_uuid", "request_uuids", "to", "from_number", "api_id"}
+
+
+@pytest.mark.airflow_db
 @pytest.mark.parametrize(
     ("pressed", "state", "logged"),
     [
@@ -308,7 +347,7 @@ def test_retry_redials_after_a_wrong_answer_and_keeps_the_right_one(
     with _dag("vobiz_message_gather_retry") as dag:
         _operator(
             message="Please confirm.",
-            gather={"prompt": PROMPT, "num_digits": 1},
+            gather=GatherSpec(prompt=PROMPT, num_digits=1),
             expected_digits="1",
             deferrable=True,
             retries=2,

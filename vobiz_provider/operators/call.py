@@ -481,11 +481,12 @@ class VobizCallOperator(BaseOperator):
     def execute(self, context: Context) -> Any:
         request = self.build_request()
         spec = self.answer_spec()
-        if spec is not None:
-            self._require_receiver()
+        # Checked first: without the receiver nobody would serve the message.
+        base_url = self._require_receiver() if spec is not None else None
         if not self.wait_for_completion:
-            if spec is not None:
-                request = self._publish_answer(request, spec, self._correlation(context), self._store())
+            if spec is not None and base_url is not None:
+                correlation = self._correlation(context)
+                request = self._publish_answer(request, spec, correlation, self._store(), base_url)
             response = self._fire(request)
             return self._fired_result(request, response)
 
@@ -497,8 +498,8 @@ class VobizCallOperator(BaseOperator):
             if outcome is not _DIAL:
                 return outcome
 
-        if spec is not None:
-            request = self._publish_answer(request, spec, correlation, store)
+        if spec is not None and base_url is not None:
+            request = self._publish_answer(request, spec, correlation, store, base_url)
         request, use_store = self._with_callback_urls(request, correlation)
         response = self._fire(request)
         destinations = list(request.destinations)
@@ -584,6 +585,7 @@ class VobizCallOperator(BaseOperator):
         spec: AnswerSpec,
         correlation: CorrelationToken,
         store: CallbackStore,
+        base_url: str,
     ) -> MakeCallRequest:
         """Store what the call says for this try, then point ``answer_url`` at the receiver.
 
@@ -592,7 +594,6 @@ class VobizCallOperator(BaseOperator):
         from vobiz_provider.callbacks.answers import publish_answer
         from vobiz_provider.callbacks.config import get_settings
 
-        base_url = self._require_receiver()
         token = correlation.encode(get_settings().signing_secret)
         try:
             answer_url = publish_answer(store, correlation, spec, callback_base_url=base_url, token=token)
@@ -815,6 +816,7 @@ class VobizCallOperator(BaseOperator):
             raise AirflowException(
                 f"The Vobiz call (request {request_uuids}) hung up but no call record came with the event"
             )
+        calls = self._with_stored_digits(calls)
         self._remember_outcome(calls)
         failed = [call for call in calls if not self._succeeded(call)]
         if failed:
@@ -824,6 +826,26 @@ class VobizCallOperator(BaseOperator):
         for call in calls:
             self.log.info("%s", _describe_outcome(call))
         return _result(calls)
+
+    def _with_stored_digits(self, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Fill in the digits a final record learnt from the Vobiz API lacks (a CDR has none) from the
+        store, where the receiver put the Gather post: a lost hangup callback must not lose the answer."""
+        if self.gather is None:
+            return calls
+        missing = [call["call_uuid"] for call in calls if not call.get("digits") and call.get("call_uuid")]
+        if not missing:
+            return calls
+        try:
+            stored = {r.call_uuid: r.digits for r in self._store().lookup(call_uuids=missing) if r.digits}
+        except Exception as exc:
+            self.log.warning("Could not read the digits pressed from the Vobiz callback store: %s", exc)
+            return calls
+        return [
+            {**call, "digits": stored[call["call_uuid"]]}
+            if not call.get("digits") and call.get("call_uuid") in stored
+            else call
+            for call in calls
+        ]
 
     def _succeeded(self, call: Mapping[str, Any]) -> bool:
         """Whether a final call record settles the task: a success status (and an expected answer)."""
