@@ -11,7 +11,7 @@ from _dagtest import load_example_dag
 from vobiz_provider.testing import CallScript
 
 DAG_ID = "example_vobiz_reminders"
-ASHA, BEN, CHEN = "+14155550171", "+14155550172", "+14155550173"
+ASHA, BEN, CHEN, DANA = "+14155550171", "+14155550172", "+14155550173", "+14155550174"
 
 
 def test_parses_without_a_connection_or_the_network(no_network):
@@ -33,6 +33,7 @@ def test_calls_everyone_and_summarises_each_outcome(vobiz_emulator, callback_rec
     vobiz_emulator.script(ASHA, CallScript.answered(after=0.05, talk_for=None, digits="1"))
     vobiz_emulator.script(BEN, CallScript.busy(after=0.05))
     vobiz_emulator.script(CHEN, CallScript.no_answer(after=0.05))
+    vobiz_emulator.script(DANA, CallScript.answered(after=0.05, talk_for=None, digits="2"))
     dag = load_example_dag(DAG_ID)
     call = dag.get_task("call")
     call.partial_kwargs["poll_interval"] = 0.05
@@ -45,15 +46,17 @@ def test_calls_everyone_and_summarises_each_outcome(vobiz_emulator, callback_rec
         ("call", 0): "success",
         ("call", 1): "success",
         ("call", 2): "success",
+        ("call", 3): "success",
         ("summarise", -1): "success",
     }
     posts = dag_runner.call_requests(vobiz_emulator)
-    assert sorted(post.body["to"] for post in posts) == [ASHA, BEN, CHEN]
+    assert sorted(post.body["to"] for post in posts) == [ASHA, BEN, CHEN, DANA]
     assert all(
         post.body["answer_url"].startswith(f"{callback_receiver}/callbacks/answer?t=") for post in posts
     )
-    # Only Asha answered: she heard her own reminder, then the prompt.
-    [fetch] = [r for r in vobiz_emulator.callbacks if r.kind == "answer" and r.ok]
+    # Asha heard her own reminder, then the prompt.
+    asha = next(call.call_uuid for call in vobiz_emulator.calls.values() if call.to.lstrip("+") == ASHA[1:])
+    [fetch] = [r for r in vobiz_emulator.callbacks if r.kind == "answer" and r.ok and r.call_uuid == asha]
     root = ET.fromstring(fetch.body)
     speak = next(root.iter("Speak"))
     assert (
@@ -68,11 +71,17 @@ def test_calls_everyone_and_summarises_each_outcome(vobiz_emulator, callback_rec
         0: ("completed", "1"),
         1: ("busy", None),
         2: ("no-answer", None),
+        3: ("completed", "2"),
     }
-    assert dag_runner.xcoms(dag_run, "summarise")[-1] == {"confirmed": 1, "busy": 1, "no-answer": 1}
+    assert dag_runner.xcoms(dag_run, "summarise")[-1] == {
+        "confirmed": 1,
+        "busy": 1,
+        "no-answer": 1,
+        "reschedule": 1,
+    }
     log = "".join(capfd.readouterr())
     assert "Reminder calls:" in log
-    for number, outcome in ((ASHA, "confirmed"), (BEN, "busy"), (CHEN, "no-answer")):
+    for number, outcome in ((ASHA, "confirmed"), (BEN, "busy"), (CHEN, "no-answer"), (DANA, "reschedule")):
         assert any(line.startswith(number) and outcome in line for line in log.splitlines()), outcome
 
 
@@ -81,10 +90,10 @@ def test_a_call_that_cannot_be_placed_is_summarised_as_failed(
     vobiz_emulator, callback_receiver, dag_runner, tmp_path, capfd
 ):
     recipients = tmp_path / "recipients.csv"
-    recipients.write_text(f"name,phone,appointment\nAsha,{ASHA},Monday\nDana,+14155550174,Monday\n")
+    recipients.write_text(f"name,phone,appointment\nAsha,{ASHA},Monday\nEli,+14155550175,Monday\n")
     vobiz_emulator.configure(time_scale=0.01)
     vobiz_emulator.script(ASHA, CallScript.answered(after=0.05, talk_for=None, digits="2"))
-    vobiz_emulator.script("+14155550174", CallScript.failed(after=0.01))
+    vobiz_emulator.script("+14155550175", CallScript.failed(after=0.01))
     dag = load_example_dag(DAG_ID)
     call = dag.get_task("call")
     call.partial_kwargs.update(poll_interval=0.05, retries=0)
