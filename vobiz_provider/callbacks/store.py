@@ -29,6 +29,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import sqlalchemy as sa
@@ -39,6 +40,7 @@ from vobiz_provider.callbacks.correlation import CALLBACK_KINDS, CorrelationToke
 from vobiz_provider.callbacks.schema import (
     SCHEMA_VERSION,
     STEPS,
+    UTCDateTime,
     answers,
     calls,
     events,
@@ -63,10 +65,12 @@ if TYPE_CHECKING:
 
     from vobiz_provider.callbacks.answers import AnswerSpec
     from vobiz_provider.callbacks.config import VobizSettings
+    from vobiz_provider.models.callbacks import VobizCallback
 
 __all__ = [
     "AnswerEntry",
     "CallbackStore",
+    "PreparedCallback",
     "RecordResult",
     "StoreUnavailable",
     "dedupe_key",
@@ -149,6 +153,36 @@ class RecordResult:
     call_uuid: str | None
     replayed: bool = False
     record: CallRecord | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreparedCallback:
+    """A checked callback and the rows storing it writes (:meth:`CallbackStore.prepare_callback`).
+
+    :param kind: The normalised callback kind.
+    :param form: The fields as strings, stored in the event row.
+    :param values: The call columns it carries, with the task instance's.
+    :param status: The call status it reports, if any.
+    :param event: ``Event``.
+    :param call_status: ``CallStatus``.
+    :param dedupe_key: Its :func:`dedupe_key`.
+    :param nonce: The verified signature's nonce, if signed.
+    :param nonce_window: Replay window in seconds.
+    :param ti_key: The task instance key of its correlation token, if any.
+    :param try_number: The try of its correlation token, if any.
+    """
+
+    kind: str
+    form: dict[str, str] = dataclass_field(repr=False)
+    values: dict[str, Any] = dataclass_field(repr=False)
+    status: str | None
+    event: str | None
+    call_status: str | None
+    dedupe_key: str
+    nonce: str | None = dataclass_field(repr=False)
+    nonce_window: float
+    ti_key: str | None
+    try_number: int | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -278,9 +312,14 @@ def _callback_status(
     return None
 
 
-def _callback_values(kind: str, fields: Mapping[str, str], timezone: str) -> dict[str, Any]:
-    """The call columns a callback carries (``None`` for what it does not say)."""
-    from vobiz_provider.models.callbacks import parse_callback
+def _callback_values(
+    kind: str, fields: Mapping[str, str], timezone: str, parsed: VobizCallback | None = None
+) -> dict[str, Any]:
+    """The call columns a callback carries (``None`` for what it does not say).
+
+    ``parsed`` is the callback model of ``fields`` when the caller already has it (the receiver validates
+    before storing); otherwise the fields are parsed here, only for the UTC times.
+    """
 
     values: dict[str, Any] = {
         "call_uuid": _text(fields.get("CallUUID")),
@@ -299,12 +338,14 @@ def _callback_values(kind: str, fields: Mapping[str, str], timezone: str) -> dic
         "machine": _bool(fields.get("Machine")) if kind == "machine-detection" else None,
         "digits": _text(fields.get("Digits")) if kind == "gather" else None,
     }
-    try:
-        parsed = parse_callback(fields, timezone=timezone, kind=kind)
-    except VobizValidationError as err:
-        # Keep the raw fields; only the UTC times are lost. The receiver validates before storing.
-        log.warning("Storing a %s callback whose fields could not all be parsed: %s", kind, err)
-        parsed = None
+    if parsed is None:
+        from vobiz_provider.models.callbacks import parse_callback
+
+        try:
+            parsed = parse_callback(fields, timezone=timezone, kind=kind)
+        except VobizValidationError as err:
+            # Keep the raw fields; only the UTC times are lost. The receiver validates before storing.
+            log.warning("Storing a %s callback whose fields could not all be parsed: %s", kind, err)
     for column in ("start_time", "answer_time", "end_time"):
         value = getattr(parsed, column, None) if parsed is not None else None
         values[f"{column}_utc"] = value if isinstance(value, dt.datetime) else None
@@ -434,6 +475,70 @@ def _chunks(items: Sequence[T], size: int = MAX_IN_PARAMS) -> Iterator[Sequence[
         yield items[start : start + size]
 
 
+@dataclass(frozen=True)
+class _Statements:
+    """The statements of the callback write path, built once per store and run with parameters.
+
+    Building ``insert(...).values(**row)`` for every callback costs about ten times its execution
+    (SQLAlchemy derives a cache key from every literal); these take their values as execute parameters.
+    """
+
+    claim_nonce: Any
+    insert_event: Any
+    insert_call: Any
+    call_by_uuid: Any
+    call_by_leg: Any
+    update_call: Any
+    advisory_locks: Any
+
+    @classmethod
+    def build(cls, dialect: str) -> _Statements:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        claim = insert(nonces)
+        claim = claim.on_conflict_do_update(
+            index_elements=["nonce"],
+            set_={"seen_at": claim.excluded.seen_at},
+            where=nonces.c.seen_at < sa.bindparam("cutoff", type_=UTCDateTime()),
+        )
+        return cls(
+            claim_nonce=claim,
+            insert_event=insert(events).on_conflict_do_nothing(index_elements=["dedupe_key"]),
+            insert_call=insert(calls).on_conflict_do_nothing(),
+            call_by_uuid=sa.select(calls)
+            .where(calls.c.call_uuid == sa.bindparam("b_call_uuid"))
+            .with_for_update()
+            .limit(1),
+            call_by_leg=sa.select(calls)
+            .where(calls.c.leg_key == sa.bindparam("b_leg_key"))
+            .with_for_update()
+            .limit(1),
+            update_call=calls.update().where(calls.c.id == sa.bindparam("b_id")),
+            # Volatile functions in the select list run after ORDER BY: the locks are taken in key order,
+            # so two writers locking overlapping sets cannot deadlock each other.
+            advisory_locks=sa.text(
+                "SELECT pg_advisory_xact_lock(:namespace, key) "
+                "FROM unnest(CAST(:keys AS integer[])) AS key ORDER BY key"
+            ),
+        )
+
+
+#: One lock per SQLite database file, shared by every store of this process on that file.
+_SQLITE_WRITE_LOCKS: dict[str, threading.RLock] = {}
+_SQLITE_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+def _sqlite_write_lock(url: sa.engine.URL) -> threading.RLock:
+    import os.path
+
+    database = url.database or ""
+    key = os.path.realpath(database) if database not in ("", ":memory:") else f"memory:{id(url)}"
+    with _SQLITE_WRITE_LOCKS_GUARD:
+        return _SQLITE_WRITE_LOCKS.setdefault(key, threading.RLock())
+
+
 class CallbackStore:
     """The callback store at one SQLAlchemy URL (``sqlite:///...`` or ``postgresql://...``).
 
@@ -461,6 +566,10 @@ class CallbackStore:
         self._busy_timeout = busy_timeout
         self._engine = self._create_engine(echo=echo)
         self._dialect = self._engine.dialect.name
+        self._sql = _Statements.build(self._dialect)
+        # SQLite admits one writer at a time and its busy handler sleeps (1, 2, 5, 10... ms) between
+        # attempts: this process's writers queue on a lock instead, in arrival order.
+        self._write_lock = _sqlite_write_lock(self.url) if self._dialect == "sqlite" else None
         self._schema_ready = False
         self._schema_lock = threading.Lock()
         self._last_nonce_purge = 0.0
@@ -569,10 +678,30 @@ class CallbackStore:
             raise
 
     @contextmanager
+    def _write_turn(self) -> Iterator[None]:
+        """Wait for this process's turn to write (SQLite only), at most ``busy_timeout``."""
+        lock = self._write_lock
+        if lock is None:
+            yield
+            return
+        if not lock.acquire(timeout=self._busy_timeout):
+            raise StoreUnavailable(
+                f"callback store {self.url.render_as_string(hide_password=True)} stayed locked for "
+                f"{self._busy_timeout:g} s"
+            )
+        try:
+            yield
+        finally:
+            lock.release()
+
+    @contextmanager
     def _begin(self, *, write: bool) -> Iterator[Connection]:
-        with self._engine.connect() as conn:
-            if write:
-                conn = conn.execution_options(vobiz_write=True)
+        if not write:
+            with self._engine.connect() as conn, conn.begin():
+                yield conn
+            return
+        with self._write_turn(), self._engine.connect() as conn:
+            conn = conn.execution_options(vobiz_write=True)
             with conn.begin():
                 yield conn
 
@@ -591,14 +720,15 @@ class CallbackStore:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _lock(self, conn: Connection, keys: Iterable[str | None]) -> None:
-        """Serialise the writers of these request/call UUIDs (PostgreSQL; SQLite writers are serial)."""
+        """Serialise the writers of these request/call UUIDs (PostgreSQL; SQLite writers are serial).
+
+        One statement takes every lock, in key order.
+        """
         if self._dialect != "postgresql":
             return
-        for lock_id in sorted({_lock_id(key) for key in keys if key}):
-            conn.execute(
-                sa.text("SELECT pg_advisory_xact_lock(:namespace, :key)"),
-                {"namespace": _PG_LOCK_NAMESPACE, "key": lock_id},
-            )
+        lock_ids = sorted({_lock_id(key) for key in keys if key})
+        if lock_ids:
+            conn.execute(self._sql.advisory_locks, {"namespace": _PG_LOCK_NAMESPACE, "keys": lock_ids})
 
     def _insert(self, table: sa.Table) -> Any:
         if self._dialect == "postgresql":
@@ -755,6 +885,7 @@ class CallbackStore:
         nonce: str | None = None,
         timezone: str | None = None,
         nonce_window: float | None = None,
+        callback: VobizCallback | None = None,
     ) -> RecordResult:
         """Store one callback and apply it to its call, in one transaction.
 
@@ -771,18 +902,52 @@ class CallbackStore:
         :param timezone: The account timezone of ``StartTime``/``AnswerTime``/``EndTime`` (the connection's
             ``timezone``); UTC when omitted.
         :param nonce_window: Replay window in seconds (default: the store's ``nonce_window``).
+        :param callback: The callback model already parsed from ``fields`` in ``timezone``
+            (:func:`~vobiz_provider.models.callbacks.parse_callback`), so they are not parsed again.
+        """
+        prepared = self.prepare_callback(
+            kind,
+            fields,
+            correlation=correlation,
+            nonce=nonce,
+            timezone=timezone,
+            nonce_window=nonce_window,
+            callback=callback,
+        )
+        return self._run(lambda conn: self._write_callback(conn, prepared, now=_now()), write=True)
+
+    def prepare_callback(
+        self,
+        kind: str,
+        fields: Mapping[str, str],
+        *,
+        correlation: CorrelationToken | None = None,
+        nonce: str | None = None,
+        timezone: str | None = None,
+        nonce_window: float | None = None,
+        callback: VobizCallback | None = None,
+    ) -> PreparedCallback:
+        """Check one callback and work out what storing it writes, without touching the database.
+
+        The parameters are those of :meth:`record_callback`. Pass the result to :meth:`submit_callback` (or
+        :meth:`arecord_callback`).
+
+        :raises VobizValidationError: When a value is longer than its column (naming the field).
+        :raises ValueError: For an unknown ``kind``.
         """
         kind = _normalise_kind(kind)
         form = {str(key): "" if value is None else str(value) for key, value in fields.items()}
-        values = _callback_values(kind, form, timezone or "UTC")
+        values = _callback_values(kind, form, timezone or "UTC", callback)
+        event = _text(form.get("Event"))
+        call_status = _text(form.get("CallStatus"))
         _check_lengths(
             [
                 (_FIELD_OF_COLUMN.get(column, column), calls.c[column], value)
                 for column, value in values.items()
             ]
             + [
-                ("Event", events.c.event, _text(form.get("Event"))),
-                ("CallStatus", events.c.call_status, _text(form.get("CallStatus"))),
+                ("Event", events.c.event, event),
+                ("CallStatus", events.c.call_status, call_status),
                 ("nonce", events.c.nonce, nonce),
             ]
         )
@@ -793,60 +958,69 @@ class CallbackStore:
             values["hangup_cause"],
             answered=values["answer_time"] is not None,
         )
-        overwrite = _OVERWRITE_BY_KIND.get(kind, frozenset())
-        key = dedupe_key(kind, form)
-        window = self.nonce_window if nonce_window is None else nonce_window
-        call_uuid = values["call_uuid"]
+        return PreparedCallback(
+            kind=kind,
+            form=form,
+            values={**values, **_correlation_values(correlation)},
+            status=status,
+            event=event,
+            call_status=call_status,
+            dedupe_key=dedupe_key(kind, form),
+            nonce=nonce,
+            nonce_window=self.nonce_window if nonce_window is None else nonce_window,
+            ti_key=correlation.ti_key if correlation else None,
+            try_number=correlation.try_number if correlation else None,
+        )
 
-        def work(conn: Connection) -> RecordResult:
-            now = _now()
-            if nonce is not None and not self._claim_nonce(conn, nonce, now=now, window=window):
-                # A nonce is only ever claimed together with its callback. The same fields under the same
-                # nonce are Vobiz resending a callback whose answer it lost; anything else reuses a captured
-                # signature (Vobiz signs URL + nonce, not the body) and is refused.
-                resent = conn.execute(
-                    sa.select(events.c.id).where(events.c.dedupe_key == key, events.c.nonce == nonce).limit(1)
-                ).first()
-                return RecordResult(
-                    stored=False, duplicate=True, replayed=resent is None, call_uuid=call_uuid
-                )
-            inserted = conn.execute(
-                self._insert(events)
-                .values(
-                    received_at=now,
-                    kind=kind,
-                    event=_text(form.get("Event")),
-                    call_uuid=call_uuid,
-                    request_uuid=values["request_uuid"],
-                    call_status=_text(form.get("CallStatus")),
-                    ti_key=correlation.ti_key if correlation else None,
-                    try_number=correlation.try_number if correlation else None,
-                    dedupe_key=key,
-                    nonce=nonce,
-                    fields=form,
-                )
-                .on_conflict_do_nothing(index_elements=["dedupe_key"])
-            ).rowcount
-            if not inserted:
-                return RecordResult(stored=False, duplicate=True, call_uuid=call_uuid)
-            record = self._apply(
-                conn,
-                {**values, **_correlation_values(correlation)},
-                status=status,
-                # A machine detection or gather can only happen on an answered call.
-                insert_status=status or "in-progress",
-                source="callback",
-                overwrite=overwrite,
-                now=now,
-            )
-            return RecordResult(
-                stored=True,
-                duplicate=False,
-                call_uuid=record.call_uuid if record else call_uuid,
-                record=record,
-            )
-
-        return self._run(work, write=True)
+    def _write_callback(
+        self, conn: Connection, prepared: PreparedCallback, *, now: dt.datetime, locked: bool = False
+    ) -> RecordResult:
+        """Claim the nonce, insert the event and apply it to its call, inside the caller's transaction."""
+        call_uuid = prepared.values["call_uuid"]
+        nonce, key = prepared.nonce, prepared.dedupe_key
+        if nonce is not None and not self._claim_nonce(conn, nonce, now=now, window=prepared.nonce_window):
+            # A nonce is only ever claimed together with its callback. The same fields under the same
+            # nonce are Vobiz resending a callback whose answer it lost; anything else reuses a captured
+            # signature (Vobiz signs URL + nonce, not the body) and is refused.
+            resent = conn.execute(
+                sa.select(events.c.id).where(events.c.dedupe_key == key, events.c.nonce == nonce).limit(1)
+            ).first()
+            return RecordResult(stored=False, duplicate=True, replayed=resent is None, call_uuid=call_uuid)
+        inserted = conn.execute(
+            self._sql.insert_event,
+            {
+                "received_at": now,
+                "kind": prepared.kind,
+                "event": prepared.event,
+                "call_uuid": call_uuid,
+                "request_uuid": prepared.values["request_uuid"],
+                "call_status": prepared.call_status,
+                "ti_key": prepared.ti_key,
+                "try_number": prepared.try_number,
+                "dedupe_key": key,
+                "nonce": nonce,
+                "fields": prepared.form,
+            },
+        ).rowcount
+        if not inserted:
+            return RecordResult(stored=False, duplicate=True, call_uuid=call_uuid)
+        record = self._apply(
+            conn,
+            dict(prepared.values),
+            status=prepared.status,
+            # A machine detection or gather can only happen on an answered call.
+            insert_status=prepared.status or "in-progress",
+            source="callback",
+            overwrite=_OVERWRITE_BY_KIND.get(prepared.kind, frozenset()),
+            now=now,
+            locked=locked,
+        )
+        return RecordResult(
+            stored=True,
+            duplicate=False,
+            call_uuid=record.call_uuid if record else call_uuid,
+            record=record,
+        )
 
     def record_api_result(self, record: CallRecord) -> None:
         """Store a state learned from the Vobiz API (CDR, live call), under the same monotonic rules.
@@ -901,14 +1075,19 @@ class CallbackStore:
         source: str,
         now: dt.datetime,
         overwrite: frozenset[str] = frozenset(),
+        locked: bool = False,
     ) -> CallRecord | None:
-        """Find (or create) the call row that ``values`` describe and merge them in; the row afterwards."""
+        """Find (or create) the call row that ``values`` describe and merge them in; the row afterwards.
+
+        ``locked``: the caller already holds the PostgreSQL advisory locks of its UUIDs.
+        """
         call_uuid = values.get("call_uuid")
         request_uuid = values.get("request_uuid")
         if not call_uuid and not request_uuid:
             return None
         leg = _leg_key(request_uuid, values.get("destination"))
-        self._lock(conn, (request_uuid, call_uuid))
+        if not locked:
+            self._lock(conn, (request_uuid, call_uuid))
 
         def select_one(*conditions: Any) -> dict[str, Any] | None:
             row = (
@@ -918,7 +1097,11 @@ class CallbackStore:
             )
             return dict(row) if row is not None else None
 
-        row = select_one(calls.c.call_uuid == call_uuid) if call_uuid else None
+        def fetch(statement: Any, params: dict[str, Any]) -> dict[str, Any] | None:
+            row = conn.execute(statement, params).mappings().first()
+            return dict(row) if row is not None else None
+
+        row = fetch(self._sql.call_by_uuid, {"b_call_uuid": call_uuid}) if call_uuid else None
         if row is not None and leg and row["leg_key"] is None:
             # A row for this call exists without its leg (its first callback lacked To/RequestUUID), and
             # record_fired made a placeholder for the leg: fold the placeholder into the call's row.
@@ -929,9 +1112,9 @@ class CallbackStore:
                 absorbed = _merge(row, fired, status=placeholder["status"], source=placeholder["source"])
                 row.update(absorbed)
                 if absorbed:
-                    conn.execute(calls.update().where(calls.c.id == row["id"]).values(**absorbed))
+                    conn.execute(self._sql.update_call, {"b_id": row["id"], **absorbed})
         if row is None and leg:
-            candidate = select_one(calls.c.leg_key == leg)
+            candidate = fetch(self._sql.call_by_leg, {"b_leg_key": leg})
             if candidate is not None and candidate["call_uuid"] in (None, call_uuid):
                 row = candidate
             elif candidate is not None:
@@ -961,7 +1144,7 @@ class CallbackStore:
                 "source": source,
                 "updated_at": now,
             }
-            result = conn.execute(self._insert(calls).values(**new_row).on_conflict_do_nothing())
+            result = conn.execute(self._sql.insert_call, new_row)
             if result.rowcount == 0:
                 raise _Conflict("a call row appeared while its writer held the locks")
             return _record(new_row)
@@ -972,17 +1155,16 @@ class CallbackStore:
         changes = _merge(row, values, status=status, source=source, overwrite=overwrite)
         if changes:
             changes["updated_at"] = now
-            conn.execute(calls.update().where(calls.c.id == row["id"]).values(**changes))
+            conn.execute(self._sql.update_call, {"b_id": row["id"], **changes})
             row.update(changes)
         return _record(row)
 
     def _claim_nonce(self, conn: Connection, nonce: str, *, now: dt.datetime, window: float) -> bool:
         cutoff = now - dt.timedelta(seconds=window)
-        statement = self._insert(nonces).values(nonce=nonce, seen_at=now)
-        statement = statement.on_conflict_do_update(
-            index_elements=["nonce"], set_={"seen_at": now}, where=nonces.c.seen_at < cutoff
+        fresh = (
+            conn.execute(self._sql.claim_nonce, {"nonce": nonce, "seen_at": now, "cutoff": cutoff}).rowcount
+            == 1
         )
-        fresh = conn.execute(statement).rowcount == 1
         # Purge expired nonces now and then, not on every callback.
         if time.monotonic() - self._last_nonce_purge > max(30.0, window / 2):
             self._last_nonce_purge = time.monotonic()
