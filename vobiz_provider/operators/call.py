@@ -198,7 +198,8 @@ class VobizCallOperator(BaseOperator):
     :param from_number: Caller ID in E.164 (the API's ``from``). Templated.
     :param answer_url: URL Vobiz fetches VobizXML from when the call is answered. Required unless
         ``message`` or ``gather`` is given (and refused with them). Templated.
-    :param answer_method: ``GET`` or ``POST`` (default ``POST``).
+    :param answer_method: ``GET`` or ``POST`` (default ``POST``); with ``message``/``gather`` the receiver's
+        answer URL is always fetched with ``POST``.
     :param message: Text spoken when the call is answered (instead of ``answer_url``). Templated.
     :param voice: ``WOMAN`` (default) or ``MAN``, for the message and the prompt.
     :param language: Language of the message and the prompt, e.g. ``en-US`` (default) or ``hi-IN``.
