@@ -50,8 +50,8 @@ SILENCE_INTERVALS = 12
 MIN_SILENCE_SECONDS = 120.0
 #: Seconds one API reconciliation (all lookups of one round) may take before it is abandoned.
 RECONCILE_TIMEOUT = 60.0
-#: Seconds a store lookup may take when the trigger starts after its deadline.
-FINAL_LOOKUP_TIMEOUT = 10.0
+#: Seconds the last store lookup at the deadline may take.
+FINAL_LOOKUP_TIMEOUT = 5.0
 #: Seconds between two "store unavailable" warnings of one trigger.
 STORE_WARNING_INTERVAL = 300.0
 
@@ -375,7 +375,9 @@ class VobizCallHangupTrigger(BaseTrigger):
                     return self._hangup_payload()
                 now = time.time()
                 if now >= self.deadline:
-                    return self._timeout_payload()
+                    if store_url is not None:
+                        await self._final_lookup(store_url)  # what changed since the last poll
+                    return self._hangup_payload() if self._tracker.done else self._timeout_payload()
                 reconcile_in = self._reconcile_wait(now, started, subscription)
                 if reconcile_in <= 0:
                     self._next_reconcile_at = now + self._reconcile_interval
@@ -438,7 +440,7 @@ class VobizCallHangupTrigger(BaseTrigger):
         self._observe(subscription.records or ())
 
     async def _final_lookup(self, store_url: str) -> None:
-        """One direct store lookup, for a trigger that starts after its deadline (e.g. restarted late)."""
+        """One direct store lookup at the deadline (also for a trigger restarted after its deadline)."""
         from vobiz_provider.callbacks.store import get_store
 
         def lookup() -> list[CallRecord]:
