@@ -190,3 +190,49 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+
+
+def clear_and_rerun(dag: DAG, dag_run: Any, task_ids: set[str]) -> str:
+    """Clear these task instances of a finished run, as *Clear* in the UI does, and run them again.
+
+    ``dag.test()`` cannot do this (it replaces the run, so try numbers start over); this is the minimal
+    scheduler loop of ``dag.test()`` applied to the existing run: each cleared task instance gets the next
+    try number and runs in-process (deferrals run their trigger inline). Returns the run's final state.
+    """
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance, clear_task_instances
+    from airflow.sdk.definitions.dag import _run_task
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState, TaskInstanceState
+    from sqlalchemy import select
+
+    with create_session() as session:
+        tis = session.scalars(
+            select(TaskInstance).where(
+                TaskInstance.dag_id == dag_run.dag_id,
+                TaskInstance.run_id == dag_run.run_id,
+                TaskInstance.task_id.in_(task_ids),
+            )
+        ).all()
+        clear_task_instances(list(tis), session, dag_run_state=DagRunState.RUNNING)
+    with create_session() as session:
+        run = session.scalars(
+            select(DagRun).where(DagRun.dag_id == dag_run.dag_id, DagRun.run_id == dag_run.run_id)
+        ).one()
+        run.dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+        while run.state == DagRunState.RUNNING:
+            session.expire_all()
+            schedulable, _ = run.update_state(session=session)
+            for ti in schedulable:
+                ti.try_number += 1
+                ti.state = TaskInstanceState.SCHEDULED
+            session.commit()
+            for ti in schedulable:
+                _run_task(ti=ti, task=dag.task_dict[ti.task_id], run_triggerer=True)
+            if not schedulable:
+                session.expire_all()
+                run.update_state(session=session)
+                session.commit()
+                break
+        return run.state

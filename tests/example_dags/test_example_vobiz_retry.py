@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
-from _dagtest import load_example_dag
+from _dagtest import clear_and_rerun, load_example_dag
 
 from vobiz_provider.testing import CallScript
 
@@ -85,4 +85,36 @@ def test_a_later_try_never_redials_a_successful_call(vobiz_emulator, callback_re
     assert (record["status"], record["try_number"]) == ("completed", 1)
     notice = dag_runner.xcoms(dag_run, "log_delivery_notice")[-1]
     assert notice.startswith(f"Delivery notice given to {record['to']} by phone (try 1,")
+    assert "without dialling again" in "".join(capfd.readouterr())
+
+
+@pytest.mark.airflow_db
+def test_clearing_in_the_ui_redials_a_failed_call_but_not_a_successful_one(
+    vobiz_emulator, callback_receiver, dag_runner, capfd
+):
+    vobiz_emulator.script(CUSTOMER, CallScript.busy(after=0.05))
+    dag = load_example_dag(DAG_ID)
+    _fast(dag, retries=0)
+
+    dag_run = dag_runner.run(dag)
+
+    assert dag_runner.states(dag_run)[("call_customer", -1)] == ("failed", 1)
+    assert len(dag_runner.call_requests(vobiz_emulator)) == 1
+
+    # The line is free now; clearing the failed call task dials again, as try 2.
+    vobiz_emulator.script(CUSTOMER, CallScript.answered(after=0.05, talk_for=None))
+    assert clear_and_rerun(dag, dag_run, {"call_customer", "log_delivery_notice"}) == "success"
+
+    states = dag_runner.states(dag_run)
+    assert states[("call_customer", -1)] == ("success", 2)
+    assert states[("log_delivery_notice", -1)][0] == "success"
+    assert len(dag_runner.call_requests(vobiz_emulator)) == 2
+
+    # Clearing the successful call (say, to rerun its downstream task) returns the same call, as try 3.
+    assert clear_and_rerun(dag, dag_run, {"call_customer", "log_delivery_notice"}) == "success"
+
+    assert dag_runner.states(dag_run)[("call_customer", -1)] == ("success", 3)
+    assert len(dag_runner.call_requests(vobiz_emulator)) == 2
+    record = dag_runner.xcoms(dag_run, "call_customer")[-1]
+    assert (record["status"], record["try_number"]) == ("completed", 2)
     assert "without dialling again" in "".join(capfd.readouterr())
