@@ -155,6 +155,23 @@ def test_unexpected_success_body_is_a_server_error_without_the_body_values(vobiz
     assert "oops-value" not in str(info.value)
 
 
+def test_a_call_answered_2xx_with_a_body_that_is_not_json_is_outcome_unknown(
+    answer_url: str, call_request: Any
+) -> None:
+    # A server that answers every request 200 with XML (a misconfigured proxy, say): the POST may have
+    # been accepted, so it is not re-sent, and the look-up cannot read the lists either.
+    token = "not-json-token-77"
+    root = answer_url.removesuffix("/answer")
+    client = VobizClient(auth_id="MA_PROXY", auth_token=token, base_url=f"{root}/api/v1", max_retries=0)
+    with client, pytest.raises(VobizCallOutcomeUnknownError) as info:
+        client.make_call(call_request())
+
+    message = str(info.value)
+    assert "200 to POST /Account/MA_PROXY/Call/ with a body that is not JSON: '<?xml" in message
+    assert "NOT re-sent" in message
+    assert token not in message
+
+
 def test_connect_refused_is_retried_then_raised_without_headers(closed_port: int, caplog: Any) -> None:
     token = "connect-refused-token-42"
     caplog.set_level(logging.DEBUG)
