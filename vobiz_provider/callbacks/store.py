@@ -61,7 +61,7 @@ from vobiz_provider.models.record import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
-    from sqlalchemy.engine import Connection, Engine, RowMapping
+    from sqlalchemy.engine import Connection, Engine, Row, RowMapping
 
     from vobiz_provider.callbacks.answers import AnswerSpec
     from vobiz_provider.callbacks.config import VobizSettings
@@ -69,6 +69,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AnswerEntry",
+    "CallChange",
     "CallbackStore",
     "PreparedCallback",
     "RecordResult",
@@ -197,6 +198,44 @@ class AnswerEntry:
     spec: AnswerSpec
     callback_base_url: str | None
     created_at: dt.datetime
+
+
+class CallChange:
+    """One row of :meth:`CallbackStore.changed_calls`: the call's keys and row version, its record on demand.
+
+    Reading a row is cheap, building its :class:`CallRecord` is not: a reader that already holds this
+    :attr:`version` of the row (same ``id``) skips it without building anything.
+
+    :param row: The ``vobiz_calls`` row.
+    """
+
+    __slots__ = ("_record", "call_uuid", "id", "leg_key", "request_uuid", "updated_at", "version")
+
+    def __init__(self, row: Row[Any]) -> None:
+        mapping = row._mapping
+        #: The row's primary key.
+        self.id: int = mapping["id"]
+        self.request_uuid: str | None = mapping["request_uuid"]
+        self.call_uuid: str | None = mapping["call_uuid"]
+        #: ``<request_uuid>|<destination>``: a fired leg's placeholder row and the row of the call that
+        #: later names it share it (the placeholder is then deleted).
+        self.leg_key: str | None = mapping["leg_key"]
+        self.updated_at: dt.datetime = mapping["updated_at"]
+        #: Every column's value: two versions are equal exactly when the rows are.
+        self.version: tuple[Any, ...] = tuple(row)
+        self._record: CallRecord | None = None
+
+    def __repr__(self) -> str:
+        return f"CallChange(id={self.id}, call_uuid={self.call_uuid!r}, updated_at={self.updated_at})"
+
+    def record(self) -> CallRecord:
+        """The row as a :class:`CallRecord` (built on first use)."""
+        if self._record is None:
+            self._record = _record(dict(zip(_ROW_COLUMNS, self.version, strict=True)))
+        return self._record
+
+
+_ROW_COLUMNS: Final = tuple(column.name for column in calls.columns)
 
 
 class _Conflict(Exception):
@@ -1323,6 +1362,50 @@ class CallbackStore:
     ) -> list[CallRecord]:
         """:meth:`lookup` in a worker thread, for asyncio callers (the trigger poller)."""
         return await asyncio.to_thread(self.lookup, request_uuids=request_uuids, call_uuids=call_uuids)
+
+    def changed_calls(
+        self,
+        *,
+        since: dt.datetime | None,
+        request_uuids: Sequence[str] = (),
+        call_uuids: Sequence[str] = (),
+    ) -> list[CallChange]:
+        """The calls updated at or after ``since``, and every call with one of these UUIDs, in ONE query.
+
+        What the shared trigger poller asks each interval: the rows that changed since its last look (every
+        write of a call row sets its indexed ``updated_at``), together with the rows of the waiters that
+        subscribed since (whatever their age), so its cost grows with the number of changes, not with the
+        number of waiting calls. ``updated_at`` is the writer's clock when its transaction began, not when
+        it committed: ask again from some seconds before the newest ``updated_at`` seen (an overlap longer
+        than a write transaction plus the clock skew between writers) and skip the rows whose
+        :attr:`CallChange.version` is already known. Beyond 30,000 UUIDs the rest go in further queries.
+
+        :param since: Oldest ``updated_at`` wanted (aware, or naive UTC); ``None``: only the UUIDs' rows.
+        :param request_uuids: Request UUIDs whose rows are wanted whatever their age.
+        :param call_uuids: Call UUIDs whose rows are wanted whatever their age.
+        """
+        items = [("r", value) for value in dict.fromkeys(request_uuids) if value]
+        items += [("c", value) for value in dict.fromkeys(call_uuids) if value]
+        if since is None and not items:
+            return []
+
+        def work(conn: Connection) -> list[CallChange]:
+            rows: dict[int, Row[Any]] = {}
+            for index, chunk in enumerate(list(_chunks(items)) or [()]):
+                conditions = []
+                if index == 0 and since is not None:
+                    conditions.append(calls.c.updated_at >= since)
+                requests = [value for tag, value in chunk if tag == "r"]
+                call_ids = [value for tag, value in chunk if tag == "c"]
+                if requests:
+                    conditions.append(calls.c.request_uuid.in_(requests))
+                if call_ids:
+                    conditions.append(calls.c.call_uuid.in_(call_ids))
+                for row in conn.execute(sa.select(calls).where(sa.or_(*conditions))):
+                    rows[row.id] = row
+            return [CallChange(rows[key]) for key in sorted(rows)]
+
+        return self._run(work, write=False)
 
     def lookup_by_ti_keys(self, ti_keys: Sequence[str]) -> list[CallRecord]:
         """The calls placed by these task instances (``CorrelationToken.ti_key``), in one query.
