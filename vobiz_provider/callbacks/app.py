@@ -42,6 +42,7 @@ never a correlation token, an auth token or a signature.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -57,7 +58,7 @@ from vobiz_provider.callbacks.correlation import CALLBACK_KINDS, TOKEN_PARAM
 if TYPE_CHECKING:
     from vobiz_provider.callbacks.config import VobizSettings
     from vobiz_provider.callbacks.correlation import CorrelationToken
-    from vobiz_provider.callbacks.store import CallbackStore, RecordResult
+    from vobiz_provider.callbacks.store import CallbackStore, PreparedCallback, RecordResult
     from vobiz_provider.callbacks.tokens import SigningKeyCache, SigningKeys
     from vobiz_provider.models.callbacks import VobizCallback
 
@@ -120,6 +121,20 @@ class StoredCallback:
     result: RecordResult
     store: CallbackStore = field(repr=False)
     settings: VobizSettings = field(repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckedCallback:
+    """A callback whose signature and fields passed (:meth:`CallbackReceiver.check`).
+
+    :param nonce: The verified signature's nonce (``None`` when unsigned).
+    :param timezone: The account timezone its local times are in.
+    :param callback: The parsed model.
+    """
+
+    nonce: str | None = field(repr=False)
+    timezone: str
+    callback: VobizCallback
 
 
 #: Decides the XML answered to an ``answer`` or ``gather`` callback (after it is stored).
@@ -323,9 +338,7 @@ class CallbackReceiver:
         with store.engine.connect() as conn:
             return conn.execute(query).first() is not None
 
-    # -- the whole request ---------------------------------------------------------------------------------
-
-    def handle(
+    def check(
         self,
         *,
         kind: str,
@@ -334,15 +347,11 @@ class CallbackReceiver:
         request_url: str,
         correlation: CorrelationToken,
         settings: VobizSettings,
-    ) -> tuple[StoredCallback, str | None]:
-        """Verify, validate and store one callback (blocking; runs in a worker thread).
+    ) -> CheckedCallback:
+        """Verify the signature and validate the fields (blocking: may read the signing connections).
 
-        :return: The stored callback and, for ``answer``/``gather``, the XML to answer with.
-        :raises CallbackRejected: When the callback is refused (nothing stored) or the store failed.
+        :raises CallbackRejected: When the callback is refused.
         """
-        from vobiz_provider.callbacks.store import StoreUnavailable
-        from vobiz_provider.exceptions import VobizValidationError
-
         nonce, own_keys = self.verify_signature(
             kind=kind, headers=headers, request_url=request_url, correlation=correlation, settings=settings
         )
@@ -350,30 +359,65 @@ class CallbackReceiver:
             # Unsigned: the timezone still comes from the call's connection when it can be read.
             own_keys = self.signing_keys.get(correlation.conn_id)
         timezone = (own_keys.timezone if own_keys else None) or "UTC"
-        callback = self.parse(kind, fields, timezone)
+        return CheckedCallback(nonce=nonce, timezone=timezone, callback=self.parse(kind, fields, timezone))
+
+    def prepare(
+        self,
+        *,
+        kind: str,
+        fields: Mapping[str, str],
+        correlation: CorrelationToken,
+        settings: VobizSettings,
+        checked: CheckedCallback,
+    ) -> tuple[CallbackStore, PreparedCallback]:
+        """The store and what it will write for a checked callback (no database access).
+
+        :raises CallbackRejected: 422 when a value is too long for the store, naming the field.
+        """
+        from vobiz_provider.exceptions import VobizValidationError
+
+        store = self.store(settings)
         try:
-            store = self.store(settings)
-            result = store.record_callback(
-                kind=kind,
-                fields=fields,
+            prepared = store.prepare_callback(
+                kind,
+                fields,
                 correlation=correlation,
-                nonce=nonce,
-                timezone=timezone,
+                nonce=checked.nonce,
+                timezone=checked.timezone,
                 nonce_window=settings.nonce_window,
+                callback=checked.callback,
             )
-            if result.replayed and not (nonce and self.same_event_stored(store, kind, fields, nonce)):
-                raise CallbackRejected(403, "replayed signature nonce")
         except VobizValidationError as err:  # a value the store cannot hold (too long), refused by name
             raise CallbackRejected(422, str(err)) from None
+        return store, prepared
+
+    def finish(
+        self,
+        *,
+        kind: str,
+        fields: Mapping[str, str],
+        correlation: CorrelationToken,
+        settings: VobizSettings,
+        store: CallbackStore,
+        checked: CheckedCallback,
+        result: RecordResult,
+    ) -> tuple[StoredCallback, str | None]:
+        """After the commit: refuse a replay, log, and build the XML of ``answer``/``gather`` callbacks.
+
+        Blocking (reads the store) only for a replayed nonce and for the XML kinds.
+        """
+        from vobiz_provider.callbacks.store import StoreUnavailable
+
+        nonce = checked.nonce
+        try:
+            if result.replayed and not (nonce and self.same_event_stored(store, kind, fields, nonce)):
+                raise CallbackRejected(403, "replayed signature nonce")
         except StoreUnavailable as err:
-            log.warning("Vobiz %s callback not stored, the callback store is unavailable: %s", kind, err)
-            raise CallbackRejected(
-                503, "callback store unavailable, retry later", retry_after=RETRY_AFTER_SECONDS
-            ) from None
+            raise _store_unavailable(kind, err) from None
         stored = StoredCallback(
             kind=kind,
             fields=fields,
-            callback=callback,
+            callback=checked.callback,
             correlation=correlation,
             result=result,
             store=store,
@@ -399,6 +443,78 @@ class CallbackReceiver:
                     503, "callback store unavailable, retry later", retry_after=RETRY_AFTER_SECONDS
                 ) from None
         return stored, xml
+
+    # -- the whole request ---------------------------------------------------------------------------------
+
+    def handle(
+        self,
+        *,
+        kind: str,
+        fields: Mapping[str, str],
+        headers: Mapping[str, str],
+        request_url: str,
+        correlation: CorrelationToken,
+        settings: VobizSettings,
+    ) -> tuple[StoredCallback, str | None]:
+        """Verify, validate and store one callback in its own transaction (blocking).
+
+        The app itself uses :meth:`ahandle`, which shares commits between concurrent callbacks.
+
+        :return: The stored callback and, for ``answer``/``gather``, the XML to answer with.
+        :raises CallbackRejected: When the callback is refused (nothing stored) or the store failed.
+        """
+        from vobiz_provider.callbacks.store import StoreUnavailable
+
+        request = {"kind": kind, "fields": fields, "correlation": correlation, "settings": settings}
+        checked = self.check(headers=headers, request_url=request_url, **request)
+        store, prepared = self.prepare(checked=checked, **request)
+        try:
+            result = store.record_prepared(prepared)
+        except StoreUnavailable as err:
+            raise _store_unavailable(kind, err) from None
+        return self.finish(store=store, checked=checked, result=result, **request)
+
+    async def ahandle(
+        self,
+        *,
+        kind: str,
+        fields: Mapping[str, str],
+        headers: Mapping[str, str],
+        request_url: str,
+        correlation: CorrelationToken,
+        settings: VobizSettings,
+    ) -> tuple[StoredCallback, str | None]:
+        """:meth:`handle` for the event loop: the store's group-commit writer stores the callback.
+
+        Signature and field checks run in a worker thread (they may read the signing connections); the
+        callback then waits, without holding a thread, for the shared transaction that stores it to commit.
+        Only ``answer``/``gather`` callbacks and replays go back to a thread to read the store.
+        """
+        from vobiz_provider.callbacks.store import StoreUnavailable
+
+        request = {"kind": kind, "fields": fields, "correlation": correlation, "settings": settings}
+
+        def check_and_prepare() -> tuple[CheckedCallback, CallbackStore, PreparedCallback]:
+            checked = self.check(headers=headers, request_url=request_url, **request)
+            return checked, *self.prepare(checked=checked, **request)
+
+        checked, store, prepared = await anyio.to_thread.run_sync(check_and_prepare, abandon_on_cancel=True)
+        try:
+            result = await asyncio.wrap_future(store.submit_callback(prepared))
+        except StoreUnavailable as err:
+            raise _store_unavailable(kind, err) from None
+
+        def finish() -> tuple[StoredCallback, str | None]:
+            return self.finish(store=store, checked=checked, result=result, **request)
+
+        if result.replayed or kind in XML_KINDS:
+            return await anyio.to_thread.run_sync(finish, abandon_on_cancel=True)
+        return finish()
+
+
+def _store_unavailable(kind: str, err: Exception) -> CallbackRejected:
+    log.warning("Vobiz %s callback not stored, the callback store is unavailable: %s", kind, err)
+    return CallbackRejected(503, "callback store unavailable, retry later", retry_after=RETRY_AFTER_SECONDS)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -482,21 +598,19 @@ def create_app(
             request_url = str(request.url.replace(query="", fragment=""))
             headers = dict(request.headers)
 
-            def work() -> tuple[StoredCallback, str | None]:
-                return receiver.handle(
-                    kind=kind,
-                    fields=fields,
-                    headers=headers,
-                    request_url=request_url,
-                    correlation=correlation,
-                    settings=current,
-                )
-
             try:
                 with anyio.fail_after(response_deadline):
-                    stored, xml = await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+                    stored, xml = await receiver.ahandle(
+                        kind=kind,
+                        fields=fields,
+                        headers=headers,
+                        request_url=request_url,
+                        correlation=correlation,
+                        settings=current,
+                    )
             except TimeoutError:
-                # The worker thread carries on; if it commits, Vobiz's retry is answered "duplicate".
+                # A callback already taken by the store's writer is still committed: Vobiz's retry is then
+                # answered "duplicate". One still queued is withdrawn.
                 raise CallbackRejected(
                     503,
                     f"callback not stored within {response_deadline:g} s, retry later",

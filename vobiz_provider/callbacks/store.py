@@ -37,6 +37,7 @@ from sqlalchemy import exc as sa_exc
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random
 
 from vobiz_provider.callbacks.correlation import CALLBACK_KINDS, CorrelationToken
+from vobiz_provider.callbacks.group_commit import GroupCommitter
 from vobiz_provider.callbacks.schema import (
     SCHEMA_VERSION,
     STEPS,
@@ -60,6 +61,7 @@ from vobiz_provider.models.record import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+    from concurrent.futures import Future
 
     from sqlalchemy.engine import Connection, Engine, Row, RowMapping
 
@@ -391,6 +393,22 @@ def _callback_values(
     return values
 
 
+def _event_row(prepared: PreparedCallback, now: dt.datetime) -> dict[str, Any]:
+    return {
+        "received_at": now,
+        "kind": prepared.kind,
+        "event": prepared.event,
+        "call_uuid": prepared.values["call_uuid"],
+        "request_uuid": prepared.values["request_uuid"],
+        "call_status": prepared.call_status,
+        "ti_key": prepared.ti_key,
+        "try_number": prepared.try_number,
+        "dedupe_key": prepared.dedupe_key,
+        "nonce": prepared.nonce,
+        "fields": prepared.form,
+    }
+
+
 def _correlation_values(correlation: CorrelationToken | None) -> dict[str, Any]:
     if correlation is None:
         return {}
@@ -436,6 +454,29 @@ def _merge(
         ):
             changes[column] = value
     return changes
+
+
+_CALL_COLUMNS: Final = tuple(column.name for column in calls.columns if column.name != "id")
+
+
+def _new_call_row(
+    values: Mapping[str, Any], *, leg: str | None, insert_status: str, source: str, now: dt.datetime
+) -> dict[str, Any]:
+    """The row of a call first seen through ``values`` (an event, or a state from the API)."""
+    rank = status_rank(insert_status)
+    if rank is None:
+        insert_status, rank = "queued", 0
+    row: dict[str, Any] = dict.fromkeys(_CALL_COLUMNS)
+    row.update((column, value) for column, value in values.items() if column in row)
+    row.update(
+        leg_key=leg,
+        status=insert_status,
+        rank=rank,
+        terminal=rank == TERMINAL_RANK,
+        source=source,
+        updated_at=now,
+    )
+    return row
 
 
 def _record(row: Mapping[str, Any]) -> CallRecord:
@@ -529,6 +570,10 @@ class _Statements:
     call_by_leg: Any
     update_call: Any
     advisory_locks: Any
+    claim_nonces: Any
+    insert_events: Any
+    insert_calls: Any
+    known_calls: Any
 
     @classmethod
     def build(cls, dialect: str) -> _Statements:
@@ -542,7 +587,19 @@ class _Statements:
             set_={"seen_at": claim.excluded.seen_at},
             where=nonces.c.seen_at < sa.bindparam("cutoff", type_=UTCDateTime()),
         )
+        insert_events = insert(events).on_conflict_do_nothing(index_elements=["dedupe_key"])
+        insert_calls = insert(calls).on_conflict_do_nothing()
         return cls(
+            claim_nonces=claim.returning(nonces.c.nonce),
+            insert_events=insert_events.returning(events.c.dedupe_key),
+            insert_calls=insert_calls.returning(calls.c.id),
+            known_calls=sa.select(calls.c.call_uuid, calls.c.leg_key, calls.c.request_uuid).where(
+                sa.or_(
+                    calls.c.call_uuid.in_(sa.bindparam("b_call_uuids", expanding=True)),
+                    calls.c.leg_key.in_(sa.bindparam("b_leg_keys", expanding=True)),
+                    calls.c.request_uuid.in_(sa.bindparam("b_request_uuids", expanding=True)),
+                )
+            ),
             claim_nonce=claim,
             insert_event=insert(events).on_conflict_do_nothing(index_elements=["dedupe_key"]),
             insert_call=insert(calls).on_conflict_do_nothing(),
@@ -611,6 +668,8 @@ class CallbackStore:
         self._write_lock = _sqlite_write_lock(self.url) if self._dialect == "sqlite" else None
         self._schema_ready = False
         self._schema_lock = threading.Lock()
+        self._committer: GroupCommitter[PreparedCallback, RecordResult] | None = None
+        self._committer_lock = threading.Lock()
         self._last_nonce_purge = 0.0
 
     def __repr__(self) -> str:
@@ -695,7 +754,14 @@ class CallbackStore:
         return self._engine
 
     def dispose(self) -> None:
-        """Close the pooled connections (the store can still be used; it reconnects on demand)."""
+        """Write the callbacks still queued, stop the group-commit writer and close the pooled connections.
+
+        The store can still be used; it reconnects (and restarts the writer) on demand.
+        """
+        with self._committer_lock:
+            committer, self._committer = self._committer, None
+        if committer is not None:
+            committer.close(timeout=self._busy_timeout + 5)
         self._engine.dispose()
 
     # -- transactions -------------------------------------------------------------------------------
@@ -953,6 +1019,13 @@ class CallbackStore:
             nonce_window=nonce_window,
             callback=callback,
         )
+        return self.record_prepared(prepared)
+
+    def record_prepared(self, prepared: PreparedCallback) -> RecordResult:
+        """Store a prepared callback in its own transaction (see :meth:`record_callback`).
+
+        :param prepared: From :meth:`prepare_callback`.
+        """
         return self._run(lambda conn: self._write_callback(conn, prepared, now=_now()), write=True)
 
     def prepare_callback(
@@ -1011,6 +1084,226 @@ class CallbackStore:
             try_number=correlation.try_number if correlation else None,
         )
 
+    def submit_callback(self, prepared: PreparedCallback) -> Future[RecordResult]:
+        """Queue a prepared callback for the store's writer; the future resolves once it is committed.
+
+        Group commit: one writer thread per store writes every callback queued meanwhile in ONE transaction
+        (nonce, event and call row of each, as :meth:`record_callback` does), commits, and only then resolves
+        their futures. If the batch cannot be committed, every future fails with :class:`StoreUnavailable`
+        and nothing of the batch is stored. A callback that fails on its own (a bug, a constraint) does not
+        fail the others: the batch is then written again one callback per transaction. Cancelling the future
+        before the writer takes it withdraws the callback.
+
+        :param prepared: From :meth:`prepare_callback`.
+        """
+        committer = self._committer
+        if committer is None:
+            with self._committer_lock:
+                if self._committer is None:
+                    self._committer = GroupCommitter(apply_batch=self._write_batch)
+                committer = self._committer
+        return committer.submit(prepared)
+
+    async def arecord_callback(
+        self,
+        kind: str,
+        fields: Mapping[str, str],
+        *,
+        correlation: CorrelationToken | None = None,
+        nonce: str | None = None,
+        timezone: str | None = None,
+        nonce_window: float | None = None,
+        callback: VobizCallback | None = None,
+    ) -> RecordResult:
+        """:meth:`record_callback` for asyncio callers, through the group-commit writer (see
+        :meth:`submit_callback`): returns once the callback is committed, without blocking the loop."""
+        prepared = self.prepare_callback(
+            kind,
+            fields,
+            correlation=correlation,
+            nonce=nonce,
+            timezone=timezone,
+            nonce_window=nonce_window,
+            callback=callback,
+        )
+        return await asyncio.wrap_future(self.submit_callback(prepared))
+
+    def _write_batch(self, items: Sequence[PreparedCallback]) -> list[RecordResult | BaseException]:
+        """Write ``items`` in one transaction and commit (the group-commit writer's ``apply_batch``).
+
+        :raises StoreUnavailable: When the store cannot be reached or the commit fails: nothing is stored.
+        """
+        lock_keys = [key for item in items for key in (item.values["request_uuid"], item.values["call_uuid"])]
+
+        def work(conn: Connection) -> list[RecordResult | BaseException]:
+            self._lock(conn, lock_keys)
+            return list(self._write_many(conn, items, now=_now()))
+
+        try:
+            return self._run(work, write=True)
+        except StoreUnavailable:
+            raise
+        except Exception as err:
+            if len(items) == 1:
+                return [err]
+            reason = str(getattr(err, "orig", None) or err).strip().splitlines()
+            log.warning(
+                "A batch of %d callbacks failed (%s: %s); writing them one by one",
+                len(items),
+                type(err).__name__,
+                reason[0] if reason else "",
+            )
+        results: list[RecordResult | BaseException] = []
+        for item in items:
+            try:
+                results.append(self.record_prepared(item))
+            except Exception as err:  # this callback's own failure, answered to its sender alone
+                results.append(err)
+        return results
+
+    def _write_many(
+        self, conn: Connection, items: Sequence[PreparedCallback], *, now: dt.datetime
+    ) -> list[RecordResult]:
+        """:meth:`_write_callback` for each item, in order, with one statement per step for the whole batch.
+
+        The caller holds the advisory locks of every item's UUIDs (PostgreSQL) or the write lock (SQLite).
+        Each item ends as if written alone after the ones before it: a nonce or a dedupe key repeated within
+        the batch counts as seen, and items that touch the same call, or a call already stored, are applied
+        one after the other by :meth:`_apply`. Only calls new to the store and to the batch are inserted in
+        bulk.
+        """
+        results: list[RecordResult | None] = [None] * len(items)
+
+        # 1. Nonces: the first use of each nonce within the batch claims it.
+        claimants: dict[str, int] = {}
+        for index, item in enumerate(items):
+            if item.nonce is not None:
+                claimants.setdefault(item.nonce, index)
+        fresh: set[str] = set()
+        by_window: dict[float, list[str]] = {}
+        for nonce, index in claimants.items():
+            by_window.setdefault(items[index].nonce_window, []).append(nonce)
+        for window, batch_nonces in by_window.items():
+            cutoff = now - dt.timedelta(seconds=window)
+            rows = [{"nonce": nonce, "seen_at": now, "cutoff": cutoff} for nonce in batch_nonces]
+            fresh.update(conn.execute(self._sql.claim_nonces, rows).scalars())
+            self._purge_nonces(conn, cutoff=cutoff, window=window)
+
+        # 2. Events: the first of each dedupe key among the items that claimed their nonce (or are unsigned).
+        inserting: list[int] = []
+        keys: set[str] = set()
+        reused: list[int] = []
+        for index, item in enumerate(items):
+            if item.nonce is not None and (item.nonce not in fresh or claimants[item.nonce] != index):
+                reused.append(index)
+            elif item.dedupe_key in keys:
+                results[index] = RecordResult(
+                    stored=False, duplicate=True, call_uuid=item.values["call_uuid"]
+                )
+            else:
+                keys.add(item.dedupe_key)
+                inserting.append(index)
+        inserted: set[str] = set()
+        if inserting:
+            rows = [_event_row(items[index], now) for index in inserting]
+            inserted.update(conn.execute(self._sql.insert_events, rows).scalars())
+        stored = [index for index in inserting if items[index].dedupe_key in inserted]
+        for index in inserting:
+            if items[index].dedupe_key not in inserted:
+                results[index] = RecordResult(
+                    stored=False, duplicate=True, call_uuid=items[index].values["call_uuid"]
+                )
+
+        # 3. A nonce seen before: Vobiz resending the same callback, or a captured signature reused.
+        for index in reused:
+            item = items[index]
+            resent = conn.execute(
+                sa.select(events.c.id)
+                .where(events.c.dedupe_key == item.dedupe_key, events.c.nonce == item.nonce)
+                .limit(1)
+            ).first()
+            results[index] = RecordResult(
+                stored=False, duplicate=True, replayed=resent is None, call_uuid=item.values["call_uuid"]
+            )
+
+        # 4. Calls: insert those new to the store and to the batch at once; apply the others in order.
+        records = self._apply_many(conn, [items[index] for index in stored], now=now)
+        for index, record in zip(stored, records, strict=True):
+            results[index] = RecordResult(
+                stored=True,
+                duplicate=False,
+                call_uuid=record.call_uuid if record else items[index].values["call_uuid"],
+                record=record,
+            )
+        return results  # type: ignore[return-value]
+
+    def _apply_many(
+        self, conn: Connection, items: Sequence[PreparedCallback], *, now: dt.datetime
+    ) -> list[CallRecord | None]:
+        """Apply stored callbacks to their calls, in order (the caller holds the locks)."""
+        if not items:
+            return []
+        idents = [
+            (
+                item.values["call_uuid"],
+                _leg_key(item.values["request_uuid"], item.values.get("destination")),
+                item.values["request_uuid"],
+            )
+            for item in items
+        ]
+        known = conn.execute(
+            self._sql.known_calls,
+            {
+                "b_call_uuids": sorted({call for call, _, _ in idents if call}),
+                "b_leg_keys": sorted({leg for _, leg, _ in idents if leg}),
+                "b_request_uuids": sorted({request for _, _, request in idents if request}),
+            },
+        ).all()
+        taken: dict[tuple[str, str], int] = {}
+        for row in known:
+            for name, value in (("c", row.call_uuid), ("l", row.leg_key), ("r", row.request_uuid)):
+                if value:
+                    taken[(name, value)] = 2  # already stored: never a bulk insert
+        for call, leg, request in idents:
+            for name, value in (("c", call), ("l", leg), ("r", request)):
+                if value:
+                    taken[(name, value)] = taken.get((name, value), 0) + 1
+        records: list[CallRecord | None] = []
+        new_rows: list[dict[str, Any]] = []
+        for item, (call, leg, request) in zip(items, idents, strict=True):
+            status = item.status
+            if not call and not request:
+                records.append(None)
+                continue
+            alone = all(
+                taken.get((name, value), 0) == 1
+                for name, value in (("c", call), ("l", leg), ("r", request))
+                if value
+            )
+            if alone:
+                row = _new_call_row(
+                    item.values, leg=leg, insert_status=status or "in-progress", source="callback", now=now
+                )
+                new_rows.append(row)
+                records.append(_record(row))
+            else:
+                records.append(
+                    self._apply(
+                        conn,
+                        dict(item.values),
+                        status=status,
+                        # A machine detection or gather can only happen on an answered call.
+                        insert_status=status or "in-progress",
+                        source="callback",
+                        overwrite=_OVERWRITE_BY_KIND.get(item.kind, frozenset()),
+                        now=now,
+                        locked=True,
+                    )
+                )
+        if new_rows and len(conn.execute(self._sql.insert_calls, new_rows).all()) != len(new_rows):
+            raise _Conflict("a call row appeared while its writer held the locks")
+        return records
+
     def _write_callback(
         self, conn: Connection, prepared: PreparedCallback, *, now: dt.datetime, locked: bool = False
     ) -> RecordResult:
@@ -1025,22 +1318,7 @@ class CallbackStore:
                 sa.select(events.c.id).where(events.c.dedupe_key == key, events.c.nonce == nonce).limit(1)
             ).first()
             return RecordResult(stored=False, duplicate=True, replayed=resent is None, call_uuid=call_uuid)
-        inserted = conn.execute(
-            self._sql.insert_event,
-            {
-                "received_at": now,
-                "kind": prepared.kind,
-                "event": prepared.event,
-                "call_uuid": call_uuid,
-                "request_uuid": prepared.values["request_uuid"],
-                "call_status": prepared.call_status,
-                "ti_key": prepared.ti_key,
-                "try_number": prepared.try_number,
-                "dedupe_key": key,
-                "nonce": nonce,
-                "fields": prepared.form,
-            },
-        ).rowcount
+        inserted = conn.execute(self._sql.insert_event, _event_row(prepared, now)).rowcount
         if not inserted:
             return RecordResult(stored=False, duplicate=True, call_uuid=call_uuid)
         record = self._apply(
@@ -1170,19 +1448,7 @@ class CallbackStore:
                 row = candidates[0]
 
         if row is None:
-            rank = status_rank(insert_status)
-            if rank is None:
-                insert_status, rank = "queued", 0
-            new_row = {
-                **{column.name: None for column in calls.columns if column.name != "id"},
-                **{column: value for column, value in values.items() if column in calls.c},
-                "leg_key": leg,
-                "status": insert_status,
-                "rank": rank,
-                "terminal": rank == TERMINAL_RANK,
-                "source": source,
-                "updated_at": now,
-            }
+            new_row = _new_call_row(values, leg=leg, insert_status=insert_status, source=source, now=now)
             result = conn.execute(self._sql.insert_call, new_row)
             if result.rowcount == 0:
                 raise _Conflict("a call row appeared while its writer held the locks")
@@ -1204,11 +1470,14 @@ class CallbackStore:
             conn.execute(self._sql.claim_nonce, {"nonce": nonce, "seen_at": now, "cutoff": cutoff}).rowcount
             == 1
         )
+        self._purge_nonces(conn, cutoff=cutoff, window=window)
+        return fresh
+
+    def _purge_nonces(self, conn: Connection, *, cutoff: dt.datetime, window: float) -> None:
         # Purge expired nonces now and then, not on every callback.
         if time.monotonic() - self._last_nonce_purge > max(30.0, window / 2):
             self._last_nonce_purge = time.monotonic()
             conn.execute(nonces.delete().where(nonces.c.seen_at < cutoff))
-        return fresh
 
     def save_answer(
         self,
