@@ -53,5 +53,7 @@ def postgres_url() -> str:
     """URL of the PostgreSQL server the tests may use; skips when none is configured."""
     url = os.environ.get("VOBIZ_TEST_POSTGRES_URL")
     if not url:
-        pytest.skip("no PostgreSQL configured: set VOBIZ_TEST_POSTGRES_URL (CI sets it to 127.0.0.1:5432/test)")
+        pytest.skip(
+            "no PostgreSQL configured: set VOBIZ_TEST_POSTGRES_URL (CI sets it to 127.0.0.1:5432/test)"
+        )
     return url

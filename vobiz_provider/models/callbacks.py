@@ -19,7 +19,6 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
-from typing_extensions import Self
 
 from vobiz_provider.exceptions import VobizValidationError
 from vobiz_provider.models._types import (
@@ -34,6 +33,8 @@ from vobiz_provider.models._types import (
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    from typing_extensions import Self
 
 __all__ = [
     "CALLBACK_KINDS",

@@ -17,13 +17,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-# pydantic reads these annotations at runtime, so they cannot live in a TYPE_CHECKING block.
+# pydantic reads these annotations at runtime (pyproject: runtime-evaluated-base-classes).
 from vobiz_provider.models._types import (
-    LenientDecimal,  # noqa: TC001
-    LenientFloat,  # noqa: TC001
-    LenientInt,  # noqa: TC001
-    UtcDateTime,  # noqa: TC001
-    UtcSessionTime,  # noqa: TC001
+    LenientDecimal,
+    LenientFloat,
+    LenientInt,
+    UtcDateTime,
+    UtcSessionTime,
 )
 
 __all__ = [
@@ -509,7 +509,8 @@ def _seconds(value: Any) -> float | None:
     return None
 
 
-def _decode(body: bytes | str | dict[str, Any] | None) -> tuple[dict[str, Any] | None, str]:
+def _decode(body: bytes | str | dict[str, Any] | None) -> tuple[Any, str]:
+    """The decoded JSON (``None`` if the body is not JSON) and the stripped text of a body."""
     if body is None:
         return None, ""
     if isinstance(body, dict):
@@ -518,8 +519,8 @@ def _decode(body: bytes | str | dict[str, Any] | None) -> tuple[dict[str, Any] |
     try:
         decoded = json.loads(text) if text.strip() else None
     except ValueError:
-        decoded = None
-    return (decoded if isinstance(decoded, dict) else None), text.strip()
+        return None, text.strip()
+    return decoded, text.strip()
 
 
 def _field_errors(details: Mapping[str, Any]) -> str:
@@ -541,11 +542,17 @@ def parse_error_body(
     """Read Vobiz's error response, whatever its shape.
 
     :param status_code: HTTP status of the response.
-    :param body: Raw body (bytes/str, JSON or not) or an already-decoded JSON object.
+    :param body: Raw body (bytes/str, JSON or not) or an already-decoded JSON object. A JSON string is the
+        message; a non-JSON body (an HTML error page of a proxy) becomes the message, cut to 300 characters;
+        other JSON that is not an object (``[]``) says nothing, so the status phrase is used.
     :param headers: Response headers (any mapping; looked up case-insensitively).
     :return: The message, code, details and retry-after (header preferred over ``details.retryAfter``).
     """
     decoded, text = _decode(body)
+    if isinstance(decoded, str):
+        decoded, text = None, decoded
+    elif decoded is not None and not isinstance(decoded, dict):
+        decoded, text = None, ""
     message: str | None = None
     code: str | None = None
     details: dict[str, Any] = {}
