@@ -163,3 +163,31 @@ async def test_on_kill_hangs_up_only_with_hangup_on_kill(
 
 async def trigger_cleanup(trigger: VobizCallHangupTrigger) -> None:
     await trigger.cleanup()
+
+
+async def test_lost_callbacks_after_record_fired_are_reconciled(
+    vobiz_emulator: Any, store: CallbackStore, answer_url: str
+) -> None:
+    """As the operator leaves it: only the "fired" record (no call UUID) and no callback ever arrives.
+
+    The trigger must still ask Vobiz by the request UUID once reconciliation is due; before this was fixed
+    it skipped legs without a call UUID and waited until the deadline.
+    """
+    vobiz_emulator.script(DESTINATION, CallScript.no_answer())
+    request_uuid = await fire(answer_url)
+    await asyncio.to_thread(
+        store.record_fired, request_uuids=[request_uuid], destinations=[f"+{DESTINATION}"], from_number=CALLER
+    )
+    await asyncio.to_thread(vobiz_emulator.wait_for_call, request_uuid)
+
+    trigger = VobizCallHangupTrigger(
+        request_uuids=[request_uuid],
+        destinations=[f"+{DESTINATION}"],
+        deadline=time.time() + 30,
+        poll_interval=0.05,
+        reconcile_after=time.time() - 1,
+    )
+    payload = await first_event(trigger)
+    assert payload["status"] == "hangup", payload["message"]
+    [call] = payload["calls"]
+    assert (call["status"], call["source"], call["hangup_cause_code"]) == ("no-answer", "api", 3000)

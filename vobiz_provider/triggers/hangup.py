@@ -161,8 +161,13 @@ class CallTracker:
         """
         uuids: dict[str, str | None] = {}
         for record in self.legs.values():
-            if not record.terminal and record.call_uuid:
+            if record.terminal:
+                continue
+            if record.call_uuid:
                 uuids.setdefault(record.call_uuid, record.request_uuid)
+            elif record.request_uuid:
+                # Only the operator's "fired" record: no callback ever named the call, so ask by request.
+                uuids.setdefault(record.request_uuid, record.request_uuid)
         for uuid in self.call_uuids:
             if uuid not in self.legs:
                 uuids.setdefault(uuid, None)
