@@ -185,7 +185,8 @@ async def test_lost_callbacks_after_record_fired_are_reconciled(
         destinations=[f"+{DESTINATION}"],
         deadline=time.time() + 30,
         poll_interval=0.05,
-        reconcile_after=time.time() - 1,
+        # Due only after the first polls have seen the fired record (as in a real run).
+        reconcile_after=time.time() + 1.0,
     )
     payload = await first_event(trigger)
     assert payload["status"] == "hangup", payload["message"]
