@@ -44,14 +44,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import parse_qsl
 
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from vobiz_provider.callbacks.correlation import CALLBACK_KINDS, TOKEN_PARAM
 
@@ -82,7 +87,14 @@ XML_KINDS: Final = frozenset({"answer", "gather"})
 #: The XML that lets the call go on without new instructions.
 EMPTY_XML_RESPONSE: Final = "<Response></Response>"
 
+#: Seconds between two INFO summaries of the callbacks stored (each one is logged at DEBUG).
+LOG_SUMMARY_INTERVAL: Final = 10.0
+
 _FORM_TYPES: Final = ("", "application/x-www-form-urlencoded")
+_STORED_BODY: Final = b'{"status":"stored"}'
+_DUPLICATE_BODY: Final = b'{"status":"duplicate"}'
+
+T = TypeVar("T")
 _SIGNATURE_HEADER_PREFIX: Final = "x-vobiz-signature"
 
 
@@ -209,6 +221,7 @@ class CallbackReceiver:
         self._store = store
         self.signing_keys = signing_keys
         self.xml_responder = xml_responder
+        self.stored_log = StoredCallbackLog()
 
     # -- configuration -------------------------------------------------------------------------------------
 
@@ -423,16 +436,7 @@ class CallbackReceiver:
             store=store,
             settings=settings,
         )
-        log.info(
-            "Vobiz %s callback %s: CallUUID=%s CallStatus=%s HangupCause=%s (task %s, try %s)",
-            kind,
-            "duplicate" if result.duplicate else "stored",
-            _loggable(fields.get("CallUUID")),
-            _loggable(fields.get("CallStatus")),
-            _loggable(fields.get("HangupCause") or fields.get("HangupCauseName")),
-            correlation.ti_key,
-            correlation.try_number,
-        )
+        self.stored_log.record(kind=kind, fields=fields, correlation=correlation, duplicate=result.duplicate)
         xml = None
         if kind in XML_KINDS:
             try:
@@ -498,7 +502,7 @@ class CallbackReceiver:
             checked = self.check(headers=headers, request_url=request_url, **request)
             return checked, *self.prepare(checked=checked, **request)
 
-        checked, store, prepared = await anyio.to_thread.run_sync(check_and_prepare, abandon_on_cancel=True)
+        checked, store, prepared = await _in_thread(check_and_prepare)
         try:
             result = await asyncio.wrap_future(store.submit_callback(prepared))
         except StoreUnavailable as err:
@@ -508,8 +512,83 @@ class CallbackReceiver:
             return self.finish(store=store, checked=checked, result=result, **request)
 
         if result.replayed or kind in XML_KINDS:
-            return await anyio.to_thread.run_sync(finish, abandon_on_cancel=True)
+            return await _in_thread(finish)
         return finish()
+
+
+class StoredCallbackLog:
+    """Logs the callbacks stored: each at DEBUG, and at most one INFO line every ``interval`` seconds.
+
+    At a few callbacks a minute the INFO line is the callback's own (kind, ``CallUUID``, ``CallStatus``,
+    ``HangupCause``, task and try), as if every callback were logged at INFO. Under load it is a summary of
+    the callbacks stored since the last INFO line, by kind: formatting a log record through Airflow's
+    logging costs a receiver several times what storing the callback in a shared transaction does.
+
+    :param interval: Seconds between two INFO lines.
+    """
+
+    def __init__(self, *, interval: float = LOG_SUMMARY_INTERVAL) -> None:
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._counts: Counter[tuple[str, bool]] = Counter()
+        self._since: float | None = None
+
+    def record(
+        self, *, kind: str, fields: Mapping[str, str], correlation: CorrelationToken, duplicate: bool
+    ) -> None:
+        """Count (and maybe log) one callback the store answered for.
+
+        :param kind: The callback kind.
+        :param fields: Its fields.
+        :param correlation: The task instance it belongs to.
+        :param duplicate: Whether it had been stored before.
+        """
+        now = time.monotonic()
+        with self._lock:
+            self._counts[(kind, duplicate)] += 1
+            due = self._since is None or now - self._since >= self.interval
+            if due:
+                counts, self._counts = self._counts, Counter()
+                since, self._since = self._since, now
+        if not due and not log.isEnabledFor(logging.DEBUG):
+            return
+        if not due or sum(counts.values()) == 1:
+            log.log(
+                logging.INFO if due else logging.DEBUG,
+                "Vobiz %s callback %s: CallUUID=%s CallStatus=%s HangupCause=%s (task %s, try %s)",
+                kind,
+                "duplicate" if duplicate else "stored",
+                _loggable(fields.get("CallUUID")),
+                _loggable(fields.get("CallStatus")),
+                _loggable(fields.get("HangupCause") or fields.get("HangupCauseName")),
+                correlation.ti_key,
+                correlation.try_number,
+            )
+            return
+        by_kind = Counter[str]()
+        for (each, _), count in counts.items():
+            by_kind[each] += count
+        log.info(
+            "Vobiz callbacks in the last %.0f s: %d stored, %d duplicate (%s)",
+            now - since if since is not None else 0.0,
+            sum(count for (_, dup), count in counts.items() if not dup),
+            sum(count for (_, dup), count in counts.items() if dup),
+            ", ".join(f"{each} {count}" for each, count in sorted(by_kind.items())),
+        )
+
+
+async def _in_thread(function: Callable[[], T]) -> T:
+    """Run blocking ``function`` in the loop's executor; on cancellation it is abandoned, not stopped."""
+    return await asyncio.get_running_loop().run_in_executor(None, function)
+
+
+async def _within(seconds: float, awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable`` for at most ``seconds`` (:class:`TimeoutError` after that)."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    with anyio.fail_after(seconds):  # pragma: no cover - Python 3.10
+        return await awaitable
 
 
 def _store_unavailable(kind: str, err: Exception) -> CallbackRejected:
@@ -599,15 +678,17 @@ def create_app(
             headers = dict(request.headers)
 
             try:
-                with anyio.fail_after(response_deadline):
-                    stored, xml = await receiver.ahandle(
+                stored, xml = await _within(
+                    response_deadline,
+                    receiver.ahandle(
                         kind=kind,
                         fields=fields,
                         headers=headers,
                         request_url=request_url,
                         correlation=correlation,
                         settings=current,
-                    )
+                    ),
+                )
             except TimeoutError:
                 # A callback already taken by the store's writer is still committed: Vobiz's retry is then
                 # answered "duplicate". One still queued is withdrawn.
@@ -626,14 +707,23 @@ def create_app(
             )
         if xml is not None:
             return Response(content=xml, media_type="application/xml")
-        return JSONResponse({"status": "duplicate" if stored.result.duplicate else "stored"})
+        return Response(
+            content=_DUPLICATE_BODY if stored.result.duplicate else _STORED_BODY,
+            media_type="application/json",
+        )
 
-    app.add_api_route(
-        "/callbacks/{kind}",
-        receive,
-        methods=["POST", "GET"],
-        include_in_schema=False,
-        name="vobiz_callback",
+    async def endpoint(request: Request) -> Response:
+        return await receive(request.path_params["kind"], request)
+
+    # A plain Starlette route: the request is all it needs, FastAPI's dependency solving is per-request cost.
+    app.router.routes.append(
+        Route(
+            "/callbacks/{kind}",
+            endpoint,
+            methods=["POST", "GET"],
+            name="vobiz_callback",
+            include_in_schema=False,
+        )
     )
 
     @app.get("/health", include_in_schema=False)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from fastapi import FastAPI
+    from starlette.applications import Starlette
 
     from vobiz_provider.callbacks.config import VobizSettings
     from vobiz_provider.callbacks.store import CallbackStore
@@ -129,20 +129,23 @@ class _RedactCorrelationToken(logging.Filter):
         return True
 
 
-def build_server_app(*, settings: VobizSettings, store: CallbackStore) -> FastAPI:
+def build_server_app(*, settings: VobizSettings, store: CallbackStore) -> Starlette:
     """The standalone server's root app: the receiver mounted at ``/vobiz``, nothing else.
+
+    A plain Starlette router (the mounted receiver app brings its own error handling): no second layer of
+    FastAPI middleware on every callback.
 
     :param settings: The ``[vobiz]`` settings.
     :param store: The (upgraded) callback store.
     """
-    from fastapi import FastAPI
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
 
     from vobiz_provider.callbacks.app import MOUNT_PATH, create_app
 
-    root = FastAPI(title="Vobiz callback receiver", docs_url=None, redoc_url=None, openapi_url=None)
     receiver_app = create_app(settings=settings, store=store)
+    root = Starlette(routes=[Mount(MOUNT_PATH, app=receiver_app)])
     root.state.receiver = receiver_app.state.receiver
-    root.mount(MOUNT_PATH, receiver_app)
     return root
 
 
