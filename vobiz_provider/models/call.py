@@ -27,7 +27,6 @@ is refused with a message naming the field *before* anything is sent to Vobiz. T
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Mapping
 from enum import Enum
@@ -300,7 +299,10 @@ class MakeCallRequest(BaseModel):
     :param ring_timeout: Seconds to ring before giving up (> 0).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # defer_build: the validator is built on first use (the first static-value check of an operator at
+    # DAG-parse time, or the first build at execute), not when the module is imported - so importing
+    # this module for the status constants, or a DAG file that ends up not using the model, costs nothing.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
     from_number: PhoneNumber = Field(alias="from")
     to: Destinations
@@ -431,6 +433,8 @@ def format_validation_errors(exc: ValidationError, model: type[BaseModel]) -> st
             problem = "required"
         elif kind == "extra_forbidden":
             problem = "not a Make-Call field"
+            import difflib  # only for this hint: keep it off the DAG-parse import path
+
             close = difflib.get_close_matches(where, _known_names(model), n=1)
             if close:
                 problem += f" (did you mean {close[0]!r}?)"
