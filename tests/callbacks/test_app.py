@@ -756,3 +756,100 @@ def test_emulator_caller_presses_a_key_at_the_prompt(
     assert row.digits == "1"
     assert row.status == "completed"
     assert row.task_id == "ask_oncall"
+
+
+# -- group commit over HTTP ---------------------------------------------------------------------------------
+
+
+def _post_concurrently(receiver: Receiver, call_uuids: list[str], **kwargs: Any) -> list[httpx.Response]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        return list(pool.map(lambda call: receiver.post("hangup", hangup_fields(call), **kwargs), call_uuids))
+
+
+def test_concurrent_callbacks_are_all_stored_once(receiver: Receiver) -> None:
+    call_uuids = [new_uuid() for _ in range(40)]
+    responses = _post_concurrently(receiver, call_uuids)
+    assert [response.status_code for response in responses] == [200] * 40
+    assert {response.json()["status"] for response in responses} == {"stored"}
+    assert all(event_count(receiver, call) == 1 for call in call_uuids)
+    assert {row.status for row in receiver.store.lookup(call_uuids=call_uuids)} == {"completed"}
+
+
+def test_answered_200_only_once_the_shared_commit_is_done(receiver: Receiver) -> None:
+    committed: list[float] = []
+
+    def slow_commit(conn: Any) -> None:  # runs just before the database commits
+        time.sleep(0.2)
+        committed.append(time.monotonic())
+
+    engine = receiver.store.engine
+    receiver.store.upgrade()
+    sa.event.listen(engine, "commit", slow_commit)
+    try:
+        call_uuids = [new_uuid() for _ in range(12)]
+        answered: dict[str, float] = {}
+
+        def post(call: str) -> httpx.Response:
+            response = receiver.post("hangup", hangup_fields(call))
+            answered[call] = time.monotonic()
+            # Visible to a separate connection the moment the 200 arrives: committed, not just queued.
+            assert event_count(receiver, call) == 1
+            return response
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            responses = list(pool.map(post, call_uuids))
+    finally:
+        sa.event.remove(engine, "commit", slow_commit)
+    assert [response.status_code for response in responses] == [200] * 12
+    assert all(moment >= min(committed) for moment in answered.values())
+
+
+def test_a_failed_commit_answers_503_to_every_callback_and_stores_none(receiver: Receiver) -> None:
+    from sqlalchemy import exc as sa_exc
+
+    def fail_commit(conn: Any) -> None:
+        raise sa_exc.OperationalError("COMMIT", {}, Exception("disk I/O error"))
+
+    receiver.store.upgrade()
+    call_uuids = [new_uuid() for _ in range(10)]
+    nonces = {call: f"nonce-{call}" for call in call_uuids}
+    sa.event.listen(receiver.store.engine, "commit", fail_commit)
+    try:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            failed = list(
+                pool.map(lambda c: receiver.post("hangup", hangup_fields(c), nonce=nonces[c]), call_uuids)
+            )
+    finally:
+        sa.event.remove(receiver.store.engine, "commit", fail_commit)
+    assert [response.status_code for response in failed] == [503] * 10
+    assert all(response.headers["Retry-After"] for response in failed)
+    assert all(nothing_stored(receiver, call) for call in call_uuids)
+    # Vobiz retries with the same signatures: every one is stored now.
+    retried = [receiver.post("hangup", hangup_fields(call), nonce=nonces[call]) for call in call_uuids]
+    assert [response.json() for response in retried] == [{"status": "stored"}] * 10
+
+
+def test_stored_callbacks_are_logged_at_info_alone_and_summarised_under_load(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from vobiz_provider.callbacks.app import StoredCallbackLog
+
+    stored_log = StoredCallbackLog(interval=3600)
+    with caplog.at_level(logging.INFO, logger="vobiz_provider"):
+        stored_log.record(kind="ring", fields=ring_fields("c-1"), correlation=ti(), duplicate=False)
+        for index in range(2, 5):
+            stored_log.record(
+                kind="hangup", fields=hangup_fields(f"c-{index}"), correlation=ti(), duplicate=index == 4
+            )
+        stored_log.interval = 0.0  # the interval has passed
+        stored_log.record(kind="hangup", fields=hangup_fields("c-5"), correlation=ti(), duplicate=False)
+    lines = [record.getMessage() for record in caplog.records if record.levelno == logging.INFO]
+    assert len(lines) == 2
+    assert "Vobiz ring callback stored: CallUUID=c-1 CallStatus=ringing" in lines[0]
+    assert "3 stored, 1 duplicate (hangup 4)" in lines[1]

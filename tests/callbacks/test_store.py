@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
@@ -19,6 +19,7 @@ from vobiz_provider.callbacks.correlation import CorrelationToken
 from vobiz_provider.callbacks.schema import SCHEMA_VERSION, calls, events, nonces, schema_version
 from vobiz_provider.callbacks.store import (
     CallbackStore,
+    RecordResult,
     StoreUnavailable,
     dedupe_key,
     dispose_stores,
@@ -130,9 +131,17 @@ def store_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue("pg_schema_url")
 
 
-@pytest.fixture
-def store(store_url: str) -> Iterator[CallbackStore]:
-    store = CallbackStore(store_url)
+class GroupCommitStore(CallbackStore):
+    """A store whose ``record_callback`` goes through the group-commit writer, as the receiver's does."""
+
+    def record_callback(self, kind: str, fields: Any, **kwargs: Any) -> RecordResult:
+        return self.submit_callback(self.prepare_callback(kind, fields, **kwargs)).result(timeout=60)
+
+
+@pytest.fixture(params=["transaction", "group-commit"])
+def store(store_url: str, request: pytest.FixtureRequest) -> Iterator[CallbackStore]:
+    """Every behaviour holds whether a callback is written in its own transaction or in a batch."""
+    store = (GroupCommitStore if request.param == "group-commit" else CallbackStore)(store_url)
     yield store
     store.dispose()
 
