@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -97,14 +98,20 @@ async def test_thousand_waiting_triggers_cost_one_query_per_interval(
     assert 1 <= queries <= elapsed / INTERVAL + 2
     per_interval = queries / (elapsed / INTERVAL)
 
-    # Every call hangs up at once (one UPDATE, standing in for 1,000 hangup callbacks): the single query
-    # fans the records out to the right 1,000 triggers.
+    # Every call hangs up at once (one UPDATE, standing in for 1,000 hangup callbacks; like every write of
+    # the store it stamps updated_at): the single query fans the records out to the right 1,000 triggers.
     def hang_up_all() -> None:
         with store.engine.begin() as conn:
             conn.execute(
                 schema.calls.update()
                 .where(schema.calls.c.request_uuid.in_(requests))
-                .values(call_uuid=schema.calls.c.request_uuid, status="completed", rank=3, terminal=True)
+                .values(
+                    call_uuid=schema.calls.c.request_uuid,
+                    status="completed",
+                    rank=3,
+                    terminal=True,
+                    updated_at=datetime.now(timezone.utc),
+                )
             )
 
     await asyncio.to_thread(hang_up_all)

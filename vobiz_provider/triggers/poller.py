@@ -4,8 +4,12 @@ A triggerer runs all its triggers as coroutines of one asyncio event loop. If ea
 :class:`~vobiz_provider.triggers.hangup.VobizCallHangupTrigger` queried the callback store on its own,
 1,000 waiting calls would cost 1,000 queries per poll interval. Instead each trigger *subscribes* its
 request/call UUIDs here, and one background task per (event loop, store URL) runs a single
-:meth:`CallbackStore.lookup` for the union of every subscriber's UUIDs each interval and hands every
-subscriber the records that concern it.
+:meth:`CallbackStore.changed_calls` query each interval and hands every subscriber the records that concern
+it.
+
+The query asks for **changes only**: the call rows updated since the poller's cursor, plus the current rows
+of the subscribers that joined since the last tick. A tick therefore costs in proportion to the number of
+calls that changed, not to the number of waiting calls: 10,000 idle waiters cost the same as ten.
 
 Rules the implementation keeps:
 
@@ -13,32 +17,51 @@ Rules the implementation keeps:
   fresh ``asyncio.run()``), the background task stops as soon as nobody is subscribed and forgets itself,
   and a new subscription starts a new task on demand.
 * The event loop is never blocked: the store is synchronous (SQLAlchemy Core), so every call to it runs in
-  a worker thread through :func:`asyncio.to_thread`.
+  a worker thread through :func:`asyncio.to_thread`, and so does building the records of the newly
+  subscribed calls. What stays on the loop per tick is a dictionary look-up per changed row.
+* No per-tick work grows with the number of subscribers: subscribers are indexed by UUID when they join,
+  the tick interval comes from a count of the subscribed intervals, and only the subscribers whose rows
+  changed are woken.
+* Nothing is missed: ``updated_at`` is stamped by the writer when its transaction *begins*, so a row can
+  become visible after a query that asked from a later time. Each query therefore asks from
+  :data:`CHANGE_OVERLAP` seconds before the previous query began, and rows already delivered are
+  recognised by their version and skipped. The overlap must exceed a write transaction plus the clock
+  skew between the triggerer and the hosts that write the store (receiver, workers; NTP keeps it to
+  milliseconds); a change missed beyond that is still found by the trigger's API reconciliation.
 * A subscriber that is cancelled (trigger timeout, triggerer shutdown, user kill) is unsubscribed by the
   ``async with`` block that holds it; the shared task is never cancelled on a subscriber's behalf.
-* The tick interval is the smallest ``interval`` among current subscribers.
 * ``last_callback_at()`` (used by triggers to notice a silent receiver) is asked at most once per
   :data:`SILENCE_CHECK_INTERVAL` seconds, so it adds almost nothing to the one query per interval.
+
+The cyclic garbage collector is left alone (no ``gc.freeze()``): the triggerer owns the process, and with a
+tick allocating only per change there is little for it to collect.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import time
 import weakref
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
 
-    from vobiz_provider.callbacks.store import CallbackStore
+    from vobiz_provider.callbacks.store import CallbackStore, CallChange
     from vobiz_provider.models.record import CallRecord
 
-__all__ = ["SILENCE_CHECK_INTERVAL", "SharedPoller", "Subscription", "configured_store_url", "subscribe"]
+__all__ = [
+    "CHANGE_OVERLAP",
+    "SILENCE_CHECK_INTERVAL",
+    "SharedPoller",
+    "Subscription",
+    "configured_store_url",
+    "subscribe",
+]
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +70,20 @@ SILENCE_CHECK_INTERVAL = 30.0
 #: Seconds a freshly started poller waits before its first query, so that the triggers a triggerer
 #: starts in one burst (e.g. after a restart) are served by one query rather than one each.
 FIRST_TICK_DELAY = 0.05
+#: Seconds the change cursor reaches back (see the module docstring): longer than a write transaction plus
+#: the clock skew between the triggerer and the store's writers. Rows changed within it are read again
+#: (each costs some 25 µs of CPU to read, nothing to skip), so it is kept short.
+CHANGE_OVERLAP = 5.0
+#: Most request/call UUIDs of new subscribers loaded by one tick (the rest wait for the next), so that a
+#: tick stays one query (``MAX_IN_PARAMS`` of the store) whatever the burst of new triggers.
+MAX_NEW_UUIDS = 20_000
 
 
 def _epoch(value: Any) -> float | None:
     """``last_callback_at()`` may answer a datetime or epoch seconds; triggers compare epoch seconds."""
     if value is None:
         return None
-    if isinstance(value, datetime):
+    if isinstance(value, dt.datetime):
         return value.timestamp()
     return float(value)
 
@@ -62,9 +92,10 @@ def _epoch(value: Any) -> float | None:
 class Subscription:
     """One trigger's place in a :class:`SharedPoller`.
 
-    After each poll the poller sets :attr:`records` (every stored record whose request or call UUID is
-    one of this subscription's) or :attr:`error` (the store could not be read), and wakes :meth:`wait`
-    only when that differs from what the subscriber saw last (1,000 idle waiters cost no wake-ups).
+    The poller sets :attr:`records` (every stored record whose request or call UUID is one of this
+    subscription's) after its first poll, and wakes :meth:`wait` only when that changes, when the store
+    becomes unreadable or readable again (:attr:`error`), and once after the first poll: 10,000 idle
+    waiters cost no wake-ups.
 
     :param request_uuids: Request UUIDs whose records this subscriber wants.
     :param call_uuids: Call UUIDs whose records this subscriber wants.
@@ -75,15 +106,33 @@ class Subscription:
     call_uuids: frozenset[str]
     interval: float
     records: list[CallRecord] | None = None
-    error: BaseException | None = None
-    #: Epoch seconds of the last successful lookup that included this subscriber.
-    polled_at: float | None = None
-    #: Epoch seconds of the newest callback in the store (any call), as last seen by the poller.
-    last_callback_at: float | None = None
-    #: Epoch seconds since which every lookup has failed (``None`` while the store answers).
-    failing_since: float | None = None
     _poller: SharedPoller | None = field(default=None, repr=False)
     _updated: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    #: The rows delivered so far, by row id (their versions tell a change from a re-read).
+    _rows: dict[int, CallChange] = field(default_factory=dict, repr=False)
+    #: Whether a poll has loaded this subscriber's rows (from then on it is kept current by the cursor).
+    _loaded: bool = field(default=False, repr=False)
+    _reported: bool = field(default=False, repr=False)
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why the store cannot be read right now (``None`` while it answers)."""
+        return self._poller._error if self._poller is not None else None
+
+    @property
+    def polled_at(self) -> float | None:
+        """Epoch seconds of the last successful poll that covered this subscriber (``None``: none yet)."""
+        return self._poller._polled_at if self._poller is not None and self._loaded else None
+
+    @property
+    def last_callback_at(self) -> float | None:
+        """Epoch seconds of the newest callback in the store (any call), as last seen by the poller."""
+        return self._poller._last_callback_at if self._poller is not None else None
+
+    @property
+    def failing_since(self) -> float | None:
+        """Epoch seconds since which every poll has failed (``None`` while the store answers)."""
+        return self._poller._failing_since if self._poller is not None else None
 
     async def wait(self, timeout: float) -> bool:
         """Wait until the next poll result arrives, or ``timeout`` seconds; ``True`` if one arrived."""
@@ -97,25 +146,23 @@ class Subscription:
         self._updated.clear()
         return True
 
-    def _deliver(
-        self, records: list[CallRecord] | None, error: BaseException | None, last_callback_at: float | None
-    ) -> None:
-        """Take one poll's outcome; wake :meth:`wait` only if something this subscriber can see changed."""
-        now = time.time()
-        changed = self.polled_at is None and self.failing_since is None  # the first outcome always counts
-        if last_callback_at != self.last_callback_at:
-            self.last_callback_at, changed = last_callback_at, True
-        if error is None:
-            if self.error is not None or records != self.records:
-                changed = True
-            self.records, self.error, self.polled_at, self.failing_since = records, None, now, None
-        else:
-            if self.error is None:
-                changed = True
-                self.failing_since = now
-            self.error = error
-        if changed:
-            self._updated.set()
+    def _take(self, change: CallChange) -> bool:
+        """Take one row read by a poll; ``True`` if it is new to this subscriber or changed."""
+        known = self._rows.get(change.id)
+        if known is not None and known.version == change.version:
+            return False  # read again inside the cursor's overlap
+        self._rows[change.id] = change
+        if change.call_uuid is not None and change.leg_key is not None:
+            # The call that names a fired leg absorbs (and the store deletes) the leg's placeholder row.
+            for row_id, other in list(self._rows.items()):
+                if row_id != change.id and other.call_uuid is None and other.leg_key == change.leg_key:
+                    del self._rows[row_id]
+        return True
+
+    def _publish(self) -> None:
+        self.records = [self._rows[row_id].record() for row_id in sorted(self._rows)]
+        self._reported = True
+        self._updated.set()
 
 
 class SharedPoller:
@@ -136,12 +183,23 @@ class SharedPoller:
     def __init__(self, store_url: str) -> None:
         self.store_url = store_url
         self._subscriptions: set[Subscription] = set()
+        #: Subscribers whose rows no poll has loaded yet, in the order they joined.
+        self._pending: dict[Subscription, None] = {}
+        self._by_request: dict[str, list[Subscription]] = {}
+        self._by_call: dict[str, list[Subscription]] = {}
+        #: How many subscribers ask for each interval (the tick uses the smallest).
+        self._intervals: dict[float, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._reschedule = asyncio.Event()
         self._store: CallbackStore | None = None
+        #: The clock when the last successful query began.
+        self._last_query_at: dt.datetime | None = None
+        self._polled_at: float | None = None
+        self._error: BaseException | None = None
+        self._failing_since: float | None = None
         self._last_callback_at: float | None = None
         self._silence_checked_at: float | None = None
-        #: Number of lookups this poller has run (each is one store query); for logs and tests.
+        #: Number of polls this poller has run (each is one store query); for logs and tests.
         self.lookups = 0
 
     @classmethod
@@ -177,20 +235,51 @@ class SharedPoller:
         if interval <= 0:
             raise ValueError(f"interval must be positive, got {interval}")
         subscription = Subscription(
-            request_uuids=frozenset(request_uuids),
-            call_uuids=frozenset(call_uuids),
+            request_uuids=frozenset(u for u in request_uuids if u),
+            call_uuids=frozenset(u for u in call_uuids if u),
             interval=interval,
             _poller=self,
         )
-        self._subscriptions.add(subscription)
+        self._add(subscription)
         self._ensure_running()
         self._reschedule.set()  # the tick interval may have shrunk
         try:
             yield subscription
         finally:
-            self._subscriptions.discard(subscription)
+            self._remove(subscription)
             # The task notices an empty subscriber set itself and stops; waking it makes that prompt.
             self._reschedule.set()
+
+    def _add(self, subscription: Subscription) -> None:
+        self._subscriptions.add(subscription)
+        self._pending[subscription] = None
+        for key in subscription.request_uuids:
+            self._by_request.setdefault(key, []).append(subscription)
+        for key in subscription.call_uuids:
+            self._by_call.setdefault(key, []).append(subscription)
+        self._intervals[subscription.interval] = self._intervals.get(subscription.interval, 0) + 1
+
+    def _remove(self, subscription: Subscription) -> None:
+        if subscription not in self._subscriptions:
+            return
+        self._subscriptions.discard(subscription)
+        self._pending.pop(subscription, None)
+        for index, keys in (
+            (self._by_request, subscription.request_uuids),
+            (self._by_call, subscription.call_uuids),
+        ):
+            for key in keys:
+                subscribers = index.get(key)
+                if subscribers is not None:
+                    with contextlib.suppress(ValueError):
+                        subscribers.remove(subscription)
+                    if not subscribers:
+                        del index[key]
+        count = self._intervals.get(subscription.interval, 0) - 1
+        if count > 0:
+            self._intervals[subscription.interval] = count
+        else:
+            self._intervals.pop(subscription.interval, None)
 
     def _ensure_running(self) -> None:
         if self.running:
@@ -210,7 +299,7 @@ class SharedPoller:
                 # Sleep until one interval (the smallest subscribed) after this tick started, re-reading
                 # the interval whenever the subscriber set changes.
                 while self._subscriptions:
-                    due = started + min(s.interval for s in self._subscriptions)
+                    due = started + min(self._intervals)
                     remaining = due - loop.time()
                     if remaining <= 0:
                         break
@@ -228,48 +317,88 @@ class SharedPoller:
                     self._registry.pop(loop, None)
             self._task = None
 
+    def _cursor(self) -> dt.datetime | None:
+        """Oldest ``updated_at`` the next query asks for; ``None`` before the first successful query."""
+        if self._last_query_at is None:
+            return None  # the first query loads every subscriber's rows: nothing older to catch up on
+        return self._last_query_at - dt.timedelta(seconds=CHANGE_OVERLAP)
+
+    def _take_pending(self) -> tuple[list[Subscription], frozenset[str], frozenset[str]]:
+        """The subscribers this tick loads (at most :data:`MAX_NEW_UUIDS` UUIDs), and their UUIDs."""
+        loading: list[Subscription] = []
+        requests: set[str] = set()
+        calls: set[str] = set()
+        for subscription in self._pending:
+            size = len(subscription.request_uuids) + len(subscription.call_uuids)
+            if loading and len(requests) + len(calls) + size > MAX_NEW_UUIDS:
+                break
+            loading.append(subscription)
+            requests.update(subscription.request_uuids)
+            calls.update(subscription.call_uuids)
+        return loading, frozenset(requests), frozenset(calls)
+
     async def _tick(self) -> None:
-        subscribers = list(self._subscriptions)
-        request_uuids = sorted(set().union(*(s.request_uuids for s in subscribers)))
-        call_uuids = sorted(set().union(*(s.call_uuids for s in subscribers)))
-        records: list[CallRecord] | None = None
-        error: BaseException | None = None
+        loading, requests, calls = self._take_pending()
+        since = self._cursor()
+        query_at = dt.datetime.now(dt.timezone.utc)
         try:
             store = await self._get_store()
-            records = await asyncio.to_thread(
-                store.lookup, request_uuids=request_uuids, call_uuids=call_uuids
-            )
+            changes = await asyncio.to_thread(self._fetch, store, since, requests, calls)
             self.lookups += 1
             await self._check_silence(store)
         except Exception as exc:
-            from vobiz_provider.callbacks.store import StoreUnavailable
+            self._failed(exc, loading)
+            return
+        self._polled_at = time.time()
+        self._last_query_at = query_at
+        recovered, self._error, self._failing_since = self._error is not None, None, None
+        touched: dict[Subscription, None] = {}
+        loading_now = set(loading)
+        for change in changes:
+            for index, key in ((self._by_request, change.request_uuid), (self._by_call, change.call_uuid)):
+                for subscription in index.get(key, ()) if key is not None else ():
+                    if (subscription._loaded or subscription in loading_now) and subscription._take(change):
+                        touched[subscription] = None
+        for subscription in loading:
+            if subscription in self._subscriptions:  # not left while the query ran
+                subscription._loaded = True
+                self._pending.pop(subscription, None)
+                touched[subscription] = None
+        if recovered:
+            touched.update(dict.fromkeys(self._subscriptions))
+        for subscription in touched:
+            subscription._publish()
 
-            if not isinstance(exc, StoreUnavailable):
-                log.exception(
-                    "Looking up %d waiting Vobiz calls in the callback store failed", len(subscribers)
-                )
-            error = exc
-        by_request: dict[str, list[CallRecord]] = {}
-        by_call: dict[str, list[CallRecord]] = {}
-        for record in records or ():
-            if record.request_uuid:
-                by_request.setdefault(record.request_uuid, []).append(record)
-            if record.call_uuid:
-                by_call.setdefault(record.call_uuid, []).append(record)
-        for subscription in subscribers:
-            if subscription not in self._subscriptions:
-                continue  # left while the query ran
-            mine: dict[int, CallRecord] = {}
-            if records is not None:
-                for key in subscription.request_uuids:
-                    for record in by_request.get(key, ()):
-                        mine.setdefault(id(record), record)
-                for key in subscription.call_uuids:
-                    for record in by_call.get(key, ()):
-                        mine.setdefault(id(record), record)
-            subscription._deliver(
-                list(mine.values()) if error is None else None, error, self._last_callback_at
+    @staticmethod
+    def _fetch(
+        store: CallbackStore, since: dt.datetime | None, requests: frozenset[str], calls: frozenset[str]
+    ) -> list[CallChange]:
+        """One query (worker thread); the records of newly subscribed calls are built here, off the loop."""
+        changes = store.changed_calls(since=since, request_uuids=sorted(requests), call_uuids=sorted(calls))
+        for change in changes:
+            if change.request_uuid in requests or change.call_uuid in calls:
+                change.record()
+        return changes
+
+    def _failed(self, exc: Exception, loading: list[Subscription]) -> None:
+        from vobiz_provider.callbacks.store import StoreUnavailable
+
+        if not isinstance(exc, StoreUnavailable):
+            log.exception(
+                "Reading the callback store for %d waiting Vobiz calls failed", len(self._subscriptions)
             )
+        first = self._error is None
+        self._error = exc
+        if first:
+            self._failing_since = time.time()
+            for subscription in self._subscriptions:  # once per outage: every waiter hears of it
+                subscription._reported = True
+                subscription._updated.set()
+        else:
+            for subscription in loading:  # a new waiter hears of an outage that began before it came
+                if not subscription._reported:
+                    subscription._reported = True
+                    subscription._updated.set()
 
     async def _get_store(self) -> CallbackStore:
         if self._store is None:
