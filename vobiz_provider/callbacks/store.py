@@ -316,6 +316,24 @@ def dedupe_key(kind: str, fields: Mapping[str, str]) -> str:
     return hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode()).hexdigest()
 
 
+def _length_limits(table: sa.Table) -> dict[str, int]:
+    """The longest value each string column of ``table`` holds."""
+    return {
+        column.name: column.type.length
+        for column in table.columns
+        if getattr(column.type, "length", None) is not None
+    }
+
+
+#: The longest value of each call column and event field a callback writes (checked before storing).
+_CALLBACK_LIMITS: Final = {
+    **_length_limits(calls),
+    "Event": events.c.event.type.length,
+    "CallStatus": events.c.call_status.type.length,
+    "nonce": events.c.nonce.type.length,
+}
+
+
 def _check_lengths(items: Iterable[tuple[str, sa.Column[Any], Any]]) -> None:
     """Refuse values longer than their column, naming the field (PostgreSQL would fail the transaction)."""
     for field, column, value in items:
@@ -389,8 +407,26 @@ def _callback_values(
             log.warning("Storing a %s callback whose fields could not all be parsed: %s", kind, err)
     for column in ("start_time", "answer_time", "end_time"):
         value = getattr(parsed, column, None) if parsed is not None else None
-        values[f"{column}_utc"] = value if isinstance(value, dt.datetime) else None
+        values[f"{column}_utc"] = _plain_utc(value) if isinstance(value, dt.datetime) else None
     return values
+
+
+def _plain_utc(value: dt.datetime) -> dt.datetime:
+    """``value`` as a standard-library UTC datetime (the models give pendulum ones, slow to convert)."""
+    if value.tzinfo is not None:
+        offset = value.utcoffset()
+        if offset:
+            value = value - offset
+    return dt.datetime(
+        value.year,
+        value.month,
+        value.day,
+        value.hour,
+        value.minute,
+        value.second,
+        value.microsecond,
+        tzinfo=dt.timezone.utc,
+    )
 
 
 def _event_row(prepared: PreparedCallback, now: dt.datetime) -> dict[str, Any]:
@@ -1052,17 +1088,12 @@ class CallbackStore:
         values = _callback_values(kind, form, timezone or "UTC", callback)
         event = _text(form.get("Event"))
         call_status = _text(form.get("CallStatus"))
-        _check_lengths(
-            [
-                (_FIELD_OF_COLUMN.get(column, column), calls.c[column], value)
-                for column, value in values.items()
-            ]
-            + [
-                ("Event", events.c.event, event),
-                ("CallStatus", events.c.call_status, call_status),
-                ("nonce", events.c.nonce, nonce),
-            ]
-        )
+        for name, value in (*values.items(), ("Event", event), ("CallStatus", call_status), ("nonce", nonce)):
+            limit = _CALLBACK_LIMITS.get(name)
+            if limit is not None and isinstance(value, str) and len(value) > limit:
+                raise VobizValidationError(
+                    f"callback field {_FIELD_OF_COLUMN.get(name, name)} is longer than {limit} characters"
+                )
         status = _callback_status(
             kind,
             form,
