@@ -107,7 +107,9 @@ class Subscription:
     interval: float
     records: list[CallRecord] | None = None
     _poller: SharedPoller | None = field(default=None, repr=False)
-    _updated: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    #: A poll result arrived that :meth:`wait` has not returned yet.
+    _updated: bool = field(default=False, repr=False)
+    _waiter: asyncio.Future[None] | None = field(default=None, repr=False)
     #: The rows delivered so far, by row id (their versions tell a change from a re-read).
     _rows: dict[int, CallChange] = field(default_factory=dict, repr=False)
     #: Whether a poll has loaded this subscriber's rows (from then on it is kept current by the cursor).
@@ -138,13 +140,27 @@ class Subscription:
         """Wait until the next poll result arrives, or ``timeout`` seconds; ``True`` if one arrived."""
         if self._poller is not None:
             self._poller._ensure_running()  # revive a poller whose task was cancelled under us
-        if not self._updated.is_set():
+        if not self._updated:
+            # A bare future and a timer rather than wait_for(Event.wait()), which makes a task per wait:
+            # 10,000 waiters re-arm their waits all the time, and every object counts for the garbage
+            # collector's full passes.
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(max(timeout, 0.0), _resolve, waiter)
             try:
-                await asyncio.wait_for(self._updated.wait(), timeout=max(timeout, 0.0))
-            except TimeoutError:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+            if not self._updated:
                 return False
-        self._updated.clear()
+        self._updated = False
         return True
+
+    def _wake(self) -> None:
+        self._updated = True
+        if self._waiter is not None:
+            _resolve(self._waiter)
 
     def _take(self, change: CallChange) -> bool:
         """Take one row read by a poll; ``True`` if it is new to this subscriber or changed."""
@@ -162,7 +178,12 @@ class Subscription:
     def _publish(self) -> None:
         self.records = [self._rows[row_id].record() for row_id in sorted(self._rows)]
         self._reported = True
-        self._updated.set()
+        self._wake()
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class SharedPoller:
@@ -393,12 +414,12 @@ class SharedPoller:
             self._failing_since = time.time()
             for subscription in self._subscriptions:  # once per outage: every waiter hears of it
                 subscription._reported = True
-                subscription._updated.set()
+                subscription._wake()
         else:
             for subscription in loading:  # a new waiter hears of an outage that began before it came
                 if not subscription._reported:
                     subscription._reported = True
-                    subscription._updated.set()
+                    subscription._wake()
 
     async def _get_store(self) -> CallbackStore:
         if self._store is None:
