@@ -13,6 +13,7 @@ from vobiz_provider.client.retry import describe_exception, is_outcome_unknown
 from vobiz_provider.exceptions import VobizError, VobizNotFoundError
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
     from datetime import datetime
     from types import TracebackType
 
@@ -83,14 +84,34 @@ class AsyncVobizClient(ClientCore):
         )
         return self.interpret(request, response)
 
+    async def _with_retries(
+        self, policy: Callable[[], dict[str, Any]], attempt: Callable[[], Awaitable[T]]
+    ) -> T:
+        """Await ``attempt`` under the tenacity ``policy``, without tenacity's cost when it succeeds at once.
+
+        The first attempt runs bare. If it fails, that failure is handed to an ``AsyncRetrying`` loop as
+        its first attempt (re-raised, not re-sent), so tenacity alone decides - exactly as if it had run
+        the first attempt itself - whether to stop, how long to wait (``Retry-After``) and what to log.
+        """
+        try:
+            return await attempt()
+        except Exception as exc:
+            failure: Exception | None = exc
+        async for retrying in AsyncRetrying(**policy()):
+            with retrying:
+                if failure is not None:
+                    replayed, failure = failure, None
+                    raise replayed
+                return await attempt()
+        raise AssertionError("unreachable: tenacity re-raises the last failure")  # pragma: no cover
+
     async def _execute(self, request: ApiRequest[T]) -> T:
         try:
-            async for attempt in AsyncRetrying(**self.idempotent_policy(request.label)):
-                with attempt:
-                    return await self._send(request)
+            return await self._with_retries(
+                lambda: self.idempotent_policy(request.label), lambda: self._send(request)
+            )
         except httpx.TransportError as exc:
             raise self.transport_error(request, exc) from None
-        raise AssertionError("unreachable: tenacity re-raises the last failure")  # pragma: no cover
 
     # ------------------------------------------------------------------ calls
 
@@ -108,19 +129,21 @@ class AsyncVobizClient(ClientCore):
         """
         request = self.make_call_request(call)
         sent_at = utcnow()
+
+        async def attempt() -> CallFiredResponse:
+            nonlocal sent_at
+            await apace_call(base_url=self.base_url, auth_id=self.auth_id, cps=self.cps)
+            sent_at = utcnow()
+            return self.remember_placed(await self._send(request))
+
         try:
-            async for attempt in AsyncRetrying(**self.make_call_policy(request.label)):
-                with attempt:
-                    await apace_call(base_url=self.base_url, auth_id=self.auth_id, cps=self.cps)
-                    sent_at = utcnow()
-                    return self.remember_placed(await self._send(request))
+            return await self._with_retries(lambda: self.make_call_policy(request.label), attempt)
         except Exception as exc:
             if is_outcome_unknown(exc):
                 return await self._recover(request, call, exc, sent_at)
             if isinstance(exc, httpx.TransportError):
                 raise self.transport_error(request, exc) from None
             raise
-        raise AssertionError("unreachable: tenacity re-raises the last failure")  # pragma: no cover
 
     async def _recover(
         self, request: ApiRequest[Any], call: MakeCallRequest, cause: BaseException, sent_at: datetime

@@ -13,6 +13,7 @@ from vobiz_provider.client.retry import describe_exception, is_outcome_unknown
 from vobiz_provider.exceptions import VobizError, VobizNotFoundError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from datetime import datetime
     from types import TracebackType
 
@@ -81,14 +82,32 @@ class VobizClient(ClientCore):
         response = self._http.request(request.method, request.path, params=request.params, json=request.json)
         return self.interpret(request, response)
 
+    def _with_retries(self, policy: Callable[[], dict[str, Any]], attempt: Callable[[], T]) -> T:
+        """Run ``attempt`` under the tenacity ``policy``, without tenacity's cost when it succeeds at once.
+
+        The first attempt runs bare. If it fails, that failure is handed to a ``Retrying`` loop as its
+        first attempt (re-raised, not re-sent), so tenacity alone decides - exactly as if it had run the
+        first attempt itself - whether to stop, how long to wait (``Retry-After``) and what to log.
+        """
+        try:
+            return attempt()
+        except Exception as exc:
+            failure: Exception | None = exc
+        for retrying in Retrying(**policy()):
+            with retrying:
+                if failure is not None:
+                    replayed, failure = failure, None
+                    raise replayed
+                return attempt()
+        raise AssertionError("unreachable: tenacity re-raises the last failure")  # pragma: no cover
+
     def _execute(self, request: ApiRequest[T]) -> T:
         try:
-            for attempt in Retrying(**self.idempotent_policy(request.label)):
-                with attempt:
-                    return self._send(request)
+            return self._with_retries(
+                lambda: self.idempotent_policy(request.label), lambda: self._send(request)
+            )
         except httpx.TransportError as exc:
             raise self.transport_error(request, exc) from None
-        raise AssertionError("unreachable: tenacity re-raises the last failure")  # pragma: no cover
 
     # ------------------------------------------------------------------ calls
 
@@ -106,19 +125,21 @@ class VobizClient(ClientCore):
         """
         request = self.make_call_request(call)
         sent_at = utcnow()
+
+        def attempt() -> CallFiredResponse:
+            nonlocal sent_at
+            pace_call(base_url=self.base_url, auth_id=self.auth_id, cps=self.cps)
+            sent_at = utcnow()
+            return self.remember_placed(self._send(request))
+
         try:
-            for attempt in Retrying(**self.make_call_policy(request.label)):
-                with attempt:
-                    pace_call(base_url=self.base_url, auth_id=self.auth_id, cps=self.cps)
-                    sent_at = utcnow()
-                    return self.remember_placed(self._send(request))
+            return self._with_retries(lambda: self.make_call_policy(request.label), attempt)
         except Exception as exc:
             if is_outcome_unknown(exc):
                 return self._recover(request, call, exc, sent_at)
             if isinstance(exc, httpx.TransportError):
                 raise self.transport_error(request, exc) from None
             raise
-        raise AssertionError("unreachable: tenacity re-raises the last failure")  # pragma: no cover
 
     def _recover(
         self, request: ApiRequest[Any], call: MakeCallRequest, cause: BaseException, sent_at: datetime
