@@ -377,6 +377,31 @@ def test_rotated_auth_token_applies_without_restart(receiver: Receiver) -> None:
     assert receiver.post("ring", ring_fields(new_uuid())).status_code == 403
 
 
+def test_connections_are_never_read_on_the_event_loop(receiver: Receiver) -> None:
+    import asyncio
+
+    from vobiz_provider.callbacks import tokens
+
+    where: list[str] = []
+    load = tokens.load_signing_keys
+
+    def watched(conn_id: str) -> SigningKeys:
+        try:
+            asyncio.get_running_loop()
+            where.append("event loop")
+        except RuntimeError:
+            where.append("worker thread")
+        return load(conn_id)
+
+    receiver.monkeypatch.setattr(tokens, "load_signing_keys", watched)
+    # Cold cache, warm cache (checked on the loop), then a rotated token: re-read after a failed check.
+    assert [receiver.post("ring", ring_fields(new_uuid())).status_code for _ in range(3)] == [200] * 3
+    receiver.monkeypatch.setenv("AIRFLOW_CONN_VOBIZ_DEFAULT", connection_json("rotated-auth-token"))
+    rotated = receiver.post("hangup", hangup_fields(new_uuid()), token="rotated-auth-token")
+    assert rotated.status_code == 200, rotated.text
+    assert where == ["worker thread", "worker thread"]
+
+
 # -- refusals: nothing stored --------------------------------------------------------------------------------
 
 

@@ -43,12 +43,13 @@ never a correlation token, an auth token or a signature.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import parse_qsl
@@ -87,6 +88,9 @@ XML_KINDS: Final = frozenset({"answer", "gather"})
 #: The XML that lets the call go on without new instructions.
 EMPTY_XML_RESPONSE: Final = "<Response></Response>"
 
+#: Seconds before a signing key's cache expiry when the receiver stops checking on the event loop.
+KEY_CACHE_MARGIN: Final = 5.0
+
 #: Seconds between two INFO summaries of the callbacks stored (each one is logged at DEBUG).
 LOG_SUMMARY_INTERVAL: Final = 10.0
 
@@ -96,6 +100,10 @@ _DUPLICATE_BODY: Final = b'{"status":"duplicate"}'
 
 T = TypeVar("T")
 _SIGNATURE_HEADER_PREFIX: Final = "x-vobiz-signature"
+
+
+class _WouldBlock(Exception):
+    """Checking the callback needs the signing connections read again: do it in a worker thread."""
 
 
 class CallbackRejected(Exception):
@@ -213,10 +221,20 @@ class CallbackReceiver:
         signing_keys: SigningKeyCache | None = None,
         xml_responder: XmlResponder = answer_xml,
     ) -> None:
+        # When this receiver owns the key cache, it knows when each connection was last read, and so when a
+        # callback can be checked on the event loop without waiting for a secrets backend.
+        self._key_loads: dict[str, float] | None = None
         if signing_keys is None:
-            from vobiz_provider.callbacks.tokens import SigningKeyCache
+            from vobiz_provider.callbacks import tokens
 
-            signing_keys = SigningKeyCache()
+            loads: dict[str, float] = {}
+
+            def load(conn_id: str) -> SigningKeys:
+                loads[conn_id] = time.monotonic()
+                return tokens.load_signing_keys(conn_id)
+
+            signing_keys = tokens.SigningKeyCache(loader=load)
+            self._key_loads = loads
         self._settings = settings
         self._store = store
         self.signing_keys = signing_keys
@@ -232,6 +250,18 @@ class CallbackReceiver:
         from vobiz_provider.callbacks.config import get_settings
 
         return get_settings()
+
+    def keys_cached(self, conn_ids: Iterable[str]) -> bool:
+        """Whether the keys of ``conn_ids`` are cached for a while yet: reading them will not block."""
+        from vobiz_provider.callbacks.tokens import DEFAULT_TTL
+
+        loads = self._key_loads
+        if loads is None:
+            return False
+        now = time.monotonic()
+        return all(
+            now - loads.get(conn_id, -DEFAULT_TTL) < DEFAULT_TTL - KEY_CACHE_MARGIN for conn_id in conn_ids
+        )
 
     def store(self, settings: VobizSettings) -> CallbackStore:
         """The store (its schema is created or upgraded by the store itself on first use)."""
@@ -270,12 +300,14 @@ class CallbackReceiver:
         request_url: str,
         correlation: CorrelationToken,
         settings: VobizSettings,
+        refresh: bool = True,
     ) -> tuple[str | None, SigningKeys | None]:
         """Check Vobiz's signature headers; returns the nonce (if signed) and the call's connection keys.
 
         The tokens are those of ``[vobiz] signature_conn_ids`` and of the correlation token's connection. When
         verification fails, the connections are re-read once (at most once per cache TTL), so that a rotated
-        auth token applies at once.
+        auth token applies at once; with ``refresh=False`` the check raises ``_WouldBlock`` instead (the
+        event loop does not read connections).
         """
         from vobiz_provider.signatures import verify_signature
 
@@ -298,6 +330,8 @@ class CallbackReceiver:
             return check, own
 
         check, own = attempt()
+        if check.status == "invalid" and not refresh:
+            raise _WouldBlock
         if check.status == "invalid" and self.signing_keys.refresh(conn_ids):
             check, own = attempt()
         if check.status == "invalid":
@@ -360,13 +394,19 @@ class CallbackReceiver:
         request_url: str,
         correlation: CorrelationToken,
         settings: VobizSettings,
+        refresh: bool = True,
     ) -> CheckedCallback:
         """Verify the signature and validate the fields (blocking: may read the signing connections).
 
         :raises CallbackRejected: When the callback is refused.
         """
         nonce, own_keys = self.verify_signature(
-            kind=kind, headers=headers, request_url=request_url, correlation=correlation, settings=settings
+            kind=kind,
+            headers=headers,
+            request_url=request_url,
+            correlation=correlation,
+            settings=settings,
+            refresh=refresh,
         )
         if own_keys is None and not nonce:
             # Unsigned: the timezone still comes from the call's connection when it can be read.
@@ -490,19 +530,27 @@ class CallbackReceiver:
     ) -> tuple[StoredCallback, str | None]:
         """:meth:`handle` for the event loop: the store's group-commit writer stores the callback.
 
-        Signature and field checks run in a worker thread (they may read the signing connections); the
-        callback then waits, without holding a thread, for the shared transaction that stores it to commit.
-        Only ``answer``/``gather`` callbacks and replays go back to a thread to read the store.
+        Signature and field checks run on the event loop while the signing keys are cached, in a worker
+        thread when they may have to be read (or re-read after a failed verification). The callback then
+        waits, without holding a thread, for the shared transaction that stores it to commit. Only
+        ``answer``/``gather`` callbacks and replays go back to a thread to read the store.
         """
         from vobiz_provider.callbacks.store import StoreUnavailable
 
         request = {"kind": kind, "fields": fields, "correlation": correlation, "settings": settings}
 
-        def check_and_prepare() -> tuple[CheckedCallback, CallbackStore, PreparedCallback]:
-            checked = self.check(headers=headers, request_url=request_url, **request)
+        def check_and_prepare(
+            refresh: bool = True,
+        ) -> tuple[CheckedCallback, CallbackStore, PreparedCallback]:
+            checked = self.check(headers=headers, request_url=request_url, refresh=refresh, **request)
             return checked, *self.prepare(checked=checked, **request)
 
-        checked, store, prepared = await _in_thread(check_and_prepare)
+        prepared_inline = None
+        if self.keys_cached([*settings.signature_conn_ids, correlation.conn_id]):
+            # Every key is cached: checking is CPU work only, cheaper here than a round trip to a thread.
+            with contextlib.suppress(_WouldBlock):
+                prepared_inline = check_and_prepare(refresh=False)
+        checked, store, prepared = prepared_inline or await _in_thread(check_and_prepare)
         try:
             result = await asyncio.wrap_future(store.submit_callback(prepared))
         except StoreUnavailable as err:
