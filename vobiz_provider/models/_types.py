@@ -19,6 +19,7 @@ Times are always held as UTC instants. When serialising with the context ``{"for
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
@@ -70,6 +71,12 @@ def resolve_timezone(name: str | None) -> pendulum.Timezone | pendulum.FixedTime
     """
     if not name:
         return pendulum.UTC
+    return _load_timezone(name)
+
+
+@functools.lru_cache(maxsize=64)
+def _load_timezone(name: str) -> pendulum.Timezone | pendulum.FixedTimezone:
+    # pendulum re-reads the tzfile on every call (~100 µs); a callback resolves its account's zone 3 times.
     try:
         return pendulum.timezone(name)
     except Exception as exc:  # pendulum raises InvalidTimezone (a ValueError) or ZoneInfo errors
