@@ -1458,6 +1458,8 @@ class CallbackStore:
                 conn.execute(calls.delete().where(calls.c.id == placeholder["id"]))
                 fired = {column: value for column, value in placeholder.items() if column != "id"}
                 absorbed = _merge(row, fired, status=placeholder["status"], source=placeholder["source"])
+                if absorbed:
+                    absorbed["updated_at"] = now  # the trigger poller reads rows by updated_at
                 row.update(absorbed)
                 if absorbed:
                     conn.execute(self._sql.update_call, {"b_id": row["id"], **absorbed})
