@@ -423,10 +423,15 @@ class SharedPoller:
 
     async def _get_store(self) -> CallbackStore:
         if self._store is None:
-            from vobiz_provider.callbacks.store import get_store
 
-            # get_store may create the engine (file system, network): keep it off the loop too.
-            self._store = await asyncio.to_thread(get_store, self.store_url)
+            def load() -> CallbackStore:
+                # Importing the store (SQLAlchemy: ~0.1 s) and creating its engine (file system, network)
+                # both block: keep them off the triggerer's loop.
+                from vobiz_provider.callbacks.store import get_store
+
+                return get_store(self.store_url)
+
+            self._store = await asyncio.to_thread(load)
         return self._store
 
     async def _check_silence(self, store: CallbackStore) -> None:
