@@ -68,6 +68,26 @@ def postgres_url() -> str:
 
 
 @pytest.fixture
+def pg_schema_url(postgres_url: str) -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema (CI shares one database), dropped afterwards."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    schema = f"vobiz_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(sa.engine.make_url(postgres_url).set(drivername="postgresql+psycopg2"))
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    url = sa.engine.make_url(postgres_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+
+
+@pytest.fixture
 def store_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh SQLite store file, made the ``[vobiz] callback_store`` of this test."""
     url = f"sqlite:///{tmp_path / 'callbacks.db'}"

@@ -170,21 +170,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'callbacks.db'}"
         return
-    base = request.getfixturevalue("postgres_url")
-    schema = f"vobiz_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(sa.engine.make_url(base).set(drivername="postgresql+psycopg2"))
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield (
-            sa.engine.make_url(base)
-            .update_query_dict({"options": f"-csearch_path={schema}"})
-            .render_as_string(hide_password=False)
-        )
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
+    yield request.getfixturevalue("pg_schema_url")
 
 
 @pytest.fixture

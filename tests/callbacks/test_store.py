@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -105,23 +104,6 @@ def _one(store: CallbackStore, **kwargs: list[str]) -> CallRecord:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'callbacks.db'}"
-
-
-@pytest.fixture
-def pg_schema_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A PostgreSQL URL whose search_path is a fresh schema, dropped after the test."""
-    base = request.getfixturevalue("postgres_url")
-    schema = f"vobiz_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(sa.engine.make_url(base).set(drivername="postgresql+psycopg2"), future=True)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    url = sa.engine.make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import threading
-import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -20,28 +19,12 @@ from vobiz_provider.callbacks.schema import SCHEMA_VERSION, calls, events, schem
 from vobiz_provider.callbacks.store import CallbackStore
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
 pytestmark = pytest.mark.postgres
 
 THREADS = 8
 PER_THREAD = 50
-
-
-@pytest.fixture
-def pg_url(postgres_url: str) -> Iterator[str]:
-    """A URL whose search_path is a fresh schema (CI shares one database), dropped afterwards."""
-    schema = f"vobiz_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(sa.engine.make_url(postgres_url).set(drivername="postgresql+psycopg2"))
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    url = sa.engine.make_url(postgres_url).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
 
 
 def _token(task: int) -> CorrelationToken:
@@ -89,7 +72,7 @@ def _run_threads(work: Callable[[int], None]) -> list[BaseException]:
     return errors
 
 
-def test_concurrent_writers_give_exactly_the_expected_rows(pg_url: str) -> None:
+def test_concurrent_writers_give_exactly_the_expected_rows(pg_schema_url: str) -> None:
     calls_count = 40
     # Odd calls belong to one bulk request (one request uuid, 20 destinations); even ones to their own.
     unique: list[tuple[str, Any]] = [("fired-bulk", None)]
@@ -99,7 +82,7 @@ def test_concurrent_writers_give_exactly_the_expected_rows(pg_url: str) -> None:
     jobs = [*unique, *(rng.choice(unique) for _ in range(THREADS * PER_THREAD - len(unique)))]
     rng.shuffle(jobs)  # late rings after hangups, callbacks before record_fired, duplicates at once
     per_thread = [jobs[index::THREADS] for index in range(THREADS)]
-    stores = [CallbackStore(pg_url) for _ in range(THREADS)]  # one engine per "host", upgrading lazily
+    stores = [CallbackStore(pg_schema_url) for _ in range(THREADS)]  # one engine per "host", upgrading lazily
     outcomes: list[tuple[str, Any, bool]] = []
     lock = threading.Lock()
 
@@ -155,8 +138,8 @@ def test_concurrent_writers_give_exactly_the_expected_rows(pg_url: str) -> None:
             store.dispose()
 
 
-def test_concurrent_duplicates_of_one_callback_store_one_event(pg_url: str) -> None:
-    stores = [CallbackStore(pg_url) for _ in range(THREADS)]
+def test_concurrent_duplicates_of_one_callback_store_one_event(pg_schema_url: str) -> None:
+    stores = [CallbackStore(pg_schema_url) for _ in range(THREADS)]
     stores[0].upgrade()
     results: list[bool] = []
     lock = threading.Lock()
@@ -177,8 +160,8 @@ def test_concurrent_duplicates_of_one_callback_store_one_event(pg_url: str) -> N
             store.dispose()
 
 
-def test_concurrent_nonce_claims_accept_each_nonce_once(pg_url: str) -> None:
-    stores = [CallbackStore(pg_url) for _ in range(THREADS)]
+def test_concurrent_nonce_claims_accept_each_nonce_once(pg_schema_url: str) -> None:
+    stores = [CallbackStore(pg_schema_url) for _ in range(THREADS)]
     stores[0].upgrade()
     accepted: list[str] = []
     lock = threading.Lock()
