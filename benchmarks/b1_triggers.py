@@ -380,8 +380,8 @@ def _record_fired(url: str, plan: list[tuple[str, str]]) -> None:
     """Record the calls as fired, as the operator does before deferring (batches, from a few threads)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from vobiz_provider.callbacks.correlation import CorrelationToken
     from vobiz_provider.callbacks.store import CallbackStore
+    from vobiz_provider.correlation import CorrelationToken
 
     store = CallbackStore(url)
     store.upgrade()
@@ -421,8 +421,8 @@ def _lookup_cost(url: str, request_uuids: list[str], repeats: int = 3) -> float:
 def _run_case(
     *, backend: str, url: str, plan: list[tuple[str, str]], design: str, config: B1Config, window: float
 ) -> CaseResult:
-    from vobiz_provider.callbacks.correlation import CorrelationToken
     from vobiz_provider.callbacks.store import CallbackStore
+    from vobiz_provider.correlation import CorrelationToken
 
     n = len(plan)
     rate = min(config.rate_cap, n / (2 * window))

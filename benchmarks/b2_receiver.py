@@ -149,7 +149,7 @@ class CallbackFactory:
     """
 
     def __init__(self, base_url: str) -> None:
-        from vobiz_provider.callbacks.correlation import CorrelationToken, callback_url
+        from vobiz_provider.correlation import CorrelationToken, callback_url
 
         self.public_url = f"{base_url}/callbacks/hangup"
         self.urls = [
@@ -356,8 +356,8 @@ def stage_costs(url: str, *, samples: int) -> dict[str, float]:
     The same functions the receiver calls, without HTTP: correlation token, signatures, callback model,
     and the store's transaction (nonce + event + call row).
     """
-    from vobiz_provider.callbacks.correlation import CorrelationToken
     from vobiz_provider.callbacks.store import CallbackStore
+    from vobiz_provider.correlation import CorrelationToken
     from vobiz_provider.models.callbacks import parse_callback
     from vobiz_provider.signatures import signature_headers, verify_signature
 

@@ -199,7 +199,7 @@ def _overhead(remote: Any, base_url: str, config: B3Config, log: Any) -> tuple[f
     import httpx
 
     from vobiz_provider.hooks.vobiz import VobizHook
-    from vobiz_provider.models import MakeCallRequest
+    from vobiz_provider.models.call import MakeCallRequest
 
     hook = VobizHook(vobiz_conn_id=FREE_CONN)
     raw = httpx.Client(

@@ -135,8 +135,8 @@ def callback_receiver(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
     SQLite store; ``[vobiz] callback_base_url`` and ``callback_store`` point at them. Yields the base URL.
     """
     from vobiz_provider.callbacks.cli import build_server_app
-    from vobiz_provider.callbacks.config import get_settings
     from vobiz_provider.callbacks.store import dispose_stores, get_store
+    from vobiz_provider.config import get_settings
     from vobiz_provider.testing.emulator.server import serve_in_thread
 
     port = _free_port()

@@ -2,7 +2,7 @@
 point.
 
 Airflow imports this module while it loads its own configuration, so it must stay free of imports of
-Airflow and of the rest of the provider (only the version string is read).
+Airflow; of the provider it reads only the version and the defaults of :mod:`vobiz_provider.config`.
 
 The connection form is declared here (``conn-fields`` and ``ui-field-behaviour``), which is what the
 Airflow 3 UI renders without importing the hook. ``host``, ``port`` and ``schema`` are hidden: the API
@@ -16,8 +16,13 @@ from __future__ import annotations
 from typing import Any
 
 from vobiz_provider import __version__
-
-DEFAULT_BASE_URL = "https://api.vobiz.ai/api/v1"
+from vobiz_provider.config import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_NONCE_WINDOW,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_SIGNATURE_CONN_IDS,
+)
 
 _INTEGRATION = "Vobiz"
 
@@ -144,28 +149,28 @@ def _config() -> dict[str, Any]:
                     "Largest callback body, in bytes, the receiver accepts; larger requests get 413.",
                     type_="integer",
                     example="65536",
-                    default="65536",
+                    default=str(DEFAULT_MAX_BODY_BYTES),
                 ),
                 "nonce_window": option(
                     "Seconds for which signature nonces are remembered; a callback replaying a nonce seen "
                     "within this window is refused.",
                     type_="float",
                     example="600",
-                    default="300",
+                    default=f"{DEFAULT_NONCE_WINDOW:g}",
                 ),
                 "signature_conn_ids": option(
                     "Comma-separated ids of the Vobiz connections whose auth tokens may have signed a "
                     "callback (the token of the connection named in the correlation token is always tried).",
                     type_="string",
                     example="vobiz_default,vobiz_marketing",
-                    default="vobiz_default",
+                    default=",".join(DEFAULT_SIGNATURE_CONN_IDS),
                 ),
                 "poll_interval": option(
                     "Seconds between two look-ups of the callback store by the shared per-process poller "
                     "of the deferrable operators and sensors.",
                     type_="float",
                     example="2",
-                    default="5",
+                    default=f"{DEFAULT_POLL_INTERVAL:g}",
                 ),
             },
         }

@@ -9,19 +9,16 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from vobiz_provider.callbacks.answers import (
-    AnswerSpec,
-    GatherSpec,
     answer_response_for,
     gather_response_for,
     publish_answer,
-    render_answer,
-    render_gather_reply,
     xml_response_for,
 )
-from vobiz_provider.callbacks.config import VobizSettings
-from vobiz_provider.callbacks.correlation import CorrelationToken
 from vobiz_provider.callbacks.store import CallbackStore
+from vobiz_provider.config import VobizSettings
+from vobiz_provider.correlation import CorrelationToken
 from vobiz_provider.exceptions import VobizValidationError
+from vobiz_provider.models.answer import AnswerSpec, GatherSpec, render_answer, render_gather_reply
 from vobiz_provider.testing.emulator.answer_xml import parse_response
 
 if TYPE_CHECKING:

@@ -26,12 +26,13 @@ from pydantic import SecretStr
 # Imported up front so that the first request of a test does not pay for them inside the response deadline.
 import vobiz_provider.hooks.vobiz
 import vobiz_provider.models.callbacks  # noqa: F401
-from vobiz_provider.callbacks.answers import AnswerSpec, publish_answer
+from vobiz_provider.callbacks.answers import publish_answer
 from vobiz_provider.callbacks.app import EMPTY_XML_RESPONSE, MOUNT_PATH, create_app
-from vobiz_provider.callbacks.correlation import CorrelationToken, callback_url
 from vobiz_provider.callbacks.schema import events
 from vobiz_provider.callbacks.store import get_store
 from vobiz_provider.callbacks.tokens import SigningKeyCache, SigningKeys
+from vobiz_provider.correlation import CorrelationToken, callback_url
+from vobiz_provider.models.answer import AnswerSpec
 from vobiz_provider.signatures import signature_headers
 from vobiz_provider.testing import CallScript
 

@@ -20,9 +20,9 @@ import pytest
 import sqlalchemy as sa
 
 from vobiz_provider.callbacks.cli import format_duration, main, parse_duration
-from vobiz_provider.callbacks.correlation import CorrelationToken, callback_url
 from vobiz_provider.callbacks.schema import calls, events
 from vobiz_provider.callbacks.store import CallbackStore
+from vobiz_provider.correlation import CorrelationToken, callback_url
 from vobiz_provider.signatures import signature_headers
 
 if TYPE_CHECKING:

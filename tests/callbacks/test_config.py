@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from vobiz_provider.callbacks.config import (
+from vobiz_provider.config import (
     MissingCallbackSecretError,
     VobizSettings,
     get_settings,

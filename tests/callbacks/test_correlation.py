@@ -9,10 +9,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from vobiz_provider.callbacks.correlation import (
+from vobiz_provider.correlation import (
     CALLBACK_KINDS,
     CorrelationToken,
-    InvalidCorrelationToken,
+    InvalidCorrelationTokenError,
     callback_url,
 )
 
@@ -39,7 +39,7 @@ def test_token_is_url_safe_and_short() -> None:
 
 
 def test_wrong_secret_is_a_bad_signature() -> None:
-    with pytest.raises(InvalidCorrelationToken, match="bad signature"):
+    with pytest.raises(InvalidCorrelationTokenError, match="bad signature"):
         CorrelationToken.decode(TOKEN.encode("secret"), "other")
 
 
@@ -48,20 +48,20 @@ def test_tampered_payload_is_a_bad_signature() -> None:
     data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     data["try_number"] = 9
     forged = base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
-    with pytest.raises(InvalidCorrelationToken, match="bad signature"):
+    with pytest.raises(InvalidCorrelationTokenError, match="bad signature"):
         CorrelationToken.decode(f"{forged}.{signature}", "secret")
 
 
 def test_tampered_signature_is_refused() -> None:
     payload, signature = TOKEN.encode("secret").split(".")
     flipped = ("A" if signature[0] != "A" else "B") + signature[1:]
-    with pytest.raises(InvalidCorrelationToken, match="bad signature"):
+    with pytest.raises(InvalidCorrelationTokenError, match="bad signature"):
         CorrelationToken.decode(f"{payload}.{flipped}", "secret")
 
 
 @pytest.mark.parametrize("token", ["", "no-dot", ".", "abc.", ".abc", "a.b.c", "é.abc", "abc.!!!"])
 def test_malformed_tokens(token: str) -> None:
-    with pytest.raises(InvalidCorrelationToken, match="malformed"):
+    with pytest.raises(InvalidCorrelationTokenError, match="malformed"):
         CorrelationToken.decode(token, "secret")
 
 
@@ -73,7 +73,7 @@ def test_signed_but_incomplete_payload_is_malformed() -> None:
     payload = base64.urlsafe_b64encode(b'{"dag_id":"d"}').rstrip(b"=").decode()
     sig = hmac.new(b"secret", payload.encode(), hashlib.sha256).digest()
     token = f"{payload}.{base64.urlsafe_b64encode(sig).rstrip(b'=').decode()}"
-    with pytest.raises(InvalidCorrelationToken, match="malformed"):
+    with pytest.raises(InvalidCorrelationTokenError, match="malformed"):
         CorrelationToken.decode(token, "secret")
 
 
@@ -82,7 +82,7 @@ def test_rotation_accepts_any_listed_secret() -> None:
     new = TOKEN.encode("new-secret")
     assert CorrelationToken.decode(old, ["new-secret", "old-secret"]) == TOKEN
     assert CorrelationToken.decode(new, ["new-secret", "old-secret"]) == TOKEN
-    with pytest.raises(InvalidCorrelationToken):
+    with pytest.raises(InvalidCorrelationTokenError):
         CorrelationToken.decode(old, ["new-secret"])
 
 

@@ -17,10 +17,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from vobiz_provider.callbacks.correlation import CorrelationToken
 from vobiz_provider.callbacks.group_commit import GroupCommitter
 from vobiz_provider.callbacks.schema import calls, events, nonces
-from vobiz_provider.callbacks.store import CallbackStore, StoreUnavailable
+from vobiz_provider.callbacks.store import CallbackStore, LedgerUnavailableError
+from vobiz_provider.correlation import CorrelationToken
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -89,11 +89,11 @@ def test_a_failed_batch_fails_every_future_and_the_writer_goes_on() -> None:
     def apply_batch(items: Sequence[int]) -> list[int]:
         calls_seen.append(list(items))
         if len(calls_seen) == 1:
-            raise StoreUnavailable("commit failed")
+            raise LedgerUnavailableError("commit failed")
         return list(items)
 
     committer: GroupCommitter[int, int] = GroupCommitter(apply_batch=apply_batch)
-    with pytest.raises(StoreUnavailable):
+    with pytest.raises(LedgerUnavailableError):
         committer.submit(1).result(10)
     assert committer.submit(2).result(10) == 2
     committer.close(10)
@@ -273,7 +273,7 @@ def test_a_failed_commit_stores_nothing_of_the_batch_and_keeps_its_nonces(store:
     try:
         futures = [store.submit_callback(item) for item in batch]
         for future in futures:
-            with pytest.raises(StoreUnavailable, match="disk I/O error"):
+            with pytest.raises(LedgerUnavailableError, match="disk I/O error"):
                 future.result(30)
     finally:
         sa.event.remove(store.engine, "commit", fail_commit)

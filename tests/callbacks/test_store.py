@@ -13,17 +13,17 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import sqlalchemy as sa
 
-from vobiz_provider.callbacks.config import VobizSettings
-from vobiz_provider.callbacks.correlation import CorrelationToken
 from vobiz_provider.callbacks.schema import SCHEMA_VERSION, calls, events, nonces, schema_version
 from vobiz_provider.callbacks.store import (
     CallbackStore,
+    LedgerUnavailableError,
     RecordResult,
-    StoreUnavailable,
     dedupe_key,
     dispose_stores,
     get_store,
 )
+from vobiz_provider.config import VobizSettings
+from vobiz_provider.correlation import CorrelationToken
 from vobiz_provider.exceptions import VobizValidationError
 from vobiz_provider.models.record import CallRecord
 
@@ -490,15 +490,15 @@ def test_concurrent_writers_on_one_file(sqlite_url: str) -> None:
 
 def test_unreachable_sqlite_store_is_unavailable(tmp_path: Path) -> None:
     store = CallbackStore(f"sqlite:///{tmp_path / 'missing-dir' / 'callbacks.db'}")
-    with pytest.raises(StoreUnavailable, match="unavailable"):
+    with pytest.raises(LedgerUnavailableError, match="unavailable"):
         store.record_callback("ring", ring("c1"))
-    with pytest.raises(StoreUnavailable):
+    with pytest.raises(LedgerUnavailableError):
         store.lookup(call_uuids=["c1"])
 
 
 def test_unreachable_postgres_store_is_unavailable() -> None:
     store = CallbackStore("postgresql://vobiz:hunter2@127.0.0.1:1/none", busy_timeout=1)
-    with pytest.raises(StoreUnavailable) as info:
+    with pytest.raises(LedgerUnavailableError) as info:
         store.lookup(call_uuids=["c1"])
     assert "hunter2" not in str(info.value)
     assert "hunter2" not in repr(store)

@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING
 import pytest
 import sqlalchemy as sa
 
-from vobiz_provider.callbacks.answers import AnswerSpec
-from vobiz_provider.callbacks.correlation import CorrelationToken
 from vobiz_provider.callbacks.schema import (
     SCHEMA_VERSION,
     STEPS,
@@ -20,6 +18,8 @@ from vobiz_provider.callbacks.schema import (
     schema_version,
 )
 from vobiz_provider.callbacks.store import CallbackStore
+from vobiz_provider.correlation import CorrelationToken
+from vobiz_provider.models.answer import AnswerSpec
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

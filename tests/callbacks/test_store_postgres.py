@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import sqlalchemy as sa
 
-from vobiz_provider.callbacks.correlation import CorrelationToken
 from vobiz_provider.callbacks.schema import SCHEMA_VERSION, calls, events, schema_version
 from vobiz_provider.callbacks.store import CallbackStore
+from vobiz_provider.correlation import CorrelationToken
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -9,7 +9,7 @@ import pytest
 from _client_helpers import CALLER, DESTINATION, FAST
 
 from vobiz_provider.client import VobizClient
-from vobiz_provider.models import MakeCallRequest
+from vobiz_provider.models.call import MakeCallRequest
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

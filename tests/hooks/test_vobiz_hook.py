@@ -11,8 +11,9 @@ import pytest
 
 from vobiz_provider.client import AsyncVobizClient, VobizClient
 from vobiz_provider.exceptions import VobizValidationError
-from vobiz_provider.hooks.vobiz import VobizConnectionConfig, VobizHook
-from vobiz_provider.models import MakeCallRequest
+from vobiz_provider.hooks.vobiz import VobizHook
+from vobiz_provider.models.call import MakeCallRequest
+from vobiz_provider.models.connection import VobizConnectionConfig
 from vobiz_provider.testing import CallScript
 
 CALLER = "14155550100"

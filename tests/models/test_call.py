@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from vobiz_provider.exceptions import VobizValidationError
-from vobiz_provider.models import TERMINAL_STATUSES, CallStatus, MakeCallRequest
+from vobiz_provider.models.call import TERMINAL_STATUSES, CallStatus, MakeCallRequest
 
 REQUIRED: dict[str, Any] = {
     "from": "14155551234",

@@ -9,7 +9,7 @@ import pendulum
 import pytest
 
 from vobiz_provider.exceptions import VobizValidationError
-from vobiz_provider.models import (
+from vobiz_provider.models.callbacks import (
     AnswerCallback,
     GatherCallback,
     HangupCallback,

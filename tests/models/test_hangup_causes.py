@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vobiz_provider.models import TERMINAL_STATUSES, CallStatus
+from vobiz_provider.models.call import TERMINAL_STATUSES, CallStatus
 from vobiz_provider.models.hangup_causes import (
     HANGUP_CAUSES,
     HANGUP_SOURCES,

@@ -11,7 +11,7 @@ from decimal import Decimal
 import pendulum
 import pytest
 
-from vobiz_provider.models import (
+from vobiz_provider.models.responses import (
     Account,
     CallFiredResponse,
     CallUuidList,

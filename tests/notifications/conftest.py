@@ -37,8 +37,8 @@ def receiver(
 
     from vobiz_provider.callbacks.answers import xml_response_for
     from vobiz_provider.callbacks.app import EMPTY_XML_RESPONSE, MOUNT_PATH, StoredCallback, create_app
-    from vobiz_provider.callbacks.config import get_settings
     from vobiz_provider.callbacks.store import dispose_stores, get_store
+    from vobiz_provider.config import get_settings
     from vobiz_provider.testing.emulator.server import serve_in_thread
 
     port = _free_port()

@@ -290,8 +290,8 @@ async def test_async_notify_as_a_deadline_alert_callback(
 
     (post,) = _call_posts(vobiz_emulator)
     (token,) = parse_qs(urlsplit(post.body["answer_url"]).query)["t"]
-    from vobiz_provider.callbacks.config import get_settings
-    from vobiz_provider.callbacks.correlation import CorrelationToken
+    from vobiz_provider.config import get_settings
+    from vobiz_provider.correlation import CorrelationToken
 
     correlation = CorrelationToken.decode(token, get_settings().verification_secrets)
     assert (correlation.dag_id, correlation.run_id) == ("nightly", "scheduled__2026-11-27")

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowException, TaskDeferred
 
-from vobiz_provider.operators.call import VobizCallFailedError, VobizCallOperator
+from vobiz_provider.exceptions import VobizCallFailedError
+from vobiz_provider.operators.call import VobizCallOperator
 from vobiz_provider.testing import CallScript
 from vobiz_provider.triggers.hangup import VobizCallHangupTrigger
 

@@ -16,9 +16,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from airflow.sdk import DAG
 
-from vobiz_provider.callbacks.answers import GatherSpec
-from vobiz_provider.exceptions import VobizValidationError
-from vobiz_provider.operators.call import VobizCallFailedError, VobizCallOperator
+from vobiz_provider.exceptions import VobizCallFailedError, VobizValidationError
+from vobiz_provider.models.answer import GatherSpec
+from vobiz_provider.operators.call import VobizCallOperator
 from vobiz_provider.testing import CallScript
 
 START = datetime.datetime(2025, 1, 1, tzinfo=datetime.timezone.utc)
@@ -182,8 +182,8 @@ def test_a_failed_status_is_reported_as_such_even_with_expected_digits():
 def test_digits_stored_by_the_receiver_complete_a_record_learnt_from_the_api(store_without_receiver):
     """The hangup callback was lost, so the trigger's final record is a CDR (no digits); the Gather post the
     receiver stored still decides the outcome."""
-    from vobiz_provider.callbacks.correlation import CorrelationToken
     from vobiz_provider.callbacks.store import get_store
+    from vobiz_provider.correlation import CorrelationToken
 
     store = get_store()
     store.upgrade()

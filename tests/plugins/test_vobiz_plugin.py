@@ -13,8 +13,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from vobiz_provider.callbacks.correlation import CorrelationToken, callback_url
 from vobiz_provider.callbacks.store import CallbackStore
+from vobiz_provider.correlation import CorrelationToken, callback_url
 from vobiz_provider.plugins.vobiz import VobizPlugin
 from vobiz_provider.signatures import signature_headers
 
@@ -79,6 +79,7 @@ from airflow.api_fastapi.app import create_app
 
 config = uvicorn.Config(create_app("core"), host="127.0.0.1", port=0, log_level="warning")
 sock = config.bind_socket()
+sock.listen(config.backlog)  # uvicorn only binds: queue connections until the server runs
 print("listening on", sock.getsockname()[1], flush=True)
 uvicorn.Server(config).run(sockets=[sock])
 """

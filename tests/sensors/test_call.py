@@ -19,10 +19,11 @@ from airflow.sdk.exceptions import (
     TaskDeferred,
 )
 
-from vobiz_provider.callbacks.correlation import CorrelationToken
+from vobiz_provider.correlation import CorrelationToken
+from vobiz_provider.exceptions import VobizCallFailedFinalError
 from vobiz_provider.hooks.vobiz import VobizHook
-from vobiz_provider.models import MakeCallRequest
-from vobiz_provider.sensors.call import VobizCallFailedError, VobizCallSensor
+from vobiz_provider.models.call import MakeCallRequest
+from vobiz_provider.sensors.call import VobizCallSensor
 from vobiz_provider.testing import CallScript
 from vobiz_provider.triggers.hangup import VobizCallHangupTrigger
 
@@ -128,7 +129,9 @@ def test_failed_call_raises_naming_status_and_cause(store: CallbackStore) -> Non
     call_uuid = str(uuid.uuid4())
     deliver(store, "hangup", hangup_fields(call_uuid, status="busy", code=3010, name="Busy Line"))
     sensor = VobizCallSensor(task_id="s", call_uuid=call_uuid, deferrable=False)
-    with pytest.raises(VobizCallFailedError, match=r"busy, Busy Line \(3010\), hung up by Callee") as err:
+    with pytest.raises(
+        VobizCallFailedFinalError, match=r"busy, Busy Line \(3010\), hung up by Callee"
+    ) as err:
         sensor.poke({})
     assert err.value.calls[0]["status"] == "busy"
     # ... unless busy counts as success for this task
@@ -145,7 +148,7 @@ def test_soft_fail_skips_a_failed_call(store: CallbackStore) -> None:
     with pytest.raises(AirflowSkipException):
         sensor.execute({})
     hard = VobizCallSensor(task_id="s", call_uuid=call_uuid, deferrable=False, poke_interval=0.01)
-    with pytest.raises(VobizCallFailedError, match="no-answer"):
+    with pytest.raises(VobizCallFailedFinalError, match="no-answer"):
         hard.execute({})
 
 
@@ -189,7 +192,7 @@ def test_unreadable_store_falls_back_to_the_api(
     call_uuid = fire(answer_url)
     vobiz_emulator.wait_for_call(call_uuid)
     sensor = VobizCallSensor(task_id="s", call_uuid=call_uuid, deferrable=False)
-    with pytest.raises(VobizCallFailedError, match="busy"):
+    with pytest.raises(VobizCallFailedFinalError, match="busy"):
         sensor.poke({})
 
 
@@ -268,7 +271,7 @@ def test_failed_call_after_deferral_fails_or_skips() -> None:
         "source": "callback",
     }
     event = {"status": "hangup", "request_uuids": [], "calls": [call], "message": "hung up"}
-    with pytest.raises(VobizCallFailedError, match="Invalid Destination Address"):
+    with pytest.raises(VobizCallFailedFinalError, match="Invalid Destination Address"):
         VobizCallSensor(task_id="s", call_uuid="c").resume_execution("execute_complete", {"event": event}, {})
     soft = VobizCallSensor(task_id="s", call_uuid="c", soft_fail=True)
     with pytest.raises(AirflowSkipException):

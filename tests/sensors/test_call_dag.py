@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from airflow.sdk import DAG, task
 
-from vobiz_provider.callbacks.correlation import CorrelationToken
+from vobiz_provider.correlation import CorrelationToken
 from vobiz_provider.hooks.vobiz import VobizHook
-from vobiz_provider.models import MakeCallRequest
+from vobiz_provider.models.call import MakeCallRequest
 from vobiz_provider.sensors.call import VobizCallSensor
 from vobiz_provider.testing import CallScript
 

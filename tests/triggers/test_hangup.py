@@ -201,7 +201,7 @@ async def test_call_uuids_without_destinations(store: CallbackStore) -> None:
 async def test_unreadable_store_keeps_waiting(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """StoreUnavailable: warn, keep polling, end at the deadline (no API asked before reconcile_after)."""
+    """Ledger unavailable: warn, keep polling, end at the deadline (no API asked before reconcile_after)."""
     bad = f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}"
     monkeypatch.setenv("AIRFLOW__VOBIZ__CALLBACK_STORE", bad)
     trigger = make_trigger(deadline=time.time() + 0.5)

@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from vobiz_provider.hooks.vobiz import VobizHook
-from vobiz_provider.models import MakeCallRequest
+from vobiz_provider.models.call import MakeCallRequest
 from vobiz_provider.testing import CallScript
 from vobiz_provider.triggers.hangup import VobizCallHangupTrigger
 

@@ -13,7 +13,7 @@ _NONCES = itertools.count(1)
 
 
 def correlation(task_id: str = "call", try_number: int = 1) -> Any:
-    from vobiz_provider.callbacks.correlation import CorrelationToken
+    from vobiz_provider.correlation import CorrelationToken
 
     return CorrelationToken(dag_id="d", run_id="r", task_id=task_id, try_number=try_number)
 

@@ -59,13 +59,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from vobiz_provider.callbacks.correlation import CALLBACK_KINDS, TOKEN_PARAM
+from vobiz_provider.correlation import CALLBACK_KINDS, TOKEN_PARAM
 
 if TYPE_CHECKING:
-    from vobiz_provider.callbacks.config import VobizSettings
-    from vobiz_provider.callbacks.correlation import CorrelationToken
     from vobiz_provider.callbacks.store import CallbackStore, PreparedCallback, RecordResult
     from vobiz_provider.callbacks.tokens import SigningKeyCache, SigningKeys
+    from vobiz_provider.config import VobizSettings
+    from vobiz_provider.correlation import CorrelationToken
     from vobiz_provider.models.callbacks import VobizCallback
 
 log = logging.getLogger(__name__)
@@ -260,7 +260,7 @@ class CallbackReceiver:
         cached = self._settings_cache
         if cached is not None and now - cached[0] < SETTINGS_TTL:
             return cached[1]
-        from vobiz_provider.callbacks.config import get_settings
+        from vobiz_provider.config import get_settings
 
         settings = get_settings()
         self._settings_cache = (now, settings)
@@ -289,8 +289,8 @@ class CallbackReceiver:
     @staticmethod
     def decode_token(token: str | None, settings: VobizSettings) -> CorrelationToken:
         """Verify the correlation token of the callback URL (403 when missing or not ours)."""
-        from vobiz_provider.callbacks.config import MissingCallbackSecretError
-        from vobiz_provider.callbacks.correlation import CorrelationToken, InvalidCorrelationToken
+        from vobiz_provider.config import MissingCallbackSecretError
+        from vobiz_provider.correlation import CorrelationToken, InvalidCorrelationTokenError
 
         if not token:
             raise CallbackRejected(403, f"missing correlation token (query parameter {TOKEN_PARAM!r})")
@@ -303,7 +303,7 @@ class CallbackReceiver:
             ) from None
         try:
             return CorrelationToken.decode(token, secrets)
-        except InvalidCorrelationToken as err:
+        except InvalidCorrelationTokenError as err:
             # The message names what is wrong, never the token itself.
             raise CallbackRejected(403, f"invalid correlation token: {err}") from None
 
@@ -474,13 +474,13 @@ class CallbackReceiver:
 
         Blocking (reads the store) only for a replayed nonce and for the XML kinds.
         """
-        from vobiz_provider.callbacks.store import StoreUnavailable
+        from vobiz_provider.callbacks.store import LedgerUnavailableError
 
         nonce = checked.nonce
         try:
             if result.replayed and not (nonce and self.same_event_stored(store, kind, fields, nonce)):
                 raise CallbackRejected(403, "replayed signature nonce")
-        except StoreUnavailable as err:
+        except LedgerUnavailableError as err:
             raise _store_unavailable(kind, err) from None
         stored = StoredCallback(
             kind=kind,
@@ -496,7 +496,7 @@ class CallbackReceiver:
         if kind in XML_KINDS:
             try:
                 xml = self.xml_responder(stored)
-            except StoreUnavailable as err:
+            except LedgerUnavailableError as err:
                 log.warning("Vobiz %s callback stored, but its XML could not be read: %s", kind, err)
                 raise CallbackRejected(
                     503, "callback store unavailable, retry later", retry_after=RETRY_AFTER_SECONDS
@@ -522,14 +522,14 @@ class CallbackReceiver:
         :return: The stored callback and, for ``answer``/``gather``, the XML to answer with.
         :raises CallbackRejected: When the callback is refused (nothing stored) or the store failed.
         """
-        from vobiz_provider.callbacks.store import StoreUnavailable
+        from vobiz_provider.callbacks.store import LedgerUnavailableError
 
         request = {"kind": kind, "fields": fields, "correlation": correlation, "settings": settings}
         checked = self.check(headers=headers, request_url=request_url, **request)
         store, prepared = self.prepare(checked=checked, **request)
         try:
             result = store.record_prepared(prepared)
-        except StoreUnavailable as err:
+        except LedgerUnavailableError as err:
             raise _store_unavailable(kind, err) from None
         return self.finish(store=store, checked=checked, result=result, **request)
 
@@ -550,7 +550,7 @@ class CallbackReceiver:
         waits, without holding a thread, for the shared transaction that stores it to commit. Only
         ``answer``/``gather`` callbacks and replays go back to a thread to read the store.
         """
-        from vobiz_provider.callbacks.store import StoreUnavailable
+        from vobiz_provider.callbacks.store import LedgerUnavailableError
 
         request = {"kind": kind, "fields": fields, "correlation": correlation, "settings": settings}
 
@@ -568,7 +568,7 @@ class CallbackReceiver:
         checked, store, prepared = prepared_inline or await _in_thread(check_and_prepare)
         try:
             result = await asyncio.wrap_future(store.submit_callback(prepared))
-        except StoreUnavailable as err:
+        except LedgerUnavailableError as err:
             raise _store_unavailable(kind, err) from None
 
         def finish() -> tuple[StoredCallback, str | None]:

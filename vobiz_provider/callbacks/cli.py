@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 
     from starlette.applications import Starlette
 
-    from vobiz_provider.callbacks.config import VobizSettings
     from vobiz_provider.callbacks.store import CallbackStore
+    from vobiz_provider.config import VobizSettings
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +196,9 @@ def _serve(args: argparse.Namespace, settings: VobizSettings) -> int:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Bind here rather than in uvicorn to know the port (``--port 0``) and say where the receiver listens.
     sock = config.bind_socket()
+    # uvicorn only binds; listen now, so that a client told the address below is queued, not refused,
+    # while the server starts.
+    sock.listen(config.backlog)
     host, port = sock.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host
     print(
@@ -208,8 +211,8 @@ def _serve(args: argparse.Namespace, settings: VobizSettings) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from vobiz_provider.callbacks.config import get_settings
-    from vobiz_provider.callbacks.store import StoreUnavailable
+    from vobiz_provider.callbacks.store import LedgerUnavailableError
+    from vobiz_provider.config import get_settings
 
     try:
         settings = get_settings()
@@ -229,7 +232,7 @@ def _run(args: argparse.Namespace) -> int:
             f"from {safe_url(settings.callback_store)}."
         )
         return 0
-    except StoreUnavailable as err:
+    except LedgerUnavailableError as err:
         print(f"vobiz-callbacks: error: callback store unavailable: {err}", file=sys.stderr)
         return 1
 

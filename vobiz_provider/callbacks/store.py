@@ -36,7 +36,6 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random
 
-from vobiz_provider.callbacks.correlation import CALLBACK_KINDS, CorrelationToken
 from vobiz_provider.callbacks.group_commit import GroupCommitter
 from vobiz_provider.callbacks.schema import (
     SCHEMA_VERSION,
@@ -49,7 +48,8 @@ from vobiz_provider.callbacks.schema import (
     notifications,
     schema_version,
 )
-from vobiz_provider.exceptions import VobizError, VobizValidationError
+from vobiz_provider.correlation import CALLBACK_KINDS, CorrelationToken
+from vobiz_provider.exceptions import LedgerUnavailableError, VobizValidationError
 from vobiz_provider.models.call import TERMINAL_STATUSES
 from vobiz_provider.models.record import (
     TERMINAL_RANK,
@@ -65,17 +65,17 @@ if TYPE_CHECKING:
 
     from sqlalchemy.engine import Connection, Engine, Row, RowMapping
 
-    from vobiz_provider.callbacks.answers import AnswerSpec
-    from vobiz_provider.callbacks.config import VobizSettings
+    from vobiz_provider.config import VobizSettings
+    from vobiz_provider.models.answer import AnswerSpec
     from vobiz_provider.models.callbacks import VobizCallback
 
 __all__ = [
     "AnswerEntry",
     "CallChange",
     "CallbackStore",
+    "LedgerUnavailableError",
     "PreparedCallback",
     "RecordResult",
-    "StoreUnavailable",
     "dedupe_key",
     "dispose_stores",
     "get_store",
@@ -134,9 +134,6 @@ _OVERWRITE_BY_KIND: Final = {
     "gather": frozenset({"digits"}),
 }
 
-
-class StoreUnavailable(VobizError):
-    """The callback store cannot be reached or stayed locked; the receiver answers 503 so Vobiz retries."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -682,7 +679,7 @@ class CallbackStore:
     :param echo: Log every SQL statement (debugging).
     :param nonce_window: Default replay window of signature nonces, in seconds.
     :param busy_timeout: Seconds a SQLite writer waits for the lock, or a PostgreSQL connection attempt
-        waits, before :class:`StoreUnavailable` is raised.
+        waits, before :class:`LedgerUnavailableError` is raised.
     """
 
     def __init__(
@@ -720,7 +717,7 @@ class CallbackStore:
         :param settings: The settings; read from Airflow's configuration when omitted.
         """
         if settings is None:
-            from vobiz_provider.callbacks.config import get_settings
+            from vobiz_provider.config import get_settings
 
             settings = get_settings()
         return cls(settings.callback_store, nonce_window=settings.nonce_window)
@@ -808,12 +805,12 @@ class CallbackStore:
             yield
         except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError) as err:
             reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
-            raise StoreUnavailable(
+            raise LedgerUnavailableError(
                 f"callback store {self.url.render_as_string(hide_password=True)} is unavailable: {reason}"
             ) from err
         except sa_exc.DBAPIError as err:
             if err.connection_invalidated:
-                raise StoreUnavailable(
+                raise LedgerUnavailableError(
                     f"callback store {self.url.render_as_string(hide_password=True)} lost its connection"
                 ) from err
             raise
@@ -826,7 +823,7 @@ class CallbackStore:
             yield
             return
         if not lock.acquire(timeout=self._busy_timeout):
-            raise StoreUnavailable(
+            raise LedgerUnavailableError(
                 f"callback store {self.url.render_as_string(hide_password=True)} stayed locked for "
                 f"{self._busy_timeout:g} s"
             )
@@ -847,7 +844,7 @@ class CallbackStore:
                 yield conn
 
     def _run(self, work: Callable[[Connection], T], *, write: bool) -> T:
-        """Run ``work`` in one transaction, retrying deadlocks; connection problems → StoreUnavailable."""
+        """Run ``work`` in one transaction, retrying deadlocks; connection problems → LedgerUnavailableError."""
         with self._translate_errors():
             self._ensure_schema()
             for attempt in Retrying(
@@ -1120,7 +1117,7 @@ class CallbackStore:
 
         Group commit: one writer thread per store writes every callback queued meanwhile in ONE transaction
         (nonce, event and call row of each, as :meth:`record_callback` does), commits, and only then resolves
-        their futures. If the batch cannot be committed, every future fails with :class:`StoreUnavailable`
+        their futures. If the batch cannot be committed, every future fails with :class:`LedgerUnavailableError`
         and nothing of the batch is stored. A callback that fails on its own (a bug, a constraint) does not
         fail the others: the batch is then written again one callback per transaction. Cancelling the future
         before the writer takes it withdraws the callback.
@@ -1162,7 +1159,7 @@ class CallbackStore:
     def _write_batch(self, items: Sequence[PreparedCallback]) -> list[RecordResult | BaseException]:
         """Write ``items`` in one transaction and commit (the group-commit writer's ``apply_batch``).
 
-        :raises StoreUnavailable: When the store cannot be reached or the commit fails: nothing is stored.
+        :raises LedgerUnavailableError: When the store cannot be reached or the commit fails: nothing is stored.
         """
         lock_keys = [key for item in items for key in (item.values["request_uuid"], item.values["call_uuid"])]
 
@@ -1172,7 +1169,7 @@ class CallbackStore:
 
         try:
             return self._run(work, write=True)
-        except StoreUnavailable:
+        except LedgerUnavailableError:
             raise
         except Exception as err:
             if len(items) == 1:
@@ -1552,7 +1549,7 @@ class CallbackStore:
 
         :param correlation: The verified correlation token of the answer or gather request.
         """
-        from vobiz_provider.callbacks.answers import AnswerSpec
+        from vobiz_provider.models.answer import AnswerSpec
 
         statement = sa.select(answers.c.spec, answers.c.callback_base_url, answers.c.created_at).where(
             answers.c.ti_key == correlation.ti_key, answers.c.try_number == correlation.try_number
@@ -1800,7 +1797,7 @@ def get_store(url: str | None = None) -> CallbackStore:
     """
     settings = None
     if url is None:
-        from vobiz_provider.callbacks.config import get_settings
+        from vobiz_provider.config import get_settings
 
         settings = get_settings()
         url = settings.callback_store

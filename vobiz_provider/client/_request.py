@@ -49,7 +49,7 @@ from vobiz_provider.models.responses import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
 
-    from vobiz_provider.models import MakeCallRequest
+    from vobiz_provider.models.call import MakeCallRequest
     from vobiz_provider.models.responses import Cdr
 
 __all__ = [

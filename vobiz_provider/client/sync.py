@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from pydantic import SecretStr
 
-    from vobiz_provider.models import MakeCallRequest
+    from vobiz_provider.models.call import MakeCallRequest
     from vobiz_provider.models.responses import (
         Account,
         CallFiredResponse,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
+from vobiz_provider.correlation import CALLBACK_KINDS
 from vobiz_provider.exceptions import VobizValidationError
 from vobiz_provider.models._types import (
     LenientDecimal,
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 __all__ = [
-    "CALLBACK_KINDS",
     "AnswerCallback",
     "CallbackKind",
     "GatherCallback",
@@ -49,8 +49,6 @@ __all__ = [
 ]
 
 CallbackKind = Literal["ring", "answer", "hangup", "machine-detection", "gather"]
-#: The callback kinds, as used in the receiver's routes (``/callbacks/{kind}``).
-CALLBACK_KINDS: tuple[str, ...] = ("ring", "answer", "hangup", "machine-detection", "gather")
 
 
 def _form_text(value: Any) -> str:

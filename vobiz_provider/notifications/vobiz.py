@@ -53,11 +53,11 @@ from vobiz_provider.exceptions import VobizCallOutcomeUnknownError, VobizError, 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from vobiz_provider.callbacks.answers import AnswerSpec, GatherSpec
-    from vobiz_provider.callbacks.correlation import CorrelationToken
     from vobiz_provider.callbacks.store import CallbackStore
+    from vobiz_provider.correlation import CorrelationToken
     from vobiz_provider.hooks.vobiz import VobizHook
-    from vobiz_provider.models import MakeCallRequest
+    from vobiz_provider.models.answer import AnswerSpec, GatherSpec
+    from vobiz_provider.models.call import MakeCallRequest
     from vobiz_provider.models.responses import CallFiredResponse
 
 __all__ = ["VobizNotifier", "send_vobiz_call_notification"]
@@ -121,7 +121,7 @@ class VobizNotifier(BaseNotifier):
     :param loop: How many times to say the message.
     :param gather: A keypad prompt said after the message, e.g.
         ``{"prompt": "Press 1 to acknowledge", "num_digits": 1}`` (see
-        :class:`~vobiz_provider.callbacks.answers.GatherSpec`); the digits land on the call record. Templated.
+        :class:`~vobiz_provider.models.answer.GatherSpec`); the digits land on the call record. Templated.
     :param dedupe_key: Calls with the same key (and the same destinations) are placed once per
         ``dedupe_window``. Default: ``dag_id/run_id/task_id`` (a DAG-level callback gets the run's last task
         instance from Airflow, so it shares the key of that task's own callback); ``dag_id/run_id`` when the
@@ -191,7 +191,7 @@ class VobizNotifier(BaseNotifier):
 
     def _check_static_fields(self) -> None:
         """Refuse, when the DAG is parsed, every argument that is already known to be invalid."""
-        from vobiz_provider.models import MakeCallRequest
+        from vobiz_provider.models.call import MakeCallRequest
 
         try:
             self._spec(
@@ -205,7 +205,7 @@ class VobizNotifier(BaseNotifier):
             raise VobizValidationError(f"VobizNotifier: {err}") from None
 
     def _spec(self, *, message: str, gather: Any) -> AnswerSpec:
-        from vobiz_provider.callbacks.answers import AnswerSpec
+        from vobiz_provider.models.answer import AnswerSpec
 
         return AnswerSpec.build(
             message=message, voice=self.voice, language=self.language, loop=self.loop, gather=gather
@@ -259,8 +259,8 @@ class VobizNotifier(BaseNotifier):
         return key + (f"/deadline/{deadline_id}" if deadline_id else "")
 
     def _plan(self, context: Mapping[str, Any], callback_base_url: str | None, secret: str) -> _Plan:
-        from vobiz_provider.callbacks.correlation import CorrelationToken, callback_url
-        from vobiz_provider.models import MakeCallRequest
+        from vobiz_provider.correlation import CorrelationToken, callback_url
+        from vobiz_provider.models.call import MakeCallRequest
 
         if callback_base_url is None:
             raise VobizError(
@@ -382,8 +382,8 @@ class VobizNotifier(BaseNotifier):
 
         :param context: The callback's context (rendered template fields already applied).
         """
-        from vobiz_provider.callbacks.config import get_settings, resolve_callback_base_url
         from vobiz_provider.callbacks.store import get_store
+        from vobiz_provider.config import get_settings, resolve_callback_base_url
 
         hook = self._hook()
         try:
@@ -409,8 +409,8 @@ class VobizNotifier(BaseNotifier):
 
         :param context: The callback's context (rendered template fields already applied).
         """
-        from vobiz_provider.callbacks.config import get_settings, resolve_callback_base_url
         from vobiz_provider.callbacks.store import get_store
+        from vobiz_provider.config import get_settings, resolve_callback_base_url
 
         hook = self._hook()
         try:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from airflow.sdk import BaseOperator, conf
 from airflow.sdk.exceptions import AirflowException
 
-from vobiz_provider.exceptions import VobizValidationError
+from vobiz_provider.exceptions import VobizCallFailedError, VobizValidationError
 from vobiz_provider.models.call import MakeCallRequest
 
 if TYPE_CHECKING:
@@ -35,15 +35,15 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
-    from vobiz_provider.callbacks.answers import AnswerSpec, GatherSpec
-    from vobiz_provider.callbacks.correlation import CorrelationToken
     from vobiz_provider.callbacks.store import CallbackStore
+    from vobiz_provider.correlation import CorrelationToken
     from vobiz_provider.hooks.vobiz import VobizHook
+    from vobiz_provider.models.answer import AnswerSpec, GatherSpec
     from vobiz_provider.models.record import CallRecord
     from vobiz_provider.models.responses import CallFiredResponse
     from vobiz_provider.triggers.hangup import VobizCallHangupTrigger
 
-__all__ = ["VobizCallFailedError", "VobizCallOperator"]
+__all__ = ["VobizCallOperator"]
 
 #: The Make-Call fields the operator passes through, by their Python names (``from`` is ``from_number``).
 MAKE_CALL_FIELDS: tuple[str, ...] = (
@@ -95,19 +95,6 @@ RECONCILE_MARGIN = 60.0
 DEFER_TIMEOUT_GRACE = 60.0
 
 
-class VobizCallFailedError(AirflowException):
-    """The call ended, but not with one of the operator's ``success_statuses`` (busy, no answer, ...).
-
-    Raised so that the task's ``retries`` (or a clear in the UI) dial again.
-
-    :param message: What happened: destination, final status and hangup cause.
-    :param calls: The final call records (``CallRecord.to_event()`` dicts) of the attempt.
-    """
-
-    def __init__(self, message: str, *, calls: Sequence[dict[str, Any]] = ()) -> None:
-        super().__init__(message)
-        self.calls = list(calls)
-
 
 def _needs_rendering(value: Any) -> bool:
     """Whether a template-field value can only be checked once rendered (Jinja, XComArg, ...)."""
@@ -126,7 +113,7 @@ def _needs_rendering(value: Any) -> bool:
 
 
 def _is_spec(value: Any) -> bool:
-    from vobiz_provider.callbacks.answers import GatherSpec
+    from vobiz_provider.models.answer import GatherSpec
 
     return isinstance(value, GatherSpec)
 
@@ -205,7 +192,7 @@ class VobizCallOperator(BaseOperator):
     :param language: Language of the message and the prompt, e.g. ``en-US`` (default) or ``hi-IN``.
     :param loop: How many times the message is said (default 1).
     :param gather: A keypad prompt said after the message: a
-        :class:`~vobiz_provider.callbacks.answers.GatherSpec` or a dict of its fields (``prompt``,
+        :class:`~vobiz_provider.models.answer.GatherSpec` or a dict of its fields (``prompt``,
         ``num_digits``, ``timeout`` in seconds (5-60), ``finish_on_key``, ``no_input_message``,
         ``reply_message``). Templated (dict values). The pressed keys are the call record's ``digits``
         (``None`` when the callee pressed nothing before the timeout).
@@ -417,7 +404,7 @@ class VobizCallOperator(BaseOperator):
             self._check_expected_digits(spec.gather)
 
     def _build_answer_spec(self, message: str | None, gather: Any) -> AnswerSpec:
-        from vobiz_provider.callbacks.answers import AnswerSpec
+        from vobiz_provider.models.answer import AnswerSpec
 
         try:
             return AnswerSpec.build(
@@ -558,13 +545,13 @@ class VobizCallOperator(BaseOperator):
         }
 
     def _correlation(self, context: Context) -> CorrelationToken:
-        from vobiz_provider.callbacks.correlation import CorrelationToken
+        from vobiz_provider.correlation import CorrelationToken
 
         return CorrelationToken.from_task_instance(context["ti"], conn_id=self.vobiz_conn_id)
 
     def _callback_base_url(self) -> str | None:
         """Where Vobiz should send this call's callbacks: the connection's extra, else ``[vobiz]``."""
-        from vobiz_provider.callbacks.config import resolve_callback_base_url
+        from vobiz_provider.config import resolve_callback_base_url
 
         return resolve_callback_base_url(self.hook.get_config().callback_base_url)
 
@@ -593,7 +580,7 @@ class VobizCallOperator(BaseOperator):
         Done before dialling: Vobiz fetches the answer URL as soon as the callee picks up.
         """
         from vobiz_provider.callbacks.answers import publish_answer
-        from vobiz_provider.callbacks.config import get_settings
+        from vobiz_provider.config import get_settings
 
         token = correlation.encode(get_settings().signing_secret)
         try:
@@ -629,8 +616,8 @@ class VobizCallOperator(BaseOperator):
                 self.poll_interval,
             )
             return request, False
-        from vobiz_provider.callbacks.config import get_settings
-        from vobiz_provider.callbacks.correlation import callback_url
+        from vobiz_provider.config import get_settings
+        from vobiz_provider.correlation import callback_url
 
         token = correlation.encode(get_settings().signing_secret)
         updates: dict[str, str] = {}

@@ -18,6 +18,7 @@ from airflow.sdk.exceptions import (
     AirflowSkipException,
 )
 
+from vobiz_provider.exceptions import VobizCallFailedFinalError
 from vobiz_provider.models.call import TERMINAL_STATUSES
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from vobiz_provider.models.record import CallRecord
     from vobiz_provider.triggers.hangup import CallTracker
 
-__all__ = ["VobizCallFailedError", "VobizCallSensor"]
+__all__ = ["VobizCallSensor"]
 
 
 def _default_deferrable() -> bool:
@@ -52,20 +53,6 @@ def _default_deferrable() -> bool:
 MIN_API_INTERVAL = 30.0
 _EVENT_STATUSES = frozenset({"hangup", "timeout", "error"})
 
-
-class VobizCallFailedError(AirflowFailException):
-    """The call ended with a status the task does not count as success (e.g. ``busy``, ``no-answer``).
-
-    An :class:`~airflow.sdk.exceptions.AirflowFailException`: the call's outcome is final, so retrying the
-    sensor cannot change it; with ``soft_fail=True`` the task is skipped instead.
-
-    :param message: What happened, naming the status and the hangup cause.
-    :param calls: The final call records (``CallRecord.to_event()`` dicts).
-    """
-
-    def __init__(self, message: str, *, calls: list[dict[str, Any]]) -> None:
-        super().__init__(message)
-        self.calls = calls
 
 
 def _describe(record: CallRecord) -> str:
@@ -106,7 +93,8 @@ class VobizCallSensor(BaseSensorOperator):
         ``"{{ ti.xcom_pull('fire')['request_uuid'] }}"``.
     :param vobiz_conn_id: The Vobiz connection.
     :param success_statuses: Final statuses that count as success; any other raises
-        :class:`VobizCallFailedError` (or skips the task with ``soft_fail=True``).
+        :class:`~vobiz_provider.exceptions.VobizCallFailedFinalError` (or skips the task with
+        ``soft_fail=True``).
     :param deferrable: Wait in the triggerer instead of a worker slot. Defaults to ``True``, or to
         ``[operators] default_deferrable`` when the deployment sets it explicitly.
     :param kwargs: :class:`~airflow.sdk.BaseSensorOperator` arguments (``poke_interval``, ``timeout``,
@@ -175,14 +163,14 @@ class VobizCallSensor(BaseSensorOperator):
             self.log.info("%s", line)
 
     def _store_lookup(self, tracker: CallTracker) -> None:
-        from vobiz_provider.callbacks.config import get_settings
-        from vobiz_provider.callbacks.store import StoreUnavailable, get_store
+        from vobiz_provider.callbacks.store import LedgerUnavailableError, get_store
+        from vobiz_provider.config import get_settings
 
         try:
             records = get_store(get_settings().callback_store).lookup(
                 request_uuids=tracker.request_uuids, call_uuids=tracker.call_uuids
             )
-        except StoreUnavailable as exc:
+        except LedgerUnavailableError as exc:
             self.log.warning("The Vobiz callback store cannot be read (%s); asking the Vobiz API", exc)
             return
         self._observe(tracker, records)
@@ -210,8 +198,8 @@ class VobizCallSensor(BaseSensorOperator):
                     self._record_api_result(record)
 
     def _record_api_result(self, record: CallRecord) -> None:
-        from vobiz_provider.callbacks.config import get_settings
         from vobiz_provider.callbacks.store import get_store
+        from vobiz_provider.config import get_settings
 
         try:
             get_store(get_settings().callback_store).record_api_result(record)
@@ -224,12 +212,12 @@ class VobizCallSensor(BaseSensorOperator):
         return time.monotonic() - self._api_asked_at >= max(self.poke_interval, MIN_API_INTERVAL)
 
     def _finish(self, tracker: CallTracker) -> Any:
-        """The XCom value of a call that ended; raises :class:`VobizCallFailedError` if it did not succeed."""
+        """The XCom value of a call that ended; raises ``VobizCallFailedFinalError`` if it did not succeed."""
         records = sorted(tracker.legs.values(), key=lambda r: (r.to or "", r.call_uuid or ""))
         calls = [record.to_event() for record in records]
         failed = [record for record in records if record.status not in self.success_statuses]
         if failed:
-            raise VobizCallFailedError(
+            raise VobizCallFailedFinalError(
                 f"Vobiz {'; '.join(_describe(record) for record in failed)} "
                 f"(success statuses: {', '.join(self.success_statuses)})",
                 calls=calls,
@@ -266,7 +254,7 @@ class VobizCallSensor(BaseSensorOperator):
         self._defer()
 
     def _defer(self) -> None:
-        from vobiz_provider.callbacks.config import get_settings
+        from vobiz_provider.config import get_settings
         from vobiz_provider.triggers.hangup import MIN_RECONCILE_INTERVAL, VobizCallHangupTrigger
 
         request_uuids, call_uuids = self._uuids()

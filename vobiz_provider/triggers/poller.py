@@ -402,9 +402,9 @@ class SharedPoller:
         return changes
 
     def _failed(self, exc: Exception, loading: list[Subscription]) -> None:
-        from vobiz_provider.callbacks.store import StoreUnavailable
+        from vobiz_provider.callbacks.store import LedgerUnavailableError
 
-        if not isinstance(exc, StoreUnavailable):
+        if not isinstance(exc, LedgerUnavailableError):
             log.exception(
                 "Reading the callback store for %d waiting Vobiz calls failed", len(self._subscriptions)
             )
@@ -455,7 +455,7 @@ def configured_store_url() -> str:
     loop = asyncio.get_running_loop()
     url = _STORE_URLS.get(loop)
     if url is None:
-        from vobiz_provider.callbacks.config import get_settings
+        from vobiz_provider.config import get_settings
 
         url = _STORE_URLS[loop] = get_settings().callback_store
     return url

@@ -218,8 +218,7 @@ class _Api:
     # ------------------------------------------------------------------ calls
 
     async def make_call(self, request: Request, params: dict[str, str]) -> Response:
-        from vobiz_provider.models import MakeCallRequest
-        from vobiz_provider.models.call import format_validation_errors
+        from vobiz_provider.models.call import MakeCallRequest, format_validation_errors
 
         emulator, settings = self.emulator, self.emulator.settings
         try:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import httpx
     from starlette.applications import Starlette
 
-    from vobiz_provider.models import MakeCallRequest
+    from vobiz_provider.models.call import MakeCallRequest
     from vobiz_provider.testing.emulator.delivery import CallbackSender
     from vobiz_provider.testing.emulator.lifecycle import CallLifecycle
 

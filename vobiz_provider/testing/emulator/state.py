@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from vobiz_provider.models import MakeCallRequest
+    from vobiz_provider.models.call import MakeCallRequest
     from vobiz_provider.testing.emulator.script import CallScript
 
 __all__ = ["ApiRequestRecord", "CallbackRecord", "EmulatedCall", "Fault"]

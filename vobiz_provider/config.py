@@ -1,4 +1,4 @@
-"""The ``[vobiz]`` settings of the callback machinery (receiver, store, correlation tokens, trigger).
+"""The provider-wide settings: the ``[vobiz]`` section (receiver, ledger, correlation tokens, triggers).
 
 Every value is read from Airflow's configuration, so it can come from ``airflow.cfg`` (section ``[vobiz]``)
 or from an environment variable ``AIRFLOW__VOBIZ__<KEY>``. :func:`get_settings` reads the configuration
@@ -12,29 +12,21 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from vobiz_provider.exceptions import VobizError
+from vobiz_provider.exceptions import MissingCallbackSecretError
 
 if TYPE_CHECKING:
     from airflow.configuration import AirflowConfigParser
 
 SECTION = "vobiz"
 
+#: Root of the Vobiz REST API (a connection's ``base_url`` extra overrides it).
+DEFAULT_BASE_URL = "https://api.vobiz.ai/api/v1"
+
 DEFAULT_MAX_BODY_BYTES = 65536
 DEFAULT_NONCE_WINDOW = 300.0
 DEFAULT_POLL_INTERVAL = 5.0
 DEFAULT_SIGNATURE_CONN_IDS: tuple[str, ...] = ("vobiz_default",)
 STORE_FILE_NAME = "vobiz_callbacks.db"
-
-
-class MissingCallbackSecretError(VobizError, ValueError):
-    """``[vobiz] callback_secret`` is needed (to issue or verify a correlation token) but is not set."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            "[vobiz] callback_secret is not set: it is needed to sign and verify the correlation token in "
-            "callback URLs. Set it in airflow.cfg or as AIRFLOW__VOBIZ__CALLBACK_SECRET (the same value on "
-            "every Airflow host and on the standalone receiver)."
-        )
 
 
 def default_store_url() -> str:

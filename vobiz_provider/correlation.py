@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from vobiz_provider.exceptions import InvalidCorrelationTokenError
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -33,10 +35,6 @@ TOKEN_PARAM: Final = "t"
 MAX_TOKEN_LENGTH: Final = 2000
 
 _FIELDS: Final = ("dag_id", "run_id", "task_id", "map_index", "try_number", "conn_id")
-
-
-class InvalidCorrelationToken(ValueError):
-    """The token is malformed or its signature does not match any configured secret."""
 
 
 class _TaskInstanceLike(Protocol):
@@ -140,42 +138,46 @@ class CorrelationToken:
 
         :param token: The ``t`` query parameter of a callback.
         :param secrets: The secret, or every secret currently accepted (key rotation), newest first.
-        :raises InvalidCorrelationToken: When the token is malformed or its signature matches no secret.
+        :raises InvalidCorrelationTokenError: When the token is malformed or its signature matches no secret.
         """
         keys = [secrets] if isinstance(secrets, str) else list(secrets)
         keys = [key for key in keys if key]
         if not keys:
             raise ValueError("no secret to verify the correlation token with")
         if not isinstance(token, str) or not token:
-            raise InvalidCorrelationToken("malformed correlation token: empty")
+            raise InvalidCorrelationTokenError("malformed correlation token: empty")
         if len(token) > MAX_TOKEN_LENGTH:
-            raise InvalidCorrelationToken("malformed correlation token: too long")
+            raise InvalidCorrelationTokenError("malformed correlation token: too long")
         payload, sep, signature_text = token.partition(".")
         if not sep or not payload or not signature_text or "." in signature_text:
-            raise InvalidCorrelationToken("malformed correlation token: expected '<payload>.<signature>'")
+            raise InvalidCorrelationTokenError(
+                "malformed correlation token: expected '<payload>.<signature>'"
+            )
         try:
             payload.encode("ascii")
             signature = _b64decode(signature_text)
         except (UnicodeEncodeError, binascii.Error, ValueError):
-            raise InvalidCorrelationToken("malformed correlation token: signature is not base64url") from None
+            raise InvalidCorrelationTokenError(
+                "malformed correlation token: signature is not base64url"
+            ) from None
         # Compare against every key (no early exit) so timing does not reveal which key matched.
         matched = False
         for key in keys:
             matched |= hmac.compare_digest(_sign(key, payload), signature)
         if not matched:
-            raise InvalidCorrelationToken("correlation token has a bad signature")
+            raise InvalidCorrelationTokenError("correlation token has a bad signature")
         try:
             data = json.loads(_b64decode(payload))
         except (binascii.Error, ValueError):
-            raise InvalidCorrelationToken(
+            raise InvalidCorrelationTokenError(
                 "malformed correlation token: payload is not base64url JSON"
             ) from None
         if not isinstance(data, dict) or set(_FIELDS) - data.keys():
-            raise InvalidCorrelationToken("malformed correlation token: fields missing")
+            raise InvalidCorrelationTokenError("malformed correlation token: fields missing")
         try:
             return cls(**{name: data[name] for name in _FIELDS})
         except ValueError as err:
-            raise InvalidCorrelationToken(f"malformed correlation token: {err}") from None
+            raise InvalidCorrelationTokenError(f"malformed correlation token: {err}") from None
 
 
 def callback_url(base_url: str, kind: str, token: str) -> str:
