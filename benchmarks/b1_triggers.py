@@ -4,8 +4,8 @@ N real :class:`~vobiz_provider.triggers.hangup.VobizCallHangupTrigger` s (built 
 the operator passes) await in one asyncio loop of a fresh process, driven the way the triggerer drives
 them (``async for event in trigger.run()``), against a real callback store in which the calls were
 recorded as fired. Meanwhile the parent process plays the receiver: it writes hangup callbacks with
-``CallbackStore.record_callback`` at a steady rate. Baseline in the same run: the naive design, a minimal
-trigger that polls its own row every interval (same store, same loop, same thread pool).
+``CallLedger.ingest`` (one callback per transaction) at a steady rate. Baseline in the same run: the naive
+design, a minimal trigger that polls its own row every interval (same store, same loop, same thread pool).
 
 Measured in the trigger process, per poll interval over a fixed window (the figures are medians over the
 window's intervals):
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 WATCHDOG_TICK = 0.1
 #: ... and warns when the sleep took longer than this (``[triggerer] blocked_main_thread_warning_threshold``).
 STALL_THRESHOLD = 0.2
-#: Fired rows are recorded in transactions of this many calls (``record_fired`` with paired UUIDs).
+#: Fired rows are recorded in transactions of this many calls (``register_fired_calls`` with paired UUIDs).
 FIRED_BATCH = 500
 #: The deadline and reconcile_after the operator would compute (ring 120 s + time limit 14400 s + margin):
 #: far beyond the window, so the triggers never ask the API.
@@ -129,9 +129,9 @@ def _naive_trigger_class() -> type:
             )
 
         async def run(self) -> AsyncIterator[TriggerEvent]:
-            from vobiz_provider.callbacks.store import get_store
+            from vobiz_provider.ledger import get_ledger
 
-            store = get_store(self.store_url)
+            store = get_ledger(self.store_url)
             await asyncio.sleep(self.start_delay)
             while True:
                 records = await asyncio.to_thread(store.lookup, request_uuids=[self.request_uuid])
@@ -201,12 +201,12 @@ async def _wait_for_trigger_process(
     config: B1Config,
     window: float,
 ) -> dict[str, Any]:
-    from vobiz_provider.callbacks.store import get_store
+    from vobiz_provider.ledger import get_ledger
     from vobiz_provider.triggers.hangup import VobizCallHangupTrigger
     from vobiz_provider.triggers.poller import SharedPoller
 
     loop = asyncio.get_running_loop()
-    store = get_store(url)  # the process-wide store the shared poller uses too
+    store = get_ledger(url)  # the process-wide store the shared poller uses too
     await asyncio.to_thread(store.lookup, request_uuids=["warm-up"])  # engine and one pooled connection
     counter = StatementCounter(store.engine)
     watchdog = _Watchdog()
@@ -380,15 +380,15 @@ def _record_fired(url: str, plan: list[tuple[str, str]]) -> None:
     """Record the calls as fired, as the operator does before deferring (batches, from a few threads)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from vobiz_provider.callbacks.store import CallbackStore
     from vobiz_provider.correlation import CorrelationToken
+    from vobiz_provider.ledger import CallLedger
 
-    store = CallbackStore(url)
+    store = CallLedger(url)
     store.upgrade()
 
     def record(start: int) -> None:
         chunk = plan[start : start + FIRED_BATCH]
-        store.record_fired(
+        store.register_fired_calls(
             request_uuids=[request_uuid for request_uuid, _ in chunk],
             destinations=[to for _, to in chunk],
             from_number="919000000001",
@@ -403,10 +403,10 @@ def _record_fired(url: str, plan: list[tuple[str, str]]) -> None:
 
 
 def _lookup_cost(url: str, request_uuids: list[str], repeats: int = 3) -> float:
-    """Median CPU seconds of one ``CallbackStore.lookup`` of these calls (what every poll tick costs)."""
-    from vobiz_provider.callbacks.store import CallbackStore
+    """Median CPU seconds of one ``CallLedger.lookup`` of these calls (what every poll tick costs)."""
+    from vobiz_provider.ledger import CallLedger
 
-    store = CallbackStore(url)
+    store = CallLedger(url)
     costs = []
     try:
         for _ in range(repeats):
@@ -421,8 +421,8 @@ def _lookup_cost(url: str, request_uuids: list[str], repeats: int = 3) -> float:
 def _run_case(
     *, backend: str, url: str, plan: list[tuple[str, str]], design: str, config: B1Config, window: float
 ) -> CaseResult:
-    from vobiz_provider.callbacks.store import CallbackStore
     from vobiz_provider.correlation import CorrelationToken
+    from vobiz_provider.ledger import CallLedger
 
     n = len(plan)
     rate = min(config.rate_cap, n / (2 * window))
@@ -432,7 +432,7 @@ def _run_case(
         target=_trigger_process, args=(child_pipe, url, plan, design, config, window), daemon=True
     )
     process.start()
-    writer = CallbackStore(url)
+    writer = CallLedger(url)
     write_times: dict[str, float] = {}
     try:
         if not parent_pipe.poll(config.warmup_timeout + 60):
@@ -450,7 +450,9 @@ def _run_case(
                 break
             time.sleep(max(0.0, due - time.time()))
             form = hangup_form(call_uuid=new_uuid(), request_uuid=request_uuid, to=to)
-            writer.record_callback("hangup", form, correlation=correlation, nonce=new_uuid())
+            writer.ingest(
+                [writer.prepare_callback("hangup", form, correlation=correlation, nonce=new_uuid())]
+            )
             write_times[request_uuid] = time.time()
         parent_pipe.send(list(write_times))
         if not parent_pipe.poll(window + DRAIN_SECONDS + 120):
@@ -629,7 +631,7 @@ def run(*, smoke: bool = False, log: Any = print) -> Section:
         if result.n == max(config.sizes):
             share = result.lookup_cpu / config.interval * 100
             notes.append(
-                f"a full `CallbackStore.lookup` of {result.n:,} calls costs {fmt_ms(result.lookup_cpu, 0)} "
+                f"a full `CallLedger.lookup` of {result.n:,} calls costs {fmt_ms(result.lookup_cpu, 0)} "
                 f"of CPU (SQL plus one `CallRecord` per row), {share:.0f} % of a core if it ran every "
                 f"{config.interval:g} s; the shared poller does it only once for newly subscribed triggers "
                 "and otherwise reads just the rows changed since its previous query."

@@ -336,10 +336,10 @@ def _start(command: list[str], env: dict[str, str], log_path: Path) -> subproces
 def _count_stored(url: str) -> tuple[int, int]:
     import sqlalchemy as sa
 
-    from vobiz_provider.callbacks.schema import calls, events
-    from vobiz_provider.callbacks.store import CallbackStore
+    from vobiz_provider.ledger import CallLedger
+    from vobiz_provider.ledger.schema import calls, events
 
-    store = CallbackStore(url)
+    store = CallLedger(url)
     try:
         with store.engine.connect() as conn:
             stored = conn.execute(sa.select(sa.func.count()).select_from(events)).scalar_one()
@@ -356,14 +356,14 @@ def stage_costs(url: str, *, samples: int) -> dict[str, float]:
     The same functions the receiver calls, without HTTP: correlation token, signatures, callback model,
     and the store's transaction (nonce + event + call row).
     """
-    from vobiz_provider.callbacks.store import CallbackStore
     from vobiz_provider.correlation import CorrelationToken
+    from vobiz_provider.ledger import CallLedger
     from vobiz_provider.models.callbacks import parse_callback
     from vobiz_provider.signatures import signature_headers, verify_signature
 
     public_url = "http://127.0.0.1:8790/vobiz/callbacks/hangup"
     token = CorrelationToken(dag_id="reminders", run_id="bench", task_id="call").encode(BENCH_SECRET)
-    store = CallbackStore(url)
+    store = CallLedger(url)
     store.upgrade()
     timings: dict[str, list[float]] = {"token": [], "signature": [], "model": [], "store": []}
     try:
@@ -379,8 +379,12 @@ def stage_costs(url: str, *, samples: int) -> dict[str, float]:
             verified = time.perf_counter()
             callback = parse_callback(form, timezone="Asia/Kolkata", kind="hangup")
             parsed = time.perf_counter()
-            store.record_callback(
-                "hangup", form, correlation=correlation, nonce=check.nonce, callback=callback
+            store.ingest(
+                [
+                    store.prepare_callback(
+                        "hangup", form, correlation=correlation, nonce=check.nonce, callback=callback
+                    )
+                ]
             )
             stored = time.perf_counter()
             timings["token"].append(decoded - started)

@@ -202,9 +202,9 @@ def postgres_schema(base_url: str, label: str) -> Iterator[str]:
         yield f"{base_url}{separator}options=-csearch_path%3D{schema}"
     finally:
         try:
-            from vobiz_provider.callbacks.store import dispose_stores
+            from vobiz_provider.ledger import dispose_ledgers
 
-            dispose_stores()
+            dispose_ledgers()
         except Exception:
             pass
         with admin.connect() as conn:

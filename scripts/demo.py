@@ -145,18 +145,28 @@ def _describe(cb: dict[str, Any]) -> str:
 
 
 def outcome_table(store_url: str, dag_id: str) -> list[dict[str, Any]]:
-    from vobiz_provider.callbacks.store import CallbackStore
+    import sqlalchemy as sa
 
-    store = CallbackStore(store_url)
+    from vobiz_provider.ledger import CallLedger
+    from vobiz_provider.ledger.schema import calls
+
+    ledger = CallLedger(store_url)
     try:
-        with store.engine.connect() as conn:
-            from sqlalchemy import text
-
-            keys = [row[0] for row in conn.execute(text("SELECT DISTINCT ti_key FROM vobiz_calls"))]
-        records = store.lookup_by_ti_keys([k for k in keys if k and k.startswith(f"{dag_id}/")])
+        task_instances = sa.select(calls.c.run_id, calls.c.task_id, calls.c.map_index).where(
+            calls.c.dag_id == dag_id
+        )
+        with ledger.engine.connect() as conn:
+            keys = conn.execute(task_instances.distinct()).all()
+        records = [
+            record
+            for run_id, task_id, map_index in keys
+            for record in ledger.find_attempts(
+                dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index
+            )
+        ]
         return [r.to_event() for r in sorted(records, key=lambda r: r.to or "")]
     finally:
-        store.dispose()
+        ledger.dispose()
 
 
 def main() -> int:

@@ -135,8 +135,8 @@ def callback_receiver(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
     SQLite store; ``[vobiz] callback_base_url`` and ``callback_store`` point at them. Yields the base URL.
     """
     from vobiz_provider.callbacks.cli import build_server_app
-    from vobiz_provider.callbacks.store import dispose_stores, get_store
     from vobiz_provider.config import get_settings
+    from vobiz_provider.ledger import dispose_ledgers, get_ledger
     from vobiz_provider.testing.emulator.server import serve_in_thread
 
     port = _free_port()
@@ -144,19 +144,19 @@ def callback_receiver(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
     monkeypatch.setenv("AIRFLOW__VOBIZ__CALLBACK_STORE", f"sqlite:///{tmp_path / 'callbacks.db'}")
     monkeypatch.setenv("AIRFLOW__VOBIZ__CALLBACK_BASE_URL", base_url)
     settings = get_settings()
-    store = get_store(settings.callback_store)
+    store = get_ledger(settings.callback_store)
     store.upgrade()
     try:
         with serve_in_thread(build_server_app(settings=settings, store=store), port=port):
             yield base_url
     finally:
-        dispose_stores()
+        dispose_ledgers()
 
 
 @pytest.fixture
 def store_without_receiver(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
     """A private SQLite callback store and no callback base URL (callbacks off). Yields the store URL."""
-    from vobiz_provider.callbacks.store import dispose_stores
+    from vobiz_provider.ledger import dispose_ledgers
 
     url = f"sqlite:///{tmp_path / 'callbacks.db'}"
     monkeypatch.setenv("AIRFLOW__VOBIZ__CALLBACK_STORE", url)
@@ -164,7 +164,7 @@ def store_without_receiver(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> I
     try:
         yield url
     finally:
-        dispose_stores()
+        dispose_ledgers()
 
 
 #: The example DAGs shipped with the provider.

@@ -21,7 +21,7 @@ import pytest
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from vobiz_provider.callbacks.store import CallbackStore
+    from vobiz_provider.ledger import CallLedger
 
 _HOME = Path(tempfile.mkdtemp(prefix="vobiz-airflow-home-"))
 os.environ["AIRFLOW_HOME"] = str(_HOME)
@@ -96,11 +96,11 @@ def store_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 @pytest.fixture
-def store(store_url: str) -> CallbackStore:
+def store(store_url: str) -> CallLedger:
     """The (process-wide cached) store behind :func:`store_url`, upgraded to the current schema."""
-    from vobiz_provider.callbacks.store import get_store
+    from vobiz_provider.ledger import get_ledger
 
-    instance = get_store(store_url)
+    instance = get_ledger(store_url)
     instance.upgrade()
     return instance
 

@@ -14,10 +14,10 @@ from vobiz_provider.callbacks.answers import (
     publish_answer,
     xml_response_for,
 )
-from vobiz_provider.callbacks.store import CallbackStore
 from vobiz_provider.config import VobizSettings
 from vobiz_provider.correlation import CorrelationToken
 from vobiz_provider.exceptions import VobizValidationError
+from vobiz_provider.ledger import CallLedger
 from vobiz_provider.models.answer import AnswerSpec, GatherSpec, render_answer, render_gather_reply
 from vobiz_provider.testing.emulator.answer_xml import parse_response
 
@@ -42,8 +42,8 @@ def _token(try_number: int = 1) -> CorrelationToken:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[CallbackStore]:
-    store = CallbackStore(f"sqlite:///{tmp_path / 'callbacks.db'}")
+def store(tmp_path: Path) -> Iterator[CallLedger]:
+    store = CallLedger(f"sqlite:///{tmp_path / 'callbacks.db'}")
     yield store
     store.dispose()
 
@@ -210,7 +210,7 @@ def test_timeout_answers_an_empty_response_so_the_call_falls_through(digits: str
 
 
 def test_publish_then_answer_points_the_gather_at_the_stored_receiver(
-    store: CallbackStore, settings: VobizSettings
+    store: CallLedger, settings: VobizSettings
 ) -> None:
     correlation = _token()
     token = correlation.encode(SECRET)
@@ -229,7 +229,7 @@ def test_publish_then_answer_points_the_gather_at_the_stored_receiver(
 
 
 def test_answer_uses_the_settings_base_url_when_none_was_stored(
-    store: CallbackStore, settings: VobizSettings
+    store: CallLedger, settings: VobizSettings
 ) -> None:
     store.save_answer(_token(), AnswerSpec.build(gather={"prompt": "Press 1"}))
     xml = answer_response_for(store, _token(), settings)
@@ -241,13 +241,13 @@ def test_answer_uses_the_settings_base_url_when_none_was_stored(
     )
 
 
-def test_nothing_stored_means_no_answer_document(store: CallbackStore, settings: VobizSettings) -> None:
+def test_nothing_stored_means_no_answer_document(store: CallLedger, settings: VobizSettings) -> None:
     store.save_answer(_token(try_number=1), AnswerSpec.build(message="first try"))
     assert answer_response_for(store, _token(try_number=2), settings) is None
     assert gather_response_for(store, _token(try_number=2), {"Digits": "1"}, settings) is None
 
 
-def test_gather_response_for_reads_the_posted_digits(store: CallbackStore, settings: VobizSettings) -> None:
+def test_gather_response_for_reads_the_posted_digits(store: CallLedger, settings: VobizSettings) -> None:
     store.save_answer(_token(), AnswerSpec.build(gather={"prompt": "Press 1"}), callback_base_url=BASE)
     replied = gather_response_for(store, _token(), {"Digits": "1", "CallUUID": "c"}, settings)
     timed_out = gather_response_for(store, _token(), {"Digits": "", "CallUUID": "c"}, settings)
@@ -255,14 +255,14 @@ def test_gather_response_for_reads_the_posted_digits(store: CallbackStore, setti
     assert timed_out is not None and _children(timed_out) == []
 
 
-def test_xml_response_for_dispatches_by_kind(store: CallbackStore, settings: VobizSettings) -> None:
+def test_xml_response_for_dispatches_by_kind(store: CallLedger, settings: VobizSettings) -> None:
     store.save_answer(_token(), AnswerSpec.build(message="Hi"), callback_base_url=BASE)
     answer = xml_response_for("answer", store, _token(), {}, settings)
     assert answer is not None and _children(answer)[0].text == "Hi"
     assert xml_response_for("hangup", store, _token(), {}, settings) is None
 
 
-def test_publish_refuses_a_bad_base_url_before_storing(store: CallbackStore) -> None:
+def test_publish_refuses_a_bad_base_url_before_storing(store: CallLedger) -> None:
     with pytest.raises(ValueError, match="absolute http"):
         publish_answer(store, _token(), AnswerSpec.build(message="x"), callback_base_url="hooks", token="t")
-    assert store.load_answer(_token()) is None
+    assert store.load_answer_entry(_token()) is None

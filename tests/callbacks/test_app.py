@@ -28,10 +28,10 @@ import vobiz_provider.hooks.vobiz
 import vobiz_provider.models.callbacks  # noqa: F401
 from vobiz_provider.callbacks.answers import publish_answer
 from vobiz_provider.callbacks.app import EMPTY_XML_RESPONSE, MOUNT_PATH, create_app
-from vobiz_provider.callbacks.schema import events
-from vobiz_provider.callbacks.store import get_store
 from vobiz_provider.callbacks.tokens import SigningKeyCache, SigningKeys
 from vobiz_provider.correlation import CorrelationToken, callback_url
+from vobiz_provider.ledger import get_ledger
+from vobiz_provider.ledger.schema import events
 from vobiz_provider.models.answer import AnswerSpec
 from vobiz_provider.signatures import signature_headers
 from vobiz_provider.testing import CallScript
@@ -85,7 +85,7 @@ class Receiver:
 
     @property
     def store(self) -> Any:
-        return get_store(self.store_url)
+        return get_ledger(self.store_url)
 
     def url(self, kind: str, correlation: CorrelationToken | None = None, *, secret: str = SECRET) -> str:
         return callback_url(self.base_url, kind, (correlation or ti()).encode(secret))

@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 import sqlalchemy as sa
+from _ledger_helpers import store_callback
 
 from vobiz_provider.callbacks.cli import format_duration, main, parse_duration
-from vobiz_provider.callbacks.schema import calls, events
-from vobiz_provider.callbacks.store import CallbackStore
 from vobiz_provider.correlation import CorrelationToken, callback_url
+from vobiz_provider.ledger import CallLedger
+from vobiz_provider.ledger.schema import calls, events
 from vobiz_provider.signatures import signature_headers
 
 if TYPE_CHECKING:
@@ -145,10 +146,11 @@ def test_db_upgrade_creates_the_store(cli_env: dict[str, str], store_url: str) -
 
 
 def test_prune_deletes_only_old_rows(cli_env: dict[str, str], store_url: str) -> None:
-    store = CallbackStore(store_url)
+    store = CallLedger(store_url)
     correlation = CorrelationToken(dag_id="d", run_id="r", task_id="t")
     for call_uuid in ("old-call", "new-call"):
-        store.record_callback(
+        store_callback(
+            store,
             "hangup",
             {"CallUUID": call_uuid, "Event": "Hangup", "CallStatus": "completed", "HangupCauseCode": "4000"},
             correlation=correlation,
@@ -237,7 +239,7 @@ def test_serve_answers_health_and_stores_a_signed_callback(
     assert health.json() == {"status": "ok"}
     assert response.status_code == 200, response.text
     assert forged.status_code == 403  # signed for the local URL, not the configured public one
-    store = CallbackStore(store_url)
+    store = CallLedger(store_url)
     [record] = store.lookup(call_uuids=["cli-call-1", "cli-call-2"])
     assert (record.call_uuid, record.status, record.hangup_cause_code) == ("cli-call-1", "busy", 3010)
     store.dispose()

@@ -25,7 +25,7 @@ def test_parses_without_a_connection_or_the_network(no_network):
 
 @pytest.mark.airflow_db
 def test_runs_end_to_end_against_the_emulator(vobiz_emulator, answer_url, dag_runner, monkeypatch, tmp_path):
-    from vobiz_provider.callbacks.store import dispose_stores
+    from vobiz_provider.ledger import dispose_ledgers
 
     # No receiver here: the wait asks the emulator's API (the operator tests cover the callback path).
     monkeypatch.setenv("AIRFLOW__VOBIZ__CALLBACK_STORE", f"sqlite:///{tmp_path / 'callbacks.db'}")
@@ -39,7 +39,7 @@ def test_runs_end_to_end_against_the_emulator(vobiz_emulator, answer_url, dag_ru
     try:
         dag_run = dag_runner.run(dag)
     finally:
-        dispose_stores()
+        dispose_ledgers()
 
     [summary] = dag_runner.xcoms(dag_run, "report").values()
     assert re.match(r"Call to \+?14155550101 ended with status completed after \d+ s", summary)

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-    from vobiz_provider.callbacks.store import CallbackStore
+    from vobiz_provider.ledger import CallLedger
     from vobiz_provider.testing import EmulatorHandle
 
 
@@ -24,7 +24,7 @@ def _free_port() -> int:
 
 class Receiver(SimpleNamespace):
     base_url: str
-    store: CallbackStore
+    store: CallLedger
 
 
 @pytest.fixture
@@ -37,8 +37,8 @@ def receiver(
 
     from vobiz_provider.callbacks.answers import xml_response_for
     from vobiz_provider.callbacks.app import EMPTY_XML_RESPONSE, MOUNT_PATH, StoredCallback, create_app
-    from vobiz_provider.callbacks.store import dispose_stores, get_store
     from vobiz_provider.config import get_settings
+    from vobiz_provider.ledger import dispose_ledgers, get_ledger
     from vobiz_provider.testing.emulator.server import serve_in_thread
 
     port = _free_port()
@@ -46,7 +46,7 @@ def receiver(
     monkeypatch.setenv("AIRFLOW__VOBIZ__CALLBACK_STORE", f"sqlite:///{tmp_path / 'callbacks.db'}")
     monkeypatch.setenv("AIRFLOW__VOBIZ__CALLBACK_BASE_URL", base_url)
     settings = get_settings()
-    store = get_store(settings.callback_store)
+    store = get_ledger(settings.callback_store)
     store.upgrade()
 
     def respond(stored: StoredCallback) -> str:
@@ -59,4 +59,4 @@ def receiver(
         with serve_in_thread(root, port=port):
             yield Receiver(base_url=base_url, store=store)
     finally:
-        dispose_stores()
+        dispose_ledgers()

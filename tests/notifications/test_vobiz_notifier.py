@@ -19,7 +19,7 @@ from vobiz_provider.notifications.vobiz import VobizNotifier, send_vobiz_call_no
 from vobiz_provider.testing import CallScript
 
 if TYPE_CHECKING:
-    from vobiz_provider.callbacks.store import CallbackStore
+    from vobiz_provider.ledger import CallLedger
     from vobiz_provider.models.record import CallRecord
     from vobiz_provider.testing import EmulatorHandle
 
@@ -49,7 +49,7 @@ def _call_posts(handle: EmulatorHandle) -> list[Any]:
     return [r for r in handle.requests if r.method == "POST" and r.path.endswith("/Call/")]
 
 
-def _final_record(store: CallbackStore, request_uuid: str, timeout: float = 10.0) -> CallRecord:
+def _final_record(store: CallLedger, request_uuid: str, timeout: float = 10.0) -> CallRecord:
     """Wait until the receiver stored the call's hangup (it arrives over HTTP after the call ends)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -296,7 +296,7 @@ async def test_async_notify_as_a_deadline_alert_callback(
     correlation = CorrelationToken.decode(token, get_settings().verification_secrets)
     assert (correlation.dag_id, correlation.run_id) == ("nightly", "scheduled__2026-11-27")
     assert correlation.task_id.startswith("__dag__.vobiz_notify.")
-    spec = receiver.store.load_answer(correlation)
+    spec = receiver.store.load_answer_entry(correlation).spec
     assert spec is not None and spec.message == "nightly missed its deadline"
 
 

@@ -103,9 +103,9 @@ def test_defers_only_the_wait_with_everything_the_trigger_needs(vobiz_emulator, 
     assert trigger.reconcile_after < trigger.deadline
     assert deferred.value.timeout >= datetime.timedelta(seconds=390)
     # The call was recorded for retries before the task deferred.
-    from vobiz_provider.callbacks.store import get_store
+    from vobiz_provider.ledger import get_ledger
 
-    [record] = get_store().find_attempts(dag_id="d", run_id="r", task_id="call", map_index=-1)
+    [record] = get_ledger().find_attempts(dag_id="d", run_id="r", task_id="call", map_index=-1)
     assert (record.request_uuid, record.try_number, record.terminal) == (call.request_uuid, 1, False)
 
     # The next try finds that call still up: it waits for it again without dialling.

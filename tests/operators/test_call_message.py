@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from _ledger_helpers import store_callback
 from airflow.sdk import DAG
 
 from vobiz_provider.exceptions import VobizCallFailedError, VobizValidationError
@@ -182,15 +183,17 @@ def test_a_failed_status_is_reported_as_such_even_with_expected_digits():
 def test_digits_stored_by_the_receiver_complete_a_record_learnt_from_the_api(store_without_receiver):
     """The hangup callback was lost, so the trigger's final record is a CDR (no digits); the Gather post the
     receiver stored still decides the outcome."""
-    from vobiz_provider.callbacks.store import get_store
     from vobiz_provider.correlation import CorrelationToken
+    from vobiz_provider.ledger import get_ledger
 
-    store = get_store()
+    store = get_ledger()
     store.upgrade()
     correlation = CorrelationToken(dag_id="d", run_id="r", task_id="call")
-    store.record_fired(request_uuids=["c-1"], destinations=[TO], from_number=CALLER, correlation=correlation)
+    store.register_fired_calls(
+        request_uuids=["c-1"], destinations=[TO], from_number=CALLER, correlation=correlation
+    )
     gather = {"CallUUID": "c-1", "RequestUUID": "c-1", "From": CALLER, "To": TO, "Digits": "1"}
-    assert store.record_callback("gather", gather, correlation=correlation, nonce="n-1").stored
+    assert store_callback(store, "gather", gather, correlation=correlation, nonce="n-1").stored
     operator = _gathering(expected_digits="1")
 
     result = operator.execute_complete({}, _event(_record(source="api", digits=None)))

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from vobiz_provider.callbacks.store import CallbackStore
 from vobiz_provider.correlation import CorrelationToken, callback_url
+from vobiz_provider.ledger import CallLedger
 from vobiz_provider.plugins.vobiz import VobizPlugin
 from vobiz_provider.signatures import signature_headers
 
@@ -144,7 +144,7 @@ def test_receiver_on_the_api_server_verifies_with_a_metadata_db_connection(
     assert health.status_code == 200
     assert response.status_code == 200, response.text
     assert forged.status_code == 403
-    store = CallbackStore(store_url)
+    store = CallLedger(store_url)
     assert [record.call_uuid for record in store.lookup(call_uuids=["api-server-call", "forged-call"])] == [
         "api-server-call"
     ]

@@ -11,6 +11,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from _ledger_helpers import store_callback
 from airflow.sdk.exceptions import (
     AirflowException,
     AirflowRescheduleException,
@@ -28,7 +29,7 @@ from vobiz_provider.testing import CallScript
 from vobiz_provider.triggers.hangup import VobizCallHangupTrigger
 
 if TYPE_CHECKING:
-    from vobiz_provider.callbacks.store import CallbackStore
+    from vobiz_provider.ledger import CallLedger
 
 CALLER = "14155550100"
 DESTINATION = "14155550199"
@@ -54,10 +55,10 @@ def hangup_fields(
     }
 
 
-def deliver(store: CallbackStore, kind: str, fields: dict[str, str]) -> None:
+def deliver(store: CallLedger, kind: str, fields: dict[str, str]) -> None:
     """What the receiver does with a callback."""
     correlation = CorrelationToken(dag_id="d", run_id="r", task_id="fire")
-    store.record_callback(kind, fields, correlation=correlation, nonce=f"n-{next(_NONCES)}")
+    store_callback(store, kind, fields, correlation=correlation, nonce=f"n-{next(_NONCES)}")
 
 
 def fire(answer_url: str, **fields: Any) -> str:
@@ -115,7 +116,7 @@ def test_an_explicit_default_deferrable_setting_is_honoured(monkeypatch: pytest.
 # ------------------------------------------------------------------------------------------ poke
 
 
-def test_poke_finishes_from_the_store_without_asking_vobiz(store: CallbackStore, vobiz_emulator: Any) -> None:
+def test_poke_finishes_from_the_store_without_asking_vobiz(store: CallLedger, vobiz_emulator: Any) -> None:
     call_uuid = str(uuid.uuid4())
     deliver(store, "hangup", hangup_fields(call_uuid))
     sensor = VobizCallSensor(task_id="s", call_uuid=call_uuid, deferrable=False)
@@ -125,7 +126,7 @@ def test_poke_finishes_from_the_store_without_asking_vobiz(store: CallbackStore,
     assert api_gets(vobiz_emulator, call_uuid) == []
 
 
-def test_failed_call_raises_naming_status_and_cause(store: CallbackStore) -> None:
+def test_failed_call_raises_naming_status_and_cause(store: CallLedger) -> None:
     call_uuid = str(uuid.uuid4())
     deliver(store, "hangup", hangup_fields(call_uuid, status="busy", code=3010, name="Busy Line"))
     sensor = VobizCallSensor(task_id="s", call_uuid=call_uuid, deferrable=False)
@@ -139,7 +140,7 @@ def test_failed_call_raises_naming_status_and_cause(store: CallbackStore) -> Non
     assert ok.poke({}).is_done
 
 
-def test_soft_fail_skips_a_failed_call(store: CallbackStore) -> None:
+def test_soft_fail_skips_a_failed_call(store: CallLedger) -> None:
     call_uuid = str(uuid.uuid4())
     deliver(store, "hangup", hangup_fields(call_uuid, status="no-answer", code=3000, name="No Answer"))
     sensor = VobizCallSensor(
@@ -153,7 +154,7 @@ def test_soft_fail_skips_a_failed_call(store: CallbackStore) -> None:
 
 
 def test_poke_mode_asks_the_api_when_the_store_has_nothing(
-    store: CallbackStore, vobiz_emulator: Any, answer_url: str
+    store: CallLedger, vobiz_emulator: Any, answer_url: str
 ) -> None:
     vobiz_emulator.script(DESTINATION, CallScript(outcome="completed", answer_after=0.05, talk_for=0.3))
     call_uuid = fire(answer_url)
@@ -168,7 +169,7 @@ def test_poke_mode_asks_the_api_when_the_store_has_nothing(
 
 
 def test_reschedule_mode_frees_the_slot_until_the_call_ends(
-    store: CallbackStore, vobiz_emulator: Any, answer_url: str
+    store: CallLedger, vobiz_emulator: Any, answer_url: str
 ) -> None:
     vobiz_emulator.script(DESTINATION, CallScript(outcome="completed", talk_for=None))  # stays up
     call_uuid = fire(answer_url)
@@ -200,7 +201,7 @@ def test_unreadable_store_falls_back_to_the_api(
 
 
 def test_deferrable_defers_with_an_absolute_deadline(
-    store: CallbackStore, vobiz_emulator: Any, answer_url: str
+    store: CallLedger, vobiz_emulator: Any, answer_url: str
 ) -> None:
     vobiz_emulator.script(DESTINATION, CallScript(outcome="completed", talk_for=None))
     call_uuid = fire(answer_url)
@@ -237,7 +238,7 @@ def test_deferrable_defers_with_an_absolute_deadline(
     assert resumed.resume_execution("execute_complete", {"event": event}, {})["status"] == "completed"
 
 
-def test_deferrable_returns_at_once_when_the_call_already_ended(store: CallbackStore) -> None:
+def test_deferrable_returns_at_once_when_the_call_already_ended(store: CallLedger) -> None:
     call_uuid = str(uuid.uuid4())
     deliver(store, "hangup", hangup_fields(call_uuid))
     assert VobizCallSensor(task_id="s", call_uuid=call_uuid).execute({})["status"] == "completed"

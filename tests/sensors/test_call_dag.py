@@ -8,6 +8,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from _ledger_helpers import store_callback
 from airflow.sdk import DAG, task
 
 from vobiz_provider.correlation import CorrelationToken
@@ -17,7 +18,7 @@ from vobiz_provider.sensors.call import VobizCallSensor
 from vobiz_provider.testing import CallScript
 
 if TYPE_CHECKING:
-    from vobiz_provider.callbacks.store import CallbackStore
+    from vobiz_provider.ledger import CallLedger
 
 pytestmark = pytest.mark.airflow_db
 
@@ -39,13 +40,13 @@ def run_dag(dag: DAG) -> Any:
     return dag.test()
 
 
-def forward_hangup(emulator: Any, store: CallbackStore) -> threading.Thread:
+def forward_hangup(emulator: Any, store: CallLedger) -> threading.Thread:
     """Stand in for the receiver: store the emulator's real hangup callback once the call ends."""
 
     def forward() -> None:
         [hangup] = emulator.wait_for_callbacks("hangup", timeout=120)
         correlation = CorrelationToken(dag_id="sensor_dag", run_id="r", task_id="fire")
-        store.record_callback("hangup", hangup.fields, correlation=correlation, nonce="hangup-nonce")
+        store_callback(store, "hangup", hangup.fields, correlation=correlation, nonce="hangup-nonce")
 
     thread = threading.Thread(target=forward, daemon=True)
     thread.start()
@@ -53,7 +54,7 @@ def forward_hangup(emulator: Any, store: CallbackStore) -> threading.Thread:
 
 
 def test_deferrable_sensor_with_a_templated_request_uuid(
-    airflow_db: Any, store: CallbackStore, vobiz_emulator: Any, answer_url: str, capfd: Any
+    airflow_db: Any, store: CallLedger, vobiz_emulator: Any, answer_url: str, capfd: Any
 ) -> None:
     # Still up at the sensor's first poke, so it defers; the inline trigger then sees the stored hangup.
     vobiz_emulator.script(DESTINATION, CallScript(outcome="completed", answer_after=0.05, talk_for=1.5))

@@ -14,7 +14,7 @@ from vobiz_provider.triggers.hangup import VobizCallHangupTrigger, normalize_des
 from vobiz_provider.triggers.poller import SharedPoller
 
 if TYPE_CHECKING:
-    from vobiz_provider.callbacks.store import CallbackStore
+    from vobiz_provider.ledger import CallLedger
 
 FAST = 0.05  # poll interval of these tests (seconds)
 
@@ -39,7 +39,7 @@ async def first_event(trigger: VobizCallHangupTrigger, timeout: float = 10.0) ->
     return event.payload
 
 
-async def write(store: CallbackStore, kind: str, form: dict[str, str]) -> None:
+async def write(store: CallLedger, kind: str, form: dict[str, str]) -> None:
     await asyncio.to_thread(deliver, store, kind, form)
 
 
@@ -78,7 +78,7 @@ def test_normalize_destination() -> None:
 
 
 async def test_hangup_event_once_the_store_has_the_hangup(
-    store: CallbackStore, capsys: pytest.CaptureFixture[str]
+    store: CallLedger, capsys: pytest.CaptureFixture[str]
 ) -> None:
     request = new_uuid()
     trigger = make_trigger(request_uuids=[request], destinations=["+919000000002"])
@@ -105,7 +105,7 @@ async def test_hangup_event_once_the_store_has_the_hangup(
     assert "hung up (status=busy, cause=Busy Line 3010, sip_cause=USER_BUSY, source=Callee" in log
 
 
-async def test_multi_destination_waits_for_every_destination(store: CallbackStore) -> None:
+async def test_multi_destination_waits_for_every_destination(store: CallLedger) -> None:
     request = new_uuid()
     destinations = ["+919000000002", "919000000003", "sip:bob@example.com"]
     trigger = make_trigger(request_uuids=[request], destinations=destinations)
@@ -133,7 +133,7 @@ async def test_multi_destination_waits_for_every_destination(store: CallbackStor
     }
 
 
-async def test_deadline_in_the_past_gives_an_immediate_timeout(store: CallbackStore) -> None:
+async def test_deadline_in_the_past_gives_an_immediate_timeout(store: CallLedger) -> None:
     request = new_uuid()
     await write(store, "ring", ring_form(call_uuid=request, request_uuid=request, to="919000000002"))
     trigger = make_trigger(request_uuids=[request], deadline=time.time() - 1, poll_interval=60)
@@ -146,7 +146,7 @@ async def test_deadline_in_the_past_gives_an_immediate_timeout(store: CallbackSt
     assert "919000000002" in payload["message"]
 
 
-async def test_deadline_passes_while_waiting(store: CallbackStore) -> None:
+async def test_deadline_passes_while_waiting(store: CallLedger) -> None:
     trigger = make_trigger(deadline=time.time() + 0.3)
     payload = await first_event(trigger, timeout=5)
     assert payload == {
@@ -158,7 +158,7 @@ async def test_deadline_passes_while_waiting(store: CallbackStore) -> None:
     assert "passed before 1 call leg(s) hung up" in payload["message"]
 
 
-async def test_restart_keeps_the_absolute_deadline(store: CallbackStore) -> None:
+async def test_restart_keeps_the_absolute_deadline(store: CallLedger) -> None:
     """A triggerer restart rebuilds the trigger from serialize(): same deadline, and it still finishes."""
     request = new_uuid()
     first = make_trigger(request_uuids=[request], deadline=time.time() + 1.0)
@@ -184,7 +184,7 @@ async def test_restart_keeps_the_absolute_deadline(store: CallbackStore) -> None
     assert (await first_event(third))["status"] == "hangup"
 
 
-async def test_call_uuids_without_destinations(store: CallbackStore) -> None:
+async def test_call_uuids_without_destinations(store: CallLedger) -> None:
     """The sensor's form: known call uuid, no destinations."""
     call_uuid = new_uuid()
     trigger = make_trigger(request_uuids=[], call_uuids=[call_uuid], destinations=[])
@@ -210,7 +210,7 @@ async def test_unreadable_store_keeps_waiting(
     assert "callback store cannot be read" in capsys.readouterr().out
 
 
-def test_fresh_event_loops_get_fresh_pollers(store: CallbackStore) -> None:
+def test_fresh_event_loops_get_fresh_pollers(store: CallLedger) -> None:
     """dag.test() runs each trigger in its own asyncio.run(): nothing may stay bound to a dead loop."""
     for _ in range(3):
         request = new_uuid()
@@ -220,11 +220,11 @@ def test_fresh_event_loops_get_fresh_pollers(store: CallbackStore) -> None:
     assert len(SharedPoller._registry) == 0
 
 
-async def test_bulk_request_without_known_destinations(store: CallbackStore) -> None:
+async def test_bulk_request_without_known_destinations(store: CallLedger) -> None:
     """The sensor watching a bulk request UUID: every fired leg must end, not just the first reported."""
     request = new_uuid()
     await asyncio.to_thread(
-        store.record_fired, request_uuids=[request], destinations=["+919000000002", "+919000000003"]
+        store.register_fired_calls, request_uuids=[request], destinations=["+919000000002", "+919000000003"]
     )
     trigger = make_trigger(request_uuids=[request], destinations=[])
     task = asyncio.create_task(first_event(trigger))

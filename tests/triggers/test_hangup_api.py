@@ -14,7 +14,7 @@ from vobiz_provider.testing import CallScript
 from vobiz_provider.triggers.hangup import VobizCallHangupTrigger
 
 if TYPE_CHECKING:
-    from vobiz_provider.callbacks.store import CallbackStore
+    from vobiz_provider.ledger import CallLedger
 
 CALLER = "14155550100"
 DESTINATION = "14155550199"
@@ -47,7 +47,7 @@ def deletes(emulator: Any) -> list[Any]:
 
 
 async def test_lost_hangup_callback_is_reconciled_from_the_cdr(
-    vobiz_emulator: Any, store: CallbackStore, answer_url: str
+    vobiz_emulator: Any, store: CallLedger, answer_url: str
 ) -> None:
     """The call ended, its hangup callback went elsewhere; after reconcile_after the CDR settles it."""
     vobiz_emulator.script(DESTINATION, CallScript.busy())
@@ -73,7 +73,7 @@ async def test_lost_hangup_callback_is_reconciled_from_the_cdr(
 
 
 async def test_no_reconciliation_before_reconcile_after(
-    vobiz_emulator: Any, store: CallbackStore, answer_url: str
+    vobiz_emulator: Any, store: CallLedger, answer_url: str
 ) -> None:
     request_uuid = await fire(answer_url)
     await asyncio.to_thread(vobiz_emulator.wait_for_call, request_uuid)
@@ -139,7 +139,7 @@ async def _killed(trigger: VobizCallHangupTrigger) -> None:
 
 
 async def test_on_kill_hangs_up_only_with_hangup_on_kill(
-    vobiz_emulator: Any, store: CallbackStore, answer_url: str
+    vobiz_emulator: Any, store: CallLedger, answer_url: str
 ) -> None:
     vobiz_emulator.script(DESTINATION, CallScript(outcome="completed", talk_for=None))  # stays up
     request_uuid = await fire(answer_url)
@@ -166,7 +166,7 @@ async def trigger_cleanup(trigger: VobizCallHangupTrigger) -> None:
 
 
 async def test_lost_callbacks_after_record_fired_are_reconciled(
-    vobiz_emulator: Any, store: CallbackStore, answer_url: str
+    vobiz_emulator: Any, store: CallLedger, answer_url: str
 ) -> None:
     """As the operator leaves it: only the "fired" record (no call UUID) and no callback ever arrives.
 
@@ -176,7 +176,10 @@ async def test_lost_callbacks_after_record_fired_are_reconciled(
     vobiz_emulator.script(DESTINATION, CallScript.no_answer())
     request_uuid = await fire(answer_url)
     await asyncio.to_thread(
-        store.record_fired, request_uuids=[request_uuid], destinations=[f"+{DESTINATION}"], from_number=CALLER
+        store.register_fired_calls,
+        request_uuids=[request_uuid],
+        destinations=[f"+{DESTINATION}"],
+        from_number=CALLER,
     )
     await asyncio.to_thread(vobiz_emulator.wait_for_call, request_uuid)
 

@@ -11,21 +11,21 @@ import pytest
 import sqlalchemy as sa
 from trigger_support import deliver, hangup_form, new_uuid
 
-from vobiz_provider.callbacks import schema
+from vobiz_provider.ledger import schema
 from vobiz_provider.triggers.hangup import VobizCallHangupTrigger
 from vobiz_provider.triggers.poller import SharedPoller, subscribe
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from vobiz_provider.callbacks.store import CallbackStore
+    from vobiz_provider.ledger import CallLedger
 
 WAITERS = 1000
 INTERVAL = 0.5
 
 
 @pytest.fixture
-def statements(store: CallbackStore) -> Iterator[list[str]]:
+def statements(store: CallLedger) -> Iterator[list[str]]:
     """Every SQL statement the store's engine sends from now on."""
     seen: list[str] = []
 
@@ -53,12 +53,12 @@ async def first_event(trigger: VobizCallHangupTrigger) -> dict[str, Any]:
 
 
 async def test_thousand_waiting_triggers_cost_one_query_per_interval(
-    store: CallbackStore, statements: list[str], record_property: Any, capsys: pytest.CaptureFixture[str]
+    store: CallLedger, statements: list[str], record_property: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     requests = [new_uuid() for _ in range(WAITERS)]
     destinations = [f"+91900{i:07d}" for i in range(WAITERS)]
     # The operator records each fired call, so every look-up finds (and fans out) 1,000 queued records.
-    await asyncio.to_thread(store.record_fired, request_uuids=requests, destinations=destinations)
+    await asyncio.to_thread(store.register_fired_calls, request_uuids=requests, destinations=destinations)
     deadline = time.time() + 60
     triggers = [
         VobizCallHangupTrigger(
@@ -131,7 +131,7 @@ async def test_thousand_waiting_triggers_cost_one_query_per_interval(
         )
 
 
-async def test_poller_stops_when_nobody_waits_and_restarts_on_demand(store: CallbackStore) -> None:
+async def test_poller_stops_when_nobody_waits_and_restarts_on_demand(store: CallLedger) -> None:
     url = store.url.render_as_string(hide_password=False)
     async with subscribe(url, request_uuids=["a"], interval=INTERVAL) as sub:
         poller = SharedPoller.for_store(url)
@@ -152,7 +152,7 @@ async def test_poller_stops_when_nobody_waits_and_restarts_on_demand(store: Call
         assert [r.status for r in sub.records or ()] == ["completed"]
 
 
-async def test_cancelled_waiter_is_unsubscribed(store: CallbackStore) -> None:
+async def test_cancelled_waiter_is_unsubscribed(store: CallLedger) -> None:
     url = store.url.render_as_string(hide_password=False)
 
     async def wait_forever() -> None:
@@ -172,7 +172,7 @@ async def test_cancelled_waiter_is_unsubscribed(store: CallbackStore) -> None:
         assert poller.running  # the other waiter is still served
 
 
-async def test_tick_interval_is_the_smallest_subscribed(store: CallbackStore, statements: list[str]) -> None:
+async def test_tick_interval_is_the_smallest_subscribed(store: CallLedger, statements: list[str]) -> None:
     url = store.url.render_as_string(hide_password=False)
     async with (
         subscribe(url, request_uuids=["a"], interval=30),

@@ -13,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 from trigger_support import deliver, hangup_form, new_uuid
 
-from vobiz_provider.callbacks import schema
-from vobiz_provider.callbacks.store import CallbackStore
+from vobiz_provider.ledger import schema
+from vobiz_provider.ledger import CallLedger
 from vobiz_provider.triggers import poller as poller_module
 from vobiz_provider.triggers.poller import SharedPoller, subscribe
 
@@ -25,12 +25,12 @@ INTERVAL = 0.2
 
 
 @pytest.fixture
-def url(store: CallbackStore) -> str:
+def url(store: CallLedger) -> str:
     return store.url.render_as_string(hide_password=False)
 
 
 @pytest.fixture
-def call_queries(store: CallbackStore) -> Iterator[list[tuple[str, Any]]]:
+def call_queries(store: CallLedger) -> Iterator[list[tuple[str, Any]]]:
     """Every query of the calls table the store's engine sends from now on, with its parameters."""
     seen: list[tuple[str, Any]] = []
 
@@ -62,13 +62,15 @@ async def lookups_done(poller: SharedPoller, count: int) -> None:
 
 @pytest.mark.parametrize("overlap", [poller_module.CHANGE_OVERLAP, 0.0], ids=["overlap", "no-overlap"])
 async def test_a_change_committed_after_a_later_query_began_is_not_missed(
-    store: CallbackStore, url: str, overlap: float, monkeypatch: pytest.MonkeyPatch
+    store: CallLedger, url: str, overlap: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # updated_at is stamped when the write begins; this write commits only after the poller has run whole
     # queries that began later. The overlap is what finds it (without it, the change is lost).
     monkeypatch.setattr(poller_module, "CHANGE_OVERLAP", overlap)
     request = new_uuid()
-    await asyncio.to_thread(store.record_fired, request_uuids=[request], destinations=["+919000000001"])
+    await asyncio.to_thread(
+        store.register_fired_calls, request_uuids=[request], destinations=["+919000000001"]
+    )
     stamped, release = threading.Event(), threading.Event()
 
     def slow_writer() -> None:
@@ -100,7 +102,7 @@ async def test_a_change_committed_after_a_later_query_began_is_not_missed(
             assert statuses(sub.records) == ["queued"]
 
 
-async def test_a_subscriber_added_mid_run_gets_the_current_state(store: CallbackStore, url: str) -> None:
+async def test_a_subscriber_added_mid_run_gets_the_current_state(store: CallLedger, url: str) -> None:
     # A call that hung up long ago (far behind the cursor): only the new subscriber's own load can find it.
     old = new_uuid()
     await asyncio.to_thread(
@@ -129,7 +131,7 @@ async def test_a_subscriber_added_mid_run_gets_the_current_state(store: Callback
         assert not await first.wait(0)  # nothing it waits for changed: not woken
 
 
-async def test_a_fired_leg_named_by_its_call_replaces_the_placeholder(store: CallbackStore, url: str) -> None:
+async def test_a_fired_leg_named_by_its_call_replaces_the_placeholder(store: CallLedger, url: str) -> None:
     # A callback without RequestUUID made the call's row before the operator recorded the fired leg; the
     # hangup that names both merges the leg's placeholder row into the call's row and deletes it.
     request, call = new_uuid(), new_uuid()
@@ -137,7 +139,9 @@ async def test_a_fired_leg_named_by_its_call_replaces_the_placeholder(store: Cal
     early = {key: value for key, value in early.items() if key not in ("RequestUUID", "ALegRequestUUID")}
     early.update(Event="Ring", CallStatus="ringing")
     await asyncio.to_thread(deliver, store, "ring", early)
-    await asyncio.to_thread(store.record_fired, request_uuids=[request], destinations=["+919000000003"])
+    await asyncio.to_thread(
+        store.register_fired_calls, request_uuids=[request], destinations=["+919000000003"]
+    )
     async with subscribe(url, request_uuids=[request], call_uuids=[call], interval=INTERVAL) as sub:
         assert await sub.wait(5)
         assert sorted(statuses(sub.records)) == ["queued", "ringing"]
@@ -150,11 +154,11 @@ async def test_a_fired_leg_named_by_its_call_replaces_the_placeholder(store: Cal
 
 @pytest.mark.parametrize("subscribers", [1_000, 10_000])
 async def test_one_query_per_interval_whatever_the_number_of_subscribers(
-    store: CallbackStore, url: str, call_queries: list[tuple[str, Any]], subscribers: int
+    store: CallLedger, url: str, call_queries: list[tuple[str, Any]], subscribers: int
 ) -> None:
     requests = [new_uuid() for _ in range(subscribers)]
     destinations = [f"+91900{i:07d}" for i in range(subscribers)]
-    await asyncio.to_thread(store.record_fired, request_uuids=requests, destinations=destinations)
+    await asyncio.to_thread(store.register_fired_calls, request_uuids=requests, destinations=destinations)
     async with contextlib.AsyncExitStack() as stack:
         subs = [
             await stack.enter_async_context(subscribe(url, request_uuids=[request], interval=INTERVAL))
@@ -166,7 +170,7 @@ async def test_one_query_per_interval_whatever_the_number_of_subscribers(
         poller = SharedPoller.for_store(url)
         await lookups_done(poller, 1)
         # The receiver's writes go through an engine of their own: only the poller's queries are counted.
-        receiver = CallbackStore(url)
+        receiver = CallLedger(url)
         call_queries.clear()
         started = time.monotonic()
         hung_up = [0, subscribers // 2, subscribers - 1]

@@ -6,8 +6,10 @@ import itertools
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from _ledger_helpers import store_callback
+
 if TYPE_CHECKING:
-    from vobiz_provider.callbacks.store import CallbackStore
+    from vobiz_provider.ledger import CallLedger
 
 _NONCES = itertools.count(1)
 
@@ -70,6 +72,6 @@ def hangup_form(
     }
 
 
-def deliver(store: CallbackStore, kind: str, form: dict[str, str], *, task_id: str = "call") -> None:
+def deliver(store: CallLedger, kind: str, form: dict[str, str], *, task_id: str = "call") -> None:
     """Store a callback the way the receiver does."""
-    store.record_callback(kind, form, correlation=correlation(task_id), nonce=f"nonce-{next(_NONCES)}")
+    store_callback(store, kind, form, correlation=correlation(task_id), nonce=f"nonce-{next(_NONCES)}")

@@ -10,14 +10,14 @@ from vobiz_provider.models.answer import render_answer, render_gather_reply
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from vobiz_provider.callbacks.store import CallbackStore
     from vobiz_provider.config import VobizSettings
     from vobiz_provider.correlation import CorrelationToken
+    from vobiz_provider.ledger import CallLedger
     from vobiz_provider.models.answer import AnswerSpec
 
 
 def publish_answer(
-    store: CallbackStore,
+    store: CallLedger,
     correlation: CorrelationToken,
     spec: AnswerSpec,
     *,
@@ -42,7 +42,7 @@ def publish_answer(
 
 
 def answer_response_for(
-    store: CallbackStore,
+    store: CallLedger,
     correlation: CorrelationToken,
     settings: VobizSettings,
     *,
@@ -76,7 +76,7 @@ def answer_response_for(
 
 
 def gather_response_for(
-    store: CallbackStore,
+    store: CallLedger,
     correlation: CorrelationToken,
     fields: Mapping[str, str],
     settings: VobizSettings,
@@ -91,15 +91,15 @@ def gather_response_for(
     :param settings: The ``[vobiz]`` settings (unused today; kept so both responders look alike).
     """
     del settings
-    spec = store.load_answer(correlation)
-    if spec is None:
+    entry = store.load_answer_entry(correlation)
+    if entry is None:
         return None
-    return render_gather_reply(spec, digits=fields.get("Digits"))
+    return render_gather_reply(entry.spec, digits=fields.get("Digits"))
 
 
 def xml_response_for(
     kind: str,
-    store: CallbackStore,
+    store: CallLedger,
     correlation: CorrelationToken,
     fields: Mapping[str, str],
     settings: VobizSettings,

@@ -31,7 +31,7 @@ How a callback is handled, in order (the first failing step answers):
    only once it is committed does the receiver answer 200 (``stored`` or ``duplicate``; for ``answer`` and
    ``gather``, the XML of :func:`answer_xml`). A nonce seen within ``[vobiz] nonce_window`` seconds → 403,
    unless the identical callback was stored under it (Vobiz resending a callback whose 200 it missed: 200
-   ``duplicate``, see :meth:`CallbackReceiver.same_event_stored`). A store that cannot be reached, or any
+   ``duplicate``). A store that cannot be reached, or any
    unexpected error, gives 503 with ``Retry-After`` so that Vobiz retries.
 
 Nothing is ever stored for a refused callback, and no step answers 500. The work that touches the secrets
@@ -62,10 +62,10 @@ from starlette.routing import Route
 from vobiz_provider.correlation import CALLBACK_KINDS, TOKEN_PARAM
 
 if TYPE_CHECKING:
-    from vobiz_provider.callbacks.store import CallbackStore, PreparedCallback, RecordResult
     from vobiz_provider.callbacks.tokens import SigningKeyCache, SigningKeys
     from vobiz_provider.config import VobizSettings
     from vobiz_provider.correlation import CorrelationToken
+    from vobiz_provider.ledger import CallLedger, IngestResult, PreparedCallback
     from vobiz_provider.models.callbacks import VobizCallback
 
 log = logging.getLogger(__name__)
@@ -138,8 +138,8 @@ class StoredCallback:
     fields: Mapping[str, str] = field(repr=False)
     callback: VobizCallback
     correlation: CorrelationToken
-    result: RecordResult
-    store: CallbackStore = field(repr=False)
+    result: IngestResult
+    store: CallLedger = field(repr=False)
     settings: VobizSettings = field(repr=False)
 
 
@@ -212,7 +212,7 @@ class CallbackReceiver:
     """The request handling behind :func:`create_app`, independent of the web framework.
 
     :param settings: Fixed settings; when ``None`` they are read with ``get_settings()`` for every request.
-    :param store: Fixed store; when ``None`` the process-wide ``get_store(settings.callback_store)``.
+    :param store: Fixed store; when ``None`` the process-wide ``get_ledger(settings.callback_store)``.
     :param signing_keys: Cache of the connections' auth tokens; a new :class:`SigningKeyCache` when ``None``.
     :param xml_responder: Decides the XML answered to ``answer`` and ``gather`` callbacks.
     """
@@ -221,7 +221,7 @@ class CallbackReceiver:
         self,
         *,
         settings: VobizSettings | None = None,
-        store: CallbackStore | None = None,
+        store: CallLedger | None = None,
         signing_keys: SigningKeyCache | None = None,
         xml_responder: XmlResponder = answer_xml,
     ) -> None:
@@ -278,11 +278,11 @@ class CallbackReceiver:
             now - loads.get(conn_id, -DEFAULT_TTL) < DEFAULT_TTL - KEY_CACHE_MARGIN for conn_id in conn_ids
         )
 
-    def store(self, settings: VobizSettings) -> CallbackStore:
+    def store(self, settings: VobizSettings) -> CallLedger:
         """The store (its schema is created or upgraded by the store itself on first use)."""
-        from vobiz_provider.callbacks.store import get_store
+        from vobiz_provider.ledger import get_ledger
 
-        return self._store if self._store is not None else get_store(settings.callback_store)
+        return self._store if self._store is not None else get_ledger(settings.callback_store)
 
     # -- steps ---------------------------------------------------------------------------------------------
 
@@ -378,28 +378,6 @@ class CallbackReceiver:
         except ValueError as err:  # VobizValidationError: its message names every bad field
             raise CallbackRejected(422, str(err)) from None
 
-    @staticmethod
-    def same_event_stored(store: CallbackStore, kind: str, fields: Mapping[str, str], nonce: str) -> bool:
-        """Whether this very callback (same fields) was stored under this nonce: a Vobiz retry, not a replay.
-
-        The store claims a nonce and stores its callback in one transaction, so a nonce seen before always
-        has its callback stored. Vobiz may resend a callback whose 200 it never got with the same signature;
-        that retry is answered 200 ``duplicate`` and changes nothing. The same nonce with any other body is a
-        replay of a captured signature (the body is not signed) and is refused.
-        """
-        import sqlalchemy as sa
-
-        from vobiz_provider.callbacks.schema import events
-        from vobiz_provider.callbacks.store import dedupe_key
-
-        query = (
-            sa.select(events.c.id)
-            .where(events.c.dedupe_key == dedupe_key(kind, fields), events.c.nonce == nonce)
-            .limit(1)
-        )
-        with store.engine.connect() as conn:
-            return conn.execute(query).first() is not None
-
     def check(
         self,
         *,
@@ -437,7 +415,7 @@ class CallbackReceiver:
         correlation: CorrelationToken,
         settings: VobizSettings,
         checked: CheckedCallback,
-    ) -> tuple[CallbackStore, PreparedCallback]:
+    ) -> tuple[CallLedger, PreparedCallback]:
         """The store and what it will write for a checked callback (no database access).
 
         :raises CallbackRejected: 422 when a value is too long for the store, naming the field.
@@ -466,22 +444,18 @@ class CallbackReceiver:
         fields: Mapping[str, str],
         correlation: CorrelationToken,
         settings: VobizSettings,
-        store: CallbackStore,
+        store: CallLedger,
         checked: CheckedCallback,
-        result: RecordResult,
+        result: IngestResult,
     ) -> tuple[StoredCallback, str | None]:
         """After the commit: refuse a replay, log, and build the XML of ``answer``/``gather`` callbacks.
 
-        Blocking (reads the store) only for a replayed nonce and for the XML kinds.
+        Blocking (reads the ledger) only for the XML kinds.
         """
-        from vobiz_provider.callbacks.store import LedgerUnavailableError
+        from vobiz_provider.exceptions import LedgerUnavailableError
 
-        nonce = checked.nonce
-        try:
-            if result.replayed and not (nonce and self.same_event_stored(store, kind, fields, nonce)):
-                raise CallbackRejected(403, "replayed signature nonce")
-        except LedgerUnavailableError as err:
-            raise _store_unavailable(kind, err) from None
+        if result.replayed:
+            raise CallbackRejected(403, "replayed signature nonce")
         stored = StoredCallback(
             kind=kind,
             fields=fields,
@@ -505,34 +479,6 @@ class CallbackReceiver:
 
     # -- the whole request ---------------------------------------------------------------------------------
 
-    def handle(
-        self,
-        *,
-        kind: str,
-        fields: Mapping[str, str],
-        headers: Mapping[str, str],
-        request_url: str,
-        correlation: CorrelationToken,
-        settings: VobizSettings,
-    ) -> tuple[StoredCallback, str | None]:
-        """Verify, validate and store one callback in its own transaction (blocking).
-
-        The app itself uses :meth:`ahandle`, which shares commits between concurrent callbacks.
-
-        :return: The stored callback and, for ``answer``/``gather``, the XML to answer with.
-        :raises CallbackRejected: When the callback is refused (nothing stored) or the store failed.
-        """
-        from vobiz_provider.callbacks.store import LedgerUnavailableError
-
-        request = {"kind": kind, "fields": fields, "correlation": correlation, "settings": settings}
-        checked = self.check(headers=headers, request_url=request_url, **request)
-        store, prepared = self.prepare(checked=checked, **request)
-        try:
-            result = store.record_prepared(prepared)
-        except LedgerUnavailableError as err:
-            raise _store_unavailable(kind, err) from None
-        return self.finish(store=store, checked=checked, result=result, **request)
-
     async def ahandle(
         self,
         *,
@@ -550,13 +496,13 @@ class CallbackReceiver:
         waits, without holding a thread, for the shared transaction that stores it to commit. Only
         ``answer``/``gather`` callbacks and replays go back to a thread to read the store.
         """
-        from vobiz_provider.callbacks.store import LedgerUnavailableError
+        from vobiz_provider.exceptions import LedgerUnavailableError
 
         request = {"kind": kind, "fields": fields, "correlation": correlation, "settings": settings}
 
         def check_and_prepare(
             refresh: bool = True,
-        ) -> tuple[CheckedCallback, CallbackStore, PreparedCallback]:
+        ) -> tuple[CheckedCallback, CallLedger, PreparedCallback]:
             checked = self.check(headers=headers, request_url=request_url, refresh=refresh, **request)
             return checked, *self.prepare(checked=checked, **request)
 
@@ -574,7 +520,7 @@ class CallbackReceiver:
         def finish() -> tuple[StoredCallback, str | None]:
             return self.finish(store=store, checked=checked, result=result, **request)
 
-        if result.replayed or kind in XML_KINDS:
+        if kind in XML_KINDS:
             return await _in_thread(finish)
         return finish()
 
@@ -695,7 +641,7 @@ def _request_fields(request: Request, body: bytes) -> dict[str, str]:
 def create_app(
     *,
     settings: VobizSettings | None = None,
-    store: CallbackStore | None = None,
+    store: CallLedger | None = None,
     signing_keys: SigningKeyCache | None = None,
     xml_responder: XmlResponder = answer_xml,
     response_deadline: float = RESPONSE_DEADLINE,

@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 
     from starlette.applications import Starlette
 
-    from vobiz_provider.callbacks.store import CallbackStore
     from vobiz_provider.config import VobizSettings
+    from vobiz_provider.ledger import CallLedger
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class _RedactCorrelationToken(logging.Filter):
         return True
 
 
-def build_server_app(*, settings: VobizSettings, store: CallbackStore) -> Starlette:
+def build_server_app(*, settings: VobizSettings, store: CallLedger) -> Starlette:
     """The standalone server's root app: the receiver mounted at ``/vobiz``, nothing else.
 
     A plain Starlette router (the mounted receiver app brings its own error handling): no second layer of
@@ -149,10 +149,10 @@ def build_server_app(*, settings: VobizSettings, store: CallbackStore) -> Starle
     return root
 
 
-def _open_store(settings: VobizSettings) -> CallbackStore:
-    from vobiz_provider.callbacks.store import get_store
+def _open_store(settings: VobizSettings) -> CallLedger:
+    from vobiz_provider.ledger import get_ledger
 
-    store = get_store(settings.callback_store)
+    store = get_ledger(settings.callback_store)
     store.upgrade()
     return store
 
@@ -211,8 +211,8 @@ def _serve(args: argparse.Namespace, settings: VobizSettings) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from vobiz_provider.callbacks.store import LedgerUnavailableError
     from vobiz_provider.config import get_settings
+    from vobiz_provider.exceptions import LedgerUnavailableError
 
     try:
         settings = get_settings()

@@ -53,9 +53,9 @@ from vobiz_provider.exceptions import VobizCallOutcomeUnknownError, VobizError, 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from vobiz_provider.callbacks.store import CallbackStore
     from vobiz_provider.correlation import CorrelationToken
     from vobiz_provider.hooks.vobiz import VobizHook
+    from vobiz_provider.ledger import CallLedger
     from vobiz_provider.models.answer import AnswerSpec, GatherSpec
     from vobiz_provider.models.call import MakeCallRequest
     from vobiz_provider.models.responses import CallFiredResponse
@@ -311,7 +311,7 @@ class VobizNotifier(BaseNotifier):
 
     # ------------------------------------------------------------------------------------- store
 
-    def _claim(self, store: CallbackStore, plan: _Plan) -> bool:
+    def _claim(self, store: CallLedger, plan: _Plan) -> bool:
         if self.dedupe_window.total_seconds() == 0:
             return True
         if store.claim_notification(plan.dedupe_key, window=self.dedupe_window):
@@ -324,7 +324,7 @@ class VobizNotifier(BaseNotifier):
         )
         return False
 
-    def _publish(self, store: CallbackStore, plan: _Plan) -> None:
+    def _publish(self, store: CallLedger, plan: _Plan) -> None:
         from vobiz_provider.callbacks.answers import publish_answer
 
         publish_answer(
@@ -335,7 +335,7 @@ class VobizNotifier(BaseNotifier):
             token=plan.token,
         )
 
-    def _release(self, store: CallbackStore, plan: _Plan, err: BaseException) -> None:
+    def _release(self, store: CallLedger, plan: _Plan, err: BaseException) -> None:
         """Forget the claim of a call that was certainly not placed, so a later attempt may phone."""
         if isinstance(err, VobizCallOutcomeUnknownError) or self.dedupe_window.total_seconds() == 0:
             return
@@ -344,9 +344,9 @@ class VobizNotifier(BaseNotifier):
         except Exception as release_err:
             self.log.warning("Could not release the Vobiz notification claim: %s", release_err)
 
-    def _record(self, store: CallbackStore, plan: _Plan, response: CallFiredResponse) -> None:
+    def _record(self, store: CallLedger, plan: _Plan, response: CallFiredResponse) -> None:
         try:
-            store.record_fired(
+            store.register_fired_calls(
                 request_uuids=list(response.request_uuids),
                 destinations=list(plan.request.destinations),
                 from_number=plan.request.from_number,
@@ -382,15 +382,15 @@ class VobizNotifier(BaseNotifier):
 
         :param context: The callback's context (rendered template fields already applied).
         """
-        from vobiz_provider.callbacks.store import get_store
         from vobiz_provider.config import get_settings, resolve_callback_base_url
+        from vobiz_provider.ledger import get_ledger
 
         hook = self._hook()
         try:
             settings = get_settings()
             base_url = resolve_callback_base_url(hook.get_config().callback_base_url, settings)
             plan = self._plan(context, base_url, settings.signing_secret)
-            store = get_store(settings.callback_store)
+            store = get_ledger(settings.callback_store)
             if not self._claim(store, plan):
                 return
             try:
@@ -409,8 +409,8 @@ class VobizNotifier(BaseNotifier):
 
         :param context: The callback's context (rendered template fields already applied).
         """
-        from vobiz_provider.callbacks.store import get_store
         from vobiz_provider.config import get_settings, resolve_callback_base_url
+        from vobiz_provider.ledger import get_ledger
 
         hook = self._hook()
         try:
@@ -418,7 +418,7 @@ class VobizNotifier(BaseNotifier):
             config = await hook.aget_config()
             base_url = resolve_callback_base_url(config.callback_base_url, settings)
             plan = self._plan(context, base_url, settings.signing_secret)
-            store = await asyncio.to_thread(get_store, settings.callback_store)
+            store = await asyncio.to_thread(get_ledger, settings.callback_store)
             if not await asyncio.to_thread(self._claim, store, plan):
                 return
             try:

@@ -35,9 +35,9 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
-    from vobiz_provider.callbacks.store import CallbackStore
     from vobiz_provider.correlation import CorrelationToken
     from vobiz_provider.hooks.vobiz import VobizHook
+    from vobiz_provider.ledger import CallLedger
     from vobiz_provider.models.answer import AnswerSpec, GatherSpec
     from vobiz_provider.models.record import CallRecord
     from vobiz_provider.models.responses import CallFiredResponse
@@ -93,7 +93,6 @@ TIMEOUT_MARGIN = 300
 RECONCILE_MARGIN = 60.0
 #: Seconds the deferral timeout exceeds the trigger's own deadline (which ends the wait with a clear event).
 DEFER_TIMEOUT_GRACE = 60.0
-
 
 
 def _needs_rendering(value: Any) -> bool:
@@ -492,7 +491,7 @@ class VobizCallOperator(BaseOperator):
         response = self._fire(request)
         destinations = list(request.destinations)
         try:
-            store.record_fired(
+            store.register_fired_calls(
                 request_uuids=list(response.request_uuids),
                 destinations=destinations,
                 from_number=request.from_number,
@@ -572,7 +571,7 @@ class VobizCallOperator(BaseOperator):
         request: MakeCallRequest,
         spec: AnswerSpec,
         correlation: CorrelationToken,
-        store: CallbackStore,
+        store: CallLedger,
         base_url: str,
     ) -> MakeCallRequest:
         """Store what the call says for this try, then point ``answer_url`` at the receiver.
@@ -646,13 +645,13 @@ class VobizCallOperator(BaseOperator):
     # -- retries
 
     @staticmethod
-    def _store() -> CallbackStore:
-        from vobiz_provider.callbacks.store import get_store
+    def _store() -> CallLedger:
+        from vobiz_provider.ledger import get_ledger
 
-        return get_store()
+        return get_ledger()
 
     @staticmethod
-    def _previous_attempt(store: CallbackStore, correlation: CorrelationToken) -> list[CallRecord]:
+    def _previous_attempt(store: CallLedger, correlation: CorrelationToken) -> list[CallRecord]:
         """The calls of the newest earlier try of this task instance that placed a call (may be empty)."""
         records = store.find_attempts(
             dag_id=correlation.dag_id,
@@ -869,7 +868,7 @@ class VobizCallOperator(BaseOperator):
         try:
             store = self._store()
             for call in api_records:
-                store.record_api_result(CallRecord.from_event(call))
+                store.cache_api_result(CallRecord.from_event(call))
         except Exception as exc:
             self.log.warning("Could not record the call's outcome in the Vobiz callback store: %s", exc)
 

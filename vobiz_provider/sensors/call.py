@@ -54,7 +54,6 @@ MIN_API_INTERVAL = 30.0
 _EVENT_STATUSES = frozenset({"hangup", "timeout", "error"})
 
 
-
 def _describe(record: CallRecord) -> str:
     cause = record.hangup_cause_name or record.hangup_cause or "unknown cause"
     code = f" ({record.hangup_cause_code})" if record.hangup_cause_code is not None else ""
@@ -163,11 +162,12 @@ class VobizCallSensor(BaseSensorOperator):
             self.log.info("%s", line)
 
     def _store_lookup(self, tracker: CallTracker) -> None:
-        from vobiz_provider.callbacks.store import LedgerUnavailableError, get_store
         from vobiz_provider.config import get_settings
+        from vobiz_provider.exceptions import LedgerUnavailableError
+        from vobiz_provider.ledger import get_ledger
 
         try:
-            records = get_store(get_settings().callback_store).lookup(
+            records = get_ledger(get_settings().callback_store).lookup(
                 request_uuids=tracker.request_uuids, call_uuids=tracker.call_uuids
             )
         except LedgerUnavailableError as exc:
@@ -198,11 +198,11 @@ class VobizCallSensor(BaseSensorOperator):
                     self._record_api_result(record)
 
     def _record_api_result(self, record: CallRecord) -> None:
-        from vobiz_provider.callbacks.store import get_store
         from vobiz_provider.config import get_settings
+        from vobiz_provider.ledger import get_ledger
 
         try:
-            get_store(get_settings().callback_store).record_api_result(record)
+            get_ledger(get_settings().callback_store).cache_api_result(record)
         except Exception as exc:
             self.log.warning("Could not record the API's answer in the callback store: %s", exc)
 

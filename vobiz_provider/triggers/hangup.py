@@ -446,10 +446,10 @@ class VobizCallHangupTrigger(BaseTrigger):
 
     async def _final_lookup(self, store_url: str) -> None:
         """One direct store lookup at the deadline (also for a trigger restarted after its deadline)."""
-        from vobiz_provider.callbacks.store import get_store
+        from vobiz_provider.ledger import get_ledger
 
         def lookup() -> list[CallRecord]:
-            return get_store(store_url).lookup(
+            return get_ledger(store_url).lookup(
                 request_uuids=self.request_uuids, call_uuids=self.call_uuids or ()
             )
 
@@ -583,13 +583,13 @@ class _ApiReconciler:
 
     async def _record(self, record: CallRecord) -> None:
         """Write an API-settled outcome to the store so that sibling waiters and retries see it."""
-        from vobiz_provider.callbacks.store import get_store
+        from vobiz_provider.ledger import get_ledger
 
         store_url = self.store_url
         assert store_url is not None
 
         def write() -> None:
-            get_store(store_url).record_api_result(record)
+            get_ledger(store_url).cache_api_result(record)
 
         try:
             await asyncio.to_thread(write)

@@ -4,7 +4,7 @@ A triggerer runs all its triggers as coroutines of one asyncio event loop. If ea
 :class:`~vobiz_provider.triggers.hangup.VobizCallHangupTrigger` queried the callback store on its own,
 1,000 waiting calls would cost 1,000 queries per poll interval. Instead each trigger *subscribes* its
 request/call UUIDs here, and one background task per (event loop, store URL) runs a single
-:meth:`CallbackStore.changed_calls` query each interval and hands every subscriber the records that concern
+:meth:`CallLedger.changed_calls` query each interval and hands every subscriber the records that concern
 it.
 
 The query asks for **changes only**: the call rows updated since the poller's cursor, plus the current rows
@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
 
-    from vobiz_provider.callbacks.store import CallbackStore, CallChange
+    from vobiz_provider.ledger import CallChange, CallLedger
     from vobiz_provider.models.record import CallRecord
 
 __all__ = [
@@ -194,7 +194,7 @@ class SharedPoller:
     The poller holds no reference to its event loop (only the registry, weakly, does), so a loop that
     ends while triggers still wait is not kept alive by it.
 
-    :param store_url: SQLAlchemy URL of the callback store (passed to ``get_store``).
+    :param store_url: SQLAlchemy URL of the callback store (passed to ``get_ledger``).
     """
 
     _registry: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, SharedPoller]] = (
@@ -212,7 +212,7 @@ class SharedPoller:
         self._intervals: dict[float, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._reschedule = asyncio.Event()
-        self._store: CallbackStore | None = None
+        self._store: CallLedger | None = None
         #: The clock when the last successful query began.
         self._last_query_at: dt.datetime | None = None
         self._polled_at: float | None = None
@@ -392,7 +392,7 @@ class SharedPoller:
 
     @staticmethod
     def _fetch(
-        store: CallbackStore, since: dt.datetime | None, requests: frozenset[str], calls: frozenset[str]
+        store: CallLedger, since: dt.datetime | None, requests: frozenset[str], calls: frozenset[str]
     ) -> list[CallChange]:
         """One query (worker thread); the records of newly subscribed calls are built here, off the loop."""
         changes = store.changed_calls(since=since, request_uuids=sorted(requests), call_uuids=sorted(calls))
@@ -402,7 +402,7 @@ class SharedPoller:
         return changes
 
     def _failed(self, exc: Exception, loading: list[Subscription]) -> None:
-        from vobiz_provider.callbacks.store import LedgerUnavailableError
+        from vobiz_provider.exceptions import LedgerUnavailableError
 
         if not isinstance(exc, LedgerUnavailableError):
             log.exception(
@@ -421,20 +421,20 @@ class SharedPoller:
                     subscription._reported = True
                     subscription._wake()
 
-    async def _get_store(self) -> CallbackStore:
+    async def _get_store(self) -> CallLedger:
         if self._store is None:
 
-            def load() -> CallbackStore:
+            def load() -> CallLedger:
                 # Importing the store (SQLAlchemy: ~0.1 s) and creating its engine (file system, network)
                 # both block: keep them off the triggerer's loop.
-                from vobiz_provider.callbacks.store import get_store
+                from vobiz_provider.ledger import get_ledger
 
-                return get_store(self.store_url)
+                return get_ledger(self.store_url)
 
             self._store = await asyncio.to_thread(load)
         return self._store
 
-    async def _check_silence(self, store: CallbackStore) -> None:
+    async def _check_silence(self, store: CallLedger) -> None:
         now = time.monotonic()
         if self._silence_checked_at is not None and now - self._silence_checked_at < SILENCE_CHECK_INTERVAL:
             return

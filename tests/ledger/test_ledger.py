@@ -8,23 +8,18 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
+from _ledger_helpers import store_callback
 
-from vobiz_provider.callbacks.schema import SCHEMA_VERSION, calls, events, nonces, schema_version
-from vobiz_provider.callbacks.store import (
-    CallbackStore,
-    LedgerUnavailableError,
-    RecordResult,
-    dedupe_key,
-    dispose_stores,
-    get_store,
-)
 from vobiz_provider.config import VobizSettings
 from vobiz_provider.correlation import CorrelationToken
-from vobiz_provider.exceptions import VobizValidationError
+from vobiz_provider.exceptions import LedgerUnavailableError, VobizValidationError
+from vobiz_provider.ledger import CallLedger, dispose_ledgers, get_ledger
+from vobiz_provider.ledger.rows import dedupe_key
+from vobiz_provider.ledger.schema import SCHEMA_VERSION, calls, events, nonces, schema_version
 from vobiz_provider.models.record import CallRecord
 
 if TYPE_CHECKING:
@@ -90,12 +85,12 @@ def hangup(
     return fields
 
 
-def _count(store: CallbackStore, table: sa.Table) -> int:
+def _count(store: CallLedger, table: sa.Table) -> int:
     with store.engine.connect() as conn:
         return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
 
 
-def _one(store: CallbackStore, **kwargs: list[str]) -> CallRecord:
+def _one(store: CallLedger, **kwargs: list[str]) -> CallRecord:
     records = store.lookup(**kwargs)
     assert len(records) == 1, records
     return records[0]
@@ -113,17 +108,16 @@ def store_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue("pg_schema_url")
 
 
-class GroupCommitStore(CallbackStore):
-    """A store whose ``record_callback`` goes through the group-commit writer, as the receiver's does."""
+class GroupCommitLedger(CallLedger):
+    """A ledger whose callbacks :func:`store_callback` writes through the group-commit writer."""
 
-    def record_callback(self, kind: str, fields: Any, **kwargs: Any) -> RecordResult:
-        return self.submit_callback(self.prepare_callback(kind, fields, **kwargs)).result(timeout=60)
+    via_group_commit = True
 
 
 @pytest.fixture(params=["transaction", "group-commit"])
-def store(store_url: str, request: pytest.FixtureRequest) -> Iterator[CallbackStore]:
+def store(store_url: str, request: pytest.FixtureRequest) -> Iterator[CallLedger]:
     """Every behaviour holds whether a callback is written in its own transaction or in a batch."""
-    store = (GroupCommitStore if request.param == "group-commit" else CallbackStore)(store_url)
+    store = (GroupCommitLedger if request.param == "group-commit" else CallLedger)(store_url)
     yield store
     store.dispose()
 
@@ -131,10 +125,10 @@ def store(store_url: str, request: pytest.FixtureRequest) -> Iterator[CallbackSt
 # -- schema ------------------------------------------------------------------------------------------------
 
 
-def test_upgrade_is_idempotent_and_records_the_version(store: CallbackStore, store_url: str) -> None:
+def test_upgrade_is_idempotent_and_records_the_version(store: CallLedger, store_url: str) -> None:
     assert store.upgrade() == SCHEMA_VERSION
     assert store.upgrade() == SCHEMA_VERSION
-    other = CallbackStore(store_url)  # another process arriving later
+    other = CallLedger(store_url)  # another process arriving later
     assert other.upgrade() == SCHEMA_VERSION
     other.dispose()
     with store.engine.connect() as conn:
@@ -144,25 +138,25 @@ def test_upgrade_is_idempotent_and_records_the_version(store: CallbackStore, sto
     assert {"vobiz_callback_events", "vobiz_calls", "vobiz_nonces", "vobiz_schema_version"} <= tables
 
 
-def test_schema_is_created_lazily_on_first_use(store: CallbackStore) -> None:
+def test_schema_is_created_lazily_on_first_use(store: CallLedger) -> None:
     assert store.lookup(call_uuids=["nothing"]) == []
     assert _count(store, calls) == 0
 
 
-def test_newer_schema_is_refused(store: CallbackStore, store_url: str) -> None:
+def test_newer_schema_is_refused(store: CallLedger, store_url: str) -> None:
     store.upgrade()
     with store.engine.begin() as conn:
         conn.execute(schema_version.update().values(version=SCHEMA_VERSION + 1))
     with pytest.raises(RuntimeError, match="newer than this provider"):
-        CallbackStore(store_url).upgrade()
+        CallLedger(store_url).upgrade()
 
 
 # -- callbacks ---------------------------------------------------------------------------------------------
 
 
-def test_duplicate_callbacks_store_one_event(store: CallbackStore) -> None:
-    first = store.record_callback("hangup", hangup("c1"), correlation=_token(), nonce="n-1")
-    again = store.record_callback("hangup", hangup("c1"), correlation=_token(), nonce="n-2")
+def test_duplicate_callbacks_store_one_event(store: CallLedger) -> None:
+    first = store_callback(store, "hangup", hangup("c1"), correlation=_token(), nonce="n-1")
+    again = store_callback(store, "hangup", hangup("c1"), correlation=_token(), nonce="n-2")
     assert (first.stored, first.duplicate) == (True, False)
     assert (again.stored, again.duplicate, again.replayed) == (False, True, False)
     assert _count(store, events) == 1
@@ -176,10 +170,10 @@ def test_dedupe_key_ignores_volatile_fields_only() -> None:
     assert dedupe_key("hangup", fields) != dedupe_key("ring", fields)
 
 
-def test_late_ring_after_hangup_does_not_regress(store: CallbackStore) -> None:
-    store.record_callback("answer", answer("c1"), correlation=_token())
-    store.record_callback("hangup", hangup("c1"), correlation=_token())
-    late = store.record_callback("ring", ring("c1"), correlation=_token())
+def test_late_ring_after_hangup_does_not_regress(store: CallLedger) -> None:
+    store_callback(store, "answer", answer("c1"), correlation=_token())
+    store_callback(store, "hangup", hangup("c1"), correlation=_token())
+    late = store_callback(store, "ring", ring("c1"), correlation=_token())
     assert late.stored  # kept as an event ...
     record = _one(store, call_uuids=["c1"])
     assert (record.status, record.terminal) == ("completed", True)  # ... but the call stays ended
@@ -187,18 +181,18 @@ def test_late_ring_after_hangup_does_not_regress(store: CallbackStore) -> None:
     assert _count(store, events) == 3
 
 
-def test_out_of_order_answer_then_ring(store: CallbackStore) -> None:
-    store.record_callback("answer", answer("c1"), correlation=_token())
-    store.record_callback("ring", ring("c1"), correlation=_token())
+def test_out_of_order_answer_then_ring(store: CallLedger) -> None:
+    store_callback(store, "answer", answer("c1"), correlation=_token())
+    store_callback(store, "ring", ring("c1"), correlation=_token())
     assert _one(store, call_uuids=["c1"]).status == "in-progress"
 
 
-def test_terminal_state_absorbs_and_only_fills_gaps(store: CallbackStore) -> None:
+def test_terminal_state_absorbs_and_only_fills_gaps(store: CallLedger) -> None:
     first = hangup("c1")
     first.pop("HangupSource", None)
-    store.record_callback("hangup", first, correlation=_token())
+    store_callback(store, "hangup", first, correlation=_token())
     second = hangup("c1", status="busy", code="3010", Duration="7", HangupSource="Callee")
-    result = store.record_callback("hangup", second, correlation=_token())
+    result = store_callback(store, "hangup", second, correlation=_token())
     assert result.stored
     record = _one(store, call_uuids=["c1"])
     assert record.status == "completed"
@@ -207,15 +201,15 @@ def test_terminal_state_absorbs_and_only_fills_gaps(store: CallbackStore) -> Non
     assert record.hangup_source == "Callee"  # was empty: filled
 
 
-def test_hangup_without_call_status_is_terminal_by_cause(store: CallbackStore) -> None:
-    store.record_callback("hangup", hangup("c1", status=None, code="3010", AnswerTime=""))
-    store.record_callback("hangup", hangup("c2", status=None, code="6000"))  # answered, then time limit
+def test_hangup_without_call_status_is_terminal_by_cause(store: CallLedger) -> None:
+    store_callback(store, "hangup", hangup("c1", status=None, code="3010", AnswerTime=""))
+    store_callback(store, "hangup", hangup("c2", status=None, code="6000"))  # answered, then time limit
     assert (_one(store, call_uuids=["c1"]).status, _one(store, call_uuids=["c1"]).terminal) == ("busy", True)
     assert _one(store, call_uuids=["c2"]).status == "completed"
 
 
-def test_times_are_converted_from_the_account_timezone(store: CallbackStore) -> None:
-    store.record_callback("hangup", hangup("c1"), correlation=_token(), timezone="Asia/Kolkata")
+def test_times_are_converted_from_the_account_timezone(store: CallLedger) -> None:
+    store_callback(store, "hangup", hangup("c1"), correlation=_token(), timezone="Asia/Kolkata")
     record = _one(store, call_uuids=["c1"])
     assert record.start_time == "2026-11-27T04:30:00Z"
     assert record.answer_time == "2026-11-27T04:30:05Z"
@@ -225,71 +219,71 @@ def test_times_are_converted_from_the_account_timezone(store: CallbackStore) -> 
     assert raw == "2026-11-27 10:00:00"
 
 
-def test_unanswered_call_has_no_answer_time(store: CallbackStore) -> None:
-    store.record_callback("hangup", hangup("c1", status="no-answer", code="3000", AnswerTime=""))
+def test_unanswered_call_has_no_answer_time(store: CallLedger) -> None:
+    store_callback(store, "hangup", hangup("c1", status="no-answer", code="3000", AnswerTime=""))
     record = _one(store, call_uuids=["c1"])
     assert (record.status, record.answer_time) == ("no-answer", None)
 
 
-def test_machine_detection_and_gather_only_add_their_fields(store: CallbackStore) -> None:
-    store.record_callback("ring", ring("c1"), correlation=_token())
+def test_machine_detection_and_gather_only_add_their_fields(store: CallLedger) -> None:
+    store_callback(store, "ring", ring("c1"), correlation=_token())
     machine = {**answer("c1"), "Event": "MachineDetection", "Machine": "true", "IfMachine": "continue"}
-    store.record_callback("machine-detection", machine, correlation=_token())
+    store_callback(store, "machine-detection", machine, correlation=_token())
     record = _one(store, call_uuids=["c1"])
     assert (record.status, record.machine) == ("ringing", True)
-    store.record_callback("hangup", hangup("c1"), correlation=_token())
+    store_callback(store, "hangup", hangup("c1"), correlation=_token())
     gather = {"CallUUID": "c1", "RequestUUID": "c1", "Digits": "42", "InputType": "dtmf"}
-    store.record_callback("gather", gather, correlation=_token())
+    store_callback(store, "gather", gather, correlation=_token())
     record = _one(store, call_uuids=["c1"])
     assert (record.status, record.terminal, record.digits, record.machine) == ("completed", True, "42", True)
 
 
-def test_oversized_fields_are_refused_by_name_or_dropped(store: CallbackStore) -> None:
+def test_oversized_fields_are_refused_by_name_or_dropped(store: CallLedger) -> None:
     store.upgrade()
     with pytest.raises(VobizValidationError, match="CallUUID is longer than 64"):
-        store.record_callback("ring", ring("c" * 65))
+        store_callback(store, "ring", ring("c" * 65))
     with pytest.raises(VobizValidationError, match="HangupCause is longer than 128"):
-        store.record_callback("hangup", hangup("c1", HangupCause="X" * 129))
+        store_callback(store, "hangup", hangup("c1", HangupCause="X" * 129))
     assert _count(store, events) == 0
-    store.record_callback("hangup", hangup("c1", Duration="99999999999", BillDuration="abc"))
+    store_callback(store, "hangup", hangup("c1", Duration="99999999999", BillDuration="abc"))
     record = _one(store, call_uuids=["c1"])
     assert (record.status, record.duration, record.bill_duration) == ("completed", None, None)
 
 
-def test_unknown_kind_is_refused(store: CallbackStore) -> None:
+def test_unknown_kind_is_refused(store: CallLedger) -> None:
     with pytest.raises(ValueError, match="unknown callback kind"):
-        store.record_callback("status", ring("c1"))
+        store_callback(store, "status", ring("c1"))
 
 
 # -- fired calls -------------------------------------------------------------------------------------------
 
 
-def test_fired_row_is_matched_by_its_callbacks(store: CallbackStore) -> None:
-    store.record_fired(
+def test_fired_row_is_matched_by_its_callbacks(store: CallLedger) -> None:
+    store.register_fired_calls(
         request_uuids=["r1"], destinations=["+919000000001"], from_number="918000000000", correlation=_token()
     )
     queued = _one(store, request_uuids=["r1"])
     assert (queued.status, queued.call_uuid, queued.task_id) == ("queued", None, "ring")
     # Vobiz reports its own CallUUID, and the destination without "+".
-    store.record_callback("ring", ring("c1", "r1", to="919000000001"), correlation=_token())
-    store.record_callback("hangup", hangup("c1", "r1", to="919000000001"), correlation=_token())
+    store_callback(store, "ring", ring("c1", "r1", to="919000000001"), correlation=_token())
+    store_callback(store, "hangup", hangup("c1", "r1", to="919000000001"), correlation=_token())
     record = _one(store, request_uuids=["r1"])
     assert (record.call_uuid, record.status, record.to) == ("c1", "completed", "+919000000001")
     assert (record.dag_id, record.try_number) == ("calls", 1)
     assert _one(store, call_uuids=["c1"]) == record
 
 
-def test_record_fired_is_idempotent(store: CallbackStore) -> None:
+def test_record_fired_is_idempotent(store: CallLedger) -> None:
     for _ in range(2):
-        store.record_fired(
+        store.register_fired_calls(
             request_uuids=["r1"], destinations=["919000000001"], from_number="91800", correlation=_token()
         )
     assert _count(store, calls) == 1
 
 
-def test_callback_before_record_fired_gives_one_row(store: CallbackStore) -> None:
-    store.record_callback("ring", ring("r1", "r1", to="919000000001"))  # no token: a bare callback
-    store.record_fired(
+def test_callback_before_record_fired_gives_one_row(store: CallLedger) -> None:
+    store_callback(store, "ring", ring("r1", "r1", to="919000000001"))  # no token: a bare callback
+    store.register_fired_calls(
         request_uuids=["r1"],
         destinations=["+919000000001"],
         from_number="91800",
@@ -300,15 +294,15 @@ def test_callback_before_record_fired_gives_one_row(store: CallbackStore) -> Non
     assert _count(store, calls) == 1
 
 
-def test_bulk_request_one_uuid_several_destinations(store: CallbackStore) -> None:
+def test_bulk_request_one_uuid_several_destinations(store: CallLedger) -> None:
     destinations = ["+919000000001", "+919000000002", "sip:alice@example.com"]
-    store.record_fired(
+    store.register_fired_calls(
         request_uuids=["bulk"], destinations=destinations, from_number="91800", correlation=_token()
     )
     assert [r.to for r in store.lookup(request_uuids=["bulk"])] == destinations
-    store.record_callback("hangup", hangup("leg-2", "bulk", to="919000000002", status="busy", code="3010"))
-    store.record_callback("ring", ring("leg-1", "bulk", to="919000000001"))
-    store.record_callback("answer", answer("leg-3", "bulk", to="SIP:alice@example.com"))
+    store_callback(store, "hangup", hangup("leg-2", "bulk", to="919000000002", status="busy", code="3010"))
+    store_callback(store, "ring", ring("leg-1", "bulk", to="919000000001"))
+    store_callback(store, "answer", answer("leg-3", "bulk", to="SIP:alice@example.com"))
     records = {record.to: record for record in store.lookup(request_uuids=["bulk"])}
     assert len(records) == 3
     assert (records["+919000000001"].call_uuid, records["+919000000001"].status) == ("leg-1", "ringing")
@@ -317,18 +311,18 @@ def test_bulk_request_one_uuid_several_destinations(store: CallbackStore) -> Non
     assert all(record.task_id == "ring" for record in records.values())
 
 
-def test_one_request_uuid_per_destination_is_paired(store: CallbackStore) -> None:
-    store.record_fired(request_uuids=["r1", "r2"], destinations=["911", "912"], from_number="91800")
+def test_one_request_uuid_per_destination_is_paired(store: CallLedger) -> None:
+    store.register_fired_calls(request_uuids=["r1", "r2"], destinations=["911", "912"], from_number="91800")
     assert {(r.request_uuid, r.to) for r in store.lookup(request_uuids=["r1", "r2"])} == {
         ("r1", "911"),
         ("r2", "912"),
     }
     with pytest.raises(ValueError, match="2 request_uuids for 3 destinations"):
-        store.record_fired(request_uuids=["r1", "r2"], destinations=["1", "2", "3"], from_number="9")
+        store.register_fired_calls(request_uuids=["r1", "r2"], destinations=["1", "2", "3"], from_number="9")
 
 
-def test_api_result_follows_the_same_rules(store: CallbackStore) -> None:
-    store.record_fired(
+def test_api_result_follows_the_same_rules(store: CallLedger) -> None:
+    store.register_fired_calls(
         request_uuids=["c1"], destinations=["919000000001"], from_number="91800", correlation=_token()
     )
     cdr = {
@@ -343,13 +337,13 @@ def test_api_result_follows_the_same_rules(store: CallbackStore) -> None:
         "start_time": "2026-11-27T04:30:00Z",
         "end_time": "2026-11-27T04:30:05Z",
     }
-    store.record_api_result(CallRecord.from_cdr(cdr))
+    store.cache_api_result(CallRecord.from_cdr(cdr))
     record = _one(store, request_uuids=["c1"])
     assert (record.status, record.terminal, record.source, record.call_uuid) == ("busy", True, "api", "c1")
     assert (record.task_id, record.end_time) == ("ring", "2026-11-27T04:30:05Z")
     # A later live-call answer (lower rank) does not reopen the call; a late hangup callback only fills gaps.
-    store.record_api_result(CallRecord(call_uuid="c1", request_uuid="c1", status="in-progress"))
-    store.record_callback("hangup", hangup("c1", status="completed"))
+    store.cache_api_result(CallRecord(call_uuid="c1", request_uuid="c1", status="in-progress"))
+    store_callback(store, "hangup", hangup("c1", status="completed"))
     record = _one(store, call_uuids=["c1"])
     assert (record.status, record.source, record.hangup_cause_code) == ("busy", "api", 3010)
 
@@ -357,36 +351,39 @@ def test_api_result_follows_the_same_rules(store: CallbackStore) -> None:
 # -- nonces ------------------------------------------------------------------------------------------------
 
 
-def test_remember_nonce_window(store: CallbackStore) -> None:
-    assert store.remember_nonce("n1", window=300) is True
-    assert store.remember_nonce("n1", window=300) is False
-    assert store.remember_nonce("n1", window=0) is True  # expired: accepted and remembered again
-    assert store.remember_nonce("n2", window=300) is True
+def test_a_nonce_is_refused_within_its_window_and_accepted_after_it(store: CallLedger) -> None:
+    first = store_callback(store, "ring", ring("c1"), nonce="n1", nonce_window=300)
+    replayed = store_callback(store, "answer", answer("c1"), nonce="n1", nonce_window=300)
+    expired = store_callback(store, "answer", answer("c1"), nonce="n1", nonce_window=0)  # accepted again
+    other = store_callback(store, "ring", ring("c2"), nonce="n2", nonce_window=300)
+    assert (first.stored, replayed.stored, replayed.replayed) == (True, False, True)
+    assert (expired.stored, other.stored) == (True, True)
+    assert _one(store, call_uuids=["c1"]).status == "in-progress"
 
 
-def test_nonce_is_claimed_with_the_callback(store: CallbackStore) -> None:
-    stored = store.record_callback("ring", ring("c1"), nonce="n1")
-    resent = store.record_callback("ring", ring("c1"), nonce="n1")  # Vobiz retrying, same signature
-    forged = store.record_callback("hangup", hangup("c1"), nonce="n1")  # captured signature, new body
+def test_nonce_is_claimed_with_the_callback(store: CallLedger) -> None:
+    stored = store_callback(store, "ring", ring("c1"), nonce="n1")
+    resent = store_callback(store, "ring", ring("c1"), nonce="n1")  # Vobiz retrying, same signature
+    forged = store_callback(store, "hangup", hangup("c1"), nonce="n1")  # captured signature, new body
     assert (stored.stored, stored.replayed) == (True, False)
     assert (resent.stored, resent.duplicate, resent.replayed) == (False, True, False)
     assert (forged.stored, forged.replayed) == (False, True)
     assert _one(store, call_uuids=["c1"]).status == "ringing"
     assert _count(store, events) == 1
-    assert store.remember_nonce("n1") is False
+    assert _count(store, nonces) == 1  # claimed once, still claimed
 
 
 # -- reads -------------------------------------------------------------------------------------------------
 
 
-def test_lookup_returns_many_calls_in_one_query(store: CallbackStore) -> None:
-    store.record_fired(
+def test_lookup_returns_many_calls_in_one_query(store: CallLedger) -> None:
+    store.register_fired_calls(
         request_uuids=[f"r{i}" for i in range(150)],
         destinations=[f"9190000{i:05d}" for i in range(150)],
         from_number="91800",
     )
     for i in range(0, 150, 3):
-        store.record_callback("hangup", hangup(f"c{i}", f"r{i}", to=f"9190000{i:05d}"))
+        store_callback(store, "hangup", hangup(f"c{i}", f"r{i}", to=f"9190000{i:05d}"))
     store.lookup(call_uuids=["warm-up"])  # the lazy schema check is done
     statements: list[str] = []
 
@@ -406,20 +403,20 @@ def test_lookup_returns_many_calls_in_one_query(store: CallbackStore) -> None:
     assert sum(record.terminal for record in records) == len(range(0, 150, 3))
 
 
-def test_lookup_of_nothing_queries_nothing(store: CallbackStore) -> None:
+def test_lookup_of_nothing_queries_nothing(store: CallLedger) -> None:
     assert store.lookup() == []
     assert store.lookup(request_uuids=["unknown"]) == []
 
 
-def test_find_attempts_newest_try_first(store: CallbackStore) -> None:
+def test_find_attempts_newest_try_first(store: CallLedger) -> None:
     for try_number in (1, 3, 2):
-        store.record_fired(
+        store.register_fired_calls(
             request_uuids=[f"r{try_number}"],
             destinations=["919000000001"],
             from_number="91800",
             correlation=_token(try_number=try_number),
         )
-    store.record_fired(
+    store.register_fired_calls(
         request_uuids=["other"], destinations=["91"], from_number="9", correlation=_token(map_index=0)
     )
     attempts = store.find_attempts(
@@ -430,13 +427,16 @@ def test_find_attempts_newest_try_first(store: CallbackStore) -> None:
         dag_id="calls", run_id="manual__2026-11-27T00:00:00+00:00", task_id="ring", map_index=-1, before_try=3
     )
     assert [record.request_uuid for record in earlier] == ["r2", "r1"]
-    assert [r.request_uuid for r in store.lookup_by_ti_keys([_token(map_index=0).ti_key])] == ["other"]
+    mapped = store.find_attempts(
+        dag_id="calls", run_id="manual__2026-11-27T00:00:00+00:00", task_id="ring", map_index=0
+    )
+    assert [record.request_uuid for record in mapped] == ["other"]
 
 
-def test_last_callback_at(store: CallbackStore) -> None:
+def test_last_callback_at(store: CallLedger) -> None:
     assert store.last_callback_at() is None
     before = dt.datetime.now(dt.timezone.utc)
-    store.record_callback("ring", ring("c1"))
+    store_callback(store, "ring", ring("c1"))
     last = store.last_callback_at()
     assert last is not None and last.tzinfo is not None
     assert last >= before - dt.timedelta(seconds=1)
@@ -445,9 +445,9 @@ def test_last_callback_at(store: CallbackStore) -> None:
 # -- maintenance -------------------------------------------------------------------------------------------
 
 
-def test_prune_deletes_old_events_ended_calls_and_nonces(store: CallbackStore) -> None:
-    store.record_callback("hangup", hangup("ended"), nonce="n1")
-    store.record_callback("ring", ring("ringing"), nonce="n2")
+def test_prune_deletes_old_events_ended_calls_and_nonces(store: CallLedger) -> None:
+    store_callback(store, "hangup", hangup("ended"), nonce="n1")
+    store_callback(store, "ring", ring("ringing"), nonce="n2")
     assert store.prune(older_than=dt.timedelta(days=1)) == 0
     deleted = store.prune(older_than=dt.timedelta(0))
     assert deleted == 2 + 1 + 2  # events, the ended call, nonces
@@ -459,7 +459,7 @@ def test_prune_deletes_old_events_ended_calls_and_nonces(store: CallbackStore) -
 
 
 def test_concurrent_writers_on_one_file(sqlite_url: str) -> None:
-    stores = [CallbackStore(sqlite_url) for _ in range(4)]  # four "processes", lazily upgrading at once
+    stores = [CallLedger(sqlite_url) for _ in range(4)]  # four "processes", lazily upgrading at once
     errors: list[BaseException] = []
 
     def work(index: int) -> None:
@@ -467,8 +467,8 @@ def test_concurrent_writers_on_one_file(sqlite_url: str) -> None:
             for i in range(25):
                 call = f"c{(index * 7 + i) % 20}"
                 store = stores[index]
-                store.record_callback("ring", ring(call))
-                store.record_callback("hangup", hangup(call))
+                store_callback(store, "ring", ring(call))
+                store_callback(store, "hangup", hangup(call))
         except BaseException as err:
             errors.append(err)
 
@@ -489,15 +489,15 @@ def test_concurrent_writers_on_one_file(sqlite_url: str) -> None:
 
 
 def test_unreachable_sqlite_store_is_unavailable(tmp_path: Path) -> None:
-    store = CallbackStore(f"sqlite:///{tmp_path / 'missing-dir' / 'callbacks.db'}")
+    store = CallLedger(f"sqlite:///{tmp_path / 'missing-dir' / 'callbacks.db'}")
     with pytest.raises(LedgerUnavailableError, match="unavailable"):
-        store.record_callback("ring", ring("c1"))
+        store_callback(store, "ring", ring("c1"))
     with pytest.raises(LedgerUnavailableError):
         store.lookup(call_uuids=["c1"])
 
 
 def test_unreachable_postgres_store_is_unavailable() -> None:
-    store = CallbackStore("postgresql://vobiz:hunter2@127.0.0.1:1/none", busy_timeout=1)
+    store = CallLedger("postgresql://vobiz:hunter2@127.0.0.1:1/none", busy_timeout=1)
     with pytest.raises(LedgerUnavailableError) as info:
         store.lookup(call_uuids=["c1"])
     assert "hunter2" not in str(info.value)
@@ -506,22 +506,22 @@ def test_unreachable_postgres_store_is_unavailable() -> None:
 
 def test_unsupported_backend_is_refused() -> None:
     with pytest.raises(ValueError, match="unsupported callback store"):
-        CallbackStore("mysql://u@h/db")
+        CallLedger("mysql://u@h/db")
 
 
 def test_get_store_shares_one_store_per_url(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRFLOW__VOBIZ__CALLBACK_STORE", sqlite_url)
     monkeypatch.setenv("AIRFLOW__VOBIZ__NONCE_WINDOW", "42")
     try:
-        shared = get_store()
-        assert get_store(sqlite_url) is shared
+        shared = get_ledger()
+        assert get_ledger(sqlite_url) is shared
         assert shared.nonce_window == 42
-        fresh = CallbackStore.from_settings(VobizSettings(callback_store=sqlite_url, nonce_window=7))
+        fresh = CallLedger.from_settings(VobizSettings(callback_store=sqlite_url, nonce_window=7))
         assert fresh is not shared and fresh.nonce_window == 7
     finally:
-        dispose_stores()
-    assert get_store(sqlite_url) is not shared
-    dispose_stores()
+        dispose_ledgers()
+    assert get_ledger(sqlite_url) is not shared
+    dispose_ledgers()
 
 
 # -- CallRecord (the store's row model, also built from the Vobiz API) --------------------------------------
@@ -663,13 +663,3 @@ def test_queued_call_model_gives_a_queued_record() -> None:
         "9180",
         "calls",
     )
-
-
-async def test_alookup_runs_the_lookup_off_the_event_loop(sqlite_url: str) -> None:
-    store = CallbackStore(sqlite_url)
-    try:
-        store.record_callback("ring", ring("c1"))
-        [record] = await store.alookup(call_uuids=["c1"])
-        assert record.status == "ringing"
-    finally:
-        store.dispose()

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
+from _ledger_helpers import store_callback
 
-from vobiz_provider.callbacks.schema import SCHEMA_VERSION, calls, events, schema_version
-from vobiz_provider.callbacks.store import CallbackStore
 from vobiz_provider.correlation import CorrelationToken
+from vobiz_provider.ledger import CallLedger
+from vobiz_provider.ledger.schema import SCHEMA_VERSION, calls, events, schema_version
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -80,9 +81,9 @@ def test_concurrent_writers_give_exactly_the_expected_rows(pg_schema_url: str) -
     unique += [(event, call) for call in range(calls_count) for event in ("ring", "answer", "hangup")]
     rng = random.Random(20261127)
     jobs = [*unique, *(rng.choice(unique) for _ in range(THREADS * PER_THREAD - len(unique)))]
-    rng.shuffle(jobs)  # late rings after hangups, callbacks before record_fired, duplicates at once
+    rng.shuffle(jobs)  # late rings after hangups, callbacks before register_fired_calls, duplicates at once
     per_thread = [jobs[index::THREADS] for index in range(THREADS)]
-    stores = [CallbackStore(pg_schema_url) for _ in range(THREADS)]  # one engine per "host", upgrading lazily
+    stores = [CallLedger(pg_schema_url) for _ in range(THREADS)]  # one engine per "host", upgrading lazily
     outcomes: list[tuple[str, Any, bool]] = []
     lock = threading.Lock()
 
@@ -90,21 +91,21 @@ def test_concurrent_writers_give_exactly_the_expected_rows(pg_schema_url: str) -
         store = stores[index]
         for job, call in per_thread[index]:
             if job == "fired-bulk":
-                store.record_fired(
+                store.register_fired_calls(
                     request_uuids=["bulk"],
                     destinations=[f"+9190000{c:05d}" for c in range(1, calls_count, 2)],
                     from_number="918000000000",
                     correlation=_token(1),
                 )
             elif job == "fired":
-                store.record_fired(
+                store.register_fired_calls(
                     request_uuids=[f"req-{call}"],
                     destinations=[f"+9190000{call:05d}"],
                     from_number="918000000000",
                     correlation=_token(0),
                 )
             else:
-                result = store.record_callback(job, _fields(call, job), nonce=None)
+                result = store_callback(store, job, _fields(call, job), nonce=None)
                 with lock:
                     outcomes.append((job, call, result.stored))
 
@@ -139,14 +140,14 @@ def test_concurrent_writers_give_exactly_the_expected_rows(pg_schema_url: str) -
 
 
 def test_concurrent_duplicates_of_one_callback_store_one_event(pg_schema_url: str) -> None:
-    stores = [CallbackStore(pg_schema_url) for _ in range(THREADS)]
+    stores = [CallLedger(pg_schema_url) for _ in range(THREADS)]
     stores[0].upgrade()
     results: list[bool] = []
     lock = threading.Lock()
 
     def work(index: int) -> None:
         for _ in range(10):
-            result = stores[index].record_callback("hangup", _fields(7, "hangup"))
+            result = store_callback(stores[index], "hangup", _fields(7, "hangup"))
             with lock:
                 results.append(result.stored)
 
@@ -161,14 +162,18 @@ def test_concurrent_duplicates_of_one_callback_store_one_event(pg_schema_url: st
 
 
 def test_concurrent_nonce_claims_accept_each_nonce_once(pg_schema_url: str) -> None:
-    stores = [CallbackStore(pg_schema_url) for _ in range(THREADS)]
+    stores = [CallLedger(pg_schema_url) for _ in range(THREADS)]
     stores[0].upgrade()
     accepted: list[str] = []
     lock = threading.Lock()
 
     def work(index: int) -> None:
         for nonce in range(20):
-            if stores[index].remember_nonce(f"nonce-{nonce}", window=300):
+            # The same signature on every thread, each with a body of its own: one is stored, the rest
+            # are replays of it.
+            fields = {"CallUUID": f"nonce-call-{nonce}-{index}", "Event": "Ring", "CallStatus": "ringing"}
+            result = store_callback(stores[index], "ring", fields, nonce=f"nonce-{nonce}", nonce_window=300)
+            if result.stored:
                 with lock:
                     accepted.append(f"nonce-{nonce}")
 

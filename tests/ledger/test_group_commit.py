@@ -15,18 +15,20 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
+from _ledger_helpers import astore_callback
 from sqlalchemy import exc as sa_exc
 
-from vobiz_provider.callbacks.group_commit import GroupCommitter
-from vobiz_provider.callbacks.schema import calls, events, nonces
-from vobiz_provider.callbacks.store import CallbackStore, LedgerUnavailableError
 from vobiz_provider.correlation import CorrelationToken
+from vobiz_provider.exceptions import LedgerUnavailableError
+from vobiz_provider.ledger import CallLedger
+from vobiz_provider.ledger.group_commit import GroupCommitter
+from vobiz_provider.ledger.schema import calls, events, nonces
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
     from pathlib import Path
 
-    from vobiz_provider.callbacks.store import PreparedCallback
+    from vobiz_provider.ledger import PreparedCallback
 
 
 # -- the writer thread ---------------------------------------------------------------------------------------
@@ -174,32 +176,32 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def store(store_url: str) -> Iterator[CallbackStore]:
-    store = CallbackStore(store_url)
+def store(store_url: str) -> Iterator[CallLedger]:
+    store = CallLedger(store_url)
     store.upgrade()
     yield store
     store.dispose()
 
 
-def _count(store: CallbackStore, table: sa.Table) -> int:
+def _count(store: CallLedger, table: sa.Table) -> int:
     with store.engine.connect() as conn:
         return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
 
 
-def _prepare(store: CallbackStore, kind: str, fields: dict[str, str], nonce: str | None = None) -> Any:
+def _prepare(store: CallLedger, kind: str, fields: dict[str, str], nonce: str | None = None) -> Any:
     return store.prepare_callback(kind, fields, correlation=_token(), nonce=nonce or uuid.uuid4().hex)
 
 
-def test_concurrent_callbacks_are_each_stored_once(store: CallbackStore) -> None:
+def test_concurrent_callbacks_are_each_stored_once(store: CallLedger) -> None:
     call_uuids = [f"call-{index}" for index in range(60)]
 
     async def post_all() -> list[Any]:
         posts = [
-            store.arecord_callback("hangup", hangup(call), nonce=uuid.uuid4().hex) for call in call_uuids
+            astore_callback(store, "hangup", hangup(call), nonce=uuid.uuid4().hex) for call in call_uuids
         ]
         # Vobiz retrying ten of them (same fields, new signatures) while the first tries are queued.
         posts += [
-            store.arecord_callback("hangup", hangup(call), nonce=uuid.uuid4().hex) for call in call_uuids[:10]
+            astore_callback(store, "hangup", hangup(call), nonce=uuid.uuid4().hex) for call in call_uuids[:10]
         ]
         return await asyncio.gather(*posts)
 
@@ -212,12 +214,12 @@ def test_concurrent_callbacks_are_each_stored_once(store: CallbackStore) -> None
     assert {record.status for record in records} == {"completed"}
 
 
-def test_events_of_one_call_in_one_batch_apply_in_order(store: CallbackStore) -> None:
-    store.record_fired(request_uuids=["req-c1"], destinations=["+919000000001"], correlation=_token())
+def test_events_of_one_call_in_one_batch_apply_in_order(store: CallLedger) -> None:
+    store.register_fired_calls(request_uuids=["req-c1"], destinations=["+919000000001"], correlation=_token())
     batch = [_prepare(store, "ring", ring("c1")), _prepare(store, "answer", answer("c1"))]
     batch += [_prepare(store, "hangup", hangup("c1")), _prepare(store, "ring", ring("c1"))]  # a late ring
     batch.append(_prepare(store, "hangup", hangup("c2")))
-    results = store._write_batch(batch)
+    results = store.ingest(batch)
     assert [result.stored for result in results] == [True, True, True, False, True]
     assert results[3].duplicate  # the late ring repeats the first one's fields
     [record] = store.lookup(call_uuids=["c1"])
@@ -227,13 +229,13 @@ def test_events_of_one_call_in_one_batch_apply_in_order(store: CallbackStore) ->
     assert _count(store, calls) == 2  # the fired row became c1's row: no second row for the same leg
 
 
-def test_nonces_within_one_batch_are_claimed_once(store: CallbackStore) -> None:
+def test_nonces_within_one_batch_are_claimed_once(store: CallLedger) -> None:
     batch = [
         _prepare(store, "ring", ring("c1"), nonce="n1"),
         _prepare(store, "ring", ring("c1"), nonce="n1"),  # Vobiz resending: same fields, same signature
         _prepare(store, "hangup", hangup("c1"), nonce="n1"),  # a captured signature on another body
     ]
-    first, resent, forged = store._write_batch(batch)
+    first, resent, forged = store.ingest(batch)
     assert first.stored
     assert resent.duplicate and not resent.replayed
     assert forged.replayed and not forged.stored
@@ -241,13 +243,13 @@ def test_nonces_within_one_batch_are_claimed_once(store: CallbackStore) -> None:
 
 
 def test_a_bad_callback_in_a_batch_does_not_lose_the_good_ones(
-    store: CallbackStore, caplog: pytest.LogCaptureFixture
+    store: CallLedger, caplog: pytest.LogCaptureFixture
 ) -> None:
     good = [_prepare(store, "hangup", hangup(f"good-{index}")) for index in range(3)]
     bad = _prepare(store, "hangup", hangup("bad"))
     # A value the database driver cannot take: the event insert of the whole batch fails.
     bad = dataclasses.replace(bad, form={**bad.form, "Unserialisable": object()})
-    results = store._write_batch([good[0], bad, good[1], good[2]])
+    results = store.ingest([good[0], bad, good[1], good[2]])
     assert isinstance(results[1], Exception)
     assert all(result.stored for result in (results[0], *results[2:]))
     assert _count(store, events) == 3
@@ -261,7 +263,7 @@ def test_a_bad_callback_in_a_batch_does_not_lose_the_good_ones(
     assert "writing them one by one" in caplog.text
 
 
-def test_a_failed_commit_stores_nothing_of_the_batch_and_keeps_its_nonces(store: CallbackStore) -> None:
+def test_a_failed_commit_stores_nothing_of_the_batch_and_keeps_its_nonces(store: CallLedger) -> None:
     batch: list[PreparedCallback] = [
         _prepare(store, "hangup", hangup(f"call-{index}"), nonce=f"nonce-{index}") for index in range(5)
     ]

@@ -8,8 +8,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
+from _ledger_helpers import store_callback
 
-from vobiz_provider.callbacks.schema import (
+from vobiz_provider.correlation import CorrelationToken
+from vobiz_provider.ledger import CallLedger
+from vobiz_provider.ledger.schema import (
     SCHEMA_VERSION,
     STEPS,
     answers,
@@ -17,8 +20,6 @@ from vobiz_provider.callbacks.schema import (
     notifications,
     schema_version,
 )
-from vobiz_provider.callbacks.store import CallbackStore
-from vobiz_provider.correlation import CorrelationToken
 from vobiz_provider.models.answer import AnswerSpec
 
 if TYPE_CHECKING:
@@ -41,8 +42,8 @@ def store_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def store(store_url: str) -> Iterator[CallbackStore]:
-    store = CallbackStore(store_url)
+def store(store_url: str) -> Iterator[CallLedger]:
+    store = CallLedger(store_url)
     yield store
     store.dispose()
 
@@ -51,7 +52,7 @@ def _token(try_number: int = 1, task_id: str = "page") -> CorrelationToken:
     return CorrelationToken(dag_id="alerts", run_id="manual__1", task_id=task_id, try_number=try_number)
 
 
-def _backdate_claims(store: CallbackStore, by: dt.timedelta) -> None:
+def _backdate_claims(store: CallLedger, by: dt.timedelta) -> None:
     with store.engine.begin() as conn:
         for row in conn.execute(sa.select(notifications)).mappings().all():
             conn.execute(
@@ -64,31 +65,31 @@ def _backdate_claims(store: CallbackStore, by: dt.timedelta) -> None:
 # -- answers -----------------------------------------------------------------------------------------------
 
 
-def test_answer_round_trip(store: CallbackStore) -> None:
+def test_answer_round_trip(store: CallLedger) -> None:
     spec = AnswerSpec.build(
         message="Ünïcödé & <markup>", voice="MAN", loop=2, gather={"prompt": "Press 1", "num_digits": 1}
     )
     store.save_answer(_token(), spec, callback_base_url="https://hooks.example.com/vobiz")
-    assert store.load_answer(_token()) == spec
+    assert store.load_answer_entry(_token()).spec == spec
     entry = store.load_answer_entry(_token())
     assert entry is not None
     assert entry.callback_base_url == "https://hooks.example.com/vobiz"
     assert entry.created_at.tzinfo is not None
 
 
-def test_save_answer_is_an_upsert_per_try(store: CallbackStore) -> None:
+def test_save_answer_is_an_upsert_per_try(store: CallLedger) -> None:
     store.save_answer(_token(1), AnswerSpec.build(message="first"))
     store.save_answer(_token(1), AnswerSpec.build(message="first, again"))
     store.save_answer(_token(2), AnswerSpec.build(message="second try"))
-    assert store.load_answer(_token(1)) == AnswerSpec.build(message="first, again")
-    assert store.load_answer(_token(2)) == AnswerSpec.build(message="second try")
-    assert store.load_answer(_token(3)) is None
-    assert store.load_answer(_token(1, task_id="other")) is None
+    assert store.load_answer_entry(_token(1)).spec == AnswerSpec.build(message="first, again")
+    assert store.load_answer_entry(_token(2)).spec == AnswerSpec.build(message="second try")
+    assert store.load_answer_entry(_token(3)) is None
+    assert store.load_answer_entry(_token(1, task_id="other")) is None
     with store.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(answers)).scalar() == 2
 
 
-def test_prune_drops_old_answers_and_claims_only(store: CallbackStore) -> None:
+def test_prune_drops_old_answers_and_claims_only(store: CallLedger) -> None:
     store.save_answer(_token(1), AnswerSpec.build(message="old"))
     assert store.claim_notification("old", window=HOUR)
     with store.engine.begin() as conn:
@@ -98,8 +99,8 @@ def test_prune_drops_old_answers_and_claims_only(store: CallbackStore) -> None:
     assert store.claim_notification("new", window=HOUR)
 
     assert store.prune(older_than=2 * HOUR) == 2
-    assert store.load_answer(_token(1)) is None
-    assert store.load_answer(_token(2)) is not None
+    assert store.load_answer_entry(_token(1)) is None
+    assert store.load_answer_entry(_token(2)) is not None
     assert not store.claim_notification("new", window=HOUR)
 
 
@@ -120,16 +121,17 @@ def test_upgrade_from_version_1_keeps_the_data(store_url: str) -> None:
         assert "vobiz_answers" not in sa.inspect(conn).get_table_names()
     engine.dispose()
 
-    store = CallbackStore(store_url)
+    store = CallLedger(store_url)
     try:
         assert store.upgrade() == SCHEMA_VERSION == 2
         with store.engine.connect() as conn:
             assert conn.execute(sa.select(schema_version.c.version)).scalar() == 2
             assert conn.execute(sa.select(nonces.c.nonce)).scalars().all() == ["kept"]
             assert {"vobiz_answers", "vobiz_notifications"} <= set(sa.inspect(conn).get_table_names())
-        assert not store.remember_nonce("kept", window=10 * 365 * 24 * 3600.0)  # still known
+        ring = {"CallUUID": "c-kept", "Event": "Ring", "CallStatus": "ringing"}
+        assert store_callback(store, "ring", ring, nonce="kept", nonce_window=10 * 365 * 24 * 3600.0).replayed
         store.save_answer(_token(), AnswerSpec.build(message="after the upgrade"))
-        assert store.load_answer(_token()) == AnswerSpec.build(message="after the upgrade")
+        assert store.load_answer_entry(_token()).spec == AnswerSpec.build(message="after the upgrade")
     finally:
         store.dispose()
 
@@ -137,13 +139,13 @@ def test_upgrade_from_version_1_keeps_the_data(store_url: str) -> None:
 # -- notification claims -----------------------------------------------------------------------------------
 
 
-def test_a_key_is_claimed_once_per_window(store: CallbackStore) -> None:
+def test_a_key_is_claimed_once_per_window(store: CallLedger) -> None:
     assert store.claim_notification("etl/run1/load", window=HOUR) is True
     assert store.claim_notification("etl/run1/load", window=HOUR) is False
     assert store.claim_notification("etl/run1/transform", window=HOUR) is True
 
 
-def test_a_claim_expires_after_its_window(store: CallbackStore) -> None:
+def test_a_claim_expires_after_its_window(store: CallLedger) -> None:
     assert store.claim_notification("k", window=HOUR)
     _backdate_claims(store, dt.timedelta(minutes=30))
     assert not store.claim_notification("k", window=HOUR)
@@ -151,14 +153,14 @@ def test_a_claim_expires_after_its_window(store: CallbackStore) -> None:
     assert not store.claim_notification("k", window=dt.timedelta(minutes=20))  # ... and was renewed
 
 
-def test_released_claims_and_zero_windows_let_the_next_caller_phone(store: CallbackStore) -> None:
+def test_released_claims_and_zero_windows_let_the_next_caller_phone(store: CallLedger) -> None:
     assert store.claim_notification("k", window=HOUR)
     store.release_notification("k")
     assert store.claim_notification("k", window=HOUR)
     assert store.claim_notification("k", window=dt.timedelta(0))
 
 
-def test_long_keys_are_stored_by_digest(store: CallbackStore) -> None:
+def test_long_keys_are_stored_by_digest(store: CallLedger) -> None:
     long_key = "dag/" + "x" * 5000
     assert store.claim_notification(long_key, window=HOUR)
     assert not store.claim_notification(long_key, window=HOUR)
@@ -166,21 +168,21 @@ def test_long_keys_are_stored_by_digest(store: CallbackStore) -> None:
 
 
 @pytest.mark.parametrize(("key", "window"), [("", HOUR), ("k", -HOUR)])
-def test_bad_claims_are_refused(store: CallbackStore, key: str, window: dt.timedelta) -> None:
+def test_bad_claims_are_refused(store: CallLedger, key: str, window: dt.timedelta) -> None:
     with pytest.raises(ValueError, match="claim_notification"):
         store.claim_notification(key, window=window)
 
 
 def test_concurrent_claims_have_exactly_one_winner(store_url: str) -> None:
     threads_count = 8
-    stores = [CallbackStore(store_url) for _ in range(threads_count)]
+    stores = [CallLedger(store_url) for _ in range(threads_count)]
     stores[0].upgrade()
     barrier = threading.Barrier(threads_count)
     results: list[bool] = []
     errors: list[BaseException] = []
     lock = threading.Lock()
 
-    def claim(store: CallbackStore) -> None:
+    def claim(store: CallLedger) -> None:
         try:
             barrier.wait()
             won = store.claim_notification("alerts/manual__1/page", window=HOUR)

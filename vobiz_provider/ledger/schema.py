@@ -103,8 +103,9 @@ calls = sa.Table(
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
     sa.Column("call_uuid", sa.String(64), unique=True),
     sa.Column("request_uuid", sa.String(64), index=True),
-    # "<request_uuid>|<normalised destination>": finds the row record_fired() made before the CallUUID was
-    # known. Unique, so a callback and record_fired() cannot both create a row for the same leg.
+    # "<request_uuid>|<normalised destination>": finds the row register_fired_calls() made before the
+    # CallUUID was known. Unique, so a callback and register_fired_calls() cannot both create a row for the
+    # same leg.
     sa.Column("leg_key", sa.String(1024), unique=True),
     sa.Column("destination", sa.String(512)),
     sa.Column("from_number", sa.String(128)),

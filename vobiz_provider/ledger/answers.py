@@ -1,0 +1,99 @@
+"""What calls say when answered: the :class:`~vobiz_provider.models.answer.AnswerSpec` of each try.
+
+The operator and the notifier save a try's spec before dialling (:meth:`AnswerBook.save`); the receiver
+loads it when Vobiz fetches the answer URL or posts the keys pressed (:meth:`AnswerBook.load_entry`). Keyed
+by the task instance and its try, so a new try stores its own spec and saving again for the same try
+replaces it; the message itself never travels in a URL.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+from vobiz_provider.ledger.rows import check_lengths, text, utcnow
+from vobiz_provider.ledger.schema import answers
+from vobiz_provider.models.answer import AnswerSpec
+
+if TYPE_CHECKING:
+    import datetime as dt
+
+    from sqlalchemy.engine import Connection
+
+    from vobiz_provider.correlation import CorrelationToken
+    from vobiz_provider.ledger.database import Database
+
+__all__ = ["AnswerBook", "AnswerEntry"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnswerEntry:
+    """A stored answer spec (:meth:`AnswerBook.load_entry`).
+
+    :param spec: What the call says and gathers.
+    :param callback_base_url: The receiver root the call's callbacks were pointed at, if recorded.
+    :param created_at: When it was stored (UTC).
+    """
+
+    spec: AnswerSpec
+    callback_base_url: str | None
+    created_at: dt.datetime
+
+
+class AnswerBook:
+    """The ``vobiz_answers`` table.
+
+    :param database: The ledger's database.
+    """
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    def save(
+        self, correlation: CorrelationToken, spec: AnswerSpec, *, callback_base_url: str | None = None
+    ) -> None:
+        """Store what the call placed under ``correlation`` says when answered (idempotent upsert).
+
+        :param correlation: The call's correlation token (its task instance and try are the key).
+        :param spec: The message and keypad prompt.
+        :param callback_base_url: The receiver root the call's callbacks go to (the Gather action uses it).
+        """
+        base = text(callback_base_url)
+        check_lengths(
+            [
+                ("ti_key", answers.c.ti_key, correlation.ti_key),
+                ("callback_base_url", answers.c.callback_base_url, base),
+            ]
+        )
+        values = {"spec": spec.to_json(), "callback_base_url": base, "created_at": utcnow()}
+
+        def work(conn: Connection) -> None:
+            statement = self._db.insert(answers).values(
+                ti_key=correlation.ti_key, try_number=correlation.try_number, **values
+            )
+            conn.execute(
+                statement.on_conflict_do_update(index_elements=["ti_key", "try_number"], set_=values)
+            )
+
+        self._db.run(work, write=True)
+
+    def load_entry(self, correlation: CorrelationToken) -> AnswerEntry | None:
+        """The stored answer of ``correlation``'s task instance and try, with its receiver root, or ``None``.
+
+        :param correlation: The verified correlation token of the answer or gather request.
+        """
+        statement = sa.select(answers.c.spec, answers.c.callback_base_url, answers.c.created_at).where(
+            answers.c.ti_key == correlation.ti_key, answers.c.try_number == correlation.try_number
+        )
+        row = self._db.run(lambda conn: conn.execute(statement).mappings().first(), write=False)
+        if row is None:
+            return None
+        spec = row["spec"]
+        return AnswerEntry(
+            spec=AnswerSpec.model_validate(json.loads(spec) if isinstance(spec, str) else spec),
+            callback_base_url=row["callback_base_url"],
+            created_at=row["created_at"],
+        )

@@ -1,0 +1,330 @@
+"""Calls and their legs: one ``vobiz_calls`` row per destination of a Make-Call request.
+
+A row is created by whichever comes first: the operator recording the calls it fired
+(:meth:`CallTable.register_fired_calls`), a callback (:mod:`~vobiz_provider.ledger.ingest`) or a state
+learnt from the Vobiz API (:meth:`CallTable.cache_api_result`). Later observations are merged into it
+(:func:`~vobiz_provider.ledger.rows.merge`) by :meth:`CallTable.apply`, which finds the row by call UUID,
+by leg (``request_uuid|destination``) or, for a single-destination request, by request UUID.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from vobiz_provider.ledger.database import Conflict
+from vobiz_provider.ledger.rows import (
+    api_result_values,
+    check_lengths,
+    chunks,
+    correlation_values,
+    leg_key,
+    merge,
+    new_call_row,
+    text,
+    to_call_record,
+    utcnow,
+)
+from vobiz_provider.ledger.schema import calls
+from vobiz_provider.models.call import TERMINAL_STATUSES
+from vobiz_provider.models.record import status_for_hangup_cause
+
+if TYPE_CHECKING:
+    import datetime as dt
+    from collections.abc import Sequence
+
+    from sqlalchemy.engine import Connection, RowMapping
+
+    from vobiz_provider.correlation import CorrelationToken
+    from vobiz_provider.ledger.database import Database
+    from vobiz_provider.models.record import CallRecord
+
+__all__ = ["CallTable"]
+
+
+def _pair(request_uuids: Sequence[str], destinations: Sequence[str]) -> list[tuple[str, str]]:
+    if isinstance(request_uuids, str) or isinstance(destinations, str):
+        raise TypeError("request_uuids and destinations must be sequences of strings, not a string")
+    requests = [text(value) for value in request_uuids]
+    targets = [text(value) for value in destinations]
+    if not requests or any(value is None for value in requests):
+        raise ValueError("register_fired_calls needs at least one non-empty request_uuid")
+    if not targets or any(value is None for value in targets):
+        raise ValueError("register_fired_calls needs at least one non-empty destination")
+    if len(requests) == len(targets):
+        return list(zip(requests, targets, strict=True))  # type: ignore[arg-type]
+    if len(requests) == 1:
+        return [(requests[0], destination) for destination in targets]  # type: ignore[misc]
+    raise ValueError(
+        f"register_fired_calls got {len(requests)} request_uuids for {len(targets)} destinations; "
+        "expected one per destination or a single one for all"
+    )
+
+
+def _select_for_update(conn: Connection, *conditions: Any, limit: int = 1) -> list[dict[str, Any]]:
+    statement = sa.select(calls).where(*conditions).with_for_update().limit(limit)
+    return [dict(row) for row in conn.execute(statement).mappings()]
+
+
+class CallTable:
+    """The calls of the ledger: their rows, how observations merge into them, and how they are read.
+
+    :param database: The ledger's database.
+    """
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+        # Built once and run with parameters: a callback's write path runs them per call.
+        self._update = calls.update().where(calls.c.id == sa.bindparam("b_id"))
+        self._insert = database.insert(calls).on_conflict_do_nothing()
+        self._by_call_uuid = (
+            sa.select(calls).where(calls.c.call_uuid == sa.bindparam("b_value")).with_for_update().limit(1)
+        )
+        self._by_leg = (
+            sa.select(calls).where(calls.c.leg_key == sa.bindparam("b_value")).with_for_update().limit(1)
+        )
+
+    # -- merging ----------------------------------------------------------------------------------------
+
+    def apply(
+        self,
+        conn: Connection,
+        values: dict[str, Any],
+        *,
+        status: str | None,
+        insert_status: str,
+        source: str,
+        now: dt.datetime,
+        overwrite: frozenset[str] = frozenset(),
+        locked: bool = False,
+    ) -> CallRecord | None:
+        """Find (or create) the call row that ``values`` describe and merge them in; the row afterwards.
+
+        :param conn: The caller's transaction.
+        :param values: The call columns observed.
+        :param status: The status they report (``None``: they do not move the call).
+        :param insert_status: The status of a row created for them.
+        :param source: ``callback``, ``fired`` or ``api``.
+        :param now: The transaction's clock (``updated_at``).
+        :param overwrite: Detail columns this observation replaces on a live call.
+        :param locked: The caller already holds the PostgreSQL advisory locks of its UUIDs.
+        """
+        call_uuid = values.get("call_uuid")
+        request_uuid = values.get("request_uuid")
+        if not call_uuid and not request_uuid:
+            return None
+        leg = leg_key(request_uuid, values.get("destination"))
+        if not locked:
+            self._db.lock(conn, (request_uuid, call_uuid))
+
+        row = self._first(conn, self._by_call_uuid, call_uuid) if call_uuid else None
+        if row is not None and leg and row["leg_key"] is None:
+            # A row for this call exists without its leg (its first callback lacked To/RequestUUID), and
+            # register_fired_calls made a placeholder for the leg: fold the placeholder into the call's row.
+            for placeholder in _select_for_update(conn, calls.c.leg_key == leg, calls.c.call_uuid.is_(None)):
+                conn.execute(calls.delete().where(calls.c.id == placeholder["id"]))
+                fired = {column: value for column, value in placeholder.items() if column != "id"}
+                absorbed = merge(row, fired, status=placeholder["status"], source=placeholder["source"])
+                if absorbed:
+                    absorbed["updated_at"] = now  # the trigger poller reads rows by updated_at
+                    row.update(absorbed)
+                    conn.execute(self._update, {"b_id": row["id"], **absorbed})
+        if row is None and leg:
+            candidate = self._first(conn, self._by_leg, leg)
+            if candidate is not None and candidate["call_uuid"] in (None, call_uuid):
+                row = candidate
+            elif candidate is not None:
+                leg = None  # another call to the same destination within the same request
+        if row is None and request_uuid and call_uuid:
+            # A single-destination request whose To was spelt differently in register_fired_calls.
+            candidates = _select_for_update(conn, calls.c.request_uuid == request_uuid, limit=2)
+            if len(candidates) == 1 and candidates[0]["call_uuid"] is None:
+                row = candidates[0]
+
+        if row is None:
+            new_row = new_call_row(values, leg=leg, status=insert_status, source=source, now=now)
+            if conn.execute(self._insert, new_row).rowcount == 0:
+                raise Conflict("a call row appeared while its writer held the locks")
+            return to_call_record(new_row)
+
+        values = {column: value for column, value in values.items() if column in calls.c}
+        if leg and not row["leg_key"]:
+            values["leg_key"] = leg
+        changes = merge(row, values, status=status, source=source, overwrite=overwrite)
+        if changes:
+            changes["updated_at"] = now
+            conn.execute(self._update, {"b_id": row["id"], **changes})
+            row.update(changes)
+        return to_call_record(row)
+
+    @staticmethod
+    def _first(conn: Connection, statement: Any, value: str) -> dict[str, Any] | None:
+        row = conn.execute(statement, {"b_value": value}).mappings().first()
+        return dict(row) if row is not None else None
+
+    # -- writes -----------------------------------------------------------------------------------------
+
+    def register_fired_calls(
+        self,
+        *,
+        request_uuids: Sequence[str],
+        destinations: Sequence[str],
+        from_number: str | None = None,
+        correlation: CorrelationToken | None = None,
+    ) -> None:
+        """Record the calls of one accepted Make-Call request, as ``queued`` (idempotent).
+
+        One row per destination. With one request UUID per destination they are paired in order; a single
+        request UUID for several destinations (bulk dial) goes on every row. A row a callback already
+        created for the same leg is completed instead (callbacks can arrive before this is called).
+
+        :param request_uuids: ``CallFiredResponse.request_uuids``.
+        :param destinations: The destinations, in the order of the request's ``to``.
+        :param from_number: The caller ID used.
+        :param correlation: The task instance (and try) that placed the call.
+        """
+        pairs = _pair(request_uuids, destinations)
+        caller = text(from_number)
+        check_lengths(
+            [("from_number", calls.c.from_number, caller)]
+            + [("request_uuid", calls.c.request_uuid, request_uuid) for request_uuid, _ in pairs]
+            + [("to", calls.c.destination, destination) for _, destination in pairs]
+        )
+        ti_values = correlation_values(correlation)
+        per_request: dict[str, int] = {}
+        for request_uuid, _ in pairs:
+            per_request[request_uuid] = per_request.get(request_uuid, 0) + 1
+
+        def work(conn: Connection) -> None:
+            self._db.lock(conn, per_request)
+            now = utcnow()
+            existing = [
+                dict(row)
+                for chunk in chunks(list(per_request))
+                for row in conn.execute(
+                    sa.select(calls).where(calls.c.request_uuid.in_(chunk)).with_for_update()
+                ).mappings()
+            ]
+            by_leg = {row["leg_key"]: row for row in existing if row["leg_key"]}
+            by_request: dict[str, list[dict[str, Any]]] = {}
+            for row in existing:
+                by_request.setdefault(row["request_uuid"], []).append(row)
+            new_rows: list[dict[str, Any]] = []
+            new_legs: set[str | None] = set()
+            for request_uuid, destination in pairs:
+                leg = leg_key(request_uuid, destination)
+                values = {
+                    "request_uuid": request_uuid,
+                    "destination": destination,
+                    "from_number": caller,
+                    "fired_at": now,
+                    **ti_values,
+                }
+                row = by_leg.get(leg)
+                if (
+                    row is None
+                    and per_request[request_uuid] == 1
+                    and len(by_request.get(request_uuid, ())) == 1
+                ):
+                    # A callback came first and spelt the destination differently: it is this call.
+                    row = by_request[request_uuid][0]
+                if row is None:
+                    if leg not in new_legs:  # the same destination twice in one request: one row per leg
+                        new_legs.add(leg)
+                        new_rows.append(
+                            new_call_row(values, leg=leg, status="queued", source="fired", now=now)
+                        )
+                    continue
+                changes = merge(row, {**values, "leg_key": leg}, status=None, source="fired")
+                if changes.get("leg_key") in by_leg:
+                    changes.pop("leg_key")
+                if changes:
+                    changes["updated_at"] = now
+                    conn.execute(calls.update().where(calls.c.id == row["id"]).values(**changes))
+            if new_rows:
+                # The advisory locks (PostgreSQL) or the write lock (SQLite) rule out a concurrent insert
+                # of these legs; ON CONFLICT only guards against a row made outside this provider's code.
+                conn.execute(self._insert, new_rows)
+
+        self._db.run(work, write=True)
+
+    def cache_api_result(self, record: CallRecord) -> None:
+        """Store a state learned from the Vobiz API (CDR, live call), under the same monotonic rules.
+
+        :param record: The state, with at least ``call_uuid`` or ``request_uuid``.
+        """
+        if not record.call_uuid and not record.request_uuid:
+            raise ValueError("cache_api_result needs a record with a call_uuid or a request_uuid")
+        status = record.status
+        if record.terminal and status not in TERMINAL_STATUSES:
+            status = status_for_hangup_cause(record.hangup_cause_code, record.hangup_cause)
+        values = api_result_values(record)
+        check_lengths((column, calls.c[column], value) for column, value in values.items())
+        self._db.run(
+            lambda conn: self.apply(
+                conn, values, status=status, insert_status=status, source="api", now=utcnow()
+            ),
+            write=True,
+        )
+
+    # -- reads ------------------------------------------------------------------------------------------
+
+    def lookup(
+        self, *, request_uuids: Sequence[str] = (), call_uuids: Sequence[str] = ()
+    ) -> list[CallRecord]:
+        """The calls with any of these request or call UUIDs, in ONE query (per 30,000 UUIDs).
+
+        A bulk request UUID returns one record per destination. Unknown UUIDs are simply absent.
+
+        :param request_uuids: Request UUIDs returned by Make-Call.
+        :param call_uuids: Call UUIDs.
+        """
+        items = [("r", value) for value in dict.fromkeys(request_uuids) if value]
+        items += [("c", value) for value in dict.fromkeys(call_uuids) if value]
+        if not items:
+            return []
+
+        def work(conn: Connection) -> list[CallRecord]:
+            rows: dict[int, RowMapping] = {}
+            for chunk in chunks(items):
+                statement = sa.select(calls).where(uuid_conditions(chunk)).order_by(calls.c.id)
+                for row in conn.execute(statement).mappings():
+                    rows[row["id"]] = row
+            return [to_call_record(rows[key]) for key in sorted(rows)]
+
+        return self._db.run(work, write=False)
+
+    def find_attempts(
+        self, *, dag_id: str, run_id: str, task_id: str, map_index: int = -1, before_try: int | None = None
+    ) -> list[CallRecord]:
+        """The calls fired for this task instance by its tries, newest try first.
+
+        :param dag_id: DAG id.
+        :param run_id: Run id.
+        :param task_id: Task id.
+        :param map_index: Map index (``-1`` when not mapped).
+        :param before_try: Only tries before this one (pass the current try number).
+        """
+        ti_key = f"{dag_id}/{run_id}/{task_id}/{map_index}"
+
+        def work(conn: Connection) -> list[CallRecord]:
+            statement = sa.select(calls).where(calls.c.ti_key == ti_key)
+            if before_try is not None:
+                statement = statement.where(calls.c.try_number < before_try)
+            statement = statement.order_by(calls.c.try_number.desc(), calls.c.id.desc())
+            return [to_call_record(row) for row in conn.execute(statement).mappings()]
+
+        return self._db.run(work, write=False)
+
+
+def uuid_conditions(chunk: Sequence[tuple[str, str]]) -> Any:
+    """``request_uuid IN (...) OR call_uuid IN (...)`` for ``("r"|"c", uuid)`` items."""
+    conditions = []
+    requests = [value for tag, value in chunk if tag == "r"]
+    call_ids = [value for tag, value in chunk if tag == "c"]
+    if requests:
+        conditions.append(calls.c.request_uuid.in_(requests))
+    if call_ids:
+        conditions.append(calls.c.call_uuid.in_(call_ids))
+    return sa.or_(*conditions)

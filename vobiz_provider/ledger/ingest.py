@@ -1,0 +1,441 @@
+"""Storing Vobiz's callbacks: ONE write path, where a single callback is a batch of one.
+
+:meth:`CallbackIngest.prepare` checks a callback and works out what storing it writes, without touching the
+database; :meth:`CallbackIngest.ingest` writes prepared callbacks in one transaction: for each, its
+signature nonce, its event row and its call's new state commit together. So if storing fails (503 to
+Vobiz) the nonce is not burnt and Vobiz's retry with the same signature is still accepted; a nonce that was
+accepted always has its callback stored; and a repeated callback (same fields, a Vobiz retry) is stored
+once and changes nothing the second time. The receiver hands callbacks to :meth:`CallbackIngest.submit`,
+whose writer thread (:class:`~vobiz_provider.ledger.group_commit.GroupCommitter`) gives everything queued
+meanwhile to :meth:`CallbackIngest.ingest` as one batch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from vobiz_provider.exceptions import LedgerUnavailableError, VobizValidationError
+from vobiz_provider.ledger.database import Conflict
+from vobiz_provider.ledger.group_commit import GroupCommitter
+from vobiz_provider.ledger.rows import (
+    OVERWRITE_BY_KIND,
+    callback_status,
+    callback_values,
+    check_callback_lengths,
+    correlation_values,
+    dedupe_key,
+    leg_key,
+    new_call_row,
+    normalise_kind,
+    text,
+    to_call_record,
+    utcnow,
+)
+from vobiz_provider.ledger.schema import UTCDateTime, calls, events, nonces
+from vobiz_provider.models.callbacks import parse_callback
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from concurrent.futures import Future
+
+    from sqlalchemy.engine import Connection
+
+    from vobiz_provider.correlation import CorrelationToken
+    from vobiz_provider.ledger.calls import CallTable
+    from vobiz_provider.ledger.database import Database
+    from vobiz_provider.models.callbacks import VobizCallback
+    from vobiz_provider.models.record import CallRecord
+
+__all__ = ["CallbackIngest", "IngestResult", "PreparedCallback"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class IngestResult:
+    """What storing one callback did.
+
+    :param stored: The callback was new and has been stored.
+    :param duplicate: The callback was stored before (a Vobiz retry, whatever its nonce): nothing changed.
+    :param call_uuid: The call it belongs to, if known.
+    :param replayed: The signature nonce was seen within the replay window with *other* fields: a captured
+        signature reused on a forged body. Nothing was stored; the receiver should refuse it (403).
+    :param record: The call's state after this callback (``None`` when nothing was stored).
+    """
+
+    stored: bool
+    duplicate: bool
+    call_uuid: str | None
+    replayed: bool = False
+    record: CallRecord | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreparedCallback:
+    """A checked callback and the rows storing it writes (:meth:`CallbackIngest.prepare`).
+
+    :param kind: The normalised callback kind.
+    :param form: The fields as strings, stored in the event row.
+    :param values: The call columns it carries, with the task instance's.
+    :param status: The call status it reports, if any.
+    :param event: ``Event``.
+    :param call_status: ``CallStatus``.
+    :param dedupe_key: Its :func:`~vobiz_provider.ledger.rows.dedupe_key`.
+    :param nonce: The verified signature's nonce, if signed.
+    :param nonce_window: Replay window in seconds.
+    :param ti_key: The task instance key of its correlation token, if any.
+    :param try_number: The try of its correlation token, if any.
+    """
+
+    kind: str
+    form: dict[str, str] = dataclass_field(repr=False)
+    values: dict[str, Any] = dataclass_field(repr=False)
+    status: str | None
+    event: str | None
+    call_status: str | None
+    dedupe_key: str
+    nonce: str | None = dataclass_field(repr=False)
+    nonce_window: float
+    ti_key: str | None
+    try_number: int | None
+
+    @property
+    def call_uuid(self) -> str | None:
+        """The ``CallUUID`` it names, if any."""
+        return self.values["call_uuid"]
+
+
+def _event_row(prepared: PreparedCallback, now: dt.datetime) -> dict[str, Any]:
+    return {
+        "received_at": now,
+        "kind": prepared.kind,
+        "event": prepared.event,
+        "call_uuid": prepared.values["call_uuid"],
+        "request_uuid": prepared.values["request_uuid"],
+        "call_status": prepared.call_status,
+        "ti_key": prepared.ti_key,
+        "try_number": prepared.try_number,
+        "dedupe_key": prepared.dedupe_key,
+        "nonce": prepared.nonce,
+        "fields": prepared.form,
+    }
+
+
+class CallbackIngest:
+    """Prepares and stores callbacks (see the module docstring).
+
+    :param database: The ledger's database.
+    :param call_table: The call rows callbacks are applied to.
+    :param nonce_window: Default replay window of signature nonces, in seconds.
+    """
+
+    def __init__(self, database: Database, call_table: CallTable, *, nonce_window: float) -> None:
+        self._db = database
+        self._calls = call_table
+        self.nonce_window = nonce_window
+        self._committer: GroupCommitter[PreparedCallback, IngestResult] | None = None
+        self._committer_lock = threading.Lock()
+        self._last_nonce_purge = 0.0
+        # Built once and run with parameters: building an insert per callback costs far more than running it
+        # (SQLAlchemy derives a cache key from every literal).
+        insert_nonces = database.insert(nonces)
+        self._claim_nonces = insert_nonces.on_conflict_do_update(
+            index_elements=["nonce"],
+            set_={"seen_at": insert_nonces.excluded.seen_at},
+            where=nonces.c.seen_at < sa.bindparam("cutoff", type_=UTCDateTime()),
+        ).returning(nonces.c.nonce)
+        self._insert_events = (
+            database.insert(events)
+            .on_conflict_do_nothing(index_elements=["dedupe_key"])
+            .returning(events.c.dedupe_key)
+        )
+        self._insert_calls = database.insert(calls).on_conflict_do_nothing().returning(calls.c.id)
+        self._known_calls = sa.select(calls.c.call_uuid, calls.c.leg_key, calls.c.request_uuid).where(
+            sa.or_(
+                calls.c.call_uuid.in_(sa.bindparam("b_call_uuids", expanding=True)),
+                calls.c.leg_key.in_(sa.bindparam("b_leg_keys", expanding=True)),
+                calls.c.request_uuid.in_(sa.bindparam("b_request_uuids", expanding=True)),
+            )
+        )
+
+    # -- preparing ----------------------------------------------------------------------------------------
+
+    def prepare(
+        self,
+        kind: str,
+        fields: Mapping[str, str],
+        *,
+        correlation: CorrelationToken | None = None,
+        nonce: str | None = None,
+        timezone: str | None = None,
+        nonce_window: float | None = None,
+        callback: VobizCallback | None = None,
+    ) -> PreparedCallback:
+        """Check one callback and work out what storing it writes, without touching the database.
+
+        :param kind: The receiver route: ``ring``, ``answer``, ``hangup``, ``machine-detection``, ``gather``.
+        :param fields: The form (or query) fields exactly as received (``CallUUID``, ``Event``, ...).
+        :param correlation: The verified correlation token of the callback URL, if any.
+        :param nonce: The verified signature's nonce; a nonce seen within the replay window makes the
+            callback ``replayed`` and nothing is stored.
+        :param timezone: The account timezone of ``StartTime``/``AnswerTime``/``EndTime`` (the connection's
+            ``timezone``); UTC when omitted.
+        :param nonce_window: Replay window in seconds (default: the ledger's).
+        :param callback: The callback model already parsed from ``fields`` in ``timezone``
+            (:func:`~vobiz_provider.models.callbacks.parse_callback`), so they are not parsed again.
+        :raises VobizValidationError: When a value is longer than its column (naming the field).
+        :raises ValueError: For an unknown ``kind``.
+        """
+        kind = normalise_kind(kind)
+        form = {str(key): "" if value is None else str(value) for key, value in fields.items()}
+        if callback is None:
+            try:
+                callback = parse_callback(form, timezone=timezone or "UTC", kind=kind)
+            except VobizValidationError as err:
+                # Keep the raw fields; only the UTC times are lost. The receiver validates before storing.
+                log.warning("Storing a %s callback whose fields could not all be parsed: %s", kind, err)
+        values = callback_values(kind, form, callback)
+        event = text(form.get("Event"))
+        call_status = text(form.get("CallStatus"))
+        check_callback_lengths(
+            (*values.items(), ("Event", event), ("CallStatus", call_status), ("nonce", nonce))
+        )
+        status = callback_status(
+            kind,
+            form,
+            values["hangup_cause_code"],
+            values["hangup_cause"],
+            answered=values["answer_time"] is not None,
+        )
+        return PreparedCallback(
+            kind=kind,
+            form=form,
+            values={**values, **correlation_values(correlation)},
+            status=status,
+            event=event,
+            call_status=call_status,
+            dedupe_key=dedupe_key(kind, form),
+            nonce=nonce,
+            nonce_window=self.nonce_window if nonce_window is None else nonce_window,
+            ti_key=correlation.ti_key if correlation else None,
+            try_number=correlation.try_number if correlation else None,
+        )
+
+    # -- writing ------------------------------------------------------------------------------------------
+
+    def submit(self, prepared: PreparedCallback) -> Future[IngestResult]:
+        """Queue a prepared callback for the writer thread; the future resolves once it is committed.
+
+        Group commit: one writer thread per ledger gives every callback queued meanwhile to :meth:`ingest`
+        (one transaction), and only then resolves their futures. If the batch cannot be committed, every
+        future fails with :class:`~vobiz_provider.exceptions.LedgerUnavailableError` and nothing of the
+        batch is stored. Cancelling the future before the writer takes it withdraws the callback.
+
+        :param prepared: From :meth:`prepare`.
+        """
+        committer = self._committer
+        if committer is None:
+            with self._committer_lock:
+                if self._committer is None:
+                    self._committer = GroupCommitter(apply_batch=self.ingest)
+                committer = self._committer
+        return committer.submit(prepared)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Write the callbacks still queued and stop the writer thread (a later :meth:`submit` restarts it).
+
+        :param timeout: Seconds to wait for the writer.
+        """
+        with self._committer_lock:
+            committer, self._committer = self._committer, None
+        if committer is not None:
+            committer.close(timeout=timeout)
+
+    def ingest(self, items: Sequence[PreparedCallback]) -> list[IngestResult | BaseException]:
+        """Store prepared callbacks in one transaction and commit; each one's result, in order.
+
+        A callback that fails on its own (a bug, a constraint) does not fail the others: the batch is then
+        written again one callback per transaction, and that callback's result is its exception.
+
+        :param items: From :meth:`prepare`, in arrival order.
+        :raises LedgerUnavailableError: When the ledger cannot be reached or the commit fails: nothing of
+            the batch is stored.
+        """
+        lock_keys = [key for item in items for key in (item.values["request_uuid"], item.values["call_uuid"])]
+
+        def work(conn: Connection) -> list[IngestResult | BaseException]:
+            self._db.lock(conn, lock_keys)
+            return list(self._write(conn, items, now=utcnow()))
+
+        try:
+            return self._db.run(work, write=True)
+        except LedgerUnavailableError:
+            raise
+        except Exception as err:
+            if len(items) == 1:
+                return [err]
+            reason = str(getattr(err, "orig", None) or err).strip().splitlines()
+            log.warning(
+                "A batch of %d callbacks failed (%s: %s); writing them one by one",
+                len(items),
+                type(err).__name__,
+                reason[0] if reason else "",
+            )
+        results: list[IngestResult | BaseException] = []
+        for item in items:
+            try:
+                results.extend(self.ingest([item]))
+            except Exception as item_err:  # this callback's own failure, answered to its sender alone
+                results.append(item_err)
+        return results
+
+    def _write(
+        self, conn: Connection, items: Sequence[PreparedCallback], *, now: dt.datetime
+    ) -> list[IngestResult]:
+        """Store each item in order, with one statement per step for the whole batch.
+
+        The caller holds the advisory locks of every item's UUIDs (PostgreSQL) or the write lock (SQLite).
+        Each item ends as if written alone after the ones before it: a nonce or a dedupe key repeated within
+        the batch counts as seen, and items that touch the same call, or a call already stored, are applied
+        one after the other. Only calls new to the ledger and to the batch are inserted in bulk.
+        """
+        results: list[IngestResult | None] = [None] * len(items)
+
+        # 1. Nonces: the first use of each nonce within the batch claims it.
+        claimants: dict[str, int] = {}
+        for index, item in enumerate(items):
+            if item.nonce is not None:
+                claimants.setdefault(item.nonce, index)
+        fresh: set[str] = set()
+        by_window: dict[float, list[str]] = {}
+        for nonce, index in claimants.items():
+            by_window.setdefault(items[index].nonce_window, []).append(nonce)
+        for window, batch_nonces in by_window.items():
+            cutoff = now - dt.timedelta(seconds=window)
+            rows = [{"nonce": nonce, "seen_at": now, "cutoff": cutoff} for nonce in batch_nonces]
+            fresh.update(conn.execute(self._claim_nonces, rows).scalars())
+            self._purge_nonces(conn, cutoff=cutoff, window=window)
+
+        # 2. Events: the first of each dedupe key among the items that claimed their nonce (or are unsigned).
+        inserting: list[int] = []
+        keys: set[str] = set()
+        reused: list[int] = []
+        for index, item in enumerate(items):
+            if item.nonce is not None and (item.nonce not in fresh or claimants[item.nonce] != index):
+                reused.append(index)
+            elif item.dedupe_key in keys:
+                results[index] = IngestResult(stored=False, duplicate=True, call_uuid=item.call_uuid)
+            else:
+                keys.add(item.dedupe_key)
+                inserting.append(index)
+        inserted: set[str] = set()
+        if inserting:
+            rows = [_event_row(items[index], now) for index in inserting]
+            inserted.update(conn.execute(self._insert_events, rows).scalars())
+        stored = [index for index in inserting if items[index].dedupe_key in inserted]
+        for index in inserting:
+            if items[index].dedupe_key not in inserted:
+                results[index] = IngestResult(stored=False, duplicate=True, call_uuid=items[index].call_uuid)
+
+        # 3. A nonce seen before: Vobiz resending the same callback whose answer it lost (same fields under
+        # the same nonce), or a captured signature reused on another body (Vobiz signs URL + nonce only).
+        for index in reused:
+            item = items[index]
+            resent = conn.execute(
+                sa.select(events.c.id)
+                .where(events.c.dedupe_key == item.dedupe_key, events.c.nonce == item.nonce)
+                .limit(1)
+            ).first()
+            results[index] = IngestResult(
+                stored=False, duplicate=True, replayed=resent is None, call_uuid=item.call_uuid
+            )
+
+        # 4. Calls: insert those new to the ledger and to the batch at once; apply the others in order.
+        records = self._apply(conn, [items[index] for index in stored], now=now)
+        for index, record in zip(stored, records, strict=True):
+            results[index] = IngestResult(
+                stored=True,
+                duplicate=False,
+                call_uuid=record.call_uuid if record else items[index].call_uuid,
+                record=record,
+            )
+        return results  # type: ignore[return-value]
+
+    def _apply(
+        self, conn: Connection, items: Sequence[PreparedCallback], *, now: dt.datetime
+    ) -> list[CallRecord | None]:
+        """Apply stored callbacks to their calls, in order (the caller holds the locks)."""
+        if not items:
+            return []
+        idents = [
+            (
+                item.values["call_uuid"],
+                leg_key(item.values["request_uuid"], item.values.get("destination")),
+                item.values["request_uuid"],
+            )
+            for item in items
+        ]
+        known = conn.execute(
+            self._known_calls,
+            {
+                "b_call_uuids": sorted({call for call, _, _ in idents if call}),
+                "b_leg_keys": sorted({leg for _, leg, _ in idents if leg}),
+                "b_request_uuids": sorted({request for _, _, request in idents if request}),
+            },
+        ).all()
+        taken: dict[tuple[str, str], int] = {}
+        for row in known:
+            for name, value in (("c", row.call_uuid), ("l", row.leg_key), ("r", row.request_uuid)):
+                if value:
+                    taken[(name, value)] = 2  # already stored: never a bulk insert
+        for call, leg, request in idents:
+            for name, value in (("c", call), ("l", leg), ("r", request)):
+                if value:
+                    taken[(name, value)] = taken.get((name, value), 0) + 1
+        records: list[CallRecord | None] = []
+        new_rows: list[dict[str, Any]] = []
+        for item, (call, leg, request) in zip(items, idents, strict=True):
+            if not call and not request:
+                records.append(None)
+                continue
+            # A machine detection or gather can only happen on an answered call.
+            insert_status = item.status or "in-progress"
+            alone = all(
+                taken.get((name, value), 0) == 1
+                for name, value in (("c", call), ("l", leg), ("r", request))
+                if value
+            )
+            if alone:
+                row = new_call_row(item.values, leg=leg, status=insert_status, source="callback", now=now)
+                new_rows.append(row)
+                records.append(to_call_record(row))
+                continue
+            records.append(
+                self._calls.apply(
+                    conn,
+                    dict(item.values),
+                    status=item.status,
+                    insert_status=insert_status,
+                    source="callback",
+                    overwrite=OVERWRITE_BY_KIND.get(item.kind, frozenset()),
+                    now=now,
+                    locked=True,
+                )
+            )
+        if new_rows and len(conn.execute(self._insert_calls, new_rows).all()) != len(new_rows):
+            raise Conflict("a call row appeared while its writer held the locks")
+        return records
+
+    def _purge_nonces(self, conn: Connection, *, cutoff: dt.datetime, window: float) -> None:
+        # Purge expired nonces now and then, not on every callback.
+        if time.monotonic() - self._last_nonce_purge > max(30.0, window / 2):
+            self._last_nonce_purge = time.monotonic()
+            conn.execute(nonces.delete().where(nonces.c.seen_at < cutoff))

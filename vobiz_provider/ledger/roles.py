@@ -1,0 +1,133 @@
+"""What each component may do with the ledger: one narrow interface per role.
+
+:class:`~vobiz_provider.ledger.CallLedger` implements all of them; each component holds the ledger as the
+role it plays, so what it may write is visible in its types:
+
+=========================  ===================================  =============================================
+role                       who                                  writes
+=========================  ===================================  =============================================
+:class:`CallbackSink`      the receiver                         callback events, signature nonces, call rows
+                                                                (``source=callback``)
+:class:`PlacementLedger`   call placement (operator, notifier)  answer specs, fired calls (``source=fired``),
+                                                                notification claims
+:class:`CallReader`        triggers, the sensor, the operator   API outcomes only (``source=api``), through
+                           when it resumes                      :meth:`CallReader.cache_api_result`
+:class:`LedgerMaintenance` ``vobiz-callbacks db upgrade|prune``  the schema; deletes old rows
+=========================  ===================================  =============================================
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import datetime as dt
+    from collections.abc import Mapping, Sequence
+    from concurrent.futures import Future
+
+    from vobiz_provider.correlation import CorrelationToken
+    from vobiz_provider.ledger.answers import AnswerEntry
+    from vobiz_provider.ledger.feed import CallChange
+    from vobiz_provider.ledger.ingest import IngestResult, PreparedCallback
+    from vobiz_provider.models.answer import AnswerSpec
+    from vobiz_provider.models.callbacks import VobizCallback
+    from vobiz_provider.models.record import CallRecord
+
+__all__ = ["CallReader", "CallbackSink", "LedgerMaintenance", "PlacementLedger"]
+
+
+class CallbackSink(Protocol):
+    """The receiver: stores the callbacks Vobiz posts and reads the answer specs it serves."""
+
+    def prepare_callback(
+        self,
+        kind: str,
+        fields: Mapping[str, str],
+        *,
+        correlation: CorrelationToken | None = None,
+        nonce: str | None = None,
+        timezone: str | None = None,
+        nonce_window: float | None = None,
+        callback: VobizCallback | None = None,
+    ) -> PreparedCallback:
+        """See :meth:`vobiz_provider.ledger.ingest.CallbackIngest.prepare`."""
+        ...
+
+    def submit_callback(self, prepared: PreparedCallback) -> Future[IngestResult]:
+        """See :meth:`vobiz_provider.ledger.ingest.CallbackIngest.submit`."""
+        ...
+
+    def load_answer_entry(self, correlation: CorrelationToken) -> AnswerEntry | None:
+        """See :meth:`vobiz_provider.ledger.answers.AnswerBook.load_entry`."""
+        ...
+
+
+class PlacementLedger(Protocol):
+    """Call placement: stores what a call says, records the calls it fired and finds earlier tries'."""
+
+    def save_answer(
+        self, correlation: CorrelationToken, spec: AnswerSpec, *, callback_base_url: str | None = None
+    ) -> None:
+        """See :meth:`vobiz_provider.ledger.answers.AnswerBook.save`."""
+        ...
+
+    def register_fired_calls(
+        self,
+        *,
+        request_uuids: Sequence[str],
+        destinations: Sequence[str],
+        from_number: str | None = None,
+        correlation: CorrelationToken | None = None,
+    ) -> None:
+        """See :meth:`vobiz_provider.ledger.calls.CallTable.register_fired_calls`."""
+        ...
+
+    def find_attempts(
+        self, *, dag_id: str, run_id: str, task_id: str, map_index: int = -1, before_try: int | None = None
+    ) -> list[CallRecord]:
+        """See :meth:`vobiz_provider.ledger.calls.CallTable.find_attempts`."""
+        ...
+
+    def claim_notification(self, key: str, *, window: dt.timedelta) -> bool:
+        """See :meth:`vobiz_provider.ledger.claims.NotificationClaims.claim`."""
+        ...
+
+    def release_notification(self, key: str) -> None:
+        """See :meth:`vobiz_provider.ledger.claims.NotificationClaims.release`."""
+        ...
+
+
+class CallReader(Protocol):
+    """Waiting for calls: reads their state, and caches an outcome learnt from the Vobiz API."""
+
+    def lookup(
+        self, *, request_uuids: Sequence[str] = (), call_uuids: Sequence[str] = ()
+    ) -> list[CallRecord]:
+        """See :meth:`vobiz_provider.ledger.calls.CallTable.lookup`."""
+        ...
+
+    def changed_calls(
+        self, *, since: dt.datetime | None, request_uuids: Sequence[str] = (), call_uuids: Sequence[str] = ()
+    ) -> list[CallChange]:
+        """See :meth:`vobiz_provider.ledger.feed.ChangeFeed.changed_calls`."""
+        ...
+
+    def last_callback_at(self) -> dt.datetime | None:
+        """See :meth:`vobiz_provider.ledger.feed.ChangeFeed.last_callback_at`."""
+        ...
+
+    def cache_api_result(self, record: CallRecord) -> None:
+        """See :meth:`vobiz_provider.ledger.calls.CallTable.cache_api_result`."""
+        ...
+
+
+class LedgerMaintenance(Protocol):
+    """The ``vobiz-callbacks`` maintenance commands."""
+
+    def upgrade(self) -> int:
+        """See :meth:`vobiz_provider.ledger.database.Database.upgrade`."""
+        ...
+
+    def prune(self, *, older_than: dt.timedelta) -> int:
+        """See :func:`vobiz_provider.ledger.maintenance.prune`."""
+        ...

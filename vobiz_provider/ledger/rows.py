@@ -1,0 +1,445 @@
+"""Pure functions between Vobiz's fields, the ledger's rows and ``CallRecord``.
+
+Every column mapping of the ledger lives here, in both directions: callback fields → call columns
+(:func:`callback_values`), API result → call columns (:func:`api_result_values`), row → record
+(:func:`to_call_record`); and the rules that merge a new observation into a call row (:func:`merge`):
+
+State is monotonic: ``queued < ringing < in-progress < terminal``. A lower-ranked event never overwrites a
+higher one (a late ``Ring`` never undoes a ``Hangup``) and a terminal state absorbs: later events only fill
+fields that are still empty.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from vobiz_provider.correlation import CALLBACK_KINDS
+from vobiz_provider.exceptions import VobizValidationError
+from vobiz_provider.ledger.schema import calls, events
+from vobiz_provider.models.call import TERMINAL_STATUSES
+from vobiz_provider.models.record import (
+    TERMINAL_RANK,
+    CallRecord,
+    iso_utc,
+    status_for_hangup_cause,
+    status_rank,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
+
+    import sqlalchemy as sa
+
+    from vobiz_provider.correlation import CorrelationToken
+    from vobiz_provider.models.callbacks import VobizCallback
+
+T = TypeVar("T")
+
+#: Largest number of values in one ``IN (...)`` list (SQLite allows 32766 bound parameters).
+MAX_IN_PARAMS: Final = 30_000
+#: Form fields that may differ between Vobiz's retries of one callback; left out of the dedupe key.
+VOLATILE_FIELDS: Final = frozenset({"timestamp", "Timestamp"})
+#: The columns of ``vobiz_calls`` in table order (a row's values come in this order).
+ROW_COLUMNS: Final = tuple(column.name for column in calls.columns)
+#: The columns a new call row gets (all but the primary key).
+CALL_COLUMNS: Final = tuple(name for name in ROW_COLUMNS if name != "id")
+
+# Columns that name a call or its task: set once, never overwritten by a later event.
+_IDENTITY_COLUMNS: Final = frozenset(
+    {
+        "call_uuid",
+        "request_uuid",
+        "leg_key",
+        "destination",
+        "from_number",
+        "ti_key",
+        "dag_id",
+        "run_id",
+        "task_id",
+        "map_index",
+        "try_number",
+        "conn_id",
+        "fired_at",
+    }
+)
+_STATE_COLUMNS: Final = frozenset({"status", "rank", "terminal", "source", "updated_at"})
+_MAX_INT: Final = 2**31 - 1
+# The form field each text column of vobiz_calls comes from, to name it when a value is too long.
+_FIELD_OF_COLUMN: Final = {
+    "call_uuid": "CallUUID",
+    "request_uuid": "RequestUUID",
+    "destination": "To",
+    "from_number": "From",
+    "hangup_cause": "HangupCause",
+    "hangup_cause_name": "HangupCauseName",
+    "hangup_source": "HangupSource",
+    "start_time": "StartTime",
+    "answer_time": "AnswerTime",
+    "end_time": "EndTime",
+    "digits": "Digits",
+}
+#: Details that a newer event of this kind replaces (a second gather, a revised machine detection).
+OVERWRITE_BY_KIND: Final = {
+    "machine-detection": frozenset({"machine"}),
+    "gather": frozenset({"digits"}),
+}
+
+
+def utcnow() -> dt.datetime:
+    """The current time, timezone-aware UTC."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def chunks(items: Sequence[T], size: int = MAX_IN_PARAMS) -> Iterator[Sequence[T]]:
+    """``items`` in slices that fit one ``IN (...)`` list."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# -- values ---------------------------------------------------------------------------------------------
+
+
+def text(value: Any) -> str | None:
+    """A stripped string, ``None`` when empty."""
+    if value is None:
+        return None
+    stripped = str(value).strip()
+    return stripped or None
+
+
+def _int(value: Any) -> int | None:
+    stripped = text(value)
+    if stripped is None:
+        return None
+    try:
+        number = int(float(stripped))
+    except (ValueError, OverflowError):
+        return None
+    return number if abs(number) <= _MAX_INT else None  # an INTEGER column holds 32 bits
+
+
+def _bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    stripped = text(value)
+    if stripped is None:
+        return None
+    return {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(
+        stripped.lower()
+    )
+
+
+def _raw_time(value: Any) -> str | None:
+    stripped = text(value)
+    return None if stripped in (None, "0") else stripped
+
+
+def _parse_iso(value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+def _plain_utc(value: dt.datetime) -> dt.datetime:
+    """``value`` as a standard-library UTC datetime (the models give pendulum ones, slow to convert)."""
+    if value.tzinfo is not None:
+        offset = value.utcoffset()
+        if offset:
+            value = value - offset
+    return dt.datetime(
+        value.year,
+        value.month,
+        value.day,
+        value.hour,
+        value.minute,
+        value.second,
+        value.microsecond,
+        tzinfo=dt.timezone.utc,
+    )
+
+
+# -- keys -----------------------------------------------------------------------------------------------
+
+
+def normalise_destination(destination: str | None) -> str:
+    """The form destinations are matched in: no spaces, no leading ``+``, SIP URIs lower-cased.
+
+    Vobiz may echo ``+919876543210`` as ``919876543210`` (and the other way round) in callbacks and CDRs.
+    """
+    if not destination:
+        return ""
+    value = destination.strip()
+    if value.lower().startswith("sip:"):
+        return value.lower()
+    return value.lstrip("+")
+
+
+def leg_key(request_uuid: str | None, destination: str | None) -> str | None:
+    """``<request_uuid>|<normalised destination>``: one leg of a Make-Call request (``None`` if unknown)."""
+    if not request_uuid or not destination:
+        return None
+    return f"{request_uuid}|{normalise_destination(destination)}"
+
+
+def dedupe_key(kind: str, fields: Mapping[str, str]) -> str:
+    """The key under which a callback is stored once: Vobiz resends the same fields when it retries.
+
+    :param kind: The callback route (``hangup``, ...).
+    :param fields: The form fields as received.
+    """
+    ident = fields.get("CallUUID") or fields.get("RequestUUID") or ""
+    stable = sorted((key, value) for key, value in fields.items() if key not in VOLATILE_FIELDS)
+    payload = [ident, kind, fields.get("Event"), fields.get("CallStatus"), stable]
+    return hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode()).hexdigest()
+
+
+def normalise_kind(kind: str) -> str:
+    """``kind`` as a receiver route (``machine_detection`` → ``machine-detection``), or ``ValueError``."""
+    normalised = kind.strip().lower().replace("_", "-") if isinstance(kind, str) else kind
+    if normalised not in CALLBACK_KINDS:
+        raise ValueError(f"unknown callback kind {kind!r}; expected one of {', '.join(CALLBACK_KINDS)}")
+    return normalised
+
+
+# -- lengths --------------------------------------------------------------------------------------------
+
+
+def _length_limits(table: sa.Table) -> dict[str, int]:
+    """The longest value each string column of ``table`` holds."""
+    return {
+        column.name: column.type.length
+        for column in table.columns
+        if getattr(column.type, "length", None) is not None
+    }
+
+
+#: The longest value of each call column and event field a callback writes (checked before storing).
+_CALLBACK_LIMITS: Final = {
+    **_length_limits(calls),
+    "Event": events.c.event.type.length,
+    "CallStatus": events.c.call_status.type.length,
+    "nonce": events.c.nonce.type.length,
+}
+
+
+def check_lengths(items: Iterable[tuple[str, sa.Column[Any], Any]]) -> None:
+    """Refuse values longer than their column, naming the field (PostgreSQL would fail the transaction).
+
+    :param items: ``(field name, column, value)`` triples.
+    :raises VobizValidationError: For the first value that is too long.
+    """
+    for field, column, value in items:
+        limit = getattr(column.type, "length", None)
+        if isinstance(value, str) and limit is not None and len(value) > limit:
+            raise VobizValidationError(f"callback field {field} is longer than {limit} characters")
+
+
+def check_callback_lengths(values: Iterable[tuple[str, Any]]) -> None:
+    """:func:`check_lengths` for a callback's call columns and event fields, named as Vobiz names them.
+
+    :param values: ``(column or field name, value)`` pairs.
+    """
+    for name, value in values:
+        limit = _CALLBACK_LIMITS.get(name)
+        if limit is not None and isinstance(value, str) and len(value) > limit:
+            raise VobizValidationError(
+                f"callback field {_FIELD_OF_COLUMN.get(name, name)} is longer than {limit} characters"
+            )
+
+
+# -- callbacks ------------------------------------------------------------------------------------------
+
+
+def callback_status(
+    kind: str, fields: Mapping[str, str], code: int | None, cause: str | None, *, answered: bool
+) -> str | None:
+    """The call status a callback reports, or ``None`` when it does not move the call."""
+    if kind in ("machine-detection", "gather"):
+        return None
+    event = (text(fields.get("Event")) or "").lower()
+    status = (text(fields.get("CallStatus")) or "").lower() or None
+    if kind == "hangup" or event == "hangup":
+        # Hangup always ends the call, whatever (if anything) CallStatus says.
+        if status in TERMINAL_STATUSES:
+            return status
+        return status_for_hangup_cause(code, cause, answered=answered)
+    if status is not None and status_rank(status) is not None:
+        return status
+    if kind == "ring" or event == "ring":
+        return "ringing"
+    if kind == "answer" or event in ("startapp", "answer"):
+        return "in-progress"
+    return None
+
+
+def callback_values(kind: str, fields: Mapping[str, str], parsed: VobizCallback | None) -> dict[str, Any]:
+    """The call columns a callback carries (``None`` for what it does not say).
+
+    :param kind: The normalised callback kind.
+    :param fields: The form fields as strings.
+    :param parsed: The callback model of ``fields`` (its UTC times), or ``None`` if they did not parse.
+    """
+    values: dict[str, Any] = {
+        "call_uuid": text(fields.get("CallUUID")),
+        "request_uuid": text(fields.get("RequestUUID")),
+        "destination": text(fields.get("To")),
+        "from_number": text(fields.get("From")),
+        "hangup_cause": text(fields.get("HangupCause")),
+        "hangup_cause_code": _int(fields.get("HangupCauseCode")),
+        "hangup_cause_name": text(fields.get("HangupCauseName")),
+        "hangup_source": text(fields.get("HangupSource")),
+        "duration": _int(fields.get("Duration")),
+        "bill_duration": _int(fields.get("BillDuration")),
+        "start_time": _raw_time(fields.get("StartTime")),
+        "answer_time": _raw_time(fields.get("AnswerTime")),
+        "end_time": _raw_time(fields.get("EndTime")),
+        "machine": _bool(fields.get("Machine")) if kind == "machine-detection" else None,
+        "digits": text(fields.get("Digits")) if kind == "gather" else None,
+    }
+    for column in ("start_time", "answer_time", "end_time"):
+        value = getattr(parsed, column, None) if parsed is not None else None
+        values[f"{column}_utc"] = _plain_utc(value) if isinstance(value, dt.datetime) else None
+    return values
+
+
+def correlation_values(correlation: CorrelationToken | None) -> dict[str, Any]:
+    """The task-instance columns of the call placed under ``correlation``."""
+    if correlation is None:
+        return {}
+    return {
+        "ti_key": correlation.ti_key,
+        "dag_id": correlation.dag_id,
+        "run_id": correlation.run_id,
+        "task_id": correlation.task_id,
+        "map_index": correlation.map_index,
+        "try_number": correlation.try_number,
+        "conn_id": correlation.conn_id,
+    }
+
+
+def api_result_values(record: CallRecord) -> dict[str, Any]:
+    """The call columns of a state learned from the Vobiz API (CDR, live call)."""
+    values: dict[str, Any] = {
+        "call_uuid": record.call_uuid,
+        "request_uuid": record.request_uuid,
+        "destination": record.to,
+        "from_number": record.from_number,
+        "hangup_cause": record.hangup_cause,
+        "hangup_cause_code": record.hangup_cause_code,
+        "hangup_cause_name": record.hangup_cause_name,
+        "hangup_source": record.hangup_source,
+        "duration": record.duration,
+        "bill_duration": record.bill_duration,
+        "machine": record.machine,
+        "digits": record.digits,
+        "dag_id": record.dag_id,
+        "run_id": record.run_id,
+        "task_id": record.task_id,
+        "map_index": record.map_index,
+        "try_number": record.try_number,
+        "conn_id": record.conn_id,
+    }
+    if record.dag_id and record.run_id and record.task_id and record.map_index is not None:
+        values["ti_key"] = f"{record.dag_id}/{record.run_id}/{record.task_id}/{record.map_index}"
+    for column in ("start_time", "answer_time", "end_time"):
+        iso = getattr(record, column)
+        values[column] = iso
+        values[f"{column}_utc"] = _parse_iso(iso)
+    return values
+
+
+# -- call rows ------------------------------------------------------------------------------------------
+
+
+def merge(
+    current: Mapping[str, Any],
+    values: Mapping[str, Any],
+    *,
+    status: str | None,
+    source: str,
+    overwrite: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """The column changes that apply ``values`` (reporting ``status``) to the row ``current``.
+
+    The status only moves up and never leaves a terminal state. When the event moves the call up (or
+    repeats its non-terminal state), its non-empty details replace the stored ones; otherwise it only
+    fills empty columns. Identity columns are only ever filled. ``overwrite`` names detail columns that
+    the event replaces while the call is not terminal (``machine``, ``digits``).
+    """
+    changes: dict[str, Any] = {}
+    new_rank = status_rank(status)
+    advance = new_rank is not None and not current["terminal"] and new_rank >= current["rank"]
+    if advance and status != current["status"]:
+        changes.update(status=status, rank=new_rank, terminal=new_rank == TERMINAL_RANK, source=source)
+    for column, value in values.items():
+        if value is None or column in _STATE_COLUMNS:
+            continue
+        stored = current.get(column)
+        if stored is None or (
+            stored != value
+            and column not in _IDENTITY_COLUMNS
+            and (advance or (column in overwrite and not current["terminal"]))
+        ):
+            changes[column] = value
+    return changes
+
+
+def new_call_row(
+    values: Mapping[str, Any], *, leg: str | None, status: str, source: str, now: dt.datetime
+) -> dict[str, Any]:
+    """The row of a call first seen through ``values`` (a callback, a fired request, an API state).
+
+    :param status: Its status (an unknown one makes it ``queued``).
+    """
+    rank = status_rank(status)
+    if rank is None:
+        status, rank = "queued", 0
+    row: dict[str, Any] = dict.fromkeys(CALL_COLUMNS)
+    row.update((column, value) for column, value in values.items() if column in row)
+    row.update(
+        leg_key=leg,
+        status=status,
+        rank=rank,
+        terminal=rank == TERMINAL_RANK,
+        source=source,
+        updated_at=now,
+    )
+    return row
+
+
+def to_call_record(row: Mapping[str, Any]) -> CallRecord:
+    """The :class:`~vobiz_provider.models.record.CallRecord` of a ``vobiz_calls`` row."""
+    return CallRecord(
+        call_uuid=row["call_uuid"],
+        request_uuid=row["request_uuid"],
+        to=row["destination"],
+        from_number=row["from_number"],
+        status=row["status"],
+        terminal=bool(row["terminal"]),
+        hangup_cause=row["hangup_cause"],
+        hangup_cause_code=row["hangup_cause_code"],
+        hangup_cause_name=row["hangup_cause_name"],
+        hangup_source=row["hangup_source"],
+        duration=row["duration"],
+        bill_duration=row["bill_duration"],
+        start_time=iso_utc(row["start_time_utc"]),
+        answer_time=iso_utc(row["answer_time_utc"]),
+        end_time=iso_utc(row["end_time_utc"]),
+        machine=row["machine"],
+        digits=row["digits"],
+        dag_id=row["dag_id"],
+        run_id=row["run_id"],
+        task_id=row["task_id"],
+        map_index=row["map_index"],
+        try_number=row["try_number"],
+        conn_id=row["conn_id"],
+        source=row["source"],
+        updated_at=iso_utc(row["updated_at"]),
+    )
