@@ -113,7 +113,7 @@ async def bare_app(
 def _serve_bare(port: int, log_level: str) -> None:
     import uvicorn
 
-    # The same uvicorn settings as `vobiz-callbacks serve` (vobiz_provider.callbacks.cli._serve).
+    # The same uvicorn settings as `vobiz-callbacks serve` (vobiz_provider.receiver.cli._serve).
     uvicorn.run(bare_app, host="127.0.0.1", port=port, log_level=log_level, server_header=False)
 
 
@@ -324,7 +324,7 @@ def load(base_url: str, *, concurrency: int, duration: float) -> LoadResult:
 
 def _receiver_command(port: int) -> list[str]:
     script = Path(sys.executable).with_name("vobiz-callbacks")
-    prefix = [str(script)] if script.exists() else [sys.executable, "-m", "vobiz_provider.callbacks.cli"]
+    prefix = [str(script)] if script.exists() else [sys.executable, "-m", "vobiz_provider.receiver.cli"]
     return [*prefix, "serve", "--host", "127.0.0.1", "--port", str(port)]
 
 

@@ -134,9 +134,9 @@ def callback_receiver(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
     """The standalone callback receiver (``vobiz-callbacks serve``'s app) on loopback, with its own
     SQLite store; ``[vobiz] callback_base_url`` and ``callback_store`` point at them. Yields the base URL.
     """
-    from vobiz_provider.callbacks.cli import build_server_app
     from vobiz_provider.config import get_settings
     from vobiz_provider.ledger import dispose_ledgers, get_ledger
+    from vobiz_provider.receiver.cli import build_server_app
     from vobiz_provider.testing.emulator.server import serve_in_thread
 
     port = _free_port()
@@ -147,7 +147,7 @@ def callback_receiver(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
     store = get_ledger(settings.callback_store)
     store.upgrade()
     try:
-        with serve_in_thread(build_server_app(settings=settings, store=store), port=port):
+        with serve_in_thread(build_server_app(settings=settings, ledger=store), port=port):
             yield base_url
     finally:
         dispose_ledgers()

@@ -31,14 +31,13 @@ class Receiver(SimpleNamespace):
 def receiver(
     vobiz_emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> Iterator[Receiver]:
-    """The callback receiver on loopback, answering with the stored spoken messages (the wiring the
-    receiver gets: ``xml_response_for``), with its own SQLite store; ``[vobiz]`` points at both."""
+    """The callback receiver on loopback, answering with the stored spoken messages, with its own SQLite
+    store; ``[vobiz]`` points at both."""
     from fastapi import FastAPI
 
-    from vobiz_provider.callbacks.answers import xml_response_for
-    from vobiz_provider.callbacks.app import EMPTY_XML_RESPONSE, MOUNT_PATH, StoredCallback, create_app
     from vobiz_provider.config import get_settings
     from vobiz_provider.ledger import dispose_ledgers, get_ledger
+    from vobiz_provider.receiver.app import MOUNT_PATH, create_app
     from vobiz_provider.testing.emulator.server import serve_in_thread
 
     port = _free_port()
@@ -49,12 +48,8 @@ def receiver(
     store = get_ledger(settings.callback_store)
     store.upgrade()
 
-    def respond(stored: StoredCallback) -> str:
-        xml = xml_response_for(stored.kind, store, stored.correlation, stored.fields, settings)
-        return xml or EMPTY_XML_RESPONSE
-
     root = FastAPI()
-    root.mount(MOUNT_PATH, create_app(settings=settings, store=store, xml_responder=respond))
+    root.mount(MOUNT_PATH, create_app(settings=settings, ledger=store))
     try:
         with serve_in_thread(root, port=port):
             yield Receiver(base_url=base_url, store=store)

@@ -168,6 +168,20 @@ def test_a_call_vobiz_refused_does_not_use_up_the_key(vobiz_emulator: EmulatorHa
     assert [post.status for post in _call_posts(vobiz_emulator)] == [400, 201]
 
 
+def test_outside_airflow_an_explicit_dedupe_key_names_the_notification(
+    vobiz_emulator: EmulatorHandle, receiver: Any
+) -> None:
+    notifier = _notifier(message="The nightly load failed.", dedupe_key="db-outage")
+    notifier.notify({})  # no task instance, DAG or DAG run: called by hand, not as an Airflow callback
+    notifier.notify({})  # the same key within the window: not phoned again
+
+    assert len(_call_posts(vobiz_emulator)) == 1
+    [record] = receiver.store.lookup(request_uuids=[_request_uuid(vobiz_emulator)])
+    assert record.dag_id == "__vobiz_notifier__" and record.run_id.startswith("key-")
+    with pytest.raises(VobizError, match="run it as an Airflow callback, or pass dedupe_key="):
+        _notifier(message="x").notify({})
+
+
 # -- templates, validation, configuration ------------------------------------------------------------------
 
 
@@ -360,7 +374,9 @@ def test_the_module_imports_no_client_store_or_hook_at_parse_time() -> None:
         "httpx",
         "sqlalchemy",
         "vobiz_provider.client",
-        "vobiz_provider.callbacks",
+        "vobiz_provider.ledger",
+        "vobiz_provider.receiver",
+        "vobiz_provider.calls.placement",
         "vobiz_provider.hooks",
     )
     assert [name for name in top_level if name.startswith(heavy)] == []

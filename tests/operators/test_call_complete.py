@@ -69,12 +69,6 @@ def test_bad_wait_arguments_fail_at_parse_time(kwargs, problem):
         _operator(**kwargs)
 
 
-def test_default_timeout_covers_ringing_talking_and_a_margin():
-    assert _operator()._timeout_seconds() == 120 + 14400 + 300
-    assert _operator(ring_timeout=30, time_limit=60)._timeout_seconds() == 30 + 60 + 300
-    assert _operator(timeout=datetime.timedelta(minutes=2))._timeout_seconds() == 120
-
-
 # ------------------------------------------------------------------------------------------ the deferral
 
 

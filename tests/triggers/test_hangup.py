@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from trigger_support import answer_form, deliver, hangup_form, new_uuid, ring_form
 
-from vobiz_provider.triggers.hangup import VobizCallHangupTrigger, normalize_destination
+from vobiz_provider.models.record import normalise_destination
+from vobiz_provider.triggers.hangup import VobizCallHangupTrigger
 from vobiz_provider.triggers.poller import SharedPoller
 
 if TYPE_CHECKING:
@@ -69,9 +70,9 @@ def test_needs_some_uuid() -> None:
         VobizCallHangupTrigger(request_uuids=[], destinations=[], deadline=time.time() + 5)
 
 
-def test_normalize_destination() -> None:
-    assert normalize_destination("+919000000002") == normalize_destination("919000000002")
-    assert normalize_destination(" SIP:Alice@Example.com ") == "sip:alice@example.com"
+def test_normalise_destination() -> None:
+    assert normalise_destination("+919000000002") == normalise_destination("919000000002")
+    assert normalise_destination(" SIP:Alice@Example.com ") == "sip:alice@example.com"
 
 
 # ------------------------------------------------------------------------------------------ store path
@@ -125,7 +126,7 @@ async def test_multi_destination_waits_for_every_destination(store: CallLedger) 
     payload = await task
     assert payload["status"] == "hangup"
     calls = payload["calls"]
-    assert [c["to"] for c in calls] == sorted((c["to"] for c in calls), key=normalize_destination)
+    assert [c["to"] for c in calls] == sorted((c["to"] for c in calls), key=normalise_destination)
     assert {c["call_uuid"]: c["status"] for c in calls} == {
         uuids[0]: "completed",
         uuids[1]: "completed",

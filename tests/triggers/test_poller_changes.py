@@ -13,8 +13,7 @@ import pytest
 import sqlalchemy as sa
 from trigger_support import deliver, hangup_form, new_uuid
 
-from vobiz_provider.ledger import schema
-from vobiz_provider.ledger import CallLedger
+from vobiz_provider.ledger import CallLedger, schema
 from vobiz_provider.triggers import poller as poller_module
 from vobiz_provider.triggers.poller import SharedPoller, subscribe
 

@@ -19,7 +19,6 @@ from vobiz_provider.ledger.rows import (
     check_lengths,
     chunks,
     correlation_values,
-    leg_key,
     merge,
     new_call_row,
     text,
@@ -28,7 +27,7 @@ from vobiz_provider.ledger.rows import (
 )
 from vobiz_provider.ledger.schema import calls
 from vobiz_provider.models.call import TERMINAL_STATUSES
-from vobiz_provider.models.record import status_for_hangup_cause
+from vobiz_provider.models.record import leg_key, status_for_hangup_cause
 
 if TYPE_CHECKING:
     import datetime as dt

@@ -32,7 +32,6 @@ from vobiz_provider.ledger.rows import (
     check_callback_lengths,
     correlation_values,
     dedupe_key,
-    leg_key,
     new_call_row,
     normalise_kind,
     text,
@@ -41,6 +40,7 @@ from vobiz_provider.ledger.rows import (
 )
 from vobiz_provider.ledger.schema import UTCDateTime, calls, events, nonces
 from vobiz_provider.models.callbacks import parse_callback
+from vobiz_provider.models.record import leg_key
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence

@@ -168,26 +168,6 @@ def _plain_utc(value: dt.datetime) -> dt.datetime:
 # -- keys -----------------------------------------------------------------------------------------------
 
 
-def normalise_destination(destination: str | None) -> str:
-    """The form destinations are matched in: no spaces, no leading ``+``, SIP URIs lower-cased.
-
-    Vobiz may echo ``+919876543210`` as ``919876543210`` (and the other way round) in callbacks and CDRs.
-    """
-    if not destination:
-        return ""
-    value = destination.strip()
-    if value.lower().startswith("sip:"):
-        return value.lower()
-    return value.lstrip("+")
-
-
-def leg_key(request_uuid: str | None, destination: str | None) -> str | None:
-    """``<request_uuid>|<normalised destination>``: one leg of a Make-Call request (``None`` if unknown)."""
-    if not request_uuid or not destination:
-        return None
-    return f"{request_uuid}|{normalise_destination(destination)}"
-
-
 def dedupe_key(kind: str, fields: Mapping[str, str]) -> str:
     """The key under which a callback is stored once: Vobiz resends the same fields when it retries.
 

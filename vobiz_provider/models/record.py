@@ -20,6 +20,8 @@ __all__ = [
     "TERMINAL_RANK",
     "CallRecord",
     "iso_utc",
+    "leg_key",
+    "normalise_destination",
     "status_for_hangup_cause",
     "status_rank",
 ]
@@ -101,6 +103,26 @@ def iso_utc(value: dt.datetime | None) -> str | None:
         value = value.replace(tzinfo=dt.timezone.utc)
     text = value.astimezone(dt.timezone.utc).isoformat()
     return text.replace("+00:00", "Z")
+
+
+def normalise_destination(destination: str | None) -> str:
+    """The form destinations are matched in: no spaces, no leading ``+``, SIP URIs lower-cased.
+
+    Vobiz may echo ``+919876543210`` as ``919876543210`` (and the other way round) in callbacks and CDRs.
+    """
+    if not destination:
+        return ""
+    value = destination.strip()
+    if value.lower().startswith("sip:"):
+        return value.lower()
+    return value.lstrip("+")
+
+
+def leg_key(request_uuid: str | None, destination: str | None) -> str | None:
+    """``<request_uuid>|<normalised destination>``: one leg of a Make-Call request (``None`` if unknown)."""
+    if not request_uuid or not destination:
+        return None
+    return f"{request_uuid}|{normalise_destination(destination)}"
 
 
 def _as_mapping(value: Any) -> dict[str, Any]:
@@ -186,6 +208,11 @@ class CallRecord(BaseModel):
     def rank(self) -> int:
         """Rank of :attr:`status` (see :data:`STATUS_RANK`); unknown statuses rank as queued."""
         return TERMINAL_RANK if self.terminal else (status_rank(self.status) or 0)
+
+    @property
+    def leg_key(self) -> str | None:
+        """``<request_uuid>|<normalised destination>``: the leg of its Make-Call request."""
+        return leg_key(self.request_uuid, self.to)
 
     @property
     def answered(self) -> bool:

@@ -22,14 +22,15 @@
         ),
     )
 
-The message is spoken by the callback receiver (no XML to host): the notifier stores it server-side under a
-signed correlation token and gives Vobiz the receiver's answer URL, so ``callback_base_url`` (connection extra
-or ``[vobiz] callback_base_url``) and ``[vobiz] callback_secret`` must be set, and the receiver must be
-reachable from Vobiz. The call's hangup (and the digits pressed) land in the callback store, under the task
-id ``<task_id>.vobiz_notify.<digest>``, which never mixes with the calls the task places itself.
+The message is spoken by the callback receiver (no XML to host): the notifier places the call like the
+operator does (:class:`~vobiz_provider.calls.placement.CallPlacer`), storing the message server-side under a
+signed correlation token and giving Vobiz the receiver's answer URL, so ``callback_base_url`` (connection
+extra or ``[vobiz] callback_base_url``) and ``[vobiz] callback_secret`` must be set, and the receiver must be
+reachable from Vobiz. The call's hangup (and the digits pressed) land in the call ledger, under the task id
+``<task_id>.vobiz_notify.<digest>``, which never mixes with the calls the task places itself.
 
 Airflow may run a callback more than once (a callback listed twice, a DAG-level and a task-level callback, a
-Deadline Alert evaluated again). Each call is claimed in the callback store under a dedupe key first
+Deadline Alert evaluated again). Each call is claimed in the call ledger under a dedupe key first
 (default ``dag_id/run_id/task_id``) and its destinations, so the same people are phoned once per
 ``dedupe_window``. A claim is released when Vobiz refused the call, and kept when it may have been placed.
 
@@ -42,23 +43,29 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from airflow.sdk import BaseNotifier
 
+from vobiz_provider.calls.templating import (
+    RECEIVER_ANSWER_PLACEHOLDER,
+    build_answer_spec,
+    check_static_answer,
+    check_static_request,
+)
+from vobiz_provider.config import get_settings
+from vobiz_provider.correlation import CorrelationToken
 from vobiz_provider.exceptions import VobizCallOutcomeUnknownError, VobizError, VobizValidationError
+from vobiz_provider.models.call import MakeCallRequest
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from vobiz_provider.correlation import CorrelationToken
-    from vobiz_provider.hooks.vobiz import VobizHook
-    from vobiz_provider.ledger import CallLedger
-    from vobiz_provider.models.answer import AnswerSpec, GatherSpec
-    from vobiz_provider.models.call import MakeCallRequest
-    from vobiz_provider.models.responses import CallFiredResponse
+    from vobiz_provider.calls.placement import CallPlacer, PlacedCall, Placement
+    from vobiz_provider.config import VobizSettings
+    from vobiz_provider.ledger import PlacementLedger
+    from vobiz_provider.models.answer import GatherSpec
 
 __all__ = ["VobizNotifier", "send_vobiz_call_notification"]
 
@@ -67,20 +74,10 @@ __all__ = ["VobizNotifier", "send_vobiz_call_notification"]
 NOTIFY_SUFFIX: Final = "vobiz_notify"
 #: Task id part of the correlation token of a notification sent without a task (DAG callback, deadline).
 DAG_LEVEL_TASK: Final = f"__dag__.{NOTIFY_SUFFIX}"
-# Keep the correlation's task id inside the store's 250-character column.
+#: DAG id part of the correlation token of a notification sent outside Airflow (with its own dedupe key).
+OUTSIDE_AIRFLOW_DAG: Final = "__vobiz_notifier__"
+# Keep the correlation's task id inside the ledger's 250-character column.
 _MAX_TASK_ID: Final = 200
-# A URL that passes validation while the real, token-bearing URLs are not yet attached.
-_PLACEHOLDER_URL: Final = "https://receiver.invalid/vobiz/callbacks/answer"
-
-
-def _has_template(value: Any) -> bool:
-    if isinstance(value, str):
-        return "{{" in value or "{%" in value or "{#" in value
-    if isinstance(value, (list, tuple)):
-        return any(_has_template(item) for item in value)
-    if isinstance(value, dict):
-        return any(_has_template(item) for item in value.values())
-    return False
 
 
 def _attr(source: Any, name: str) -> Any:
@@ -90,18 +87,6 @@ def _attr(source: Any, name: str) -> Any:
     if isinstance(source, dict):
         return source.get(name)
     return getattr(source, name, None)
-
-
-@dataclass(frozen=True, kw_only=True)
-class _Plan:
-    """Everything one notification needs, checked before anything is claimed or sent."""
-
-    dedupe_key: str
-    correlation: CorrelationToken
-    token: str
-    spec: AnswerSpec
-    request: MakeCallRequest
-    callback_base_url: str
 
 
 class VobizNotifier(BaseNotifier):
@@ -191,25 +176,20 @@ class VobizNotifier(BaseNotifier):
 
     def _check_static_fields(self) -> None:
         """Refuse, when the DAG is parsed, every argument that is already known to be invalid."""
-        from vobiz_provider.models.call import MakeCallRequest
-
         try:
-            self._spec(
-                message=self.message if not _has_template(self.message) else "placeholder",
-                gather=self.gather if not _has_template(self.gather) else None,
-            )
-            MakeCallRequest.validate_fields(
-                **{name: value for name, value in self._call_fields().items() if not _has_template(value)}
-            )
+            check_static_answer(**self._answer_arguments())
+            check_static_request(self._call_fields(), template_fields=self.template_fields)
         except VobizValidationError as err:
             raise VobizValidationError(f"VobizNotifier: {err}") from None
 
-    def _spec(self, *, message: str, gather: Any) -> AnswerSpec:
-        from vobiz_provider.models.answer import AnswerSpec
-
-        return AnswerSpec.build(
-            message=message, voice=self.voice, language=self.language, loop=self.loop, gather=gather
-        )
+    def _answer_arguments(self) -> dict[str, Any]:
+        return {
+            "message": self.message,
+            "gather": self.gather,
+            "voice": self.voice,
+            "language": self.language,
+            "loop": self.loop,
+        }
 
     def _call_fields(self) -> dict[str, Any]:
         fields = {
@@ -223,17 +203,24 @@ class VobizNotifier(BaseNotifier):
 
     # ------------------------------------------------------------------------------------- context
 
-    @staticmethod
-    def _identity(context: Mapping[str, Any]) -> tuple[str, str, str | None, int, int, str | None]:
-        """``(dag_id, run_id, task_id, map_index, try_number, deadline_id)`` of the firing callback."""
+    def _identity(self, context: Mapping[str, Any]) -> tuple[str, str, str | None, int, int, str | None]:
+        """``(dag_id, run_id, task_id, map_index, try_number, deadline_id)`` of the firing callback.
+
+        Called outside Airflow (no task instance, DAG or DAG run in the context) with an explicit
+        ``dedupe_key``, the notification is its own run: ``__vobiz_notifier__/key-<digest of the key>``.
+        """
         ti = context.get("ti") or context.get("task_instance")
         dag_run = context.get("dag_run")
         dag_id = _attr(ti, "dag_id") or _attr(context.get("dag"), "dag_id") or _attr(dag_run, "dag_id")
         run_id = _attr(ti, "run_id") or context.get("run_id") or _attr(dag_run, "run_id")
         if not dag_id or not run_id:
+            if self.dedupe_key:
+                digest = hashlib.sha256(str(self.dedupe_key).encode("utf-8")).hexdigest()[:16]
+                return (OUTSIDE_AIRFLOW_DAG, f"key-{digest}", None, -1, 1, None)
             raise VobizError(
                 "VobizNotifier could not tell which DAG run it is notifying about (no ti, dag or dag_run "
-                "in the context); pass dedupe_key= explicitly or call it as an Airflow callback"
+                "in the context): run it as an Airflow callback, or pass dedupe_key= to name the "
+                "notification yourself"
             )
         map_index = _attr(ti, "map_index")
         try_number = _attr(ti, "try_number")
@@ -258,27 +245,18 @@ class VobizNotifier(BaseNotifier):
         key = f"{dag_id}/{run_id}" + (f"/{task_id}" if task_id else "")
         return key + (f"/deadline/{deadline_id}" if deadline_id else "")
 
-    def _plan(self, context: Mapping[str, Any], callback_base_url: str | None, secret: str) -> _Plan:
-        from vobiz_provider.correlation import CorrelationToken, callback_url
-        from vobiz_provider.models.call import MakeCallRequest
-
-        if callback_base_url is None:
-            raise VobizError(
-                "VobizNotifier speaks its message through the Vobiz callback receiver, but no callback base "
-                f"URL is configured: set the callback_base_url extra of connection {self.vobiz_conn_id!r} "
-                "or [vobiz] callback_base_url (AIRFLOW__VOBIZ__CALLBACK_BASE_URL) to the receiver's public "
-                "URL, e.g. https://airflow.example.com/vobiz"
-            )
+    def _plan(
+        self, context: Mapping[str, Any], placer: CallPlacer, callback_base_url: str | None
+    ) -> tuple[str, Placement]:
+        """The dedupe key and the call to place, checked before anything is claimed or sent."""
+        base_url = placer.require_receiver(callback_base_url, what="VobizNotifier")
         try:
-            spec = self._spec(message=self.message, gather=self.gather)
-            # Validated with a placeholder answer URL: the real ones carry the token, which must not
-            # appear in a validation message.
+            spec = build_answer_spec(**self._answer_arguments())
             request = MakeCallRequest.build(
-                **self._call_fields(), answer_url=_PLACEHOLDER_URL, answer_method="POST"
+                **self._call_fields(), answer_url=RECEIVER_ANSWER_PLACEHOLDER, answer_method="POST"
             )
         except VobizValidationError as err:
             raise VobizValidationError(f"VobizNotifier: {err}") from None
-
         base_key = self.dedupe_key or self.default_dedupe_key(context)
         # Scoped by the destinations: two notifiers phoning different people both phone.
         dedupe_key = f"{base_key}|to={','.join(request.destinations)}"
@@ -293,144 +271,94 @@ class VobizNotifier(BaseNotifier):
             try_number=try_number,
             conn_id=self.vobiz_conn_id,
         )
-        token = correlation.encode(secret)
-        request = request.model_copy(
-            update={
-                "answer_url": callback_url(callback_base_url, "answer", token),
-                "hangup_url": callback_url(callback_base_url, "hangup", token),
-            }
+        placement = placer.plan(
+            request, correlation=correlation, callback_base_url=base_url, spec=spec, route=("hangup",)
         )
-        return _Plan(
-            dedupe_key=dedupe_key,
-            correlation=correlation,
-            token=token,
-            spec=spec,
-            request=request,
-            callback_base_url=callback_base_url,
-        )
+        return dedupe_key, placement
 
-    # ------------------------------------------------------------------------------------- store
+    # ------------------------------------------------------------------------------------- ledger
 
-    def _claim(self, store: CallLedger, plan: _Plan) -> bool:
+    def _claim(self, ledger: PlacementLedger, dedupe_key: str, destinations: Sequence[str]) -> bool:
         if self.dedupe_window.total_seconds() == 0:
             return True
-        if store.claim_notification(plan.dedupe_key, window=self.dedupe_window):
+        if ledger.claim_notification(dedupe_key, window=self.dedupe_window):
             return True
         self.log.info(
             "Not phoning %s: a Vobiz notification with dedupe key %r was already placed within the last %s",
-            ", ".join(plan.request.destinations),
-            plan.dedupe_key,
+            ", ".join(destinations),
+            dedupe_key,
             self.dedupe_window,
         )
         return False
 
-    def _publish(self, store: CallLedger, plan: _Plan) -> None:
-        from vobiz_provider.callbacks.answers import publish_answer
-
-        publish_answer(
-            store,
-            plan.correlation,
-            plan.spec,
-            callback_base_url=plan.callback_base_url,
-            token=plan.token,
-        )
-
-    def _release(self, store: CallLedger, plan: _Plan, err: BaseException) -> None:
+    def _release(self, ledger: PlacementLedger, dedupe_key: str, err: BaseException) -> None:
         """Forget the claim of a call that was certainly not placed, so a later attempt may phone."""
         if isinstance(err, VobizCallOutcomeUnknownError) or self.dedupe_window.total_seconds() == 0:
             return
         try:
-            store.release_notification(plan.dedupe_key)
+            ledger.release_notification(dedupe_key)
         except Exception as release_err:
             self.log.warning("Could not release the Vobiz notification claim: %s", release_err)
 
-    def _record(self, store: CallLedger, plan: _Plan, response: CallFiredResponse) -> None:
-        try:
-            store.register_fired_calls(
-                request_uuids=list(response.request_uuids),
-                destinations=list(plan.request.destinations),
-                from_number=plan.request.from_number,
-                correlation=plan.correlation,
-            )
-        except Exception as err:
-            # The call is placed; only its tracking in the store is lost.
-            self.log.warning(
-                "Could not record the Vobiz notification call in the callback store (%s: %s)",
-                type(err).__name__,
-                err,
-            )
-
-    def _log_fired(self, plan: _Plan, response: CallFiredResponse) -> None:
+    def _log_fired(self, placed: PlacedCall) -> None:
         self.log.info(
             "Vobiz notification call placed from %s to %s (request_uuid %s); the receiver at %s speaks the "
             "message",
-            plan.request.from_number,
-            ", ".join(plan.request.destinations),
-            ", ".join(response.request_uuids),
-            plan.callback_base_url,
+            placed.placement.request.from_number,
+            ", ".join(placed.destinations),
+            ", ".join(placed.request_uuids),
+            placed.placement.callback_base_url,
         )
 
     # ------------------------------------------------------------------------------------- sending
 
-    def _hook(self) -> VobizHook:
+    def _placer(self, settings: VobizSettings | None = None) -> CallPlacer:
+        # The hook, the client and the ledger: loaded when a notification is sent, not at DAG-parse time.
+        from vobiz_provider.calls.placement import CallPlacer
         from vobiz_provider.hooks.vobiz import VobizHook
 
-        return VobizHook(vobiz_conn_id=self.vobiz_conn_id)
+        return CallPlacer(hook=VobizHook(vobiz_conn_id=self.vobiz_conn_id), log=self.log, settings=settings)
 
     def notify(self, context: Mapping[str, Any]) -> None:  # type: ignore[override]
         """Phone the destinations (once per dedupe window) and speak the message.
 
         :param context: The callback's context (rendered template fields already applied).
         """
-        from vobiz_provider.config import get_settings, resolve_callback_base_url
-        from vobiz_provider.ledger import get_ledger
-
-        hook = self._hook()
+        placer = self._placer()
         try:
-            settings = get_settings()
-            base_url = resolve_callback_base_url(hook.get_config().callback_base_url, settings)
-            plan = self._plan(context, base_url, settings.signing_secret)
-            store = get_ledger(settings.callback_store)
-            if not self._claim(store, plan):
+            dedupe_key, placement = self._plan(context, placer, placer.callback_base_url())
+            ledger = placer.ledger
+            if not self._claim(ledger, dedupe_key, placement.request.destinations):
                 return
             try:
-                self._publish(store, plan)
-                response = hook.make_call(plan.request)
+                placed = placer.place(placement)
             except Exception as err:
-                self._release(store, plan, err)
+                self._release(ledger, dedupe_key, err)
                 raise
-            self._record(store, plan, response)
-            self._log_fired(plan, response)
+            self._log_fired(placed)
         finally:
-            hook.close()
+            placer.hook.close()
 
     async def async_notify(self, context: Mapping[str, Any]) -> None:  # type: ignore[override]
-        """:meth:`notify` for the event loop (Deadline Alerts in the triggerer): store work runs in threads.
+        """:meth:`notify` for the event loop (Deadline Alerts in the triggerer): ledger work runs in threads.
 
         :param context: The callback's context (rendered template fields already applied).
         """
-        from vobiz_provider.config import get_settings, resolve_callback_base_url
-        from vobiz_provider.ledger import get_ledger
-
-        hook = self._hook()
+        placer = self._placer(settings=await asyncio.to_thread(get_settings))
         try:
-            settings = await asyncio.to_thread(get_settings)
-            config = await hook.aget_config()
-            base_url = resolve_callback_base_url(config.callback_base_url, settings)
-            plan = self._plan(context, base_url, settings.signing_secret)
-            store = await asyncio.to_thread(get_ledger, settings.callback_store)
-            if not await asyncio.to_thread(self._claim, store, plan):
+            dedupe_key, placement = self._plan(context, placer, await placer.acallback_base_url())
+            ledger = await asyncio.to_thread(lambda: placer.ledger)
+            destinations = placement.request.destinations
+            if not await asyncio.to_thread(self._claim, ledger, dedupe_key, destinations):
                 return
             try:
-                await asyncio.to_thread(self._publish, store, plan)
-                response = await hook.amake_call(plan.request)
+                placed = await placer.aplace(placement)
             except Exception as err:
-                await asyncio.to_thread(self._release, store, plan, err)
+                await asyncio.to_thread(self._release, ledger, dedupe_key, err)
                 raise
-            await asyncio.to_thread(self._record, store, plan, response)
-            self._log_fired(plan, response)
+            self._log_fired(placed)
         finally:
-            await hook.aclose()
+            await placer.hook.aclose()
 
 
 #: Alias in the style of Airflow's own notifiers (``send_slack_notification``, ...).

@@ -1,172 +1,79 @@
 """``VobizCallOperator``: place an outbound call through Vobiz, then (by default) wait until it hangs up.
 
-The request is validated twice, always before anything is sent: static arguments when the DAG is parsed
-(so a typo breaks the DAG import, not a run), templated ones once they are rendered at execute time.
-
 Waiting follows the dbt Cloud pattern: the call is placed in ``execute`` on the worker (never from a
-trigger, so a triggerer restart cannot dial twice), recorded in the callback store at once, and only the
-wait is deferred to :class:`~vobiz_provider.triggers.hangup.VobizCallHangupTrigger` - or run in the worker
-when ``deferrable=False``. Airflow 3 clears XCom before a retry, so a retry finds the earlier try's call in
-the callback store instead: still up, it waits for it; ended successfully, it returns it; otherwise it
-dials again.
+trigger, so a triggerer restart cannot dial twice) by :class:`~vobiz_provider.calls.placement.CallPlacer`,
+which records it in the call ledger at once, and only the wait is deferred to
+:class:`~vobiz_provider.triggers.hangup.VobizCallHangupTrigger`, or run in the worker when
+``deferrable=False``. Airflow 3 clears XCom before a retry, so a retry finds the earlier try's call in the
+ledger instead (:mod:`vobiz_provider.calls.outcome`).
 
-Spoken messages: with ``message=`` (and/or ``gather=``) instead of ``answer_url``, the operator stores what
-to say in the callback store, under this try's signed correlation token, before it dials, and points
-``answer_url`` at the callback receiver, which serves the VobizXML itself
-(:mod:`vobiz_provider.callbacks.answers`). The digits the callee presses land on the call record.
+The hook, the client and the ledger are loaded when the task runs, through the :attr:`~VobizCallOperator.hook`
+and :attr:`~VobizCallOperator.placer` properties, so that parsing a DAG file stays cheap (benchmark B4).
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from airflow.sdk import BaseOperator, conf
 from airflow.sdk.exceptions import AirflowException
 
+from vobiz_provider.calls.outcome import (
+    SuccessRule,
+    cache_api_outcomes,
+    describe_outcome,
+    fill_stored_digits,
+    fired_result,
+    parse_expected_digits,
+    xcom_result,
+)
+from vobiz_provider.calls.templating import (
+    RECEIVER_ANSWER_PLACEHOLDER,
+    build_answer_spec,
+    check_static_answer,
+    check_static_request,
+)
+from vobiz_provider.calls.waiting import WaitWindow, seconds
 from vobiz_provider.exceptions import VobizCallFailedError, VobizValidationError
 from vobiz_provider.models.call import MakeCallRequest
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+    from datetime import timedelta
 
     from airflow.sdk import Context
 
-    from vobiz_provider.correlation import CorrelationToken
+    from vobiz_provider.calls.placement import CallPlacer
     from vobiz_provider.hooks.vobiz import VobizHook
-    from vobiz_provider.ledger import CallLedger
+    from vobiz_provider.ledger import CallReader
     from vobiz_provider.models.answer import AnswerSpec, GatherSpec
-    from vobiz_provider.models.record import CallRecord
-    from vobiz_provider.models.responses import CallFiredResponse
-    from vobiz_provider.triggers.hangup import VobizCallHangupTrigger
 
 __all__ = ["VobizCallOperator"]
 
 #: The Make-Call fields the operator passes through, by their Python names (``from`` is ``from_number``).
-MAKE_CALL_FIELDS: tuple[str, ...] = (
-    "to",
-    "from_number",
-    "answer_url",
-    "answer_method",
-    "ring_url",
-    "ring_method",
-    "hangup_url",
-    "hangup_method",
-    "fallback_url",
-    "fallback_method",
-    "machine_detection",
-    "machine_detection_time",
-    "machine_detection_url",
-    "machine_detection_method",
-    "machine_detection_maximum_speech_length",
-    "machine_detection_initial_silence",
-    "machine_detection_maximum_words",
-    "machine_detection_initial_greeting",
-    "caller_name",
-    "send_digits",
-    "send_on_preanswer",
-    "time_limit",
-    "hangup_on_ring",
-    "ring_timeout",
-)
+MAKE_CALL_FIELDS: Final = tuple(MakeCallRequest.model_fields)
 
-_JINJA_MARKERS = ("{{", "{%", "{#")
-
-#: Stands in for the receiver's answer URL while a message-mode request is validated; never sent (the real
-#: URL, which carries the correlation token, replaces it just before dialling).
-_RECEIVER_ANSWER_PLACEHOLDER = "https://receiver.invalid/vobiz/callbacks/answer"
-#: Stands in for a templated message while the other spoken-message arguments are checked at parse time.
-_MESSAGE_PLACEHOLDER = "message"
-#: The keys a callee can press (what ``expected_digits`` may contain).
-_KEYPAD = frozenset("0123456789*#")
-
-#: Seconds Vobiz rings before giving up when ``ring_timeout`` is not set (hangup cause 6010).
-DEFAULT_RING_TIMEOUT = 120
-#: Vobiz's default ``time_limit``: the longest a call may last after it is answered, in seconds.
-DEFAULT_TIME_LIMIT = 14400
-#: Seconds added to ring timeout + time limit to make the default wait timeout.
-TIMEOUT_MARGIN = 300
-#: Seconds after the latest expected hangup at which the trigger asks the Vobiz API instead of waiting on.
-RECONCILE_MARGIN = 60.0
-#: Seconds the deferral timeout exceeds the trigger's own deadline (which ends the wait with a clear event).
-DEFER_TIMEOUT_GRACE = 60.0
-
-
-def _needs_rendering(value: Any) -> bool:
-    """Whether a template-field value can only be checked once rendered (Jinja, XComArg, ...)."""
-    if isinstance(value, str):
-        return any(marker in value for marker in _JINJA_MARKERS)
-    if isinstance(value, (list, tuple)):
-        return any(_needs_rendering(item) or not isinstance(item, str) for item in value)
-    if isinstance(value, dict):
-        return any(
-            _needs_rendering(item)
-            for item in value.values()
-            if not isinstance(item, (bool, int, float, type(None)))
-        )
-    # XComArg, MappedArgument and other lazily resolved values.
-    return True
-
-
-def _is_spec(value: Any) -> bool:
-    from vobiz_provider.models.answer import GatherSpec
-
-    return isinstance(value, GatherSpec)
-
-
-def _expected_digits(task_id: str, value: str | Sequence[str] | None) -> tuple[str, ...] | None:
-    """``expected_digits`` as a tuple of key strings, checked."""
-    if value is None:
-        return None
-    values = (value,) if isinstance(value, str) else value
-    if not isinstance(values, (list, tuple, set, frozenset)) or not values:
-        raise VobizValidationError(
-            f'Task {task_id!r}: expected_digits must be a string of keys (e.g. "1") or a non-empty list '
-            f"of them, got {value!r}"
-        )
-    checked: list[str] = []
-    for item in values:
-        if not isinstance(item, str) or not item or not set(item) <= _KEYPAD:
-            raise VobizValidationError(
-                f"Task {task_id!r}: expected_digits must contain only the keys 0-9, * and #, got {item!r}"
-            )
-        checked.append(item)
-    return tuple(dict.fromkeys(checked))
+_EVENT_STATUSES: Final = frozenset({"hangup", "timeout", "error"})
 
 
 class VobizCallOperator(BaseOperator):
-    """Place an outbound call with Vobiz.
+    """Place an outbound call with Vobiz and, by default, wait until it hangs up.
 
-    Every documented Make-Call field is an argument (see
-    :class:`~vobiz_provider.models.call.MakeCallRequest` for the rules each one follows). Static values are
-    validated when the DAG is parsed; templated values when the task runs, before any request is sent.
+    Every documented Make-Call field is an argument (the rules each follows are those of
+    :class:`~vobiz_provider.models.call.MakeCallRequest`): static values are checked when the DAG is parsed,
+    templated ones when the task runs, before anything is sent. The task then waits for the hangup (through
+    the callback receiver at ``callback_base_url``, else by polling the Vobiz API) and succeeds only if the
+    call ended in ``success_statuses`` (and, with ``expected_digits``, the callee pressed one of them); any
+    other outcome raises :class:`~vobiz_provider.exceptions.VobizCallFailedError`, so ``retries`` dial
+    again. A retry or a clear first looks at the earlier try's call in the call ledger: still up, it waits
+    for it; ended successfully, it returns it (unless ``redial="always"``); otherwise it dials again.
 
-    By default the task then waits until the call hangs up and succeeds only if its final status is in
-    ``success_statuses``; busy, no-answer or failed calls fail the task with
-    :class:`VobizCallFailedError`, so ``retries`` dial again. The XCom return value is the final call
-    record (a dict, see :class:`~vobiz_provider.models.record.CallRecord`; a list of them for several
-    destinations). With ``wait_for_completion=False`` it is
-    ``{"request_uuid", "request_uuids", "to", "from_number", "api_id"}`` as soon as Vobiz accepted the call.
-
-    To learn about the hangup, the operator points ``hangup_url`` and ``ring_url`` (and
-    ``machine_detection_url`` when machine detection is on) at the callback receiver
-    (``callback_base_url`` from the connection extra or ``[vobiz]``), with a signed token naming this task
-    instance. If you pass your own ``hangup_url``, or no receiver is configured, the wait polls the Vobiz API.
-
-    Retries and clears: every placed call is recorded in the callback store before the wait starts. A later
-    try of the same task instance looks there first: a call still up is waited for again (with a fresh
-    ``timeout``) instead of ringing the callee twice; a call that ended in ``success_statuses`` is returned
-    without dialling (unless ``redial="always"``); any other outcome is dialled again.
-
-    What the callee hears comes either from your own ``answer_url`` (VobizXML you host) or from ``message``
-    and/or ``gather``: the operator then stores them in the callback store before dialling (keyed by this
-    try's signed correlation token, so the URL Vobiz fetches reveals nothing and cannot be forged) and the
-    callback receiver serves the XML. That needs the receiver (``callback_base_url``). With
-    ``expected_digits`` the task succeeds only if the callee pressed one of them; a wrong key or no key fails
-    it like a busy line, so ``retries`` dial again.
+    The XCom value is the final call record (``CallRecord.to_event()``; a list for several destinations),
+    or, with ``wait_for_completion=False``, ``{"request_uuid", "request_uuids", "to", "from_number",
+    "api_id"}`` once Vobiz accepted the call. What the callee hears is your ``answer_url``'s VobizXML, or
+    ``message``/``gather``, which the receiver serves (stored under this try's signed token: the URL Vobiz
+    fetches reveals nothing).
 
     .. code-block:: python
 
@@ -196,7 +103,7 @@ class VobizCallOperator(BaseOperator):
         ``reply_message``). Templated (dict values). The pressed keys are the call record's ``digits``
         (``None`` when the callee pressed nothing before the timeout).
     :param expected_digits: The answer(s) that make the task succeed, e.g. ``"1"`` or ``["1", "2"]``;
-        needs ``gather``. Any other answer, or none, fails the task with :class:`VobizCallFailedError`.
+        needs ``gather``. Any other answer, or none, fails the task like a busy line.
     :param ring_url: Notified when the call starts ringing. Templated.
     :param ring_method: Method of ``ring_url``.
     :param hangup_url: Notified when the call ends. Templated.
@@ -221,7 +128,7 @@ class VobizCallOperator(BaseOperator):
     :param wait_for_completion: Wait until the call hangs up (default) or return once it is placed.
     :param deferrable: Wait in the triggerer rather than in the worker (default
         ``[operators] default_deferrable``).
-    :param poll_interval: Seconds between two looks at the callback store (or the Vobiz API).
+    :param poll_interval: Seconds between two looks at the call ledger (or the Vobiz API).
     :param timeout: Longest wait for the hangup, in seconds or as a ``timedelta``. Default: ring timeout
         (or 120 s) + time limit (or 14400 s) + 300 s.
     :param success_statuses: Final call statuses that make the task succeed (default ``("completed",)``).
@@ -299,37 +206,16 @@ class VobizCallOperator(BaseOperator):
         if poll_interval <= 0:
             raise ValueError(f"Task {self.task_id!r}: poll_interval must be positive, got {poll_interval!r}")
         if timeout is not None:
-            _seconds(timeout)  # refuse a non-positive timeout at parse time
-        self.to = to
-        self.from_number = from_number
-        self.answer_url = answer_url
-        self.answer_method = answer_method
+            seconds(timeout)  # refuse a non-positive timeout at parse time
+        call_fields = locals()
+        for name in MAKE_CALL_FIELDS:
+            setattr(self, name, call_fields[name])
         self.message = message
         self.voice = voice
         self.language = language
         self.loop = loop
         self.gather = dict(gather) if isinstance(gather, dict) else gather
-        self.expected_digits = _expected_digits(self.task_id, expected_digits)
-        self.ring_url = ring_url
-        self.ring_method = ring_method
-        self.hangup_url = hangup_url
-        self.hangup_method = hangup_method
-        self.fallback_url = fallback_url
-        self.fallback_method = fallback_method
-        self.machine_detection = machine_detection
-        self.machine_detection_time = machine_detection_time
-        self.machine_detection_url = machine_detection_url
-        self.machine_detection_method = machine_detection_method
-        self.machine_detection_maximum_speech_length = machine_detection_maximum_speech_length
-        self.machine_detection_initial_silence = machine_detection_initial_silence
-        self.machine_detection_maximum_words = machine_detection_maximum_words
-        self.machine_detection_initial_greeting = machine_detection_initial_greeting
-        self.caller_name = caller_name
-        self.send_digits = send_digits
-        self.send_on_preanswer = send_on_preanswer
-        self.time_limit = time_limit
-        self.hangup_on_ring = hangup_on_ring
-        self.ring_timeout = ring_timeout
+        self.expected_digits = parse_expected_digits(self.task_id, expected_digits)
         self.vobiz_conn_id = vobiz_conn_id
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
@@ -344,9 +230,26 @@ class VobizCallOperator(BaseOperator):
     @cached_property
     def hook(self) -> VobizHook:
         """The Vobiz hook of ``vobiz_conn_id`` (created on first use, never at DAG-parse time)."""
-        from vobiz_provider.hooks.vobiz import VobizHook
+        from vobiz_provider.hooks.vobiz import VobizHook  # the client and httpx: not at DAG-parse time
 
         return VobizHook(vobiz_conn_id=self.vobiz_conn_id)
+
+    @cached_property
+    def placer(self) -> CallPlacer:
+        """What places the call and reads the ledger (created on first use, never at DAG-parse time)."""
+        from vobiz_provider.calls.placement import CallPlacer  # the ledger and SQLAlchemy: not at parse time
+
+        return CallPlacer(hook=self.hook, log=self.log)
+
+    @property
+    def ledger(self) -> CallReader:
+        """The call ledger, as the operator reads it once the call is placed."""
+        return self.placer.ledger  # type: ignore[return-value]
+
+    @property
+    def success_rule(self) -> SuccessRule:
+        """When a final call record makes the task succeed."""
+        return SuccessRule(success_statuses=self.success_statuses, expected_digits=self.expected_digits)
 
     # ------------------------------------------------------------------------------------- validation
 
@@ -360,7 +263,7 @@ class VobizCallOperator(BaseOperator):
         fields = {name: value for name in MAKE_CALL_FIELDS if (value := getattr(self, name)) is not None}
         if self.speaks_message:
             # Replaced by the receiver's answer URL (with this try's token) just before dialling.
-            fields["answer_url"] = _RECEIVER_ANSWER_PLACEHOLDER
+            fields["answer_url"] = RECEIVER_ANSWER_PLACEHOLDER
             fields["answer_method"] = "POST"
         return fields
 
@@ -388,44 +291,19 @@ class VobizCallOperator(BaseOperator):
                     f"{task}: expected_digits needs wait_for_completion=True (the digits are known only "
                     "once the call has ended)"
                 )
-        if not self.speaks_message:
-            return
-        message = self.message
-        if message is not None and _needs_rendering(message):
-            message = _MESSAGE_PLACEHOLDER
-        gather = self.gather
-        if gather is not None and not _is_spec(gather) and _needs_rendering(gather):
-            if message is None:
-                return  # nothing left to check before rendering
-            gather = None
-        spec = self._build_answer_spec(message, gather)
-        if self.expected_digits is not None and spec.gather is not None:
-            self._check_expected_digits(spec.gather)
+        if self.speaks_message:
+            self._checked(check_static_answer, message=self.message, gather=self.gather)
 
-    def _build_answer_spec(self, message: str | None, gather: Any) -> AnswerSpec:
-        from vobiz_provider.models.answer import AnswerSpec
-
+    def _checked(self, build: Any, *, message: Any, gather: Any) -> AnswerSpec | None:
         try:
-            return AnswerSpec.build(
-                message=message, voice=self.voice, language=self.language, loop=self.loop, gather=gather
+            spec = build(
+                message=message, gather=gather, voice=self.voice, language=self.language, loop=self.loop
             )
         except VobizValidationError as err:
             raise VobizValidationError(f"Task {self.task_id!r}: {err}") from None
-
-    def _check_expected_digits(self, gather: GatherSpec) -> None:
-        """Refuse expected answers the prompt can never collect."""
-        assert self.expected_digits is not None
-        for digits in self.expected_digits:
-            if gather.num_digits is not None and len(digits) > gather.num_digits:
-                raise VobizValidationError(
-                    f"Task {self.task_id!r}: expected_digits {digits!r} can never be pressed: gather "
-                    f"collects at most num_digits={gather.num_digits} key(s)"
-                )
-            if gather.finish_on_key not in (None, "", "none") and gather.finish_on_key in digits:
-                raise VobizValidationError(
-                    f"Task {self.task_id!r}: expected_digits {digits!r} can never be pressed: "
-                    f"{gather.finish_on_key!r} is gather's finish_on_key (it ends the input)"
-                )
+        if spec is not None and self.expected_digits is not None and spec.gather is not None:
+            self.success_rule.check_gather(self.task_id, spec.gather)
+        return spec
 
     def answer_spec(self) -> AnswerSpec | None:
         """The validated spoken message and keypad prompt from the (rendered) arguments, or ``None`` when
@@ -435,21 +313,13 @@ class VobizCallOperator(BaseOperator):
         """
         if not self.speaks_message:
             return None
-        spec = self._build_answer_spec(self.message, self.gather)
-        if self.expected_digits is not None and spec.gather is not None:
-            self._check_expected_digits(spec.gather)
-        return spec
+        return self._checked(build_answer_spec, message=self.message, gather=self.gather)
 
     def _validate_static_fields(self) -> None:
         """Check, at DAG-parse time, every field whose value is already known."""
         self._validate_answer_arguments()
-        static = {
-            name: value
-            for name, value in self._call_fields().items()
-            if name not in self.template_fields or not _needs_rendering(value)
-        }
         try:
-            MakeCallRequest.validate_fields(**static)
+            check_static_request(self._call_fields(), template_fields=self.template_fields)
         except VobizValidationError as err:
             raise VobizValidationError(f"Task {self.task_id!r}: {err}") from None
 
@@ -466,146 +336,65 @@ class VobizCallOperator(BaseOperator):
     # ------------------------------------------------------------------------------------- execution
 
     def execute(self, context: Context) -> Any:
-        request = self.build_request()
-        spec = self.answer_spec()
-        # Checked first: without the receiver nobody would serve the message.
-        base_url = self._require_receiver() if spec is not None else None
-        if not self.wait_for_completion:
-            if spec is not None and base_url is not None:
-                correlation = self._correlation(context)
-                request = self._publish_answer(request, spec, correlation, self._store(), base_url)
-            response = self._fire(request)
-            return self._fired_result(request, response)
-
-        correlation = self._correlation(context)
-        store = self._store()
-        previous = self._previous_attempt(store, correlation)
-        if previous:
-            outcome = self._resume_previous_attempt(context, previous, correlation)
-            if outcome is not _DIAL:
-                return outcome
-
-        if spec is not None and base_url is not None:
-            request = self._publish_answer(request, spec, correlation, store, base_url)
-        request, use_store = self._with_callback_urls(request, correlation)
-        response = self._fire(request)
-        destinations = list(request.destinations)
-        try:
-            store.register_fired_calls(
-                request_uuids=list(response.request_uuids),
-                destinations=destinations,
-                from_number=request.from_number,
-                correlation=correlation,
-            )
-        except Exception as exc:
-            # The call is placed: failing now would only make a retry dial again. Waiting still works
-            # (the trigger falls back on the Vobiz API when the store stays silent).
-            self.log.warning(
-                "Could not record the fired call in the Vobiz callback store (%s: %s); a retry of this "
-                "task will not know about it",
-                type(exc).__name__,
-                exc,
-            )
-        return self._wait(
-            context,
-            request_uuids=list(response.request_uuids),
-            destinations=destinations,
-            use_store=use_store,
-        )
-
-    # -- firing
-
-    def _fire(self, request: MakeCallRequest) -> CallFiredResponse:
-        destinations = ", ".join(request.destinations)
-        self.log.info("Placing a Vobiz call from %s to %s", request.from_number, destinations)
-        try:
-            response = self.hook.make_call(request)
-        finally:
-            self.hook.close()
-        self.log.info(
-            "Vobiz accepted the call to %s: request_uuid %s (api_id %s, message %r)",
-            destinations,
-            ", ".join(response.request_uuids),
-            response.api_id,
-            response.message,
-        )
-        return response
-
-    @staticmethod
-    def _fired_result(request: MakeCallRequest, response: CallFiredResponse) -> dict[str, Any]:
-        destinations = list(request.destinations)
-        request_uuid = response.request_uuid
-        return {
-            "request_uuid": list(request_uuid) if isinstance(request_uuid, (list, tuple)) else request_uuid,
-            "request_uuids": list(response.request_uuids),
-            "to": destinations[0] if len(destinations) == 1 else destinations,
-            "from_number": request.from_number,
-            "api_id": response.api_id,
-        }
-
-    def _correlation(self, context: Context) -> CorrelationToken:
+        from vobiz_provider.calls.outcome import decide_resume, previous_attempt
         from vobiz_provider.correlation import CorrelationToken
 
-        return CorrelationToken.from_task_instance(context["ti"], conn_id=self.vobiz_conn_id)
-
-    def _callback_base_url(self) -> str | None:
-        """Where Vobiz should send this call's callbacks: the connection's extra, else ``[vobiz]``."""
-        from vobiz_provider.config import resolve_callback_base_url
-
-        return resolve_callback_base_url(self.hook.get_config().callback_base_url)
-
-    def _require_receiver(self) -> str:
-        """The callback base URL a spoken message needs (the receiver serves its XML), else a clear error."""
-        base_url = self._callback_base_url()
-        if base_url is None:
-            raise VobizValidationError(
-                f"Task {self.task_id!r}: message and gather are served to Vobiz by the callback receiver, "
-                f"but no callback_base_url is configured: set the {self.vobiz_conn_id!r} connection's "
-                "callback_base_url extra or [vobiz] callback_base_url (or pass your own answer_url); no call "
-                "was placed"
+        request = self.build_request()
+        spec = self.answer_spec()
+        placer = self.placer
+        base_url = placer.callback_base_url()
+        if spec is not None:
+            # Checked first: without the receiver nobody would serve the message.
+            placer.require_receiver(
+                base_url, what=f"Task {self.task_id!r}", instead="pass your own answer_url"
             )
-        return base_url
+        correlation = CorrelationToken.from_task_instance(context["ti"], conn_id=self.vobiz_conn_id)
+        if not self.wait_for_completion:
+            placement = placer.plan(
+                request,
+                correlation=correlation,
+                callback_base_url=base_url,
+                spec=spec,
+                route=(),
+                register=False,
+            )
+            placed = self._place(placement)
+            return fired_result(placed.placement.request, placed.response)
 
-    def _publish_answer(
-        self,
-        request: MakeCallRequest,
-        spec: AnswerSpec,
-        correlation: CorrelationToken,
-        store: CallLedger,
-        base_url: str,
-    ) -> MakeCallRequest:
-        """Store what the call says for this try, then point ``answer_url`` at the receiver.
+        previous = previous_attempt(placer.ledger, correlation)
+        if previous:
+            resume = decide_resume(
+                previous, try_number=correlation.try_number, rule=self.success_rule, redial=self.redial
+            )
+            self.log.info("%s", resume.message)
+            if resume.action == "wait":
+                return self._wait(
+                    context,
+                    request_uuids=list(dict.fromkeys(r.request_uuid for r in previous if r.request_uuid))
+                    or [r.call_uuid for r in previous if r.call_uuid],
+                    destinations=[r.to for r in previous if r.to],
+                    use_store=base_url is not None and self.hangup_url is None,
+                )
+            if resume.action == "return":
+                return xcom_result([record.to_event() for record in previous])
 
-        Done before dialling: Vobiz fetches the answer URL as soon as the callee picks up.
-        """
-        from vobiz_provider.callbacks.answers import publish_answer
-        from vobiz_provider.config import get_settings
-
-        token = correlation.encode(get_settings().signing_secret)
-        try:
-            answer_url = publish_answer(store, correlation, spec, callback_base_url=base_url, token=token)
-        except Exception as exc:
-            raise AirflowException(
-                f"Task {self.task_id!r}: could not store the spoken message in the Vobiz callback store "
-                f"({type(exc).__name__}); no call was placed"
-            ) from exc
-        self.log.info(
-            "The callback receiver at %s will speak the message%s when the call is answered",
-            base_url,
-            " and collect the keys pressed" if spec.gather is not None else "",
+        placement = placer.plan(request, correlation=correlation, callback_base_url=base_url, spec=spec)
+        self._log_callback_routes(placement.callback_base_url, placement.routed)
+        placed = self._place(placement)
+        return self._wait(
+            context,
+            request_uuids=placed.request_uuids,
+            destinations=placed.destinations,
+            use_store=placement.receiver_hears_hangup,
         )
-        # model_copy: the URL carries the token, which must stay out of any validation message.
-        return request.model_copy(update={"answer_url": answer_url, "answer_method": "POST"})
 
-    def _uses_store(self, base_url: str | None) -> bool:
-        """Whether this task's hangup callback reaches the receiver (else the wait asks the API)."""
-        return base_url is not None and self.hangup_url is None
+    def _place(self, placement: Any) -> Any:
+        try:
+            return self.placer.place(placement)
+        finally:
+            self.hook.close()
 
-    def _with_callback_urls(
-        self, request: MakeCallRequest, correlation: CorrelationToken
-    ) -> tuple[MakeCallRequest, bool]:
-        """Point the callback URLs the user left empty at the receiver; say whether the wait can use it."""
-        base_url = self._callback_base_url()
+    def _log_callback_routes(self, base_url: str | None, routed: Sequence[str]) -> None:
         if base_url is None:
             self.log.warning(
                 "No callback_base_url is configured (connection %r extra or [vobiz] callback_base_url): "
@@ -614,117 +403,14 @@ class VobizCallOperator(BaseOperator):
                 self.vobiz_conn_id,
                 self.poll_interval,
             )
-            return request, False
-        from vobiz_provider.config import get_settings
-        from vobiz_provider.correlation import callback_url
-
-        token = correlation.encode(get_settings().signing_secret)
-        updates: dict[str, str] = {}
-        if request.hangup_url is None:
-            updates["hangup_url"] = callback_url(base_url, "hangup", token)
-        if request.ring_url is None:
-            updates["ring_url"] = callback_url(base_url, "ring", token)
-        if request.machine_detection is not None and request.machine_detection_url is None:
-            updates["machine_detection_url"] = callback_url(base_url, "machine-detection", token)
-        use_store = self._uses_store(base_url)
-        self.log.info(
-            "Vobiz will report %s to the callback receiver at %s",
-            ", ".join(sorted(name.removesuffix("_url") for name in updates)) or "nothing",
-            base_url,
-        )
-        if not use_store:
+        elif "hangup" not in routed:
             self.log.info(
                 "hangup_url is your own, so the receiver never hears the hangup: the end of the call is "
                 "learnt by polling the Vobiz API every %s s",
                 self.poll_interval,
             )
-        # The URLs were checked when built (and the request before); model_copy keeps the token out of
-        # any validation message.
-        return request.model_copy(update=updates), use_store
-
-    # -- retries
-
-    @staticmethod
-    def _store() -> CallLedger:
-        from vobiz_provider.ledger import get_ledger
-
-        return get_ledger()
-
-    @staticmethod
-    def _previous_attempt(store: CallLedger, correlation: CorrelationToken) -> list[CallRecord]:
-        """The calls of the newest earlier try of this task instance that placed a call (may be empty)."""
-        records = store.find_attempts(
-            dag_id=correlation.dag_id,
-            run_id=correlation.run_id,
-            task_id=correlation.task_id,
-            map_index=correlation.map_index,
-            before_try=correlation.try_number,
-        )
-        if not records:
-            return []
-        newest = records[0].try_number
-        return [record for record in records if record.try_number == newest]
-
-    def _resume_previous_attempt(
-        self, context: Context, previous: list[CallRecord], correlation: CorrelationToken
-    ) -> Any:
-        """Re-attach to a live call, return a successful one, or return :data:`_DIAL` to dial again."""
-        earlier = previous[0].try_number
-        described = "; ".join(
-            f"{record.to or '?'} ({record.call_uuid or record.request_uuid}): {record.status}"
-            for record in previous
-        )
-        if not all(record.terminal for record in previous):
-            self.log.info(
-                "Try %s: the call placed by try %s is still up (%s); waiting for it instead of dialling "
-                "again",
-                correlation.try_number,
-                earlier,
-                described,
-            )
-            request_uuids = list(dict.fromkeys(r.request_uuid for r in previous if r.request_uuid))
-            call_uuids = [r.call_uuid for r in previous if r.call_uuid]
-            return self._wait(
-                context,
-                request_uuids=request_uuids or call_uuids,
-                destinations=[r.to for r in previous if r.to],
-                use_store=self._uses_store(self._callback_base_url()),
-            )
-        if all(self._succeeded(record.to_event()) for record in previous):
-            if self.redial != "always":
-                self.log.info(
-                    "Try %s: the call placed by try %s already ended successfully (%s); returning its "
-                    "outcome without dialling again (redial=%r)",
-                    correlation.try_number,
-                    earlier,
-                    described,
-                    self.redial,
-                )
-                return _result([record.to_event() for record in previous])
-            self.log.info(
-                "Try %s: the call placed by try %s ended successfully (%s), but redial='always': dialling "
-                "again",
-                correlation.try_number,
-                earlier,
-                described,
-            )
-            return _DIAL
-        self.log.info(
-            "Try %s: the call placed by try %s did not succeed (%s); dialling again",
-            correlation.try_number,
-            earlier,
-            described,
-        )
-        return _DIAL
 
     # -- waiting
-
-    def _timeout_seconds(self) -> float:
-        if self.timeout is not None:
-            return _seconds(self.timeout)
-        ring = _as_int(self.ring_timeout) or DEFAULT_RING_TIMEOUT
-        limit = _as_int(self.time_limit) or DEFAULT_TIME_LIMIT
-        return float(ring + limit + TIMEOUT_MARGIN)
 
     def _wait(
         self,
@@ -734,43 +420,36 @@ class VobizCallOperator(BaseOperator):
         destinations: list[str],
         use_store: bool,
     ) -> Any:
+        # The trigger module imports Airflow's trigger machinery and the ledger: only when the task waits.
         from vobiz_provider.triggers.hangup import VobizCallHangupTrigger
 
-        timeout = self._timeout_seconds()
-        now = time.time()
-        deadline = now + timeout
-        ring = _as_int(self.ring_timeout) or DEFAULT_RING_TIMEOUT
-        limit = _as_int(self.time_limit) or DEFAULT_TIME_LIMIT
-        # Ask the API once the hangup is overdue, but early enough to settle before the deadline.
-        reconcile_after = min(now + ring + limit + RECONCILE_MARGIN, deadline - min(60.0, timeout / 5))
+        window = WaitWindow.starting_now(
+            timeout=self.timeout, ring_timeout=self.ring_timeout, time_limit=self.time_limit
+        )
         trigger = VobizCallHangupTrigger(
             request_uuids=request_uuids,
             destinations=destinations,
             vobiz_conn_id=self.vobiz_conn_id,
-            deadline=deadline,
+            deadline=window.deadline,
             poll_interval=self.poll_interval,
-            reconcile_after=reconcile_after,
+            reconcile_after=window.reconcile_after,
             use_store=use_store,
             hangup_on_kill=self.hangup_on_kill,
         )
+        where = ", ".join(destinations)
         if self.deferrable:
-            self.log.info(
-                "Deferring until the call to %s hangs up (at most %.0f s)", ", ".join(destinations), timeout
-            )
-            # The trigger ends the wait itself at the deadline; the grace only covers a lost trigger.
+            self.log.info("Deferring until the call to %s hangs up (at most %.0f s)", where, window.timeout)
             self.defer(
                 trigger=trigger,
                 method_name="execute_complete",
-                timeout=timedelta(seconds=timeout + max(self.poll_interval, 1.0) + DEFER_TIMEOUT_GRACE),
+                timeout=window.defer_timeout(self.poll_interval),
             )
         self.log.info(
-            "Waiting in the worker until the call to %s hangs up (at most %.0f s)",
-            ", ".join(destinations),
-            timeout,
+            "Waiting in the worker until the call to %s hangs up (at most %.0f s)", where, window.timeout
         )
         # Kept when the wait is interrupted: on_kill (called after the timeout/kill exception) needs it.
         self._waiting_for = list(request_uuids)
-        event = asyncio.run(_first_event(trigger))
+        event = trigger.run_in_process()
         self._waiting_for = []
         return self.execute_complete(context, event)
 
@@ -803,74 +482,16 @@ class VobizCallOperator(BaseOperator):
             raise AirflowException(
                 f"The Vobiz call (request {request_uuids}) hung up but no call record came with the event"
             )
-        calls = self._with_stored_digits(calls)
-        self._remember_outcome(calls)
-        failed = [call for call in calls if not self._succeeded(call)]
+        if self.gather is not None:
+            calls = fill_stored_digits(self.ledger, calls, log=self.log)
+        cache_api_outcomes(self.ledger, calls, log=self.log)
+        rule = self.success_rule
+        failed = [call for call in calls if not rule.succeeded(call)]
         if failed:
-            raise VobizCallFailedError(
-                "; ".join(self._describe_failure(call) for call in failed), calls=calls
-            )
+            raise VobizCallFailedError("; ".join(rule.describe_failure(call) for call in failed), calls=calls)
         for call in calls:
-            self.log.info("%s", _describe_outcome(call))
-        return _result(calls)
-
-    def _with_stored_digits(self, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Fill in the digits a final record learnt from the Vobiz API lacks (a CDR has none) from the
-        store, where the receiver put the Gather post: a lost hangup callback must not lose the answer."""
-        if self.gather is None:
-            return calls
-        missing = [call["call_uuid"] for call in calls if not call.get("digits") and call.get("call_uuid")]
-        if not missing:
-            return calls
-        try:
-            stored = {r.call_uuid: r.digits for r in self._store().lookup(call_uuids=missing) if r.digits}
-        except Exception as exc:
-            self.log.warning("Could not read the digits pressed from the Vobiz callback store: %s", exc)
-            return calls
-        return [
-            {**call, "digits": stored[call["call_uuid"]]}
-            if not call.get("digits") and call.get("call_uuid") in stored
-            else call
-            for call in calls
-        ]
-
-    def _succeeded(self, call: Mapping[str, Any]) -> bool:
-        """Whether a final call record settles the task: a success status (and an expected answer)."""
-        if call.get("status") not in self.success_statuses:
-            return False
-        return self.expected_digits is None or call.get("digits") in self.expected_digits
-
-    def _describe_failure(self, call: Mapping[str, Any]) -> str:
-        if call.get("status") not in self.success_statuses:
-            return f"{_describe_failure(call)} (success statuses: {', '.join(self.success_statuses)})"
-        expected = " or ".join(repr(digits) for digits in self.expected_digits or ())
-        pressed = call.get("digits")
-        answer = (
-            f"the callee pressed {pressed!r}"
-            if pressed
-            else "no digits: the callee did not answer the prompt"
-        )
-        return (
-            f"Vobiz call to {call.get('to') or '?'} ({call.get('call_uuid') or call.get('request_uuid')}) "
-            f"ended with status {call.get('status')!r}, but {answer} (expected {expected})"
-        )
-
-    def _remember_outcome(self, calls: list[dict[str, Any]]) -> None:
-        """Write outcomes learnt from the API to the store, so that a retry sees the call has ended.
-
-        Only needed when callbacks did not reach the receiver (the trigger then did not use the store).
-        """
-        from vobiz_provider.models.record import CallRecord
-
-        api_records = [call for call in calls if call.get("source") == "api" and call.get("terminal")]
-        if not api_records:
-            return
-        try:
-            store = self._store()
-            for call in api_records:
-                store.cache_api_result(CallRecord.from_event(call))
-        except Exception as exc:
-            self.log.warning("Could not record the call's outcome in the Vobiz callback store: %s", exc)
+            self.log.info("%s", describe_outcome(call))
+        return xcom_result(calls)
 
     # -- killing
 
@@ -884,89 +505,8 @@ class VobizCallOperator(BaseOperator):
 
     def _hang_up_live(self, request_uuids: Sequence[str], calls: Sequence[dict[str, Any]] = ()) -> None:
         """Hang up every leg of these requests that has not ended (best effort, never raises)."""
-        records = [dict(call) for call in calls]
-        try:
-            records += [record.to_event() for record in self._store().lookup(request_uuids=request_uuids)]
-        except Exception as exc:
-            self.log.warning("Could not read the Vobiz callback store to find the live calls: %s", exc)
-        ended = {r["call_uuid"] for r in records if r.get("terminal") and r.get("call_uuid")}
-        live = [r["call_uuid"] for r in records if not r.get("terminal") and r.get("call_uuid")]
-        known_requests = {r.get("request_uuid") for r in records if r.get("call_uuid")}
-        # A request nothing is known about: for one destination its request UUID is the call UUID.
-        live += [uuid for uuid in request_uuids if uuid not in known_requests]
-        for uuid in dict.fromkeys(uuid for uuid in live if uuid not in ended):
-            try:
-                hung_up = self.hook.hangup_call(uuid)
-            except Exception as exc:
-                self.log.warning("Could not hang up Vobiz call %s: %s", uuid, exc)
-                continue
-            self.log.info("Vobiz call %s %s", uuid, "hung up" if hung_up else "had already ended")
-        self.hook.close()
+        from vobiz_provider.calls.api import hang_up_live
 
-
-# ---------------------------------------------------------------------------------------------- helpers
-
-_EVENT_STATUSES = frozenset({"hangup", "timeout", "error"})
-
-
-class _Dial:
-    """Marker: the previous attempt does not settle the task, place a new call."""
-
-
-_DIAL = _Dial()
-
-
-async def _first_event(trigger: VobizCallHangupTrigger) -> dict[str, Any] | None:
-    """Run the trigger (in the worker's own event loop) to its first event."""
-    events = trigger.run()
-    try:
-        event = await anext(events, None)
-    finally:
-        await events.aclose()
-    return None if event is None else event.payload
-
-
-def _result(calls: list[dict[str, Any]]) -> dict[str, Any] | list[dict[str, Any]]:
-    """The XCom value: the call record, or the list of them for several destinations."""
-    return calls[0] if len(calls) == 1 else calls
-
-
-def _seconds(value: float | timedelta) -> float:
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if seconds <= 0:
-        raise ValueError(f"timeout must be positive, got {value!r}")
-    return seconds
-
-
-def _as_int(value: Any) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _cause(call: dict[str, Any]) -> str:
-    parts = [
-        str(call["hangup_cause_code"]) if call.get("hangup_cause_code") is not None else None,
-        call.get("hangup_cause_name") or call.get("hangup_cause"),
-    ]
-    text = " ".join(part for part in parts if part) or "unknown cause"
-    if call.get("hangup_source"):
-        text += f", hung up by {call['hangup_source']}"
-    return text
-
-
-def _describe_failure(call: dict[str, Any]) -> str:
-    return (
-        f"Vobiz call to {call.get('to') or '?'} ({call.get('call_uuid') or call.get('request_uuid')}) "
-        f"ended with status {call.get('status')!r} (hangup cause {_cause(call)})"
-    )
-
-
-def _describe_outcome(call: dict[str, Any]) -> str:
-    duration = f", {call['duration']} s" if call.get("duration") is not None else ""
-    pressed = f"; the callee pressed {call['digits']!r}" if call.get("digits") else ""
-    return (
-        f"Vobiz call to {call.get('to') or '?'} ({call.get('call_uuid') or call.get('request_uuid')}) "
-        f"ended with status {call.get('status')!r} (hangup cause {_cause(call)}{duration}){pressed}"
-    )
+        hang_up_live(
+            hook=self.hook, ledger=self.ledger, request_uuids=request_uuids, calls=calls, log=self.log
+        )

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
-from vobiz_provider.callbacks.app import MOUNT_PATH, create_app
+from vobiz_provider.receiver.app import MOUNT_PATH, create_app
 
 
 class VobizPlugin(AirflowPlugin):
-    """Serves the Vobiz callback receiver (:func:`~vobiz_provider.callbacks.app.create_app`) at ``/vobiz``."""
+    """Serves the Vobiz callback receiver (:func:`~vobiz_provider.receiver.app.create_app`) at ``/vobiz``."""
 
     name = "vobiz"
     fastapi_apps = [

@@ -1,8 +1,12 @@
-"""``VobizCallSensor``: wait for a Vobiz call placed elsewhere (another task, another system) to end."""
+"""``VobizCallSensor``: wait for a Vobiz call placed elsewhere (another task, another system) to end.
+
+It decides "ended" as the trigger does (:class:`~vobiz_provider.calls.tracker.CallTracker`). The tracker,
+the ledger, the hook and the trigger are imported when the sensor runs, not when a DAG file is parsed
+(benchmark B4): each brings pydantic models, SQLAlchemy or httpx.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from configparser import ConfigParser
@@ -18,7 +22,9 @@ from airflow.sdk.exceptions import (
     AirflowSkipException,
 )
 
-from vobiz_provider.exceptions import VobizCallFailedFinalError
+from vobiz_provider.calls.outcome import xcom_result
+from vobiz_provider.config import get_settings
+from vobiz_provider.exceptions import LedgerUnavailableError, VobizCallFailedFinalError, VobizError
 from vobiz_provider.models.call import TERMINAL_STATUSES
 
 if TYPE_CHECKING:
@@ -26,9 +32,8 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
-    from vobiz_provider.client.sync import VobizClient
+    from vobiz_provider.calls.tracker import CallTracker
     from vobiz_provider.models.record import CallRecord
-    from vobiz_provider.triggers.hangup import CallTracker
 
 __all__ = ["VobizCallSensor"]
 
@@ -60,20 +65,6 @@ def _describe(record: CallRecord) -> str:
     source = f", hung up by {record.hangup_source}" if record.hangup_source else ""
     uuid = record.call_uuid or record.request_uuid
     return f"call {uuid} to {record.to or '?'}: {record.status}, {cause}{code}{source}"
-
-
-def _ask_api(client: VobizClient, uuid: str, context: dict[str, Any]) -> CallRecord | None:
-    """The call as the API knows it: live, else queued, else its CDR; ``None`` if Vobiz knows none."""
-    from vobiz_provider.exceptions import VobizNotFoundError
-    from vobiz_provider.models.record import CallRecord
-
-    with contextlib.suppress(VobizNotFoundError):
-        return CallRecord.from_live(client.get_live_call(uuid), **context)
-    with contextlib.suppress(VobizNotFoundError):
-        return CallRecord.from_live(client.get_queued_call(uuid), **context)
-    with contextlib.suppress(VobizNotFoundError):
-        return CallRecord.from_cdr(client.get_cdr(uuid), **context)
-    return None
 
 
 class VobizCallSensor(BaseSensorOperator):
@@ -152,7 +143,7 @@ class VobizCallSensor(BaseSensorOperator):
         return request_uuids, call_uuids
 
     def _tracker(self) -> CallTracker:
-        from vobiz_provider.triggers.hangup import CallTracker
+        from vobiz_provider.calls.tracker import CallTracker  # builds the CallRecord model: not at parse time
 
         request_uuids, call_uuids = self._uuids()
         return CallTracker(request_uuids=request_uuids, destinations=(), call_uuids=call_uuids)
@@ -162,22 +153,18 @@ class VobizCallSensor(BaseSensorOperator):
             self.log.info("%s", line)
 
     def _store_lookup(self, tracker: CallTracker) -> None:
-        from vobiz_provider.config import get_settings
-        from vobiz_provider.exceptions import LedgerUnavailableError
-        from vobiz_provider.ledger import get_ledger
+        from vobiz_provider.ledger import get_ledger  # SQLAlchemy: not at DAG-parse time
 
         try:
-            records = get_ledger(get_settings().callback_store).lookup(
-                request_uuids=tracker.request_uuids, call_uuids=tracker.call_uuids
-            )
+            records = get_ledger().lookup(request_uuids=tracker.request_uuids, call_uuids=tracker.call_uuids)
         except LedgerUnavailableError as exc:
             self.log.warning("The Vobiz callback store cannot be read (%s); asking the Vobiz API", exc)
             return
         self._observe(tracker, records)
 
     def _api_lookup(self, tracker: CallTracker) -> None:
-        """Ask the API about every leg the store has not settled; record final answers in the store."""
-        from vobiz_provider.exceptions import VobizError
+        """Ask the API about every leg the ledger has not settled; record final answers in the ledger."""
+        from vobiz_provider.calls.api import ask_api  # the client and httpx: not at DAG-parse time
         from vobiz_provider.hooks.vobiz import VobizHook
 
         self._api_asked_at = time.monotonic()
@@ -186,7 +173,7 @@ class VobizCallSensor(BaseSensorOperator):
             for uuid, request_uuid in tracker.uuids_to_ask().items():
                 context = {"request_uuid": request_uuid} if request_uuid else {}
                 try:
-                    record = _ask_api(client, uuid, context)
+                    record = ask_api(client, uuid, context)
                 except VobizError as exc:
                     self.log.warning("Asking the Vobiz API about call %s failed: %s", uuid, exc)
                     continue
@@ -198,11 +185,10 @@ class VobizCallSensor(BaseSensorOperator):
                     self._record_api_result(record)
 
     def _record_api_result(self, record: CallRecord) -> None:
-        from vobiz_provider.config import get_settings
-        from vobiz_provider.ledger import get_ledger
+        from vobiz_provider.ledger import get_ledger  # SQLAlchemy: not at DAG-parse time
 
         try:
-            get_ledger(get_settings().callback_store).cache_api_result(record)
+            get_ledger().cache_api_result(record)
         except Exception as exc:
             self.log.warning("Could not record the API's answer in the callback store: %s", exc)
 
@@ -222,7 +208,7 @@ class VobizCallSensor(BaseSensorOperator):
                 f"(success statuses: {', '.join(self.success_statuses)})",
                 calls=calls,
             )
-        return calls[0] if len(calls) == 1 else calls
+        return xcom_result(calls)
 
     # ------------------------------------------------------------------------------------------------
     # sensor API
@@ -254,7 +240,7 @@ class VobizCallSensor(BaseSensorOperator):
         self._defer()
 
     def _defer(self) -> None:
-        from vobiz_provider.config import get_settings
+        # The trigger module imports Airflow's trigger machinery and the ledger: only when the sensor defers.
         from vobiz_provider.triggers.hangup import MIN_RECONCILE_INTERVAL, VobizCallHangupTrigger
 
         request_uuids, call_uuids = self._uuids()
@@ -276,7 +262,7 @@ class VobizCallSensor(BaseSensorOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Resume after the trigger: return the final record(s), or raise for timeout/error/failed call."""
-        from vobiz_provider.models.record import CallRecord
+        from vobiz_provider.models.record import CallRecord  # a pydantic model: not at DAG-parse time
 
         if not isinstance(event, dict) or event.get("status") not in _EVENT_STATUSES:
             raise AirflowException(

@@ -2,14 +2,14 @@
 
 Where the answer comes from, in order of preference:
 
-1. **The callback store**, fed by the receiver with Vobiz's ring/answer/machine-detection/hangup
+1. **The call ledger**, fed by the receiver with Vobiz's ring/answer/machine-detection/hangup
    callbacks. Every waiting trigger of a triggerer process is served by one shared poller
    (:mod:`vobiz_provider.triggers.poller`): one query per poll interval, whatever the number of waiting
    calls.
 2. **The Vobiz API** (live call → queued call → CDR), asked only when the callbacks cannot be relied on:
-   after ``reconcile_after`` (the latest moment a hangup should have arrived), when the store has been
+   after ``reconcile_after`` (the latest moment a hangup should have arrived), when the ledger has been
    silent or unreadable for a long time, or always when ``use_store`` is off (the user routed
-   ``hangup_url`` elsewhere). API answers are rate-limited and a terminal one is written back to the store
+   ``hangup_url`` elsewhere). API answers are rate-limited and a terminal one is written back to the ledger
    so that other waiters (sibling tasks, retries, the sensor) see it.
 
 ``run()`` yields exactly one event, whose payload is deterministic for a given outcome::
@@ -18,8 +18,9 @@ Where the answer comes from, in order of preference:
      "calls": [CallRecord.to_event(), ...],   # sorted by destination
      "message": "..."}
 
-The trigger logs the call's timeline as it observes it (queued → ringing → answered → machine detection →
-digits → hangup with cause and duration); in Airflow 3 those lines appear in the task's log.
+The trigger logs the call's timeline as it observes it (:class:`~vobiz_provider.calls.tracker.CallTracker`:
+queued → ringing → answered → machine detection → digits → hangup with cause and duration); in Airflow 3
+those lines appear in the task's log.
 """
 
 from __future__ import annotations
@@ -30,19 +31,26 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from airflow.sdk.exceptions import AirflowNotFoundException
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from vobiz_provider.calls.api import aask_api
+from vobiz_provider.calls.tracker import CallTracker
+from vobiz_provider.exceptions import VobizAuthError
+from vobiz_provider.hooks.vobiz import VobizHook
+from vobiz_provider.ledger import get_ledger
+from vobiz_provider.triggers.poller import configured_store_url, subscribe
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
 
-    from vobiz_provider.client.asyncio import AsyncVobizClient
-    from vobiz_provider.hooks.vobiz import VobizHook
+    from vobiz_provider.client import AsyncVobizClient
     from vobiz_provider.models.record import CallRecord
     from vobiz_provider.triggers.poller import Subscription
 
-__all__ = ["CallTracker", "VobizCallHangupTrigger", "normalize_destination"]
+__all__ = ["VobizCallHangupTrigger"]
 
-#: Least seconds between two API reconciliations of one trigger while the store is in use.
+#: Least seconds between two API reconciliations of one trigger while the ledger is in use.
 MIN_RECONCILE_INTERVAL = 30.0
 #: The store counts as silent when no callback at all arrived for this many poll intervals ...
 SILENCE_INTERVALS = 12
@@ -55,166 +63,9 @@ FINAL_LOOKUP_TIMEOUT = 5.0
 #: Seconds between two "store unavailable" warnings of one trigger.
 STORE_WARNING_INTERVAL = 300.0
 
-_STATUS_WORDS = {
-    "queued": "queued",
-    "ringing": "ringing",
-    "in-progress": "answered",
-}
-
-
-def normalize_destination(value: str | None) -> str:
-    """The form destinations are matched in: no spaces, no leading ``+``, SIP URIs lower-cased.
-
-    Vobiz may echo ``+919876543210`` as ``919876543210`` (and the other way round) in callbacks and CDRs.
-    """
-    if not value:
-        return ""
-    value = value.strip()
-    if value.lower().startswith("sip:"):
-        return value.lower()
-    return value.lstrip("+")
-
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds")
-
-
-class CallTracker:
-    """What is known about each expected call leg; turns new observations into timeline lines.
-
-    Shared by the trigger and the sensor so both decide "hung up" the same way.
-
-    :param request_uuids: Request UUIDs being waited for.
-    :param destinations: Expected destinations (one leg each); empty when unknown.
-    :param call_uuids: Call UUIDs being waited for (one leg each), when known instead of destinations.
-    """
-
-    def __init__(
-        self, *, request_uuids: Iterable[str], destinations: Iterable[str], call_uuids: Iterable[str]
-    ) -> None:
-        self.request_uuids = list(dict.fromkeys(request_uuids))
-        self.call_uuids = list(dict.fromkeys(call_uuids))
-        self.destinations = list(dict.fromkeys(normalize_destination(d) for d in destinations if d))
-        #: Latest record per leg: keyed by normalised destination when destinations are known, else by
-        #: call UUID.
-        self.legs: dict[str, CallRecord] = {}
-
-    def _key(self, record: CallRecord) -> str | None:
-        if self.destinations:
-            if len(self.destinations) == 1:
-                return self.destinations[0]  # one destination: every record of the request is its leg
-            key = normalize_destination(record.to)
-            return key if key in self.destinations else None
-        placeholder = f"{record.request_uuid}|{normalize_destination(record.to)}"
-        if record.call_uuid is None:
-            # A fired leg Vobiz has not reported yet; it becomes the leg of the call that names it.
-            same_leg = any(
-                leg.call_uuid and f"{leg.request_uuid}|{normalize_destination(leg.to)}" == placeholder
-                for leg in self.legs.values()
-            )
-            return None if same_leg else placeholder
-        waiting = self.legs.get(placeholder)
-        if waiting is not None and waiting.call_uuid is None:
-            self.legs[record.call_uuid] = self.legs.pop(placeholder)
-        return record.call_uuid
-
-    def observe(self, records: Iterable[CallRecord]) -> list[str]:
-        """Take in records (store or API); return one timeline line per observed change."""
-        lines: list[str] = []
-        for record in records:
-            key = self._key(record)
-            if key is None:
-                continue
-            previous = self.legs.get(key)
-            if previous is not None:
-                if previous.terminal and not record.terminal:
-                    continue  # terminal states absorb: a late or stale view never undoes a hangup
-                if record.rank < previous.rank:
-                    continue  # a call only moves forward (ringing never follows answered)
-                if record.rank == previous.rank and record.source == "api" and not record.terminal:
-                    continue  # the store already says as much, and says more (machine, digits)
-            self.legs[key] = record
-            lines.extend(_timeline(previous, record))
-        return lines
-
-    @property
-    def done(self) -> bool:
-        """Every expected leg has a terminal record."""
-        if self.destinations:
-            return all(key in self.legs and self.legs[key].terminal for key in self.destinations)
-        if self.call_uuids:
-            return all(uuid in self.legs and self.legs[uuid].terminal for uuid in self.call_uuids) and all(
-                record.terminal for record in self.legs.values()
-            )
-        return bool(self.legs) and all(record.terminal for record in self.legs.values())
-
-    def pending(self) -> list[str]:
-        """The legs (destination or call UUID) that have not hung up yet."""
-        expected = self.destinations or self.call_uuids or list(self.legs) or self.request_uuids
-        return [key for key in expected if key not in self.legs or not self.legs[key].terminal]
-
-    def uuids_to_ask(self) -> dict[str, str | None]:
-        """The call UUIDs the API should be asked about, each with the request UUID it belongs to.
-
-        Every leg not known to have hung up: a leg with a record is asked by its call UUID; legs without
-        one are asked by the request UUID (for a single destination Vobiz's request UUID is the call UUID).
-        """
-        uuids: dict[str, str | None] = {}
-        for record in self.legs.values():
-            if record.terminal:
-                continue
-            if record.call_uuid:
-                uuids.setdefault(record.call_uuid, record.request_uuid)
-            elif record.request_uuid:
-                # Only the operator's "fired" record: no callback ever named the call, so ask by request.
-                uuids.setdefault(record.request_uuid, record.request_uuid)
-        for uuid in self.call_uuids:
-            if uuid not in self.legs:
-                uuids.setdefault(uuid, None)
-        expected_legs = len(self.destinations) or len(self.call_uuids)
-        if not self.call_uuids and (not expected_legs or len(self.legs) < expected_legs):
-            for uuid in self.request_uuids:
-                uuids.setdefault(uuid, uuid)
-        return uuids
-
-    def calls(self) -> list[dict[str, Any]]:
-        records = sorted(self.legs.values(), key=lambda r: (normalize_destination(r.to), r.call_uuid or ""))
-        return [record.to_event() for record in records]
-
-
-def _describe_leg(record: CallRecord) -> str:
-    to = record.to or "?"
-    return f"Call to {to} ({record.call_uuid or record.request_uuid})"
-
-
-def _timeline(previous: CallRecord | None, record: CallRecord) -> list[str]:
-    """The changes from ``previous`` to ``record``, one log line each."""
-    leg = _describe_leg(record)
-    lines: list[str] = []
-    if previous is None or previous.status != record.status:
-        if record.terminal:
-            cause = record.hangup_cause_name or record.hangup_cause or "unknown cause"
-            code = f" {record.hangup_cause_code}" if record.hangup_cause_code is not None else ""
-            details = [f"status={record.status}", f"cause={cause}{code}"]
-            if record.hangup_cause and record.hangup_cause != record.hangup_cause_name:
-                details.append(f"sip_cause={record.hangup_cause}")
-            if record.hangup_source:
-                details.append(f"source={record.hangup_source}")
-            if record.duration is not None:
-                details.append(f"duration={record.duration}s")
-            if record.bill_duration is not None:
-                details.append(f"billed={record.bill_duration}s")
-            details.append(f"via={record.source}")
-            lines.append(f"{leg}: hung up ({', '.join(details)})")
-        else:
-            word = _STATUS_WORDS.get(str(record.status), str(record.status))
-            lines.append(f"{leg}: {word} (via {record.source})")
-    if record.machine is not None and (previous is None or previous.machine != record.machine):
-        machine = str(record.machine).lower() in ("true", "1", "yes", "machine")
-        lines.append(f"{leg}: answering machine {'detected' if machine else 'not detected (human)'}")
-    if record.digits and (previous is None or previous.digits != record.digits):
-        lines.append(f"{leg}: digits received: {record.digits}")
-    return lines
 
 
 class VobizCallHangupTrigger(BaseTrigger):
@@ -301,6 +152,13 @@ class VobizCallHangupTrigger(BaseTrigger):
         # Every subscription and HTTP client is released before the event is handed over.
         yield TriggerEvent(payload)
 
+    def run_in_process(self) -> dict[str, Any] | None:
+        """Wait in this thread's own event loop until the first event, and return its payload.
+
+        What a worker does when the operator waits with ``deferrable=False``.
+        """
+        return asyncio.run(_first_event(self))
+
     def _new_tracker(self) -> CallTracker:
         return CallTracker(
             request_uuids=self.request_uuids, destinations=self.destinations, call_uuids=self.call_uuids or ()
@@ -342,8 +200,6 @@ class VobizCallHangupTrigger(BaseTrigger):
         )
 
     async def _wait(self) -> dict[str, Any]:
-        from vobiz_provider.triggers.poller import configured_store_url
-
         self._tracker = self._new_tracker()
         started = time.time()
         self.log.info(
@@ -362,8 +218,6 @@ class VobizCallHangupTrigger(BaseTrigger):
         async with contextlib.AsyncExitStack() as stack:
             subscription: Subscription | None = None
             if store_url is not None:
-                from vobiz_provider.triggers.poller import subscribe
-
                 subscription = await stack.enter_async_context(
                     subscribe(
                         store_url,
@@ -446,7 +300,6 @@ class VobizCallHangupTrigger(BaseTrigger):
 
     async def _final_lookup(self, store_url: str) -> None:
         """One direct store lookup at the deadline (also for a trigger restarted after its deadline)."""
-        from vobiz_provider.ledger import get_ledger
 
         def lookup() -> list[CallRecord]:
             return get_ledger(store_url).lookup(
@@ -476,8 +329,6 @@ class VobizCallHangupTrigger(BaseTrigger):
         if not uuids:
             self.log.info("Task killed by a user; no Vobiz call is still up")
             return
-        from vobiz_provider.hooks.vobiz import VobizHook
-
         hook = VobizHook(vobiz_conn_id=self.vobiz_conn_id)
         client = await hook.aget_conn()
         try:
@@ -494,20 +345,6 @@ class VobizCallHangupTrigger(BaseTrigger):
         finally:
             with contextlib.suppress(Exception):
                 await hook.aclose()
-
-
-async def _aask_api(client: AsyncVobizClient, uuid: str, context: dict[str, Any]) -> CallRecord | None:
-    """The call as the API knows it: live, else queued, else its CDR; ``None`` if Vobiz knows none."""
-    from vobiz_provider.exceptions import VobizNotFoundError
-    from vobiz_provider.models.record import CallRecord
-
-    with contextlib.suppress(VobizNotFoundError):
-        return CallRecord.from_live(await client.get_live_call(uuid), **context)
-    with contextlib.suppress(VobizNotFoundError):
-        return CallRecord.from_live(await client.get_queued_call(uuid), **context)
-    with contextlib.suppress(VobizNotFoundError):
-        return CallRecord.from_cdr(await client.get_cdr(uuid), **context)
-    return None
 
 
 class _ApiReconciler:
@@ -546,16 +383,10 @@ class _ApiReconciler:
 
     @staticmethod
     def _is_fatal(exc: Exception) -> bool:
-        from airflow.sdk.exceptions import AirflowNotFoundException
-
-        from vobiz_provider.exceptions import VobizAuthError
-
         return isinstance(exc, (AirflowNotFoundException, VobizAuthError))
 
     async def _get_client(self) -> AsyncVobizClient:
         if self._client is None:
-            from vobiz_provider.hooks.vobiz import VobizHook
-
             self._hook = VobizHook(vobiz_conn_id=self.trigger.vobiz_conn_id)
             self._client = await self._hook.aget_conn()
         return self._client
@@ -573,7 +404,7 @@ class _ApiReconciler:
         client = await self._get_client()
         for uuid, request_uuid in uuids.items():
             context = {"request_uuid": request_uuid} if request_uuid else {}
-            record = await _aask_api(client, uuid, context)
+            record = await aask_api(client, uuid, context)
             if record is None:
                 log.debug("Vobiz knows no live, queued or finished call %s (yet)", uuid)
                 continue
@@ -583,8 +414,6 @@ class _ApiReconciler:
 
     async def _record(self, record: CallRecord) -> None:
         """Write an API-settled outcome to the store so that sibling waiters and retries see it."""
-        from vobiz_provider.ledger import get_ledger
-
         store_url = self.store_url
         assert store_url is not None
 
@@ -595,3 +424,12 @@ class _ApiReconciler:
             await asyncio.to_thread(write)
         except Exception as exc:
             self.trigger.log.warning("Could not record the API's answer in the callback store: %s", exc)
+
+
+async def _first_event(trigger: VobizCallHangupTrigger) -> dict[str, Any] | None:
+    events = trigger.run()
+    try:
+        event = await anext(events, None)
+    finally:
+        await events.aclose()
+    return None if event is None else event.payload

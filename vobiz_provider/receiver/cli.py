@@ -24,13 +24,20 @@ import sys
 from datetime import timedelta
 from typing import TYPE_CHECKING, Final
 
+import uvicorn
+from sqlalchemy.engine import make_url
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from vobiz_provider.config import get_settings
+from vobiz_provider.exceptions import LedgerUnavailableError
+from vobiz_provider.ledger import CallLedger, get_ledger
+from vobiz_provider.receiver.app import MOUNT_PATH, create_app
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from starlette.applications import Starlette
-
     from vobiz_provider.config import VobizSettings
-    from vobiz_provider.ledger import CallLedger
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
 def safe_url(url: str) -> str:
     """The store URL with its password hidden, for messages."""
     try:
-        from sqlalchemy.engine import make_url
-
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return "<unparsable store URL>"
@@ -129,39 +134,28 @@ class _RedactCorrelationToken(logging.Filter):
         return True
 
 
-def build_server_app(*, settings: VobizSettings, store: CallLedger) -> Starlette:
+def build_server_app(*, settings: VobizSettings, ledger: CallLedger) -> Starlette:
     """The standalone server's root app: the receiver mounted at ``/vobiz``, nothing else.
 
     A plain Starlette router (the mounted receiver app brings its own error handling): no second layer of
     FastAPI middleware on every callback.
 
     :param settings: The ``[vobiz]`` settings.
-    :param store: The (upgraded) callback store.
+    :param ledger: The (upgraded) call ledger.
     """
-    from starlette.applications import Starlette
-    from starlette.routing import Mount
-
-    from vobiz_provider.callbacks.app import MOUNT_PATH, create_app
-
-    receiver_app = create_app(settings=settings, store=store)
+    receiver_app = create_app(settings=settings, ledger=ledger)
     root = Starlette(routes=[Mount(MOUNT_PATH, app=receiver_app)])
     root.state.receiver = receiver_app.state.receiver
     return root
 
 
-def _open_store(settings: VobizSettings) -> CallLedger:
-    from vobiz_provider.ledger import get_ledger
-
-    store = get_ledger(settings.callback_store)
-    store.upgrade()
-    return store
+def _open_ledger(settings: VobizSettings) -> CallLedger:
+    ledger = get_ledger(settings.callback_store)
+    ledger.upgrade()
+    return ledger
 
 
 def _serve(args: argparse.Namespace, settings: VobizSettings) -> int:
-    import uvicorn
-
-    from vobiz_provider.callbacks.app import MOUNT_PATH
-
     if not settings.callback_secret:
         print(
             "vobiz-callbacks: error: [vobiz] callback_secret is not set; set AIRFLOW__VOBIZ__CALLBACK_SECRET "
@@ -169,18 +163,15 @@ def _serve(args: argparse.Namespace, settings: VobizSettings) -> int:
             file=sys.stderr,
         )
         return 2
-    store = _open_store(settings)
+    ledger = _open_ledger(settings)
     if not settings.callback_base_url:
         log.warning(
             "[vobiz] callback_base_url is not set: Vobiz signatures are checked against the URL of each "
             "request, which is wrong behind a proxy; set it to the public http(s)://host[:port]/vobiz"
         )
-    app = build_server_app(settings=settings, store=store)
-    # Read the signing connections now: it imports what the first callback needs (inside Vobiz's 3 s) and
-    # reports an unreadable connection at start-up rather than at the first callback.
-    import vobiz_provider.models.callbacks
-    import vobiz_provider.signatures  # noqa: F401
-
+    app = build_server_app(settings=settings, ledger=ledger)
+    # Read the signing connections now: an unreadable connection is reported at start-up rather than at the
+    # first callback (inside Vobiz's 3 s).
     app.state.receiver.signing_keys.get_many(settings.signature_conn_ids)
     config = uvicorn.Config(
         app,
@@ -211,9 +202,6 @@ def _serve(args: argparse.Namespace, settings: VobizSettings) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from vobiz_provider.config import get_settings
-    from vobiz_provider.exceptions import LedgerUnavailableError
-
     try:
         settings = get_settings()
     except Exception as err:  # a bad [vobiz] value: ValueError or Airflow's AirflowConfigException
@@ -222,11 +210,11 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if args.command == "serve":
             return _serve(args, settings)
-        store = _open_store(settings)
+        ledger = _open_ledger(settings)
         if args.command == "db":
             print(f"Callback store {safe_url(settings.callback_store)} is up to date.")
             return 0
-        deleted = store.prune(older_than=args.older_than)
+        deleted = ledger.prune(older_than=args.older_than)
         print(
             f"Deleted {deleted} rows older than {format_duration(args.older_than)} "
             f"from {safe_url(settings.callback_store)}."

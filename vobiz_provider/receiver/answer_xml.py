@@ -1,9 +1,20 @@
-"""Storing and serving the answer specs of calls (moving to ``calls.placement`` and ``receiver``)."""
+"""The VobizXML the receiver answers when Vobiz fetches a call's answer URL or posts its keypad input.
+
+A task that placed a call with ``message=``/``gather=`` stored an
+:class:`~vobiz_provider.models.answer.AnswerSpec` for its try (see
+:class:`~vobiz_provider.calls.placement.CallPlacer`). When Vobiz fetches ``{base}/callbacks/answer?t=<token>``
+the receiver verifies the token and answers :func:`answer_response_for`: a ``<Speak>``, then an optional
+``<Gather>`` whose action is the receiver's ``gather`` route. The digits Vobiz posts there are stored on the
+call record like any other callback, and :func:`gather_response_for` gives the XML to answer with: a short
+confirmation and ``<Hangup/>``, or, when the caller pressed nothing (Vobiz posts an empty ``Digits`` on
+timeout and carries on with the verbs after the ``<Gather>``), an empty ``<Response/>``.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
+from vobiz_provider.correlation import callback_url
 from vobiz_provider.exceptions import VobizValidationError
 from vobiz_provider.models.answer import render_answer, render_gather_reply
 
@@ -12,37 +23,16 @@ if TYPE_CHECKING:
 
     from vobiz_provider.config import VobizSettings
     from vobiz_provider.correlation import CorrelationToken
-    from vobiz_provider.ledger import CallLedger
-    from vobiz_provider.models.answer import AnswerSpec
+    from vobiz_provider.ledger import CallbackSink
 
+__all__ = ["EMPTY_XML_RESPONSE", "answer_response_for", "gather_response_for", "xml_response_for"]
 
-def publish_answer(
-    store: CallLedger,
-    correlation: CorrelationToken,
-    spec: AnswerSpec,
-    *,
-    callback_base_url: str,
-    token: str,
-) -> str:
-    """Store ``spec`` for this call and return the answer URL to give Vobiz.
-
-    Call it before ``POST /Call/``: Vobiz may fetch the answer URL as soon as the callee picks up.
-
-    :param store: The callback store the receiver reads.
-    :param correlation: The correlation token of the call (its try is part of the key).
-    :param spec: What the call says.
-    :param callback_base_url: The receiver root the call's callbacks go to (the Gather action goes there too).
-    :param token: ``correlation`` encoded with ``[vobiz] callback_secret``.
-    """
-    from vobiz_provider.correlation import callback_url
-
-    url = callback_url(callback_base_url, "answer", token)  # checks the base URL before anything is stored
-    store.save_answer(correlation, spec, callback_base_url=callback_base_url)
-    return url
+#: The XML that lets the call go on without new instructions.
+EMPTY_XML_RESPONSE: Final = "<Response></Response>"
 
 
 def answer_response_for(
-    store: CallLedger,
+    ledger: CallbackSink,
     correlation: CorrelationToken,
     settings: VobizSettings,
     *,
@@ -53,18 +43,16 @@ def answer_response_for(
     The Gather action is the receiver's ``gather`` route under the base URL the call was placed with (else
     ``base_url``, else ``[vobiz] callback_base_url``), carrying the same correlation token.
 
-    :param store: The callback store.
+    :param ledger: The call ledger.
     :param correlation: The verified correlation token of the request.
     :param settings: The ``[vobiz]`` settings (the secret re-signs the token for the action URL).
     :param base_url: Receiver root to use when the stored spec has none.
     """
-    entry = store.load_answer_entry(correlation)
+    entry = ledger.load_answer_entry(correlation)
     if entry is None:
         return None
     action = None
     if entry.spec.gather is not None:
-        from vobiz_provider.correlation import callback_url
-
         base = entry.callback_base_url or base_url or settings.callback_base_url
         if base is None:
             raise VobizValidationError(
@@ -76,22 +64,17 @@ def answer_response_for(
 
 
 def gather_response_for(
-    store: CallLedger,
-    correlation: CorrelationToken,
-    fields: Mapping[str, str],
-    settings: VobizSettings,
+    ledger: CallbackSink, correlation: CorrelationToken, fields: Mapping[str, str]
 ) -> str | None:
     """The XML to answer a ``<Gather>`` action post with, or ``None`` if no spec is stored for the call.
 
-    The digits themselves are stored on the call record by the receiver (``record_callback("gather")``).
+    The digits themselves are stored on the call record by the receiver, like any other callback.
 
-    :param store: The callback store.
+    :param ledger: The call ledger.
     :param correlation: The verified correlation token of the request.
     :param fields: The posted form fields (``Digits`` is read).
-    :param settings: The ``[vobiz]`` settings (unused today; kept so both responders look alike).
     """
-    del settings
-    entry = store.load_answer_entry(correlation)
+    entry = ledger.load_answer_entry(correlation)
     if entry is None:
         return None
     return render_gather_reply(entry.spec, digits=fields.get("Digits"))
@@ -99,24 +82,23 @@ def gather_response_for(
 
 def xml_response_for(
     kind: str,
-    store: CallLedger,
+    ledger: CallbackSink,
     correlation: CorrelationToken,
     fields: Mapping[str, str],
     settings: VobizSettings,
 ) -> str | None:
-    """The receiver's one entry point: the XML for an ``answer`` or ``gather`` request, else ``None``.
+    """The XML for an ``answer`` or ``gather`` request, else ``None``.
 
-    ``None`` also when no spec is stored for the call (the caller then answers its default, an empty
-    ``<Response>``).
+    ``None`` also when no spec is stored for the call (the caller then answers :data:`EMPTY_XML_RESPONSE`).
 
     :param kind: The callback route (``answer``, ``gather``, ...).
-    :param store: The callback store.
+    :param ledger: The call ledger.
     :param correlation: The verified correlation token of the request.
     :param fields: The posted form fields.
     :param settings: The ``[vobiz]`` settings.
     """
     if kind == "answer":
-        return answer_response_for(store, correlation, settings)
+        return answer_response_for(ledger, correlation, settings)
     if kind == "gather":
-        return gather_response_for(store, correlation, fields, settings)
+        return gather_response_for(ledger, correlation, fields)
     return None

@@ -26,13 +26,13 @@ from pydantic import SecretStr
 # Imported up front so that the first request of a test does not pay for them inside the response deadline.
 import vobiz_provider.hooks.vobiz
 import vobiz_provider.models.callbacks  # noqa: F401
-from vobiz_provider.callbacks.answers import publish_answer
-from vobiz_provider.callbacks.app import EMPTY_XML_RESPONSE, MOUNT_PATH, create_app
-from vobiz_provider.callbacks.tokens import SigningKeyCache, SigningKeys
 from vobiz_provider.correlation import CorrelationToken, callback_url
 from vobiz_provider.ledger import get_ledger
 from vobiz_provider.ledger.schema import events
 from vobiz_provider.models.answer import AnswerSpec
+from vobiz_provider.receiver.answer_xml import EMPTY_XML_RESPONSE
+from vobiz_provider.receiver.app import MOUNT_PATH, create_app
+from vobiz_provider.receiver.signing_keys import SigningKeyCache, SigningKeys
 from vobiz_provider.signatures import signature_headers
 from vobiz_provider.testing import CallScript
 
@@ -271,13 +271,7 @@ def test_answer_gets_empty_xml_response(receiver: Receiver) -> None:
 def test_answer_serves_the_spoken_message_the_task_stored(receiver: Receiver) -> None:
     correlation = ti(try_number=3)
     spec = AnswerSpec.build(message="Disk full on db-1")
-    publish_answer(
-        receiver.store,
-        correlation,
-        spec,
-        callback_base_url=receiver.base_url,
-        token=correlation.encode(SECRET),
-    )
+    receiver.store.save_answer(correlation, spec, callback_base_url=receiver.base_url)
     response = receiver.post("answer", answer_fields(new_uuid()), correlation=correlation)
     other_try = receiver.post("answer", answer_fields(new_uuid()), correlation=ti(try_number=4))
     assert response.status_code == 200, response.text
@@ -381,10 +375,10 @@ def test_rotated_auth_token_applies_without_restart(receiver: Receiver) -> None:
 def test_connections_are_never_read_on_the_event_loop(receiver: Receiver) -> None:
     import asyncio
 
-    from vobiz_provider.callbacks import tokens
+    from vobiz_provider.receiver import pipeline
 
     where: list[str] = []
-    load = tokens.load_signing_keys
+    load = pipeline.load_signing_keys
 
     def watched(conn_id: str) -> SigningKeys:
         try:
@@ -394,7 +388,7 @@ def test_connections_are_never_read_on_the_event_loop(receiver: Receiver) -> Non
             where.append("worker thread")
         return load(conn_id)
 
-    receiver.monkeypatch.setattr(tokens, "load_signing_keys", watched)
+    receiver.monkeypatch.setattr(pipeline, "load_signing_keys", watched)
     # Cold cache, warm cache (checked on the loop), then a rotated token: re-read after a failed check.
     assert [receiver.post("ring", ring_fields(new_uuid())).status_code for _ in range(3)] == [200] * 3
     receiver.monkeypatch.setenv("AIRFLOW_CONN_VOBIZ_DEFAULT", connection_json("rotated-auth-token"))
@@ -761,9 +755,8 @@ def test_emulator_caller_presses_a_key_at_the_prompt(
         spec = AnswerSpec.build(
             message="The nightly load failed.", gather={"prompt": "Press 1 to acknowledge.", "num_digits": 1}
         )
-        answer_url = publish_answer(
-            receiver.store, correlation, spec, callback_base_url=receiver.base_url, token=token
-        )
+        receiver.store.save_answer(correlation, spec, callback_base_url=receiver.base_url)
+        answer_url = callback_url(receiver.base_url, "answer", token)
         VobizHook().make_call(
             {
                 "from": "911171366900",
@@ -864,17 +857,17 @@ def test_a_failed_commit_answers_503_to_every_callback_and_stores_none(receiver:
 def test_stored_callbacks_are_logged_at_info_alone_and_summarised_under_load(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from vobiz_provider.callbacks.app import StoredCallbackLog
+    from vobiz_provider.receiver.stored_log import StoredCallbackLog
 
     stored_log = StoredCallbackLog(interval=3600)
     with caplog.at_level(logging.INFO, logger="vobiz_provider"):
-        stored_log.record(kind="ring", fields=ring_fields("c-1"), correlation=ti(), duplicate=False)
+        stored_log.count(kind="ring", fields=ring_fields("c-1"), correlation=ti(), duplicate=False)
         for index in range(2, 5):
-            stored_log.record(
+            stored_log.count(
                 kind="hangup", fields=hangup_fields(f"c-{index}"), correlation=ti(), duplicate=index == 4
             )
         stored_log.interval = 0.0  # the interval has passed
-        stored_log.record(kind="hangup", fields=hangup_fields("c-5"), correlation=ti(), duplicate=False)
+        stored_log.count(kind="hangup", fields=hangup_fields("c-5"), correlation=ti(), duplicate=False)
     lines = [record.getMessage() for record in caplog.records if record.levelno == logging.INFO]
     assert len(lines) == 2
     assert "Vobiz ring callback stored: CallUUID=c-1 CallStatus=ringing" in lines[0]

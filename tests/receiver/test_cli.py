@@ -20,10 +20,10 @@ import pytest
 import sqlalchemy as sa
 from _ledger_helpers import store_callback
 
-from vobiz_provider.callbacks.cli import format_duration, main, parse_duration
 from vobiz_provider.correlation import CorrelationToken, callback_url
 from vobiz_provider.ledger import CallLedger
 from vobiz_provider.ledger.schema import calls, events
+from vobiz_provider.receiver.cli import format_duration, main, parse_duration
 from vobiz_provider.signatures import signature_headers
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ PUBLIC_BASE = "https://hooks.example.com/vobiz"
 def cli_command() -> list[str]:
     """The installed console script when there is one (it proves the entry point), else ``-m``."""
     script = shutil.which("vobiz-callbacks", path=str(Path(sys.executable).parent))
-    return [script] if script else [sys.executable, "-m", "vobiz_provider.callbacks.cli"]
+    return [script] if script else [sys.executable, "-m", "vobiz_provider.receiver.cli"]
 
 
 @pytest.fixture

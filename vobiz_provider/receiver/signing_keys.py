@@ -5,8 +5,9 @@ and, for sub-accounts, also with the main account's token (``X-Vobiz-Signature-M
 those tokens in the Vobiz connections named by ``[vobiz] signature_conn_ids`` and by the ``conn_id`` inside
 the correlation token of the callback.
 
-Connections are read with :class:`~vobiz_provider.hooks.vobiz.VobizHook`, i.e. Airflow's
-``BaseHook.get_connection``, which picks the secrets backends that fit the process:
+Connections are read with Airflow's ``BaseHook.get_connection`` (and validated as a
+:class:`~vobiz_provider.models.connection.VobizConnectionConfig`), which picks the secrets backends that fit
+the process:
 
 * on the Airflow API server (the plugin), ``_AIRFLOW_PROCESS_CONTEXT=server`` is set by Airflow, so the
   search path is the custom secrets backend (if any), ``AIRFLOW_CONN_*`` variables, then the metadata DB;
@@ -28,7 +29,11 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from airflow.sdk import BaseHook
+from airflow.sdk.log import mask_secret
 from pydantic import SecretStr
+
+from vobiz_provider.models.connection import VobizConnectionConfig
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -69,20 +74,22 @@ def _secret(value: object) -> SecretStr | None:
 
 
 def load_signing_keys(conn_id: str) -> SigningKeys:
-    """Read one Vobiz connection through the hook (Airflow's secrets backends).
+    """Read one Vobiz connection through Airflow's secrets backends.
 
     :param conn_id: The Vobiz connection id.
-    :raises Exception: Whatever the hook raises (``AirflowNotFoundException``, a validation error...).
+    :raises Exception: Whatever reading it raises (``AirflowNotFoundException``, a validation error...).
     """
-    from vobiz_provider.hooks.vobiz import VobizHook
-
-    config = VobizHook(vobiz_conn_id=conn_id).get_config()
+    conn = BaseHook.get_connection(conn_id)
+    if conn.password:
+        mask_secret(conn.password)
+    config = VobizConnectionConfig.from_connection(
+        conn_id=conn_id, login=conn.login, password=conn.password, extra=conn.extra_dejson
+    )
     return SigningKeys(
         conn_id=conn_id,
-        auth_token=_secret(getattr(config, "auth_token", None)),
-        main_account_token=_secret(getattr(config, "main_account_token", None)),
-        timezone=getattr(config, "timezone", None) or None,
-        callback_base_url=getattr(config, "callback_base_url", None) or None,
+        auth_token=_secret(config.auth_token),
+        timezone=config.timezone or None,
+        callback_base_url=config.callback_base_url or None,
     )
 
 

@@ -1,29 +1,15 @@
-"""The answer documents the receiver serves for spoken messages and keypad prompts (no user-hosted XML)."""
+"""What a call says: AnswerSpec validation and the answer documents it renders (no user-hosted XML)."""
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
+from typing import Any
 
 import pytest
 
-from vobiz_provider.callbacks.answers import (
-    answer_response_for,
-    gather_response_for,
-    publish_answer,
-    xml_response_for,
-)
-from vobiz_provider.config import VobizSettings
-from vobiz_provider.correlation import CorrelationToken
 from vobiz_provider.exceptions import VobizValidationError
-from vobiz_provider.ledger import CallLedger
 from vobiz_provider.models.answer import AnswerSpec, GatherSpec, render_answer, render_gather_reply
 from vobiz_provider.testing.emulator.answer_xml import parse_response
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-    from pathlib import Path
 
 ACTION = "https://hooks.example.com/vobiz/callbacks/gather?t=abc.def&x=1"
 BASE = "https://hooks.example.com/vobiz"
@@ -35,22 +21,6 @@ def _children(xml: str) -> list[ET.Element]:
     root = ET.fromstring(xml.split("\n", 1)[1])
     assert root.tag == "Response"
     return list(root)
-
-
-def _token(try_number: int = 1) -> CorrelationToken:
-    return CorrelationToken(dag_id="alerts", run_id="manual__1", task_id="page", try_number=try_number)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[CallLedger]:
-    store = CallLedger(f"sqlite:///{tmp_path / 'callbacks.db'}")
-    yield store
-    store.dispose()
-
-
-@pytest.fixture
-def settings() -> VobizSettings:
-    return VobizSettings(callback_secret=SECRET, callback_base_url="https://fallback.example.com/vobiz")
 
 
 # -- rendering ---------------------------------------------------------------------------------------------
@@ -204,65 +174,3 @@ def test_default_reply_thanks_the_caller_and_none_just_hangs_up() -> None:
 def test_timeout_answers_an_empty_response_so_the_call_falls_through(digits: str | None) -> None:
     spec = AnswerSpec.build(gather={"prompt": "Press 1", "no_input_message": "Bye"})
     assert _children(render_gather_reply(spec, digits=digits)) == []
-
-
-# -- the receiver's entry points ---------------------------------------------------------------------------
-
-
-def test_publish_then_answer_points_the_gather_at_the_stored_receiver(
-    store: CallLedger, settings: VobizSettings
-) -> None:
-    correlation = _token()
-    token = correlation.encode(SECRET)
-    spec = AnswerSpec.build(message="Hello", gather={"prompt": "Press 1", "num_digits": 1})
-    answer_url = publish_answer(store, correlation, spec, callback_base_url=BASE, token=token)
-    assert answer_url == f"{BASE}/callbacks/answer?t={token}"
-    assert "Hello" not in answer_url
-
-    xml = answer_response_for(store, correlation, settings)
-    assert xml is not None
-    gather = _children(xml)[1]
-    action = urlsplit(gather.attrib["action"])
-    assert f"{action.scheme}://{action.netloc}{action.path}" == f"{BASE}/callbacks/gather"
-    (action_token,) = parse_qs(action.query)["t"]
-    assert CorrelationToken.decode(action_token, SECRET) == correlation
-
-
-def test_answer_uses_the_settings_base_url_when_none_was_stored(
-    store: CallLedger, settings: VobizSettings
-) -> None:
-    store.save_answer(_token(), AnswerSpec.build(gather={"prompt": "Press 1"}))
-    xml = answer_response_for(store, _token(), settings)
-    assert xml is not None
-    assert (
-        _children(xml)[0]
-        .attrib["action"]
-        .startswith("https://fallback.example.com/vobiz/callbacks/gather?t=")
-    )
-
-
-def test_nothing_stored_means_no_answer_document(store: CallLedger, settings: VobizSettings) -> None:
-    store.save_answer(_token(try_number=1), AnswerSpec.build(message="first try"))
-    assert answer_response_for(store, _token(try_number=2), settings) is None
-    assert gather_response_for(store, _token(try_number=2), {"Digits": "1"}, settings) is None
-
-
-def test_gather_response_for_reads_the_posted_digits(store: CallLedger, settings: VobizSettings) -> None:
-    store.save_answer(_token(), AnswerSpec.build(gather={"prompt": "Press 1"}), callback_base_url=BASE)
-    replied = gather_response_for(store, _token(), {"Digits": "1", "CallUUID": "c"}, settings)
-    timed_out = gather_response_for(store, _token(), {"Digits": "", "CallUUID": "c"}, settings)
-    assert replied is not None and [v.tag for v in _children(replied)] == ["Speak", "Hangup"]
-    assert timed_out is not None and _children(timed_out) == []
-
-
-def test_xml_response_for_dispatches_by_kind(store: CallLedger, settings: VobizSettings) -> None:
-    store.save_answer(_token(), AnswerSpec.build(message="Hi"), callback_base_url=BASE)
-    answer = xml_response_for("answer", store, _token(), {}, settings)
-    assert answer is not None and _children(answer)[0].text == "Hi"
-    assert xml_response_for("hangup", store, _token(), {}, settings) is None
-
-
-def test_publish_refuses_a_bad_base_url_before_storing(store: CallLedger) -> None:
-    with pytest.raises(ValueError, match="absolute http"):
-        publish_answer(store, _token(), AnswerSpec.build(message="x"), callback_base_url="hooks", token="t")
-    assert store.load_answer_entry(_token()) is None

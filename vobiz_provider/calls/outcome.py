@@ -1,0 +1,291 @@
+"""When a call counts as a success, how its outcome reads, and what a retry does about an earlier call.
+
+The operator and the notifier place calls; whether the task then succeeds is decided here, from the final
+call records (``CallRecord.to_event()`` dicts): :class:`SuccessRule`. A retry (or a clear in the UI) of a
+task that placed a call looks at the calls of the newest earlier try first (:func:`previous_attempt`) and
+:func:`decide_resume` says what to do: wait for a call still up, return a call that already succeeded, or
+dial again.
+
+Nothing here imports a model, the client or the ledger at run time: the operator validates
+``expected_digits`` with :func:`parse_expected_digits` when the DAG is parsed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from vobiz_provider.exceptions import VobizValidationError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from vobiz_provider.correlation import CorrelationToken
+    from vobiz_provider.ledger import CallReader, PlacementLedger
+    from vobiz_provider.models.answer import GatherSpec
+    from vobiz_provider.models.call import MakeCallRequest
+    from vobiz_provider.models.record import CallRecord
+    from vobiz_provider.models.responses import CallFiredResponse
+
+__all__ = [
+    "Resume",
+    "SuccessRule",
+    "cache_api_outcomes",
+    "decide_resume",
+    "describe_failure",
+    "describe_outcome",
+    "fill_stored_digits",
+    "fired_result",
+    "parse_expected_digits",
+    "previous_attempt",
+    "xcom_result",
+]
+
+#: The keys a callee can press (what ``expected_digits`` may contain).
+KEYPAD: Final = frozenset("0123456789*#")
+
+
+def parse_expected_digits(task_id: str, value: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """``expected_digits`` as a tuple of key strings, checked.
+
+    :param task_id: The task, for messages.
+    :param value: ``"1"``, ``["1", "2"]`` or ``None``.
+    :raises VobizValidationError: When it is not keys of the keypad.
+    """
+    if value is None:
+        return None
+    values = (value,) if isinstance(value, str) else value
+    if not isinstance(values, (list, tuple, set, frozenset)) or not values:
+        raise VobizValidationError(
+            f'Task {task_id!r}: expected_digits must be a string of keys (e.g. "1") or a non-empty list '
+            f"of them, got {value!r}"
+        )
+    checked: list[str] = []
+    for item in values:
+        if not isinstance(item, str) or not item or not set(item) <= KEYPAD:
+            raise VobizValidationError(
+                f"Task {task_id!r}: expected_digits must contain only the keys 0-9, * and #, got {item!r}"
+            )
+        checked.append(item)
+    return tuple(dict.fromkeys(checked))
+
+
+def _cause(call: Mapping[str, Any]) -> str:
+    parts = [
+        str(call["hangup_cause_code"]) if call.get("hangup_cause_code") is not None else None,
+        call.get("hangup_cause_name") or call.get("hangup_cause"),
+    ]
+    text = " ".join(part for part in parts if part) or "unknown cause"
+    if call.get("hangup_source"):
+        text += f", hung up by {call['hangup_source']}"
+    return text
+
+
+def _call(call: Mapping[str, Any]) -> str:
+    return f"Vobiz call to {call.get('to') or '?'} ({call.get('call_uuid') or call.get('request_uuid')})"
+
+
+def describe_failure(call: Mapping[str, Any]) -> str:
+    """``Vobiz call to <to> (<uuid>) ended with status '<status>' (hangup cause <code> <name>, ...)``."""
+    return f"{_call(call)} ended with status {call.get('status')!r} (hangup cause {_cause(call)})"
+
+
+def describe_outcome(call: Mapping[str, Any]) -> str:
+    """:func:`describe_failure` with the duration and the keys pressed, for a call that succeeded."""
+    duration = f", {call['duration']} s" if call.get("duration") is not None else ""
+    pressed = f"; the callee pressed {call['digits']!r}" if call.get("digits") else ""
+    return (
+        f"{_call(call)} ended with status {call.get('status')!r} (hangup cause {_cause(call)}{duration})"
+        f"{pressed}"
+    )
+
+
+def xcom_result(calls: list[dict[str, Any]]) -> dict[str, Any] | list[dict[str, Any]]:
+    """The XCom value: the call record, or the list of them for several destinations."""
+    return calls[0] if len(calls) == 1 else calls
+
+
+def fired_result(request: MakeCallRequest, response: CallFiredResponse) -> dict[str, Any]:
+    """The XCom value of a call placed without waiting for it."""
+    destinations = list(request.destinations)
+    request_uuid = response.request_uuid
+    return {
+        "request_uuid": list(request_uuid) if isinstance(request_uuid, (list, tuple)) else request_uuid,
+        "request_uuids": list(response.request_uuids),
+        "to": destinations[0] if len(destinations) == 1 else destinations,
+        "from_number": request.from_number,
+        "api_id": response.api_id,
+    }
+
+
+@dataclass(frozen=True, kw_only=True)
+class SuccessRule:
+    """What makes a final call record a success.
+
+    :param success_statuses: Final call statuses that count (e.g. ``("completed",)``).
+    :param expected_digits: The keys the callee must have pressed (``None``: any or none).
+    """
+
+    success_statuses: tuple[str, ...]
+    expected_digits: tuple[str, ...] | None = None
+
+    def succeeded(self, call: Mapping[str, Any]) -> bool:
+        """Whether a final call record settles the task: a success status (and an expected answer)."""
+        if call.get("status") not in self.success_statuses:
+            return False
+        return self.expected_digits is None or call.get("digits") in self.expected_digits
+
+    def describe_failure(self, call: Mapping[str, Any]) -> str:
+        """Why a final call record is not a success."""
+        if call.get("status") not in self.success_statuses:
+            return f"{describe_failure(call)} (success statuses: {', '.join(self.success_statuses)})"
+        expected = " or ".join(repr(digits) for digits in self.expected_digits or ())
+        pressed = call.get("digits")
+        answer = (
+            f"the callee pressed {pressed!r}"
+            if pressed
+            else "no digits: the callee did not answer the prompt"
+        )
+        return f"{_call(call)} ended with status {call.get('status')!r}, but {answer} (expected {expected})"
+
+    def check_gather(self, task_id: str, gather: GatherSpec) -> None:
+        """Refuse expected answers the keypad prompt can never collect.
+
+        :param task_id: The task, for messages.
+        :param gather: The prompt.
+        :raises VobizValidationError: Naming the answer that cannot be pressed.
+        """
+        for digits in self.expected_digits or ():
+            if gather.num_digits is not None and len(digits) > gather.num_digits:
+                raise VobizValidationError(
+                    f"Task {task_id!r}: expected_digits {digits!r} can never be pressed: gather "
+                    f"collects at most num_digits={gather.num_digits} key(s)"
+                )
+            if gather.finish_on_key not in (None, "", "none") and gather.finish_on_key in digits:
+                raise VobizValidationError(
+                    f"Task {task_id!r}: expected_digits {digits!r} can never be pressed: "
+                    f"{gather.finish_on_key!r} is gather's finish_on_key (it ends the input)"
+                )
+
+
+def fill_stored_digits(ledger: CallReader, calls: list[dict[str, Any]], *, log: Any) -> list[dict[str, Any]]:
+    """Fill in the digits a final record learnt from the Vobiz API lacks (a CDR has none) from the ledger,
+    where the receiver put the Gather post: a lost hangup callback must not lose the answer.
+
+    :param ledger: The call ledger.
+    :param calls: The final call records.
+    :param log: Where to warn when the ledger cannot be read (the calls are then returned as they are).
+    """
+    missing = [call["call_uuid"] for call in calls if not call.get("digits") and call.get("call_uuid")]
+    if not missing:
+        return calls
+    try:
+        stored = {r.call_uuid: r.digits for r in ledger.lookup(call_uuids=missing) if r.digits}
+    except Exception as exc:
+        log.warning("Could not read the digits pressed from the Vobiz call ledger: %s", exc)
+        return calls
+    return [
+        {**call, "digits": stored[call["call_uuid"]]}
+        if not call.get("digits") and call.get("call_uuid") in stored
+        else call
+        for call in calls
+    ]
+
+
+def cache_api_outcomes(ledger: CallReader, calls: list[dict[str, Any]], *, log: Any) -> None:
+    """Write the outcomes learnt from the API to the ledger, so that a retry sees the call has ended.
+
+    Only needed when the callbacks did not reach the receiver (the trigger then did not use the ledger).
+
+    :param ledger: The call ledger.
+    :param calls: The final call records (those with ``source="api"`` are written).
+    :param log: Where to warn when the ledger cannot be written.
+    """
+    from vobiz_provider.models.record import CallRecord  # a pydantic model: not at DAG-parse time (B4)
+
+    api_records = [call for call in calls if call.get("source") == "api" and call.get("terminal")]
+    try:
+        for call in api_records:
+            ledger.cache_api_result(CallRecord.from_event(call))
+    except Exception as exc:
+        log.warning("Could not record the call's outcome in the Vobiz call ledger: %s", exc)
+
+
+# -- retries -----------------------------------------------------------------------------------------------
+
+
+def previous_attempt(ledger: PlacementLedger, correlation: CorrelationToken) -> list[CallRecord]:
+    """The calls of the newest earlier try of this task instance that placed a call (may be empty).
+
+    :param ledger: The call ledger.
+    :param correlation: The current try.
+    """
+    records = ledger.find_attempts(
+        dag_id=correlation.dag_id,
+        run_id=correlation.run_id,
+        task_id=correlation.task_id,
+        map_index=correlation.map_index,
+        before_try=correlation.try_number,
+    )
+    if not records:
+        return []
+    newest = records[0].try_number
+    return [record for record in records if record.try_number == newest]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resume:
+    """What a new try does about the calls of an earlier try (:func:`decide_resume`).
+
+    :param action: ``wait`` for a call still up, ``return`` the calls that succeeded, or ``dial`` again.
+    :param calls: The earlier try's calls.
+    :param message: The log line saying so.
+    """
+
+    action: Literal["wait", "return", "dial"]
+    calls: list[CallRecord]
+    message: str
+
+
+def decide_resume(
+    previous: list[CallRecord], *, try_number: int, rule: SuccessRule, redial: str = "failed"
+) -> Resume:
+    """Re-attach to a call still up, return one that succeeded (unless ``redial="always"``), else dial.
+
+    :param previous: The calls of the newest earlier try (:func:`previous_attempt`), not empty.
+    :param try_number: The current try.
+    :param rule: What counts as success.
+    :param redial: ``failed`` (default) or ``always``.
+    """
+    earlier = previous[0].try_number
+    described = "; ".join(
+        f"{record.to or '?'} ({record.call_uuid or record.request_uuid}): {record.status}"
+        for record in previous
+    )
+    if not all(record.terminal for record in previous):
+        return Resume(
+            action="wait",
+            calls=previous,
+            message=f"Try {try_number}: the call placed by try {earlier} is still up ({described}); waiting "
+            "for it instead of dialling again",
+        )
+    if all(rule.succeeded(record.to_event()) for record in previous):
+        if redial != "always":
+            return Resume(
+                action="return",
+                calls=previous,
+                message=f"Try {try_number}: the call placed by try {earlier} already ended successfully "
+                f"({described}); returning its outcome without dialling again (redial={redial!r})",
+            )
+        return Resume(
+            action="dial",
+            calls=previous,
+            message=f"Try {try_number}: the call placed by try {earlier} ended successfully ({described}), "
+            "but redial='always': dialling again",
+        )
+    return Resume(
+        action="dial",
+        calls=previous,
+        message=f"Try {try_number}: the call placed by try {earlier} did not succeed ({described}); "
+        "dialling again",
+    )

@@ -1,0 +1,221 @@
+"""The callback receiver's web app: Vobiz's ring/answer/hangup/... callbacks in, durably stored.
+
+The same app runs in two places:
+
+* on the Airflow API server, mounted at ``/vobiz`` by :class:`~vobiz_provider.plugins.vobiz.VobizPlugin`;
+* standalone, under ``/vobiz`` as well, with ``vobiz-callbacks serve`` (:mod:`vobiz_provider.receiver.cli`),
+  for deployments that expose only the receiver to the internet.
+
+So ``callback_base_url`` is ``http(s)://host[:port]/vobiz`` in both cases. Routes, relative to the mount
+point:
+
+``POST|GET /callbacks/{kind}?t=<correlation token>``
+    ``kind`` is one of ``ring``, ``answer``, ``hangup``, ``machine-detection``, ``gather``. The fields come
+    form-encoded in the body (POST) or in the query string (GET, ``t`` excluded).
+``GET /health``
+    Liveness only: no secret, no ledger access.
+
+This module reads the request (unknown ``kind`` → 404; body or query string larger than ``[vobiz]
+max_body_bytes`` → 413/414; not ``application/x-www-form-urlencoded`` UTF-8 → 415/400) and answers;
+:class:`~vobiz_provider.receiver.pipeline.CallbackReceiver` decides (token, signature, fields, storing, XML)
+within a deadline that keeps the answer inside Vobiz's 3-second budget. No step answers 500: an unexpected
+error gives 503 with ``Retry-After`` so that Vobiz retries.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Final
+from urllib.parse import parse_qsl
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from vobiz_provider.correlation import CALLBACK_KINDS, TOKEN_PARAM
+from vobiz_provider.receiver.pipeline import (
+    RETRY_AFTER_SECONDS,
+    CallbackReceiver,
+    CallbackRejected,
+    StoredCallback,
+    answer_xml,
+    within,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from vobiz_provider.config import VobizSettings
+    from vobiz_provider.ledger import CallbackSink
+    from vobiz_provider.receiver.signing_keys import SigningKeyCache
+
+__all__ = ["MOUNT_PATH", "RESPONSE_DEADLINE", "create_app"]
+
+log = logging.getLogger(__name__)
+
+#: Where the app is mounted, on the Airflow API server (plugin) and by ``vobiz-callbacks serve`` alike.
+MOUNT_PATH: Final = "/vobiz"
+
+#: Seconds the receiver allows itself to verify and store a callback before answering 503 (Vobiz waits 3 s).
+RESPONSE_DEADLINE: Final = 2.5
+
+#: Most fields a callback may carry (Vobiz sends about 30).
+MAX_FIELDS: Final = 200
+
+_FORM_TYPES: Final = ("", "application/x-www-form-urlencoded")
+_STORED_BODY: Final = b'{"status":"stored"}'
+_DUPLICATE_BODY: Final = b'{"status":"duplicate"}'
+
+
+def _parse_form(raw: bytes, *, what: str) -> dict[str, str]:
+    try:
+        # Empty segments ("a=1&", "&&") carry nothing: tolerate them, but not a field without "=".
+        text = "&".join(part for part in raw.decode("utf-8").split("&") if part)
+        pairs = parse_qsl(
+            text, keep_blank_values=True, strict_parsing=True, errors="strict", max_num_fields=MAX_FIELDS
+        )
+    except UnicodeDecodeError:
+        raise CallbackRejected(400, f"{what} is not valid UTF-8") from None
+    except ValueError as err:
+        message = str(err)
+        if "max_num_fields" in message or "Max number of fields" in message:
+            raise CallbackRejected(400, f"{what} has more than {MAX_FIELDS} fields") from None
+        raise CallbackRejected(400, f"{what} is not a valid form encoding") from None
+    return dict(pairs)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise CallbackRejected(400, "invalid Content-Length header") from None
+        if size > limit:
+            raise CallbackRejected(413, f"callback body larger than {limit} bytes")
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise CallbackRejected(413, f"callback body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _request_fields(request: Request, body: bytes) -> dict[str, str]:
+    if request.method == "GET":
+        query = request.scope.get("query_string", b"")
+        fields = _parse_form(query, what="query string")
+        fields.pop(TOKEN_PARAM, None)
+        return fields
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type not in _FORM_TYPES:
+        raise CallbackRejected(
+            415, f"unsupported content type {content_type!r}; expected application/x-www-form-urlencoded"
+        )
+    return _parse_form(body, what="form body")
+
+
+def create_app(
+    *,
+    settings: VobizSettings | None = None,
+    ledger: CallbackSink | None = None,
+    signing_keys: SigningKeyCache | None = None,
+    xml_responder: Callable[[StoredCallback], str] = answer_xml,
+    response_deadline: float = RESPONSE_DEADLINE,
+) -> FastAPI:
+    """Build the receiver app (no settings read, no store opened, until a callback arrives).
+
+    :param settings: Fixed settings; by default ``[vobiz]`` is read for every request.
+    :param ledger: Fixed ledger; by default the process-wide ledger of ``[vobiz] callback_store``.
+    :param signing_keys: Cache of the connections' auth tokens (a fresh one by default).
+    :param xml_responder: Decides the XML answered to ``answer``/``gather`` callbacks (:func:`answer_xml`).
+    :param response_deadline: Seconds allowed for verifying and storing before answering 503.
+    """
+    receiver = CallbackReceiver(
+        settings=settings, ledger=ledger, signing_keys=signing_keys, xml_responder=xml_responder
+    )
+    # Airflow mounts plugin apps without authentication: publish no docs or schema.
+    app = FastAPI(title="Vobiz callback receiver", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.receiver = receiver
+
+    def refuse(kind: str, err: CallbackRejected) -> Response:
+        # ``kind`` comes from the URL: log it only once it is known to be one of ours.
+        shown = kind if kind in CALLBACK_KINDS else "(unknown kind)"
+        log.warning("Vobiz %s callback refused with %s: %s", shown, err.status_code, err.reason)
+        headers = {"Retry-After": str(err.retry_after)} if err.retry_after is not None else None
+        return JSONResponse({"detail": err.reason}, status_code=err.status_code, headers=headers)
+
+    async def receive(kind: str, request: Request) -> Response:
+        try:
+            if kind not in CALLBACK_KINDS:
+                raise CallbackRejected(
+                    404, f"unknown callback kind {kind!r}; expected one of {', '.join(CALLBACK_KINDS)}"
+                )
+            current = receiver.settings()
+            if request.method == "GET":
+                if len(request.scope.get("query_string", b"")) > current.max_body_bytes:
+                    raise CallbackRejected(414, f"query string longer than {current.max_body_bytes} bytes")
+                body = b""
+            else:
+                body = await _read_body(request, current.max_body_bytes)
+            correlation = receiver.decode_token(request.query_params.get(TOKEN_PARAM), current)
+            fields = _request_fields(request, body)
+            request_url = str(request.url.replace(query="", fragment=""))
+            headers = dict(request.headers)
+
+            try:
+                stored, xml = await within(
+                    response_deadline,
+                    receiver.ahandle(
+                        kind=kind,
+                        fields=fields,
+                        headers=headers,
+                        request_url=request_url,
+                        correlation=correlation,
+                        settings=current,
+                    ),
+                )
+            except TimeoutError:
+                # A callback already taken by the store's writer is still committed: Vobiz's retry is then
+                # answered "duplicate". One still queued is withdrawn.
+                raise CallbackRejected(
+                    503,
+                    f"callback not stored within {response_deadline:g} s, retry later",
+                    retry_after=RETRY_AFTER_SECONDS,
+                ) from None
+        except CallbackRejected as err:
+            return refuse(kind, err)
+        except Exception:
+            log.exception("Unexpected error while handling a Vobiz %s callback", kind)
+            return refuse(
+                kind,
+                CallbackRejected(503, "internal error, retry later", retry_after=RETRY_AFTER_SECONDS),
+            )
+        if xml is not None:
+            return Response(content=xml, media_type="application/xml")
+        return Response(
+            content=_DUPLICATE_BODY if stored.result.duplicate else _STORED_BODY,
+            media_type="application/json",
+        )
+
+    async def endpoint(request: Request) -> Response:
+        return await receive(request.path_params["kind"], request)
+
+    # A plain Starlette route: the request is all it needs, FastAPI's dependency solving is per-request cost.
+    app.router.routes.append(
+        Route(
+            "/callbacks/{kind}",
+            endpoint,
+            methods=["POST", "GET"],
+            name="vobiz_callback",
+            include_in_schema=False,
+        )
+    )
+
+    @app.get("/health", include_in_schema=False)
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,464 @@
+"""How the receiver handles one callback, independent of the web framework.
+
+In order (the first failing step answers; nothing is ever stored for a refused callback):
+
+1. the correlation token of the URL: missing, malformed, tampered, or signed with another secret → 403;
+2. Vobiz's signature (``X-Vobiz-Signature-V2/V3`` and ``-MA-``): present but invalid → 403; absent while
+   ``[vobiz] require_signatures`` is on → 403. It is verified against the *public* URL,
+   ``callback_base_url + /callbacks/{kind}`` (from ``[vobiz]`` or from the call's connection; the Host header
+   is never trusted), and only when no base URL is configured against the URL of the request;
+3. fields that do not make a valid callback (``CallUUID`` missing...) → 422 naming the fields;
+4. the event, its signature nonce and the call's new state are written to the ledger in one transaction,
+   shared with the callbacks that arrived meanwhile (group commit); only once it is committed is the
+   callback answered. A nonce seen within ``[vobiz] nonce_window`` seconds → 403, unless the identical
+   callback was stored under it (Vobiz resending a callback whose 200 it missed: ``duplicate``). A ledger
+   that cannot be reached gives 503 with ``Retry-After`` so that Vobiz retries;
+5. for ``answer`` and ``gather``, the XML the task stored for its try (:mod:`.answer_xml`).
+
+Checks run on the event loop while the signing keys are cached, in a worker thread when connections may
+have to be read. Logs name the kind, ``CallUUID``, ``CallStatus`` and ``HangupCause`` and the reason of a
+refusal, never a correlation token, an auth token or a signature.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import anyio
+
+from vobiz_provider.config import get_settings
+from vobiz_provider.correlation import TOKEN_PARAM, CorrelationToken
+from vobiz_provider.exceptions import (
+    InvalidCorrelationTokenError,
+    LedgerUnavailableError,
+    MissingCallbackSecretError,
+    VobizValidationError,
+)
+from vobiz_provider.ledger import get_ledger
+from vobiz_provider.models.callbacks import parse_callback
+from vobiz_provider.receiver.answer_xml import EMPTY_XML_RESPONSE, xml_response_for
+from vobiz_provider.receiver.signing_keys import DEFAULT_TTL, SigningKeyCache, load_signing_keys
+from vobiz_provider.receiver.stored_log import StoredCallbackLog
+from vobiz_provider.signatures import verify_signature
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterable, Mapping
+
+    from vobiz_provider.config import VobizSettings
+    from vobiz_provider.ledger import CallbackSink, IngestResult, PreparedCallback
+    from vobiz_provider.models.callbacks import VobizCallback
+    from vobiz_provider.receiver.signing_keys import SigningKeys
+
+__all__ = ["CallbackReceiver", "CallbackRejected", "CheckedCallback", "StoredCallback", "answer_xml"]
+
+log = logging.getLogger(__name__)
+
+#: ``Retry-After`` seconds sent with a 503.
+RETRY_AFTER_SECONDS: Final = 5
+
+#: The kinds whose answer Vobiz reads as XML instructions for the call.
+XML_KINDS: Final = frozenset({"answer", "gather"})
+
+#: Seconds before a signing key's cache expiry when the receiver stops checking on the event loop.
+KEY_CACHE_MARGIN: Final = 5.0
+
+#: Seconds for which a receiver without fixed settings reuses the ``[vobiz]`` settings it read.
+SETTINGS_TTL: Final = 2.0
+
+T = TypeVar("T")
+_SIGNATURE_HEADER_PREFIX: Final = "x-vobiz-signature"
+
+
+class _WouldBlock(Exception):
+    """Checking the callback needs the signing connections read again: do it in a worker thread."""
+
+
+class CallbackRejected(Exception):
+    """A callback is refused; nothing was stored.
+
+    :param status_code: The HTTP status to answer with (4xx, or 503 for retryable failures).
+    :param reason: Short explanation, sent in the response and logged. Never contains a token.
+    :param retry_after: Seconds for a ``Retry-After`` header (503 only).
+    """
+
+    def __init__(self, status_code: int, reason: str, *, retry_after: int | None = None) -> None:
+        super().__init__(reason)
+        self.status_code = status_code
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredCallback:
+    """A callback that has been committed to the ledger; what :func:`answer_xml` decides from.
+
+    :param kind: The route kind (``answer`` or ``gather`` when XML is expected).
+    :param fields: The form fields as Vobiz sent them.
+    :param callback: The parsed model (:func:`vobiz_provider.models.callbacks.parse_callback`).
+    :param correlation: The task instance the call belongs to.
+    :param result: What the ledger did with it.
+    :param ledger: The ledger it was written to (where answer specs are looked up).
+    :param settings: The settings in force for the request.
+    """
+
+    kind: str
+    fields: Mapping[str, str] = field(repr=False)
+    callback: VobizCallback
+    correlation: CorrelationToken
+    result: IngestResult
+    ledger: CallbackSink = field(repr=False)
+    settings: VobizSettings = field(repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckedCallback:
+    """A callback whose signature and fields passed (:meth:`CallbackReceiver.check`).
+
+    :param nonce: The verified signature's nonce (``None`` when unsigned).
+    :param timezone: The account timezone its local times are in.
+    :param callback: The parsed model.
+    """
+
+    nonce: str | None = field(repr=False)
+    timezone: str
+    callback: VobizCallback
+
+
+def answer_xml(stored: StoredCallback) -> str:
+    """The XML instructions returned to Vobiz for an ``answer`` or ``gather`` callback (after it is stored).
+
+    The spoken message or keypad prompt that the task stored for this call and try
+    (:func:`~vobiz_provider.receiver.answer_xml.xml_response_for`); an empty ``<Response>`` when it stored
+    none, which lets the call go on. Pass another function as ``create_app(xml_responder=...)`` to change it.
+
+    :param stored: The stored callback and the task instance it belongs to.
+    """
+    xml = xml_response_for(stored.kind, stored.ledger, stored.correlation, stored.fields, stored.settings)
+    return xml if xml is not None else EMPTY_XML_RESPONSE
+
+
+def _public_url(base_url: str, kind: str) -> str:
+    return f"{base_url.rstrip('/')}/callbacks/{kind}"
+
+
+class CallbackReceiver:
+    """The request handling behind :func:`create_app`, independent of the web framework.
+
+    :param settings: Fixed settings; when ``None`` they are read with ``get_settings()`` for every request.
+    :param ledger: Fixed ledger; when ``None`` the process-wide ``get_ledger(settings.callback_store)``.
+    :param signing_keys: Cache of the connections' auth tokens; a new :class:`SigningKeyCache` when ``None``.
+    :param xml_responder: Decides the XML answered to ``answer`` and ``gather`` callbacks.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: VobizSettings | None = None,
+        ledger: CallbackSink | None = None,
+        signing_keys: SigningKeyCache | None = None,
+        xml_responder: Callable[[StoredCallback], str] = answer_xml,
+    ) -> None:
+        # When this receiver owns the key cache, it knows when each connection was last read, and so when a
+        # callback can be checked on the event loop without waiting for a secrets backend.
+        self._key_loads: dict[str, float] | None = None
+        if signing_keys is None:
+            loads: dict[str, float] = {}
+
+            def load(conn_id: str) -> SigningKeys:
+                loads[conn_id] = time.monotonic()
+                return load_signing_keys(conn_id)
+
+            signing_keys = SigningKeyCache(loader=load)
+            self._key_loads = loads
+        self._settings = settings
+        self._settings_cache: tuple[float, VobizSettings] | None = None
+        self._ledger = ledger
+        self.signing_keys = signing_keys
+        self.xml_responder = xml_responder
+        self.stored_log = StoredCallbackLog()
+
+    # -- configuration -------------------------------------------------------------------------------------
+
+    def settings(self) -> VobizSettings:
+        """The settings in force for the current request.
+
+        Without fixed settings they are re-read from Airflow's configuration at most every
+        ``SETTINGS_TTL`` seconds: reading them costs ~0.3 ms, a fifth of what a callback costs otherwise.
+        """
+        if self._settings is not None:
+            return self._settings
+        now = time.monotonic()
+        cached = self._settings_cache
+        if cached is not None and now - cached[0] < SETTINGS_TTL:
+            return cached[1]
+        settings = get_settings()
+        self._settings_cache = (now, settings)
+        return settings
+
+    def keys_cached(self, conn_ids: Iterable[str]) -> bool:
+        """Whether the keys of ``conn_ids`` are cached for a while yet: reading them will not block."""
+        loads = self._key_loads
+        if loads is None:
+            return False
+        now = time.monotonic()
+        return all(
+            now - loads.get(conn_id, -DEFAULT_TTL) < DEFAULT_TTL - KEY_CACHE_MARGIN for conn_id in conn_ids
+        )
+
+    def ledger(self, settings: VobizSettings) -> CallbackSink:
+        """The ledger (it creates or upgrades its schema itself on first use)."""
+        return self._ledger if self._ledger is not None else get_ledger(settings.callback_store)
+
+    # -- steps ---------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def decode_token(token: str | None, settings: VobizSettings) -> CorrelationToken:
+        """Verify the correlation token of the callback URL (403 when missing or not ours)."""
+        if not token:
+            raise CallbackRejected(403, f"missing correlation token (query parameter {TOKEN_PARAM!r})")
+        try:
+            secrets = settings.verification_secrets
+        except MissingCallbackSecretError:
+            log.error("[vobiz] callback_secret is not set: every Vobiz callback is refused with 503")
+            raise CallbackRejected(
+                503, "the receiver is not configured (callback_secret)", retry_after=RETRY_AFTER_SECONDS
+            ) from None
+        try:
+            return CorrelationToken.decode(token, secrets)
+        except InvalidCorrelationTokenError as err:
+            # The message names what is wrong, never the token itself.
+            raise CallbackRejected(403, f"invalid correlation token: {err}") from None
+
+    def verify_signature(
+        self,
+        *,
+        kind: str,
+        headers: Mapping[str, str],
+        request_url: str,
+        correlation: CorrelationToken,
+        settings: VobizSettings,
+        refresh: bool = True,
+    ) -> tuple[str | None, SigningKeys | None]:
+        """Check Vobiz's signature headers; returns the nonce (if signed) and the call's connection keys.
+
+        The tokens are those of ``[vobiz] signature_conn_ids`` and of the correlation token's connection. When
+        verification fails, the connections are re-read once (at most once per cache TTL), so that a rotated
+        auth token applies at once; with ``refresh=False`` the check raises ``_WouldBlock`` instead (the
+        event loop does not read connections).
+        """
+        conn_ids = [*settings.signature_conn_ids, correlation.conn_id]
+
+        def attempt() -> tuple[Any, SigningKeys | None]:
+            keys = self.signing_keys.get_many(conn_ids)
+            own = next((item for item in keys if item.conn_id == correlation.conn_id), None)
+            tokens = [k.auth_token.get_secret_value() for k in keys if k.auth_token is not None]
+            main_tokens = [
+                k.main_account_token.get_secret_value() for k in keys if k.main_account_token is not None
+            ]
+            bases = [settings.callback_base_url, own.callback_base_url if own else None]
+            urls = [_public_url(base, kind) for base in dict.fromkeys(b for b in bases if b)] or [request_url]
+            check = None
+            for url in urls:
+                check = verify_signature(headers, url, tokens, main_account_tokens=main_tokens)
+                if check.status != "invalid":
+                    break
+            return check, own
+
+        check, own = attempt()
+        if check.status == "invalid" and not refresh:
+            raise _WouldBlock
+        if check.status == "invalid" and self.signing_keys.refresh(conn_ids):
+            check, own = attempt()
+        if check.status == "invalid":
+            raise CallbackRejected(403, "invalid Vobiz signature")
+        if check.status == "unsigned":
+            if any(name.lower().startswith(_SIGNATURE_HEADER_PREFIX) for name in headers):
+                # verify_signature skips a header it has no key for: say so rather than "unsigned".
+                log.warning(
+                    "Vobiz %s callback is signed but no auth token is readable to verify it (connections %s)",
+                    kind,
+                    ", ".join(dict.fromkeys(conn_ids)),
+                )
+                if settings.require_signatures:
+                    raise CallbackRejected(403, "signed callback, but no auth token to verify it with")
+            elif settings.require_signatures:
+                raise CallbackRejected(403, "unsigned callback refused ([vobiz] require_signatures is on)")
+            return None, own
+        return check.nonce, own
+
+    @staticmethod
+    def parse(kind: str, fields: Mapping[str, str], timezone: str) -> VobizCallback:
+        """Validate the fields with the callback model of ``kind`` (422 naming the bad fields)."""
+        if not (fields.get("CallUUID") or "").strip():
+            raise CallbackRejected(422, "invalid callback fields: CallUUID is missing or empty")
+        try:
+            return parse_callback(fields, timezone=timezone, kind=kind)
+        except ValueError as err:  # VobizValidationError: its message names every bad field
+            raise CallbackRejected(422, str(err)) from None
+
+    def check(
+        self,
+        *,
+        kind: str,
+        fields: Mapping[str, str],
+        headers: Mapping[str, str],
+        request_url: str,
+        correlation: CorrelationToken,
+        settings: VobizSettings,
+        refresh: bool = True,
+    ) -> CheckedCallback:
+        """Verify the signature and validate the fields (blocking: may read the signing connections).
+
+        :raises CallbackRejected: When the callback is refused.
+        """
+        nonce, own_keys = self.verify_signature(
+            kind=kind,
+            headers=headers,
+            request_url=request_url,
+            correlation=correlation,
+            settings=settings,
+            refresh=refresh,
+        )
+        if own_keys is None and not nonce:
+            # Unsigned: the timezone still comes from the call's connection when it can be read.
+            own_keys = self.signing_keys.get(correlation.conn_id)
+        timezone = (own_keys.timezone if own_keys else None) or "UTC"
+        return CheckedCallback(nonce=nonce, timezone=timezone, callback=self.parse(kind, fields, timezone))
+
+    def prepare(
+        self,
+        *,
+        kind: str,
+        fields: Mapping[str, str],
+        correlation: CorrelationToken,
+        settings: VobizSettings,
+        checked: CheckedCallback,
+    ) -> tuple[CallbackSink, PreparedCallback]:
+        """The ledger and what it will write for a checked callback (no database access).
+
+        :raises CallbackRejected: 422 when a value is too long for the ledger, naming the field.
+        """
+        ledger = self.ledger(settings)
+        try:
+            prepared = ledger.prepare_callback(
+                kind,
+                fields,
+                correlation=correlation,
+                nonce=checked.nonce,
+                timezone=checked.timezone,
+                nonce_window=settings.nonce_window,
+                callback=checked.callback,
+            )
+        except VobizValidationError as err:  # a value the ledger cannot hold (too long), refused by name
+            raise CallbackRejected(422, str(err)) from None
+        return ledger, prepared
+
+    def finish(
+        self,
+        *,
+        kind: str,
+        fields: Mapping[str, str],
+        correlation: CorrelationToken,
+        settings: VobizSettings,
+        ledger: CallbackSink,
+        checked: CheckedCallback,
+        result: IngestResult,
+    ) -> tuple[StoredCallback, str | None]:
+        """After the commit: refuse a replay, log, and build the XML of ``answer``/``gather`` callbacks.
+
+        Blocking (reads the ledger) only for the XML kinds.
+        """
+        if result.replayed:
+            raise CallbackRejected(403, "replayed signature nonce")
+        stored = StoredCallback(
+            kind=kind,
+            fields=fields,
+            callback=checked.callback,
+            correlation=correlation,
+            result=result,
+            ledger=ledger,
+            settings=settings,
+        )
+        self.stored_log.count(kind=kind, fields=fields, correlation=correlation, duplicate=result.duplicate)
+        xml = None
+        if kind in XML_KINDS:
+            try:
+                xml = self.xml_responder(stored)
+            except LedgerUnavailableError as err:
+                log.warning("Vobiz %s callback stored, but its XML could not be read: %s", kind, err)
+                raise CallbackRejected(
+                    503, "callback store unavailable, retry later", retry_after=RETRY_AFTER_SECONDS
+                ) from None
+        return stored, xml
+
+    # -- the whole request ---------------------------------------------------------------------------------
+
+    async def ahandle(
+        self,
+        *,
+        kind: str,
+        fields: Mapping[str, str],
+        headers: Mapping[str, str],
+        request_url: str,
+        correlation: CorrelationToken,
+        settings: VobizSettings,
+    ) -> tuple[StoredCallback, str | None]:
+        """Verify, validate and store one callback; for ``answer``/``gather``, also the XML to answer with.
+
+        Signature and field checks run on the event loop while the signing keys are cached, in a worker
+        thread when they may have to be read (or re-read after a failed verification). The callback then
+        waits, without holding a thread, for the shared transaction that stores it to commit. Only
+        ``answer``/``gather`` callbacks go back to a thread to read the ledger.
+
+        :raises CallbackRejected: When the callback is refused (nothing stored) or the ledger failed.
+        """
+        request = {"kind": kind, "fields": fields, "correlation": correlation, "settings": settings}
+
+        def check_and_prepare(
+            refresh: bool = True,
+        ) -> tuple[CheckedCallback, CallbackSink, PreparedCallback]:
+            checked = self.check(headers=headers, request_url=request_url, refresh=refresh, **request)
+            return checked, *self.prepare(checked=checked, **request)
+
+        prepared_inline = None
+        if self.keys_cached([*settings.signature_conn_ids, correlation.conn_id]):
+            # Every key is cached: checking is CPU work only, cheaper here than a round trip to a thread.
+            with contextlib.suppress(_WouldBlock):
+                prepared_inline = check_and_prepare(refresh=False)
+        checked, ledger, prepared = prepared_inline or await _in_thread(check_and_prepare)
+        try:
+            result = await asyncio.wrap_future(ledger.submit_callback(prepared))
+        except LedgerUnavailableError as err:
+            raise _store_unavailable(kind, err) from None
+
+        def finish() -> tuple[StoredCallback, str | None]:
+            return self.finish(ledger=ledger, checked=checked, result=result, **request)
+
+        if kind in XML_KINDS:
+            return await _in_thread(finish)
+        return finish()
+
+
+async def _in_thread(function: Callable[[], T]) -> T:
+    """Run blocking ``function`` in the loop's executor; on cancellation it is abandoned, not stopped."""
+    return await asyncio.get_running_loop().run_in_executor(None, function)
+
+
+async def within(seconds: float, awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable`` for at most ``seconds`` (:class:`TimeoutError` after that)."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    with anyio.fail_after(seconds):  # pragma: no cover - Python 3.10
+        return await awaitable
+
+
+def _store_unavailable(kind: str, err: Exception) -> CallbackRejected:
+    log.warning("Vobiz %s callback not stored, the callback store is unavailable: %s", kind, err)
+    return CallbackRejected(503, "callback store unavailable, retry later", retry_after=RETRY_AFTER_SECONDS)
