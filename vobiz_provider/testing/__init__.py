@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from vobiz_provider.testing.emulator import (
     OUTCOMES,
-    ApiRequestRecord,
-    CallbackRecord,
+    CallbackAttempt,
     CallScript,
     EmulatedCall,
     EmulatorHandle,
     EmulatorSettings,
     Fault,
+    ReceivedRequest,
     RemoteEmulator,
     VobizEmulator,
     run_emulator,
@@ -22,13 +22,13 @@ from vobiz_provider.testing.emulator import (
 
 __all__ = [
     "OUTCOMES",
-    "ApiRequestRecord",
     "CallScript",
-    "CallbackRecord",
+    "CallbackAttempt",
     "EmulatedCall",
     "EmulatorHandle",
     "EmulatorSettings",
     "Fault",
+    "ReceivedRequest",
     "RemoteEmulator",
     "VobizEmulator",
     "run_emulator",

@@ -13,17 +13,17 @@ from vobiz_provider.testing.emulator.remote import RemoteEmulator
 from vobiz_provider.testing.emulator.script import OUTCOMES, CallScript
 from vobiz_provider.testing.emulator.server import EmulatorHandle, run_emulator
 from vobiz_provider.testing.emulator.settings import EmulatorSettings
-from vobiz_provider.testing.emulator.state import ApiRequestRecord, CallbackRecord, EmulatedCall, Fault
+from vobiz_provider.testing.emulator.state import CallbackAttempt, EmulatedCall, Fault, ReceivedRequest
 
 __all__ = [
     "OUTCOMES",
-    "ApiRequestRecord",
     "CallScript",
-    "CallbackRecord",
+    "CallbackAttempt",
     "EmulatedCall",
     "EmulatorHandle",
     "EmulatorSettings",
     "Fault",
+    "ReceivedRequest",
     "RemoteEmulator",
     "VobizEmulator",
     "run_emulator",

@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from vobiz_provider.testing.emulator.script import CallScript
-from vobiz_provider.testing.emulator.state import ApiRequestRecord
+from vobiz_provider.testing.emulator.state import ReceivedRequest
 
 if TYPE_CHECKING:
     from vobiz_provider.testing.emulator.core import VobizEmulator
@@ -145,17 +145,17 @@ class _Api:
     # ------------------------------------------------------------------ entry
 
     async def handle(self, request: Request) -> Response:
-        """Entry point of every ``/api/v1`` request: record, apply faults, dispatch."""
+        """Entry point of every ``/api/v1`` request: log it, apply faults, dispatch."""
         emulator = self.emulator
         raw = await request.body()
-        record = ApiRequestRecord(
+        received = ReceivedRequest(
             method=request.method,
             path=request.url.path,
             query=dict(request.query_params),
             headers={k.lower(): v for k, v in request.headers.items()},
             body=_decode_body(raw),
         )
-        emulator.record_request(record)
+        emulator.log_request(received)
         fault = emulator.take_fault(request.method, request.url.path)
         if fault is not None and not fault.accept:
             if fault.delay:
@@ -170,7 +170,7 @@ class _Api:
                     await asyncio.sleep(fault.delay)
                 if fault.status is not None:
                     response = self.fault_response(fault)
-        record.status = response.status_code
+        received.status = response.status_code
         return response
 
     def fault_response(self, fault: Any) -> Response:
@@ -821,8 +821,8 @@ class _Control:
     async def callbacks(self, request: Request) -> Response:
         kind = request.query_params.get("kind")
         call_uuid = request.query_params.get("call_uuid")
-        records = self.emulator.callbacks_of(kind, call_uuid=call_uuid)
-        return JSONResponse({"callbacks": [r.to_dict() for r in records]})
+        attempts = self.emulator.callbacks_of(kind, call_uuid=call_uuid)
+        return JSONResponse({"callbacks": [a.to_dict() for a in attempts]})
 
     async def calls(self, request: Request) -> Response:
         return JSONResponse({"calls": [c.to_dict() for c in self.emulator.calls.values()]})
@@ -839,12 +839,12 @@ class _Control:
         except ValueError:
             return self._bad("count and timeout must be numbers")
         try:
-            records = await self.emulator.await_callbacks(
+            attempts = await self.emulator.await_callbacks(
                 query.get("kind"), count, timeout, call_uuid=query.get("call_uuid")
             )
         except TimeoutError as exc:
             return JSONResponse({"error": str(exc)}, status_code=408)
-        return JSONResponse({"callbacks": [r.to_dict() for r in records]})
+        return JSONResponse({"callbacks": [a.to_dict() for a in attempts]})
 
     async def wait_idle(self, request: Request) -> Response:
         try:

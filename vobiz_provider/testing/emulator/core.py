@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 from vobiz_provider.testing.emulator.script import CallScript
 from vobiz_provider.testing.emulator.settings import EmulatorSettings
 from vobiz_provider.testing.emulator.state import (
-    ApiRequestRecord,
-    CallbackRecord,
+    CallbackAttempt,
     EmulatedCall,
     Fault,
+    ReceivedRequest,
 )
 
 if TYPE_CHECKING:
@@ -63,8 +63,8 @@ class VobizEmulator:
         self._scripts: dict[str, CallScript] = {}
         self._calls: dict[str, EmulatedCall] = {}
         self._lifecycles: dict[str, CallLifecycle] = {}
-        self._requests: list[ApiRequestRecord] = []
-        self._callbacks: list[CallbackRecord] = []
+        self._requests: list[ReceivedRequest] = []
+        self._callbacks: list[CallbackAttempt] = []
         self._faults: list[Fault] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._fired: deque[float] = deque()
@@ -200,13 +200,13 @@ class VobizEmulator:
     # ================================================================== records (thread-safe reads)
 
     @property
-    def requests(self) -> list[ApiRequestRecord]:
+    def requests(self) -> list[ReceivedRequest]:
         """Every API request received, in order (headers as received, auth token included)."""
         with self._cond:
             return list(self._requests)
 
     @property
-    def callbacks(self) -> list[CallbackRecord]:
+    def callbacks(self) -> list[CallbackAttempt]:
         """Every request the emulator made to the application (each attempt), in order."""
         with self._cond:
             return list(self._callbacks)
@@ -231,7 +231,7 @@ class VobizEmulator:
                 if c.request_uuid == request_uuid or c.call_uuid == request_uuid
             ]
 
-    def callbacks_of(self, kind: str | None = None, *, call_uuid: str | None = None) -> list[CallbackRecord]:
+    def callbacks_of(self, kind: str | None = None, *, call_uuid: str | None = None) -> list[CallbackAttempt]:
         """The callback attempts of one kind and/or call."""
         with self._cond:
             return [
@@ -259,7 +259,7 @@ class VobizEmulator:
         timeout: float = 10.0,
         *,
         call_uuid: str | None = None,
-    ) -> list[CallbackRecord]:
+    ) -> list[CallbackAttempt]:
         """Block until at least ``count`` callback attempts of ``kind`` (and ``call_uuid``) were made.
 
         Do not call it on the emulator's own event loop (use :meth:`await_callbacks` there).
@@ -268,7 +268,7 @@ class VobizEmulator:
         :raises TimeoutError: when they did not come in time.
         """
 
-        def ready() -> list[CallbackRecord] | None:
+        def ready() -> list[CallbackAttempt] | None:
             found = [
                 r
                 for r in self._callbacks
@@ -300,7 +300,7 @@ class VobizEmulator:
 
     async def await_callbacks(
         self, kind: str | None = None, count: int = 1, timeout: float = 10.0, *, call_uuid: str | None = None
-    ) -> list[CallbackRecord]:
+    ) -> list[CallbackAttempt]:
         """Async twin of :meth:`wait_for_callbacks` (does not block the event loop)."""
         return await asyncio.to_thread(self.wait_for_callbacks, kind, count, timeout, call_uuid=call_uuid)
 
@@ -339,9 +339,7 @@ class VobizEmulator:
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
             )
             self._http_loop = loop
-            self._sender = CallbackSender(
-                client=self._http, settings=self.settings, record=self._record_callback
-            )
+            self._sender = CallbackSender(client=self._http, settings=self.settings, log=self._log_callback)
         return self._sender
 
     async def aclose(self) -> None:
@@ -370,16 +368,16 @@ class VobizEmulator:
             self._tasks.discard(task)
             self._cond.notify_all()
 
-    def record_request(self, record: ApiRequestRecord) -> None:
+    def log_request(self, request: ReceivedRequest) -> None:
         """Store a received API request."""
         with self._cond:
-            self._requests.append(record)
+            self._requests.append(request)
             self._cond.notify_all()
 
-    def _record_callback(self, record: CallbackRecord) -> None:
+    def _log_callback(self, attempt: CallbackAttempt) -> None:
         with self._cond:
-            if record.call_uuid in self._calls:  # not reset meanwhile
-                self._callbacks.append(record)
+            if attempt.call_uuid in self._calls:  # not reset meanwhile
+                self._callbacks.append(attempt)
             self._cond.notify_all()
 
     def call_ended(self, call: EmulatedCall) -> None:
