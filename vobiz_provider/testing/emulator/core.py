@@ -92,11 +92,6 @@ class VobizEmulator:
         with self._cond:
             return dict(self._scripts)
 
-    def script_for(self, destination: str) -> CallScript:
-        """The script calls to ``destination`` follow."""
-        with self._cond:
-            return self._scripts.get(destination, self.default_script)
-
     def configure(self, **changes: Any) -> None:
         """Change settings (validated), e.g. ``emulator.configure(error_shape="envelope")``."""
         with self._cond:
