@@ -9,6 +9,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import httpx
 
+from vobiz_provider.signatures import signature_headers
 from vobiz_provider.testing.emulator.state import CallbackAttempt
 
 if TYPE_CHECKING:
@@ -71,8 +72,6 @@ class CallbackSender:
     def _headers(self, url: str) -> dict[str, str]:
         headers = {"User-Agent": USER_AGENT}
         if self._settings.sign_callbacks:
-            from vobiz_provider.signatures import signature_headers
-
             headers.update(
                 signature_headers(
                     url,
