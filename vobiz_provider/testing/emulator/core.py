@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
 from starlette.applications import Starlette
@@ -27,8 +27,6 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from vobiz_provider.models.call import MakeCallRequest
-    from vobiz_provider.testing.emulator.script import CallScript
-    from vobiz_provider.testing.emulator.settings import EmulatorSettings
     from vobiz_provider.testing.emulator.state import EmulatedCall
 
 __all__ = ["VobizEmulator"]
@@ -45,18 +43,11 @@ class VobizEmulator(Switchboard):
     :param setting_overrides: Individual settings, e.g. ``cps=1`` (applied on top of ``settings``).
     """
 
-    def __init__(
-        self,
-        *,
-        settings: EmulatorSettings | None = None,
-        default_script: CallScript | None = None,
-        **setting_overrides: Any,
-    ) -> None:
-        super().__init__(settings=settings, default_script=default_script, **setting_overrides)
-        self._http: httpx.AsyncClient | None = None
-        self._http_loop: asyncio.AbstractEventLoop | None = None
-        self._sender: CallbackSender | None = None
-        self._app: Starlette | None = None
+    # Created on first use (the sender once per event loop); the constructor is the switchboard's.
+    _http: httpx.AsyncClient | None = None
+    _http_loop: asyncio.AbstractEventLoop | None = None
+    _sender: CallbackSender | None = None
+    _app: Starlette | None = None
 
     @property
     def app(self) -> Starlette:
