@@ -1,4 +1,4 @@
-"""The emulator's records: calls, received API requests, sent callbacks and injected faults."""
+"""What the emulator keeps: calls, received API requests, callback attempts and injected faults."""
 
 from __future__ import annotations
 
