@@ -101,7 +101,9 @@ class VobizApi(Endpoints):
             if fault.delay:
                 await asyncio.sleep(fault.delay)
             response = (
-                self.fault_response(fault) if fault.status is not None else await self.dispatch(request)
+                self.fault_response(fault, fault.status)
+                if fault.status is not None
+                else await self.dispatch(request)
             )
         else:
             response = await self.dispatch(request)
@@ -109,7 +111,7 @@ class VobizApi(Endpoints):
                 if fault.delay:
                     await asyncio.sleep(fault.delay)
                 if fault.status is not None:
-                    response = self.fault_response(fault)
+                    response = self.fault_response(fault, fault.status)
         received.status = response.status_code
         return response
 

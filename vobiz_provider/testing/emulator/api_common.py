@@ -106,15 +106,14 @@ class Endpoints:
             headers=headers,
         )
 
-    def fault_response(self, fault: Fault) -> Response:
-        """The answer an injected fault replaces the real one with."""
+    def fault_response(self, fault: Fault, status: int) -> Response:
+        """The answer an injected fault replaces the real one with (``status`` is the fault's)."""
         headers = {} if fault.retry_after is None else {"Retry-After": _header_seconds(fault.retry_after)}
         if fault.body is not None:
-            return JSONResponse(fault.body, status_code=fault.status, headers=headers)
-        if fault.status == 429:
+            return JSONResponse(fault.body, status_code=status, headers=headers)
+        if status == 429:
             settings = self.switchboard.settings
             return self.rate_limited("cps", settings.cps, settings.cps, retry_after=fault.retry_after)
-        assert fault.status is not None
-        if fault.status < 400:
-            return JSONResponse({"api_id": api_id()}, status_code=fault.status, headers=headers)
-        return self.error(fault.status, f"injected fault: HTTP {fault.status}", headers=headers)
+        if status < 400:
+            return JSONResponse({"api_id": api_id()}, status_code=status, headers=headers)
+        return self.error(status, f"injected fault: HTTP {status}", headers=headers)
