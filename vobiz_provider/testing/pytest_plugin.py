@@ -19,8 +19,6 @@ Example::
         ...  # run the code under test; it reads the vobiz_default connection
         hangup = vobiz_emulator.wait_for_callbacks("hangup")[0]
         assert hangup.fields["CallStatus"] == "busy"
-
-The emulator modules are imported only when a fixture is used, so the plugin costs nothing otherwise.
 """
 
 from __future__ import annotations
@@ -30,17 +28,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from vobiz_provider.testing.emulator.server import EmulatorHandle, run_emulator
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-
-    from vobiz_provider.testing.emulator.server import EmulatorHandle
 
 
 @pytest.fixture(scope="session")
 def vobiz_emulator_session() -> Iterator[EmulatorHandle]:
     """One emulator server for the whole session (state is shared; ``vobiz_emulator`` resets it)."""
-    from vobiz_provider.testing.emulator.server import run_emulator
-
     with run_emulator() as handle:
         yield handle
 
@@ -48,8 +44,6 @@ def vobiz_emulator_session() -> Iterator[EmulatorHandle]:
 @pytest.fixture
 def vobiz_emulator_factory() -> Iterator[Callable[..., EmulatorHandle]]:
     """Start emulators with custom settings: ``factory(**settings)``; each is stopped after the test."""
-    from vobiz_provider.testing.emulator.server import run_emulator
-
     with contextlib.ExitStack() as stack:
 
         def factory(**settings: Any) -> EmulatorHandle:

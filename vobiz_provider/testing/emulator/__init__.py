@@ -1,30 +1,9 @@
 """A strict local Vobiz: the REST API, the call lifecycle and its callbacks, for tests and demos.
 
-Like moto for AWS: start one with :func:`run_emulator` (or the ``vobiz_emulator`` pytest fixture, or
-``python -m vobiz_provider.testing.emulator``), point the client or an Airflow connection at its
-``base_url``, script what each destination does with :class:`CallScript`, and read back every request,
-callback and call.
+Like moto for AWS: start one with :func:`~vobiz_provider.testing.run_emulator` (or the ``vobiz_emulator``
+pytest fixture, or ``python -m vobiz_provider.testing.emulator``), point the client or an Airflow
+connection at its ``base_url``, script what each destination does with
+:class:`~vobiz_provider.testing.CallScript`, and read back every request, callback and call.
+
+Import the public names from :mod:`vobiz_provider.testing`; this package only holds the modules.
 """
-
-from __future__ import annotations
-
-from vobiz_provider.testing.emulator.core import VobizEmulator
-from vobiz_provider.testing.emulator.remote import RemoteEmulator
-from vobiz_provider.testing.emulator.script import OUTCOMES, CallScript
-from vobiz_provider.testing.emulator.server import EmulatorHandle, run_emulator
-from vobiz_provider.testing.emulator.settings import EmulatorSettings
-from vobiz_provider.testing.emulator.state import ApiRequestRecord, CallbackRecord, EmulatedCall, Fault
-
-__all__ = [
-    "OUTCOMES",
-    "ApiRequestRecord",
-    "CallScript",
-    "CallbackRecord",
-    "EmulatedCall",
-    "EmulatorHandle",
-    "EmulatorSettings",
-    "Fault",
-    "RemoteEmulator",
-    "VobizEmulator",
-    "run_emulator",
-]

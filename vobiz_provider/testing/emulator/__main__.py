@@ -12,6 +12,7 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
+from vobiz_provider.testing.emulator.core import VobizEmulator
 from vobiz_provider.testing.emulator.script import OUTCOMES, CallScript
 from vobiz_provider.testing.emulator.settings import EmulatorSettings
 
@@ -96,8 +97,6 @@ def scripts_from_args(args: argparse.Namespace) -> dict[str, CallScript]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the emulator until interrupted."""
     import uvicorn
-
-    from vobiz_provider.testing.emulator.core import VobizEmulator
 
     args = build_parser().parse_args(argv)
     try:

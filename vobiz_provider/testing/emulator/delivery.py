@@ -9,7 +9,8 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import httpx
 
-from vobiz_provider.testing.emulator.state import CallbackRecord
+from vobiz_provider.signatures import signature_headers
+from vobiz_provider.testing.emulator.state import CallbackAttempt
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -50,11 +51,11 @@ def with_query(url: str, fields: Mapping[str, str]) -> str:
 
 
 class CallbackSender:
-    """Sends the emulator's requests to the application and records every attempt.
+    """Sends the emulator's requests to the application and logs every attempt.
 
     :param client: The ``httpx.AsyncClient`` to use (owned by the caller).
     :param settings: The emulator settings (read at every send, so changes apply at once).
-    :param record: Called with every :class:`CallbackRecord` once its attempt finished.
+    :param log: Called with every :class:`CallbackAttempt` once it finished.
     """
 
     def __init__(
@@ -62,17 +63,15 @@ class CallbackSender:
         *,
         client: httpx.AsyncClient,
         settings: EmulatorSettings,
-        record: Callable[[CallbackRecord], None],
+        log: Callable[[CallbackAttempt], None],
     ) -> None:
         self._client = client
         self._settings = settings
-        self._record = record
+        self._log = log
 
     def _headers(self, url: str) -> dict[str, str]:
         headers = {"User-Agent": USER_AGENT}
         if self._settings.sign_callbacks:
-            from vobiz_provider.signatures import signature_headers
-
             headers.update(
                 signature_headers(
                     url,
@@ -90,19 +89,19 @@ class CallbackSender:
         method: str,
         fields: Mapping[str, str],
         call_uuid: str,
-        attempt: int,
+        number: int,
         keep_body: bool,
-    ) -> CallbackRecord:
+    ) -> CallbackAttempt:
         method = method.upper()
         target = with_query(url, fields) if method == "GET" else url
         headers = self._headers(target)
-        record = CallbackRecord(
+        attempt = CallbackAttempt(
             kind=kind,
             url=url,
             method=method,
             fields=dict(fields),
             headers=dict(headers),
-            attempt=attempt,
+            attempt=number,
             call_uuid=call_uuid,
         )
         timeout = httpx.Timeout(self._settings.callback_timeout, pool=None)
@@ -114,44 +113,44 @@ class CallbackSender:
                     target, data=dict(fields), headers=headers, timeout=timeout
                 )
         except httpx.TimeoutException:
-            record.error = "timeout"
+            attempt.error = "timeout"
         except httpx.HTTPError as exc:
-            record.error = f"{type(exc).__name__}: {exc}"
+            attempt.error = f"{type(exc).__name__}: {exc}"
         else:
-            record.status = response.status_code
-            record.content_type = response.headers.get("content-type")
+            attempt.status = response.status_code
+            attempt.content_type = response.headers.get("content-type")
             if keep_body:
-                record.body = response.content[: self._settings.max_xml_bytes + 1].decode(
+                attempt.body = response.content[: self._settings.max_xml_bytes + 1].decode(
                     "utf-8", errors="replace"
                 )
-        self._record(record)
-        return record
+        self._log(attempt)
+        return attempt
 
     def _backoff(self, retry: int) -> float:
         return self._settings.callback_backoff * (2 ** (retry - 1))
 
     async def notify(
         self, *, kind: str, url: str, method: str, fields: Mapping[str, str], call_uuid: str
-    ) -> CallbackRecord:
+    ) -> CallbackAttempt:
         """Send a callback; retry with exponential backoff until the answer is 200 or retries run out.
 
         :return: The last attempt.
         """
-        attempt = 1
+        number = 1
         while True:
-            record = await self._attempt(
+            attempt = await self._attempt(
                 kind=kind,
                 url=url,
                 method=method,
                 fields=fields,
                 call_uuid=call_uuid,
-                attempt=attempt,
+                number=number,
                 keep_body=False,
             )
-            if record.status == 200 or attempt > self._settings.callback_retries:
-                return record
-            await asyncio.sleep(self._backoff(attempt))
-            attempt += 1
+            if attempt.status == 200 or number > self._settings.callback_retries:
+                return attempt
+            await asyncio.sleep(self._backoff(number))
+            number += 1
 
     async def fetch_xml(
         self,
@@ -165,25 +164,25 @@ class CallbackSender:
     ) -> FetchResult:
         """Fetch a VobizXML document: retry on non-2xx or no answer, then check type and size."""
         retries = self._settings.answer_retries if retries is None else retries
-        attempt = 1
+        number = 1
         while True:
-            record = await self._attempt(
+            attempt = await self._attempt(
                 kind=kind,
                 url=url,
                 method=method,
                 fields=fields,
                 call_uuid=call_uuid,
-                attempt=attempt,
+                number=number,
                 keep_body=True,
             )
-            if record.status is not None and 200 <= record.status < 300:
+            if attempt.status is not None and 200 <= attempt.status < 300:
                 break
-            if attempt > retries:
+            if number > retries:
                 return FetchResult(reached=False, error="unreachable")
-            await asyncio.sleep(self._backoff(attempt))
-            attempt += 1
-        body = record.body or ""
-        content_type = (record.content_type or "").split(";")[0].strip().lower()
+            await asyncio.sleep(self._backoff(number))
+            number += 1
+        body = attempt.body or ""
+        content_type = (attempt.content_type or "").split(";")[0].strip().lower()
         if len(body.encode("utf-8")) > self._settings.max_xml_bytes:
             return FetchResult(reached=True, body="", content_type=content_type, error="too-large")
         if content_type not in _XML_TYPES:

@@ -10,63 +10,54 @@ own retries, without holding up the call itself.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vobiz_provider.models.hangup_causes import OUTCOMES
+from vobiz_provider.models.hangup_causes import describe_hangup_cause
 from vobiz_provider.testing.emulator.answer_xml import InvalidXmlError, Verb, parse_response
+from vobiz_provider.testing.emulator.endings import (
+    ACTION_URL_ERROR,
+    ACTION_XML_ERROR,
+    ANSWER_URL_ERROR,
+    ANSWER_XML_ERROR,
+    API_CANCEL,
+    API_HANGUP_ANSWERED,
+    BUSY,
+    CALLEE_HANGUP,
+    END_OF_XML,
+    FAILED,
+    MACHINE_HANGUP,
+    NO_ANSWER,
+    REDIRECT_URL_ERROR,
+    REDIRECT_XML_ERROR,
+    REJECTED,
+    RING_TIMEOUT,
+    TIME_LIMIT,
+    TRANSFER_URL_ERROR,
+    TRANSFER_XML_ERROR,
+    XML_HANGUP,
+    Ending,
+)
+from vobiz_provider.testing.emulator.payloads import (
+    answer_fields,
+    billed_seconds,
+    gather_fields,
+    hangup_fields,
+    machine_detection_fields,
+    redirect_fields,
+    ring_fields,
+    transfer_fields,
+)
 from vobiz_provider.testing.emulator.state import utcnow
 
 if TYPE_CHECKING:
-    from vobiz_provider.testing.emulator.core import VobizEmulator
+    from collections.abc import Callable
+
+    from vobiz_provider.testing.emulator.delivery import CallbackSender
+    from vobiz_provider.testing.emulator.settings import EmulatorSettings
     from vobiz_provider.testing.emulator.state import EmulatedCall
+    from vobiz_provider.testing.emulator.switchboard import Switchboard
 
-__all__ = ["CallLifecycle", "Ending"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Ending:
-    """How a call ended.
-
-    :param status: The final ``CallStatus``.
-    :param code: The Vobiz hangup cause code.
-    :param source: The ``HangupSource``.
-    """
-
-    status: str
-    code: int
-    source: str
-
-    @classmethod
-    def preset(cls, name: str) -> Ending:
-        """The ending of one of the shared outcome presets (``vobiz_provider.models.hangup_causes``)."""
-        preset = OUTCOMES[name]
-        return cls(status=str(preset.status.value), code=preset.code, source=preset.source)
-
-
-# The endings the emulator produces: the shared presets, plus the XML/URL errors of later documents.
-CALLEE_HANGUP = Ending.preset("completed")
-END_OF_XML = Ending.preset("completed_by_xml")
-XML_HANGUP = Ending(
-    status="completed", code=4000, source="Answer XML"
-)  # <Hangup/>: "Normal Hangup" (docs: xml/hangup)
-API_HANGUP_ANSWERED = Ending.preset("hangup_api")
-API_CANCEL = Ending.preset("canceled")
-BUSY = Ending.preset("busy")
-NO_ANSWER = Ending.preset("no_answer")
-REJECTED = Ending.preset("rejected")
-FAILED = Ending.preset("failed")
-RING_TIMEOUT = Ending.preset("ring_timeout")
-TIME_LIMIT = Ending.preset("time_limit")
-MACHINE_HANGUP = Ending.preset("machine_hangup")
-ANSWER_URL_ERROR = Ending.preset("answer_url_error")
-ANSWER_XML_ERROR = Ending.preset("invalid_answer_xml")
-ACTION_URL_ERROR = Ending(status="completed", code=7012, source="Error")
-ACTION_XML_ERROR = Ending(status="completed", code=8012, source="Error")
-REDIRECT_URL_ERROR = Ending(status="completed", code=7014, source="Error")
-REDIRECT_XML_ERROR = Ending(status="completed", code=8014, source="Error")
-TRANSFER_URL_ERROR = Ending(status="completed", code=7013, source="Error")
-TRANSFER_XML_ERROR = Ending(status="completed", code=8013, source="Error")
+__all__ = ["CallLifecycle"]
 
 
 class _CallEnded(Exception):
@@ -80,12 +71,16 @@ class _CallEnded(Exception):
 class CallLifecycle:
     """Drives one :class:`EmulatedCall` from ``queued`` to its end.
 
-    :param emulator: The emulator owning the call.
+    :param switchboard: The account the call belongs to.
+    :param sender: Gives the callback sender of the running loop.
     :param call: The call.
     """
 
-    def __init__(self, *, emulator: VobizEmulator, call: EmulatedCall) -> None:
-        self.emulator = emulator
+    def __init__(
+        self, *, switchboard: Switchboard, sender: Callable[[], CallbackSender], call: EmulatedCall
+    ) -> None:
+        self.switchboard = switchboard
+        self._sender = sender
         self.call = call
         self._main: asyncio.Task[None] | None = None
         self._timers: list[asyncio.Task[None]] = []
@@ -93,26 +88,31 @@ class CallLifecycle:
         self._gathers = 0
         self.done = asyncio.Event()
 
+    @property
+    def _settings(self) -> EmulatorSettings:
+        return self.switchboard.settings
+
     # ------------------------------------------------------------------ public
 
     def start(self) -> None:
         """Start the call's task on the running loop."""
-        self._main = self.emulator.spawn(self._run())
+        self._main = self.switchboard.spawn(self._run())
 
     def end(self, ending: Ending) -> bool:
         """End the call now (idempotent). Returns False when it had already ended."""
         call = self.call
         if call.finished:
             return False
-        settings = self.emulator.settings
+        settings = self._settings
         call.end_at = utcnow()
         call.status = ending.status
         call.hangup_cause_code = ending.code
         call.hangup_source = ending.source
-        call.hangup_cause, call.hangup_cause_name = self.emulator.describe_cause(ending.code)
-        billsec = self.emulator.billed_seconds(call)
+        cause = describe_hangup_cause(ending.code)
+        call.hangup_cause, call.hangup_cause_name = cause.sip_cause, cause.name
+        billsec = billed_seconds(call, settings)
         call.total_cost = round(billsec / 60 * settings.rate_per_minute, 5)
-        self.emulator.charge(call)
+        self.switchboard.charge(call)
         for timer in self._timers:
             timer.cancel()
         current = asyncio.current_task()
@@ -120,10 +120,14 @@ class CallLifecycle:
             self._main.cancel()
         hangup_url = call.request.hangup_url
         if hangup_url:
-            self._notify("hangup", hangup_url, call.request.hangup_method, self.emulator.hangup_fields(call))
+            self._notify("hangup", hangup_url, call.request.hangup_method, hangup_fields(call, settings))
         self._after_chain(self.done.set)
-        self.emulator.call_ended(call)
+        self.switchboard.call_ended(call)
         return True
+
+    def hang_up(self) -> None:
+        """End the call as the API's ``DELETE`` does: hung up when answered, canceled before."""
+        self.end(API_HANGUP_ANSWERED if self.call.answer_at is not None else API_CANCEL)
 
     def transfer(self, url: str, method: str) -> None:
         """Transfer the A leg: drop the running XML, fetch ``url`` and run what it returns.
@@ -136,10 +140,10 @@ class CallLifecycle:
         if self._main is not None and self._main is not asyncio.current_task():
             self._main.cancel()
         self.call.xml_log.append(f"transferred to {url}")
-        self._main = self.emulator.spawn(self._run_transfer(url, method))
+        self._main = self.switchboard.spawn(self._run_transfer(url, method))
 
     async def _run_transfer(self, url: str, method: str) -> None:
-        fields = self.emulator.transfer_fields(self.call)
+        fields = transfer_fields(self.call, self._settings)
         try:
             reached, body, error = await self._fetch(kind="transfer", url=url, method=method, fields=fields)
             if not reached:
@@ -153,14 +157,14 @@ class CallLifecycle:
     # ------------------------------------------------------------------ helpers
 
     def _scaled(self, seconds: float) -> float:
-        return seconds * self.emulator.settings.time_scale
+        return seconds * self._settings.time_scale
 
     def _timer(self, delay: float, ending: Ending) -> None:
         async def fire() -> None:
             await asyncio.sleep(delay)
             self.end(ending)
 
-        self._timers.append(self.emulator.spawn(fire()))
+        self._timers.append(self.switchboard.spawn(fire()))
 
     def _notify(self, kind: str, url: str, method: str | None, fields: dict[str, str]) -> None:
         """Queue a callback behind the call's earlier ones (delivered in order, retried on its own)."""
@@ -169,11 +173,11 @@ class CallLifecycle:
         async def send() -> None:
             if previous is not None:
                 await asyncio.wait({previous})  # whatever became of it; our own cancellation still stops us
-            await self.emulator.sender.notify(
+            await self._sender().notify(
                 kind=kind, url=url, method=method or "POST", fields=fields, call_uuid=self.call.call_uuid
             )
 
-        self._chain = self.emulator.spawn(send())
+        self._chain = self.switchboard.spawn(send())
 
     def _after_chain(self, callback: Any) -> None:
         previous = self._chain
@@ -183,7 +187,7 @@ class CallLifecycle:
                 await asyncio.wait({previous})
             callback()
 
-        self._chain = self.emulator.spawn(wait())
+        self._chain = self.switchboard.spawn(wait())
 
     # ------------------------------------------------------------------ the call
 
@@ -197,8 +201,8 @@ class CallLifecycle:
         call.status = "ringing"
         call.ring_at = utcnow()
         if request.ring_url:
-            self._notify("ring", request.ring_url, request.ring_method, self.emulator.ring_fields(call))
-        ring_limit = self.emulator.settings.default_ring_timeout
+            self._notify("ring", request.ring_url, request.ring_method, ring_fields(call, self._settings))
+        ring_limit = self._settings.default_ring_timeout
         if request.ring_timeout is not None:
             ring_limit = request.ring_timeout
         if request.hangup_on_ring is not None:
@@ -225,13 +229,13 @@ class CallLifecycle:
         call.status = "in-progress"
         call.answer_at = utcnow()
         call.machine = script.answered_by_machine
-        time_limit = request.time_limit or self.emulator.settings.default_time_limit
+        time_limit = request.time_limit or self._settings.default_time_limit
         self._timer(self._scaled(time_limit), TIME_LIMIT)
         if script.talk_for is not None:
             self._timer(script.talk_for, self._override(CALLEE_HANGUP))
         if request.machine_detection is not None:
             if request.machine_detection_url:
-                self._timers.append(self.emulator.spawn(self._detect_machine()))
+                self._timers.append(self.switchboard.spawn(self._detect_machine()))
             else:
                 await asyncio.sleep(script.detect_after)
                 if request.machine_detection == "hangup" and script.answered_by_machine:
@@ -260,7 +264,7 @@ class CallLifecycle:
             "machine-detection",
             request.machine_detection_url,
             request.machine_detection_method,
-            self.emulator.machine_detection_fields(call),
+            machine_detection_fields(call, self._settings),
         )
         if request.machine_detection == "hangup" and call.script.answered_by_machine:
             self.end(MACHINE_HANGUP)
@@ -270,14 +274,14 @@ class CallLifecycle:
     async def _fetch(
         self, *, kind: str, url: str, method: str | None, fields: dict[str, str]
     ) -> tuple[bool, str, str | None]:
-        result = await self.emulator.sender.fetch_xml(
+        result = await self._sender().fetch_xml(
             kind=kind, url=url, method=method or "POST", fields=fields, call_uuid=self.call.call_uuid
         )
         return result.reached, result.body, result.error
 
     async def _fetch_answer(self) -> list[Verb]:
         call, request = self.call, self.call.request
-        fields = self.emulator.answer_fields(call)
+        fields = answer_fields(call, self._settings)
         reached, body, error = await self._fetch(
             kind="answer", url=request.answer_url, method=request.answer_method, fields=fields
         )
@@ -341,7 +345,7 @@ class CallLifecycle:
         return None
 
     async def _redirect(self, verb: Verb) -> list[Verb]:
-        fields = self.emulator.redirect_fields(self.call)
+        fields = redirect_fields(self.call, self._settings)
         reached, body, error = await self._fetch(
             kind="redirect", url=verb.text, method=verb.attributes.get("method"), fields=fields
         )
@@ -369,7 +373,7 @@ class CallLifecycle:
         else:
             await asyncio.sleep(self._scaled(verb.integer("executionTimeout", 15)))
             input_type = "dtmf" if "dtmf" in input_types else "speech"
-        fields = self.emulator.gather_fields(self.call, input_type=input_type, digits=digits, speech=speech)
+        fields = gather_fields(self.call, self._settings, input_type=input_type, digits=digits, speech=speech)
         timed_out = digits is None and speech is None
         reached, body, error = await self._fetch(
             kind="gather", url=verb.attributes["action"], method=verb.attributes.get("method"), fields=fields

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from vobiz_provider.testing.emulator.script import CallScript
-    from vobiz_provider.testing.emulator.state import CallbackRecord, EmulatedCall, Fault
+    from vobiz_provider.testing.emulator.state import CallbackAttempt, EmulatedCall, Fault
 
 __all__ = ["EmulatorHandle", "run_emulator", "serve_in_thread"]
 
@@ -107,7 +107,7 @@ class EmulatorHandle:
         return self.emulator.requests
 
     @property
-    def callbacks(self) -> list[CallbackRecord]:
+    def callbacks(self) -> list[CallbackAttempt]:
         """See :attr:`VobizEmulator.callbacks`."""
         return self.emulator.callbacks
 
@@ -118,7 +118,7 @@ class EmulatorHandle:
 
     def wait_for_callbacks(
         self, kind: str | None = None, count: int = 1, timeout: float = 10.0, *, call_uuid: str | None = None
-    ) -> list[CallbackRecord]:
+    ) -> list[CallbackAttempt]:
         """See :meth:`VobizEmulator.wait_for_callbacks`."""
         return self.emulator.wait_for_callbacks(kind, count, timeout, call_uuid=call_uuid)
 

@@ -1,4 +1,4 @@
-"""The emulator's records: calls, received API requests, sent callbacks and injected faults."""
+"""What the emulator keeps: calls, received API requests, callback attempts and injected faults."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from vobiz_provider.models.call import MakeCallRequest
     from vobiz_provider.testing.emulator.script import CallScript
 
-__all__ = ["ApiRequestRecord", "CallbackRecord", "EmulatedCall", "Fault"]
+__all__ = ["CallbackAttempt", "EmulatedCall", "Fault", "ReceivedRequest"]
 
 
 def utcnow() -> datetime:
@@ -20,8 +20,8 @@ def utcnow() -> datetime:
 
 
 @dataclass(kw_only=True)
-class ApiRequestRecord:
-    """One API request the emulator received, recorded exactly as it arrived.
+class ReceivedRequest:
+    """One API request the emulator received, kept exactly as it arrived.
 
     :param method: HTTP method.
     :param path: Path as sent (``/api/v1/Account/.../Call/``).
@@ -48,7 +48,7 @@ class ApiRequestRecord:
 
 
 @dataclass(kw_only=True)
-class CallbackRecord:
+class CallbackAttempt:
     """One HTTP request the emulator made to the application (a callback or an XML fetch attempt).
 
     :param kind: ``ring``, ``answer``, ``fallback``, ``machine-detection``, ``gather``, ``redirect`` or
