@@ -35,6 +35,7 @@ from vobiz_provider.exceptions import (
     VobizValidationError,
 )
 from vobiz_provider.get_provider_info import DEFAULT_BASE_URL
+from vobiz_provider.models.errors import parse_error_body
 from vobiz_provider.models.responses import (
     Account,
     CallFiredResponse,
@@ -43,7 +44,6 @@ from vobiz_provider.models.responses import (
     CdrPage,
     LiveCall,
     QueuedCall,
-    parse_error_body,
 )
 
 if TYPE_CHECKING:
