@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
-    from vobiz_provider.client.sync import VobizClient
+    from vobiz_provider.client import VobizClient
     from vobiz_provider.models.record import CallRecord
     from vobiz_provider.triggers.hangup import CallTracker
 

@@ -35,7 +35,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
 
-    from vobiz_provider.client.asyncio import AsyncVobizClient
+    from vobiz_provider.client import AsyncVobizClient
     from vobiz_provider.hooks.vobiz import VobizHook
     from vobiz_provider.models.record import CallRecord
     from vobiz_provider.triggers.poller import Subscription
