@@ -423,7 +423,7 @@ class VobizNotifier(BaseNotifier):
                 return
             try:
                 await asyncio.to_thread(self._publish, store, plan)
-                response = await hook.amake_call(plan.request)
+                response = await (await hook.aget_conn()).make_call(plan.request)
             except Exception as err:
                 await asyncio.to_thread(self._release, store, plan, err)
                 raise
