@@ -185,24 +185,28 @@ async def test_async_config_and_one_client_per_event_loop(vobiz_emulator: Any) -
     assert client.is_closed
 
 
-async def test_async_delegations(vobiz_emulator: Any) -> None:
+async def test_async_client_of_the_hook_reaches_every_endpoint(vobiz_emulator: Any) -> None:
+    # Async code (the trigger, the notifier) awaits the client of aget_conn(): one pooled client per loop.
     vobiz_emulator.script(DESTINATION, CallScript.answered(after=10))
     hook = VobizHook()
     try:
+        client = await hook.aget_conn()
         request = MakeCallRequest.build(**{"from": CALLER, "to": DESTINATION, "answer_url": "https://e.x/a"})
-        (uuid,) = (await hook.amake_call(request)).request_uuids
-        assert await hook.alist_queued_calls() == [uuid]
-        assert await hook.alist_live_calls() == []
-        assert (await hook.aget_queued_call(uuid)).from_number == CALLER
-        assert await hook.ahangup_call(uuid) is True
+        (uuid,) = (await client.make_call(request)).request_uuids
+        assert await (await hook.aget_conn()).list_queued_calls() == [uuid]
+        assert await (await hook.aget_conn()).list_live_calls() == []
+        assert (await (await hook.aget_conn()).get_queued_call(uuid)).from_number == CALLER
+        assert await (await hook.aget_conn()).hangup_call(uuid) is True
         await vobiz_emulator.emulator.await_call(uuid)
-        assert (await hook.aget_cdr(uuid)).uuid == uuid
-        assert (await hook.alist_cdrs(to_number=DESTINATION)).data[0].uuid == uuid
-        assert (await hook.aget_account()).auth_id == vobiz_emulator.auth_id
+        assert (await (await hook.aget_conn()).get_cdr(uuid)).uuid == uuid
+        assert (await (await hook.aget_conn()).list_cdrs(to_number=DESTINATION)).data[0].uuid == uuid
+        assert (await (await hook.aget_conn()).get_account()).auth_id == vobiz_emulator.auth_id
         with pytest.raises(Exception, match="404"):
-            await hook.aget_live_call(uuid)
+            await (await hook.aget_conn()).get_live_call(uuid)
+        assert await hook.aget_conn() is client, "every call above went through the one pooled client"
     finally:
         await hook.aclose()
+    assert client.is_closed
 
 
 def test_test_connection_ok(vobiz_emulator: Any) -> None:

@@ -8,6 +8,7 @@ import time
 import httpx
 import pytest
 
+from vobiz_provider.models.errors import parse_error_body
 from vobiz_provider.models.responses import (
     Account,
     CallFiredResponse,
@@ -17,7 +18,6 @@ from vobiz_provider.models.responses import (
     ConcurrencyInfo,
     LiveCall,
     QueuedCall,
-    parse_error_body,
 )
 from vobiz_provider.testing import CallScript
 

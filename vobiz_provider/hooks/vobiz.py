@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
+from vobiz_provider.client import AsyncVobizClient, VobizClient
 from vobiz_provider.exceptions import VobizError
+from vobiz_provider.models.call import MakeCallRequest
 from vobiz_provider.models.connection import EXTRA_FIELDS, VobizConnectionConfig
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from vobiz_provider.client import AsyncVobizClient, VobizClient
-    from vobiz_provider.models.call import MakeCallRequest
     from vobiz_provider.models.responses import (
         Account,
         CallFiredResponse,
@@ -113,8 +113,6 @@ class VobizHook(BaseHook):
     def get_conn(self) -> VobizClient:
         """The hook's pooled blocking client (created on first use)."""
         if self._client is None or self._client.is_closed:
-            from vobiz_provider.client import VobizClient
-
             self._client = VobizClient(**self.get_config().client_kwargs())
         return self._client
 
@@ -123,8 +121,6 @@ class VobizHook(BaseHook):
         loop = asyncio.get_running_loop()
         client = self._async_clients.get(loop)
         if client is None or client.is_closed:
-            from vobiz_provider.client import AsyncVobizClient
-
             client = AsyncVobizClient(**(await self.aget_config()).client_kwargs())
             self._async_clients[loop] = client
         return client
@@ -149,11 +145,10 @@ class VobizHook(BaseHook):
         self.close()
 
     # ------------------------------------------------------------------ delegations (sync)
+    # Async code awaits the client of aget_conn() directly: ``await (await hook.aget_conn()).make_call(r)``.
 
     @staticmethod
     def _call_request(request: MakeCallRequest | Mapping[str, Any]) -> MakeCallRequest:
-        from vobiz_provider.models.call import MakeCallRequest
-
         if isinstance(request, MakeCallRequest):
             return request
         return MakeCallRequest.build(**request)
@@ -194,44 +189,6 @@ class VobizHook(BaseHook):
         """The account behind the connection (``GET /auth/me``)."""
         return self.get_conn().get_account()
 
-    # ------------------------------------------------------------------ delegations (async)
-
-    async def amake_call(self, request: MakeCallRequest | Mapping[str, Any]) -> CallFiredResponse:
-        """Async :meth:`make_call`."""
-        return await (await self.aget_conn()).make_call(self._call_request(request))
-
-    async def aget_live_call(self, uuid: str) -> LiveCall:
-        """Async :meth:`get_live_call`."""
-        return await (await self.aget_conn()).get_live_call(uuid)
-
-    async def aget_queued_call(self, uuid: str) -> QueuedCall:
-        """Async :meth:`get_queued_call`."""
-        return await (await self.aget_conn()).get_queued_call(uuid)
-
-    async def alist_live_calls(self) -> list[str]:
-        """Async :meth:`list_live_calls`."""
-        return await (await self.aget_conn()).list_live_calls()
-
-    async def alist_queued_calls(self) -> list[str]:
-        """Async :meth:`list_queued_calls`."""
-        return await (await self.aget_conn()).list_queued_calls()
-
-    async def ahangup_call(self, uuid: str) -> bool:
-        """Async :meth:`hangup_call`."""
-        return await (await self.aget_conn()).hangup_call(uuid)
-
-    async def aget_cdr(self, uuid: str) -> Cdr:
-        """Async :meth:`get_cdr`."""
-        return await (await self.aget_conn()).get_cdr(uuid)
-
-    async def alist_cdrs(self, **filters: Any) -> CdrPage:
-        """Async :meth:`list_cdrs`."""
-        return await (await self.aget_conn()).list_cdrs(**filters)
-
-    async def aget_account(self) -> Account:
-        """Async :meth:`get_account`."""
-        return await (await self.aget_conn()).get_account()
-
     # ------------------------------------------------------------------ connection test
 
     def test_connection(self) -> tuple[bool, str]:
@@ -242,8 +199,6 @@ class VobizHook(BaseHook):
         """
         token: str | None = None
         try:
-            from vobiz_provider.client import VobizClient
-
             config = self.get_config()
             token = config.auth_token.get_secret_value()
             with VobizClient(**config.client_kwargs(max_retries=0)) as client:

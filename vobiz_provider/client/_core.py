@@ -2,7 +2,8 @@
 
 :class:`~vobiz_provider.client.VobizClient` and :class:`~vobiz_provider.client.AsyncVobizClient` only send
 what :class:`ClientCore` builds here and hand the response back to :func:`interpret`, so the two clients
-cannot drift apart; they differ only in how they send and sleep.
+cannot drift apart; they differ only in how they send and sleep. What they do when ``POST /Call/`` has an
+unknown outcome is in :mod:`vobiz_provider.client._recovery`.
 
 Every error message is built from the method, the path (which holds the Auth ID, never the token), the
 status and Vobiz's own text, and is passed through :meth:`ClientCore.redact` in case Vobiz echoes the token.
@@ -10,11 +11,8 @@ status and Vobiz's own text, and is passed through :meth:`ClientCore.redact` in 
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import re
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 from urllib.parse import quote
@@ -24,9 +22,9 @@ from pydantic import SecretStr, ValidationError
 
 from vobiz_provider import __version__
 from vobiz_provider.client.retry import describe_exception, retry_kwargs
+from vobiz_provider.config import DEFAULT_BASE_URL
 from vobiz_provider.exceptions import (
     VobizAuthError,
-    VobizCallOutcomeUnknownError,
     VobizError,
     VobizInsufficientBalanceError,
     VobizNotFoundError,
@@ -34,7 +32,7 @@ from vobiz_provider.exceptions import (
     VobizServerError,
     VobizValidationError,
 )
-from vobiz_provider.get_provider_info import DEFAULT_BASE_URL
+from vobiz_provider.models.errors import parse_error_body
 from vobiz_provider.models.responses import (
     Account,
     CallFiredResponse,
@@ -43,24 +41,22 @@ from vobiz_provider.models.responses import (
     CdrPage,
     LiveCall,
     QueuedCall,
-    parse_error_body,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Mapping
 
     from vobiz_provider.models.call import MakeCallRequest
     from vobiz_provider.models.responses import Cdr
 
 __all__ = [
-    "CLOCK_SKEW",
-    "DEFAULT_BASE_URL",
     "USER_AGENT",
     "ApiRequest",
+    "CallStatusFilter",
     "ClientCore",
-    "PlacedCalls",
+    "error_from_response",
     "interpret",
-    "placed_calls",
+    "transport_error",
 ]
 
 log = logging.getLogger("vobiz_provider.client")
@@ -76,11 +72,6 @@ _PATH_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]*$")
 # Header values must be visible ASCII: httpx/h11 would otherwise raise errors that quote the value.
 _HEADER_VALUE = re.compile(r"^[\x21-\x7e]+$")
 _BODY_EXCERPT = 500
-
-CLOCK_SKEW = dt.timedelta(seconds=2)
-"""Clock difference tolerated between this machine and Vobiz when a live call's ``session_start`` is
-compared with the moment ``POST /Call/`` was sent: a live call that started more than this before the
-request was sent is not the call it placed (see :func:`started_before`)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -244,89 +235,6 @@ def transport_error(request: ApiRequest[Any], exc: BaseException, *, timeout: fl
     return VobizServerError(f"Vobiz {what} for {request.label} ({describe_exception(exc)})")
 
 
-# ---------------------------------------------------------------------------------------------- recovery
-
-
-def _party(value: Any) -> str:
-    """Normalise a number or SIP URI for comparison: digits only for numbers, lower case for SIP."""
-    text = str(value or "").strip()
-    if text.lower().startswith("sip:"):
-        return text.lower()
-    return re.sub(r"\D", "", text)
-
-
-def _call_field(call: Any, *names: str) -> Any:
-    data = call.model_dump(by_alias=True) if hasattr(call, "model_dump") else dict(call)
-    for name in names:
-        if data.get(name) not in (None, ""):
-            return data[name]
-    for name in names:
-        value = getattr(call, name, None)
-        if value not in (None, ""):
-            return value
-    return None
-
-
-def call_matches(request: MakeCallRequest, call: LiveCall | QueuedCall) -> bool:
-    """Whether a live/queued call goes to one of the request's destinations from its caller ID."""
-    caller = _party(_call_field(call, "from", "from_number"))
-    callee = _party(_call_field(call, "to", "to_number"))
-    destinations = {_party(to) for to in request.to}
-    return bool(caller) and caller == _party(request.from_number) and callee in destinations
-
-
-def call_uuid_of(call: LiveCall | QueuedCall) -> str | None:
-    """The UUID to report for a recovered call (``request_uuid``, which equals ``call_uuid``)."""
-    value = _call_field(call, "request_uuid", "call_uuid")
-    return str(value) if value else None
-
-
-def started_before(call: LiveCall | QueuedCall, sent_at: dt.datetime) -> bool:
-    """Whether a live call provably started before ``sent_at`` (so it cannot be the call sent then).
-
-    Compares the call's ``session_start`` (UTC, Vobiz's clock) with ``sent_at`` (UTC, ours) minus
-    :data:`CLOCK_SKEW`. Queued calls carry no time, and a call without ``session_start`` cannot be ruled
-    out: both return ``False``.
-    """
-    started = getattr(call, "session_start", None)
-    return isinstance(started, dt.datetime) and started < sent_at - CLOCK_SKEW
-
-
-class PlacedCalls:
-    """The UUIDs of the calls this process placed (the latest :data:`PLACED_CALLS_KEPT`), thread-safe.
-
-    A queued call carries no start time, so after an unknown outcome an earlier, still-ringing call to the
-    same destination would look exactly like the call just sent. The calls this process placed itself
-    (whose ``POST /Call/`` answered) are known not to be that call, and are never adopted.
-    """
-
-    def __init__(self, *, kept: int = 10_000) -> None:
-        self._kept = kept
-        self._lock = threading.Lock()
-        self._uuids: OrderedDict[str, None] = OrderedDict()
-
-    def add(self, uuids: Iterable[str]) -> None:
-        """Remember ``uuids`` as placed by this process."""
-        with self._lock:
-            for uuid in uuids:
-                self._uuids[uuid] = None
-            while len(self._uuids) > self._kept:
-                self._uuids.popitem(last=False)
-
-    def __contains__(self, uuid: object) -> bool:
-        with self._lock:
-            return uuid in self._uuids
-
-    def clear(self) -> None:
-        """Forget every UUID (for tests)."""
-        with self._lock:
-            self._uuids.clear()
-
-
-#: Calls placed by any client of this process.
-placed_calls = PlacedCalls()
-
-
 # ---------------------------------------------------------------------------------------------- core
 
 
@@ -396,8 +304,6 @@ class ClientCore:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(auth_id={self.auth_id!r}, base_url={self.base_url!r})"
-
-    call_matches = staticmethod(call_matches)
 
     # ------------------------------------------------------------------ plumbing shared by both clients
 
@@ -532,117 +438,3 @@ class ClientCore:
     def get_account_request(self) -> ApiRequest[Account]:
         """``GET /auth/me`` -> the account (its body holds ``auth_secret``: never log it)."""
         return ApiRequest(method="GET", path="/auth/me", parse=_model(Account))
-
-    # ------------------------------------------------------------------ settling an unknown call outcome
-
-    def log_outcome_unknown(self, request: ApiRequest[Any], exc: BaseException) -> None:
-        """Say that ``POST /Call/`` will not be re-sent and that the call is being looked for."""
-        log.warning(
-            "Vobiz %s: outcome unknown after %s. Not re-sending (that could ring the destination twice); "
-            "looking for the call among the account's queued and live calls.",
-            request.label,
-            describe_exception(exc),
-        )
-
-    @staticmethod
-    def remember_placed(response: CallFiredResponse) -> CallFiredResponse:
-        """Note the UUIDs of a call this process placed (never adopted by a later recovery)."""
-        placed_calls.add(response.request_uuids)
-        return response
-
-    def classify_found(
-        self, call: MakeCallRequest, found: LiveCall | QueuedCall, *, sent_at: dt.datetime
-    ) -> str | None:
-        """Whether a call listed after an unknown outcome may be the one sent at ``sent_at``.
-
-        :return: ``None`` if it does not go to the destination from the caller ID; ``"candidate"`` if it
-            may be the call; ``"earlier"`` if it provably is another one (placed earlier by this process,
-            or live since before ``sent_at`` - :data:`CLOCK_SKEW`).
-        """
-        if not call_matches(call, found):
-            return None
-        uuid = call_uuid_of(found)
-        if (uuid is not None and uuid in placed_calls) or started_before(found, sent_at):
-            return "earlier"
-        return "candidate"
-
-    def settle_outcome(
-        self,
-        *,
-        request: ApiRequest[Any],
-        call: MakeCallRequest,
-        cause: BaseException,
-        found: Iterable[LiveCall | QueuedCall],
-        earlier: Iterable[str],
-        lookup_errors: list[str],
-    ) -> CallFiredResponse:
-        """Turn the calls found after an unknown outcome into a response, or raise outcome-unknown.
-
-        Exactly one candidate and every look-up answered: that is the call (logged, never re-sent). Zero
-        or several, or a failed look-up: :class:`VobizCallOutcomeUnknownError`, saying what was found.
-
-        :param request: The ``POST /Call/`` that failed.
-        :param call: Its body.
-        :param cause: Why the outcome is unknown.
-        :param found: Queued/live calls to the destination from the caller ID that may be this call.
-        :param earlier: UUIDs of matching calls ruled out (placed earlier by this process, or live since
-            before the request was sent).
-        :param lookup_errors: Descriptions of look-ups that failed.
-        """
-        uuids = _unique(call_uuid_of(candidate) for candidate in found)
-        ruled_out = _unique(earlier)
-        if len(uuids) == 1 and not lookup_errors:
-            log.warning(
-                "Vobiz %s: recovered the call after %s: found %s to %s from %s among the account's "
-                "queued/live calls%s; it was not re-sent.",
-                request.label,
-                describe_exception(cause),
-                uuids[0],
-                "<".join(call.to),
-                call.from_number,
-                f" (ignoring earlier call(s) {', '.join(ruled_out)})" if ruled_out else "",
-            )
-            return CallFiredResponse.model_validate(
-                {
-                    "api_id": None,
-                    "message": "call fired (recovered from the live/queued call lists)",
-                    "request_uuid": uuids[0],
-                    "recovered": True,
-                }
-            )
-        if len(uuids) > 1:
-            reason = (
-                "several calls to that destination from that caller ID may be this one "
-                f"({', '.join(uuids)}), so none can be attributed to this request"
-            )
-        elif lookup_errors:
-            seen = f" (found {uuids[0]}, but other calls may be unlisted)" if uuids else ""
-            reason = "looking for it failed: " + "; ".join(lookup_errors) + seen
-        else:
-            reason = (
-                "no queued or live call to that destination from that caller ID was found (the call may "
-                "not have been placed, or may already have ended)"
-            )
-        if ruled_out:
-            reason += (
-                f"; call(s) {', '.join(ruled_out)} to it were ruled out (placed earlier by this process, or "
-                "live since before the request was sent)"
-            )
-        raise VobizCallOutcomeUnknownError(
-            self.redact(
-                f"Vobiz {request.label} to {'<'.join(call.to)} from {call.from_number}: the outcome is "
-                f"unknown after {describe_exception(cause)}. The request was NOT re-sent, because a "
-                f"re-send could ring the destination twice; {reason}. Check the Vobiz console or the "
-                "CDRs before placing the call again."
-            ),
-            status_code=getattr(cause, "status_code", None),
-        )
-
-
-def utcnow() -> dt.datetime:
-    """The current time, timezone-aware UTC (compared with ``session_start``)."""
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def _unique(values: Iterable[str | None]) -> list[str]:
-    return list(dict.fromkeys(value for value in values if value))

@@ -1,19 +1,27 @@
-"""``AsyncVobizClient``: the asyncio twin of ``VobizClient`` (one pooled ``httpx.AsyncClient``)."""
+"""``VobizClient``: the blocking Vobiz REST client (one pooled ``httpx.Client``)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
-from tenacity import AsyncRetrying
+from tenacity import Retrying
 
-from vobiz_provider.client._request import DEFAULT_BASE_URL, ApiRequest, CallStatusFilter, ClientCore, utcnow
-from vobiz_provider.client.pacing import apace_call
+from vobiz_provider.client._core import ApiRequest, CallStatusFilter, ClientCore
+from vobiz_provider.client._recovery import (
+    classify_found,
+    log_outcome_unknown,
+    remember_placed,
+    settle_outcome,
+    utcnow,
+)
+from vobiz_provider.client.pacing import pace_call
 from vobiz_provider.client.retry import describe_exception, is_outcome_unknown
+from vobiz_provider.config import DEFAULT_BASE_URL
 from vobiz_provider.exceptions import VobizError, VobizNotFoundError
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Callable
     from datetime import datetime
     from types import TracebackType
 
@@ -29,13 +37,13 @@ if TYPE_CHECKING:
         QueuedCall,
     )
 
-__all__ = ["AsyncVobizClient"]
+__all__ = ["VobizClient"]
 
 T = TypeVar("T")
 
 
-class AsyncVobizClient(ClientCore):
-    """Asyncio client of the Vobiz voice API: the methods of ``VobizClient``, awaited.
+class VobizClient(ClientCore):
+    """Blocking client of the Vobiz voice API.
 
     Retries idempotent requests on 429/5xx/network errors, never re-sends ``POST /Call/`` once Vobiz may
     have accepted it (it looks the call up instead), and paces ``POST /Call/`` to ``cps`` per process.
@@ -60,7 +68,7 @@ class AsyncVobizClient(ClientCore):
         timeout: float = 10.0,
         max_retries: int = 3,
         cps: float | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: httpx.BaseTransport | None = None,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
     ) -> None:
@@ -74,40 +82,36 @@ class AsyncVobizClient(ClientCore):
             backoff_base=backoff_base,
             backoff_max=backoff_max,
         )
-        self._http = httpx.AsyncClient(transport=transport, **self.http_client_kwargs())
+        self._http = httpx.Client(transport=transport, **self.http_client_kwargs())
 
     # ------------------------------------------------------------------ sending
 
-    async def _send(self, request: ApiRequest[T]) -> T:
-        response = await self._http.request(
-            request.method, request.path, params=request.params, json=request.json
-        )
+    def _send(self, request: ApiRequest[T]) -> T:
+        response = self._http.request(request.method, request.path, params=request.params, json=request.json)
         return self.interpret(request, response)
 
-    async def _with_retries(
-        self, policy: Callable[[], dict[str, Any]], attempt: Callable[[], Awaitable[T]]
-    ) -> T:
-        """Await ``attempt`` under the tenacity ``policy``, without tenacity's cost when it succeeds at once.
+    def _with_retries(self, policy: Callable[[], dict[str, Any]], attempt: Callable[[], T]) -> T:
+        """Run ``attempt`` under the tenacity ``policy``, without tenacity's cost when it succeeds at once.
 
-        The first attempt runs bare. If it fails, that failure is handed to an ``AsyncRetrying`` loop as
-        its first attempt (re-raised, not re-sent), so tenacity alone decides - exactly as if it had run
-        the first attempt itself - whether to stop, how long to wait (``Retry-After``) and what to log.
+        The first attempt runs bare. If it fails, that failure is handed to a ``Retrying`` loop as its
+        first attempt (re-raised, not re-sent), so tenacity alone decides - exactly as if it had run the
+        first attempt itself - whether to stop, how long to wait (``Retry-After``) and what to log.
         """
         try:
-            return await attempt()
+            return attempt()
         except Exception as exc:
             failure: Exception | None = exc
-        async for retrying in AsyncRetrying(**policy()):
+        for retrying in Retrying(**policy()):
             with retrying:
                 if failure is not None:
                     replayed, failure = failure, None
                     raise replayed
-                return await attempt()
+                return attempt()
         raise AssertionError("unreachable: tenacity re-raises the last failure")  # pragma: no cover
 
-    async def _execute(self, request: ApiRequest[T]) -> T:
+    def _execute(self, request: ApiRequest[T]) -> T:
         try:
-            return await self._with_retries(
+            return self._with_retries(
                 lambda: self.idempotent_policy(request.label), lambda: self._send(request)
             )
         except httpx.TransportError as exc:
@@ -115,7 +119,7 @@ class AsyncVobizClient(ClientCore):
 
     # ------------------------------------------------------------------ calls
 
-    async def make_call(self, call: MakeCallRequest) -> CallFiredResponse:
+    def make_call(self, call: MakeCallRequest) -> CallFiredResponse:
         """Place a call (``POST /Account/{auth_id}/Call/``).
 
         Re-sent only after a connect failure or a 429. After a read timeout, a broken connection or a
@@ -130,32 +134,32 @@ class AsyncVobizClient(ClientCore):
         request = self.make_call_request(call)
         sent_at = utcnow()
 
-        async def attempt() -> CallFiredResponse:
+        def attempt() -> CallFiredResponse:
             nonlocal sent_at
-            await apace_call(base_url=self.base_url, auth_id=self.auth_id, cps=self.cps)
+            pace_call(base_url=self.base_url, auth_id=self.auth_id, cps=self.cps)
             sent_at = utcnow()
-            return self.remember_placed(await self._send(request))
+            return remember_placed(self._send(request))
 
         try:
-            return await self._with_retries(lambda: self.make_call_policy(request.label), attempt)
+            return self._with_retries(lambda: self.make_call_policy(request.label), attempt)
         except Exception as exc:
             if is_outcome_unknown(exc):
-                return await self._recover(request, call, exc, sent_at)
+                return self._recover(request, call, exc, sent_at)
             if isinstance(exc, httpx.TransportError):
                 raise self.transport_error(request, exc) from None
             raise
 
-    async def _recover(
+    def _recover(
         self, request: ApiRequest[Any], call: MakeCallRequest, cause: BaseException, sent_at: datetime
     ) -> CallFiredResponse:
-        self.log_outcome_unknown(request, cause)
+        log_outcome_unknown(request, cause)
         found: list[LiveCall | QueuedCall] = []
         earlier: list[str] = []
         errors: list[str] = []
         seen: set[str] = set()
         for status in ("queued", "live"):
             try:
-                uuids = await self._execute(self.list_calls_request(status))
+                uuids = self._execute(self.list_calls_request(status))
             except VobizError as exc:
                 errors.append(describe_exception(exc))
                 continue
@@ -164,84 +168,84 @@ class AsyncVobizClient(ClientCore):
                     continue
                 seen.add(uuid)
                 try:
-                    candidate = await self._get_call_any_state(uuid, first=status)
+                    candidate = self._get_call_any_state(uuid, first=status)
                 except VobizError as exc:
                     errors.append(describe_exception(exc))
                     continue
-                verdict = None if candidate is None else self.classify_found(call, candidate, sent_at=sent_at)
+                verdict = None if candidate is None else classify_found(call, candidate, sent_at=sent_at)
                 if verdict == "candidate":
                     found.append(candidate)
                 elif verdict == "earlier":
                     earlier.append(uuid)
-        return self.settle_outcome(
-            request=request, call=call, cause=cause, found=found, earlier=earlier, lookup_errors=errors
+        return settle_outcome(
+            request=request,
+            call=call,
+            cause=cause,
+            found=found,
+            earlier=earlier,
+            lookup_errors=errors,
+            redact=self.redact,
         )
 
-    async def _get_call_any_state(
-        self, uuid: str, *, first: CallStatusFilter
-    ) -> LiveCall | QueuedCall | None:
+    def _get_call_any_state(self, uuid: str, *, first: CallStatusFilter) -> LiveCall | QueuedCall | None:
         # A queued call may have been answered between the list and the get: try the other state too.
         for status in (first, "live" if first == "queued" else "queued"):
             try:
-                return await self._execute(self.get_call_request(uuid, status))
+                return self._execute(self.get_call_request(uuid, status))
             except VobizNotFoundError:
                 continue
         return None
 
-    async def get_live_call(self, uuid: str) -> LiveCall:
+    def get_live_call(self, uuid: str) -> LiveCall:
         """A call in progress (``GET .../Call/{uuid}/?status=live``); 404 once it is no longer live."""
-        return await self._execute(self.get_call_request(uuid, "live"))
+        return self._execute(self.get_call_request(uuid, "live"))
 
-    async def get_queued_call(self, uuid: str) -> QueuedCall:
+    def get_queued_call(self, uuid: str) -> QueuedCall:
         """A queued or ringing call (``GET .../Call/{uuid}/?status=queued``)."""
-        return await self._execute(self.get_call_request(uuid, "queued"))
+        return self._execute(self.get_call_request(uuid, "queued"))
 
-    async def list_live_calls(self) -> list[str]:
+    def list_live_calls(self) -> list[str]:
         """UUIDs of the account's live calls."""
-        return await self._execute(self.list_calls_request("live"))
+        return self._execute(self.list_calls_request("live"))
 
-    async def list_queued_calls(self) -> list[str]:
+    def list_queued_calls(self) -> list[str]:
         """UUIDs of the account's queued calls (Vobiz returns at most 20)."""
-        return await self._execute(self.list_calls_request("queued"))
+        return self._execute(self.list_calls_request("queued"))
 
-    async def hangup_call(self, uuid: str) -> bool:
+    def hangup_call(self, uuid: str) -> bool:
         """Hang up a call; ``False`` when it was already gone (404)."""
-        return await self._execute(self.hangup_call_request(uuid))
+        return self._execute(self.hangup_call_request(uuid))
 
-    async def get_cdr(self, uuid: str) -> Cdr:
+    def get_cdr(self, uuid: str) -> Cdr:
         """The CDR of an ended call (``GET .../cdr/{uuid}``)."""
-        return await self._execute(self.get_cdr_request(uuid))
+        return self._execute(self.get_cdr_request(uuid))
 
-    async def list_cdrs(self, **filters: Any) -> CdrPage:
+    def list_cdrs(self, **filters: Any) -> CdrPage:
         """One page of CDRs (``GET .../cdr``), filtered by Vobiz's query parameters."""
-        return await self._execute(self.list_cdrs_request(filters))
+        return self._execute(self.list_cdrs_request(filters))
 
-    async def get_account(self) -> Account:
+    def get_account(self) -> Account:
         """The account behind the credentials (``GET /auth/me``)."""
-        return await self._execute(self.get_account_request())
+        return self._execute(self.get_account_request())
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def aclose(self) -> None:
+    def close(self) -> None:
         """Close the connection pool."""
-        await self._http.aclose()
+        self._http.close()
 
     @property
     def is_closed(self) -> bool:
         """Whether :meth:`close` was called."""
         return self._http.is_closed
 
-    async def close(self) -> None:
-        """Close the connection pool (same as :meth:`aclose`)."""
-        await self.aclose()
-
-    async def __aenter__(self) -> AsyncVobizClient:
+    def __enter__(self) -> VobizClient:
         return self
 
-    async def __aexit__(
+    def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        self.close()
