@@ -14,6 +14,8 @@ from typing import Any, Final
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from vobiz_provider.models.call import TERMINAL_STATUSES
+from vobiz_provider.models.hangup_causes import lookup_name
+from vobiz_provider.models.responses import Cdr, LiveCall
 
 __all__ = [
     "STATUS_RANK",
@@ -80,8 +82,6 @@ def status_for_hangup_cause(code: int | None, cause: str | None = None, *, answe
         if by_sip_cause is not None:
             return by_sip_cause
         # Vobiz sometimes puts the cause *name* ("End Of XML Instructions") in HangupCause.
-        from vobiz_provider.models.hangup_causes import lookup_name
-
         named = lookup_name(cause)
         if named is not None:
             return _STATUS_BY_CODE.get(named.code, "failed")
@@ -238,8 +238,6 @@ class CallRecord(BaseModel):
         :param cdr: The ``Cdr`` model, the ``data`` dict, or the whole ``{"data": ..., "success": ...}`` body.
         :param context: Fields the CDR does not hold, e.g. ``dag_id=...``, ``try_number=...``.
         """
-        from vobiz_provider.models.responses import Cdr
-
         if not isinstance(cdr, Cdr):
             data = _as_mapping(cdr)
             if "uuid" not in data and isinstance(data.get("data"), Mapping):
@@ -276,8 +274,6 @@ class CallRecord(BaseModel):
         :param call: A ``LiveCall``/``QueuedCall`` model or the response dict (either documented shape).
         :param context: Fields the response does not hold, e.g. ``dag_id=...``.
         """
-        from vobiz_provider.models.responses import LiveCall
-
         if isinstance(call, BaseModel) and hasattr(call, "call_status"):
             data = call.model_dump()
         else:

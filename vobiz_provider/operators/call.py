@@ -1,14 +1,9 @@
 """``VobizCallOperator``: place an outbound call through Vobiz, then (by default) wait until it hangs up.
 
-Waiting follows the dbt Cloud pattern: the call is placed in ``execute`` on the worker (never from a
-trigger, so a triggerer restart cannot dial twice) by :class:`~vobiz_provider.calls.placement.CallPlacer`,
-which records it in the call ledger at once, and only the wait is deferred to
-:class:`~vobiz_provider.triggers.hangup.VobizCallHangupTrigger`, or run in the worker when
-``deferrable=False``. Airflow 3 clears XCom before a retry, so a retry finds the earlier try's call in the
-ledger instead (:mod:`vobiz_provider.calls.outcome`).
-
-The hook, the client and the ledger are loaded when the task runs, through the :attr:`~VobizCallOperator.hook`
-and :attr:`~VobizCallOperator.placer` properties, so that parsing a DAG file stays cheap (benchmark B4).
+The dbt Cloud pattern: the call is placed in ``execute`` on the worker (never from a trigger, so a triggerer
+restart cannot dial twice) and recorded in the call ledger at once; only the wait is deferred to
+:class:`~vobiz_provider.triggers.hangup.VobizCallHangupTrigger`. The hook, the client and the ledger are
+loaded when the task runs (the ``hook``, ``ledger`` and ``placer`` properties), not when a DAG file is parsed.
 """
 
 from __future__ import annotations
@@ -22,10 +17,12 @@ from airflow.sdk.exceptions import AirflowException
 from vobiz_provider.calls.outcome import (
     SuccessRule,
     cache_api_outcomes,
+    decide_resume,
     describe_outcome,
     fill_stored_digits,
     fired_result,
     parse_expected_digits,
+    previous_attempt,
     xcom_result,
 )
 from vobiz_provider.calls.templating import (
@@ -35,6 +32,7 @@ from vobiz_provider.calls.templating import (
     check_static_request,
 )
 from vobiz_provider.calls.waiting import WaitWindow, seconds
+from vobiz_provider.correlation import CorrelationToken
 from vobiz_provider.exceptions import VobizCallFailedError, VobizValidationError
 from vobiz_provider.models.call import MakeCallRequest
 
@@ -44,9 +42,9 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
-    from vobiz_provider.calls.placement import CallPlacer
+    from vobiz_provider.calls.placement import CallPlacer, PlacedCall, Placement
     from vobiz_provider.hooks.vobiz import VobizHook
-    from vobiz_provider.ledger import CallReader
+    from vobiz_provider.ledger import CallLedger
     from vobiz_provider.models.answer import AnswerSpec, GatherSpec
 
 __all__ = ["VobizCallOperator"]
@@ -235,16 +233,18 @@ class VobizCallOperator(BaseOperator):
         return VobizHook(vobiz_conn_id=self.vobiz_conn_id)
 
     @cached_property
+    def ledger(self) -> CallLedger:
+        """The call ledger (opened on first use, never at DAG-parse time)."""
+        from vobiz_provider.ledger import get_ledger  # SQLAlchemy: not at DAG-parse time
+
+        return get_ledger()
+
+    @cached_property
     def placer(self) -> CallPlacer:
-        """What places the call and reads the ledger (created on first use, never at DAG-parse time)."""
-        from vobiz_provider.calls.placement import CallPlacer  # the ledger and SQLAlchemy: not at parse time
+        """What places the call (created on first use, never at DAG-parse time)."""
+        from vobiz_provider.calls.placement import CallPlacer  # the client and httpx: not at parse time
 
-        return CallPlacer(hook=self.hook, log=self.log)
-
-    @property
-    def ledger(self) -> CallReader:
-        """The call ledger, as the operator reads it once the call is placed."""
-        return self.placer.ledger  # type: ignore[return-value]
+        return CallPlacer(hook=self.hook, log=self.log, ledger=self.ledger)
 
     @property
     def success_rule(self) -> SuccessRule:
@@ -336,9 +336,6 @@ class VobizCallOperator(BaseOperator):
     # ------------------------------------------------------------------------------------- execution
 
     def execute(self, context: Context) -> Any:
-        from vobiz_provider.calls.outcome import decide_resume, previous_attempt
-        from vobiz_provider.correlation import CorrelationToken
-
         request = self.build_request()
         spec = self.answer_spec()
         placer = self.placer
@@ -361,7 +358,7 @@ class VobizCallOperator(BaseOperator):
             placed = self._place(placement)
             return fired_result(placed.placement.request, placed.response)
 
-        previous = previous_attempt(placer.ledger, correlation)
+        previous = previous_attempt(self.ledger, correlation)
         if previous:
             resume = decide_resume(
                 previous, try_number=correlation.try_number, rule=self.success_rule, redial=self.redial
@@ -388,7 +385,7 @@ class VobizCallOperator(BaseOperator):
             use_store=placement.receiver_hears_hangup,
         )
 
-    def _place(self, placement: Any) -> Any:
+    def _place(self, placement: Placement) -> PlacedCall:
         try:
             return self.placer.place(placement)
         finally:
@@ -505,7 +502,7 @@ class VobizCallOperator(BaseOperator):
 
     def _hang_up_live(self, request_uuids: Sequence[str], calls: Sequence[dict[str, Any]] = ()) -> None:
         """Hang up every leg of these requests that has not ended (best effort, never raises)."""
-        from vobiz_provider.calls.api import hang_up_live
+        from vobiz_provider.calls.api import hang_up_live  # builds the CallRecord model: not at parse time
 
         hang_up_live(
             hook=self.hook, ledger=self.ledger, request_uuids=request_uuids, calls=calls, log=self.log

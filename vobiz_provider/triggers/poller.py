@@ -48,6 +48,10 @@ import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from vobiz_provider.config import get_settings
+from vobiz_provider.exceptions import LedgerUnavailableError
+from vobiz_provider.ledger import get_ledger
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
 
@@ -402,8 +406,6 @@ class SharedPoller:
         return changes
 
     def _failed(self, exc: Exception, loading: list[Subscription]) -> None:
-        from vobiz_provider.exceptions import LedgerUnavailableError
-
         if not isinstance(exc, LedgerUnavailableError):
             log.exception(
                 "Reading the callback store for %d waiting Vobiz calls failed", len(self._subscriptions)
@@ -424,14 +426,8 @@ class SharedPoller:
     async def _get_store(self) -> CallLedger:
         if self._store is None:
 
-            def load() -> CallLedger:
-                # Importing the store (SQLAlchemy: ~0.1 s) and creating its engine (file system, network)
-                # both block: keep them off the triggerer's loop.
-                from vobiz_provider.ledger import get_ledger
-
-                return get_ledger(self.store_url)
-
-            self._store = await asyncio.to_thread(load)
+            # Creating the ledger's engine (file system, network) blocks: keep it off the triggerer's loop.
+            self._store = await asyncio.to_thread(get_ledger, self.store_url)
         return self._store
 
     async def _check_silence(self, store: CallLedger) -> None:
@@ -455,8 +451,6 @@ def configured_store_url() -> str:
     loop = asyncio.get_running_loop()
     url = _STORE_URLS.get(loop)
     if url is None:
-        from vobiz_provider.config import get_settings
-
         url = _STORE_URLS[loop] = get_settings().callback_store
     return url
 
