@@ -1,9 +1,9 @@
 """What calls say when answered: the :class:`~vobiz_provider.models.answer.AnswerSpec` of each try.
 
-The operator and the notifier save a try's spec before dialling (:meth:`AnswerBook.save`); the receiver
-loads it when Vobiz fetches the answer URL or posts the keys pressed (:meth:`AnswerBook.load_entry`). Keyed
-by the task instance and its try, so a new try stores its own spec and saving again for the same try
-replaces it; the message itself never travels in a URL.
+The operator and the notifier save a try's spec before dialling (:meth:`Answers.save_answer`); the
+receiver loads it when Vobiz fetches the answer URL or posts the keys pressed
+(:meth:`Answers.load_answer_entry`). Keyed by the task instance and its try, so a new try stores its own
+spec and saving again for the same try replaces it; the message itself never travels in a URL.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from vobiz_provider.ledger.database import LedgerPart
 from vobiz_provider.ledger.rows import check_lengths, text, utcnow
 from vobiz_provider.ledger.schema import answers
 from vobiz_provider.models.answer import AnswerSpec
@@ -24,14 +25,13 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
     from vobiz_provider.correlation import CorrelationToken
-    from vobiz_provider.ledger.database import Database
 
-__all__ = ["AnswerBook", "AnswerEntry"]
+__all__ = ["AnswerEntry", "Answers"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class AnswerEntry:
-    """A stored answer spec (:meth:`AnswerBook.load_entry`).
+    """A stored answer spec (:meth:`Answers.load_answer_entry`).
 
     :param spec: What the call says and gathers.
     :param callback_base_url: The receiver root the call's callbacks were pointed at, if recorded.
@@ -43,16 +43,10 @@ class AnswerEntry:
     created_at: dt.datetime
 
 
-class AnswerBook:
-    """The ``vobiz_answers`` table.
+class Answers(LedgerPart):
+    """The ``vobiz_answers`` table."""
 
-    :param database: The ledger's database.
-    """
-
-    def __init__(self, database: Database) -> None:
-        self._db = database
-
-    def save(
+    def save_answer(
         self, correlation: CorrelationToken, spec: AnswerSpec, *, callback_base_url: str | None = None
     ) -> None:
         """Store what the call placed under ``correlation`` says when answered (idempotent upsert).
@@ -80,7 +74,7 @@ class AnswerBook:
 
         self._db.run(work, write=True)
 
-    def load_entry(self, correlation: CorrelationToken) -> AnswerEntry | None:
+    def load_answer_entry(self, correlation: CorrelationToken) -> AnswerEntry | None:
         """The stored answer of ``correlation``'s task instance and try, with its receiver root, or ``None``.
 
         :param correlation: The verified correlation token of the answer or gather request.

@@ -1,9 +1,9 @@
 """Calls and their legs: one ``vobiz_calls`` row per destination of a Make-Call request.
 
 A row is created by whichever comes first: the operator recording the calls it fired
-(:meth:`CallTable.register_fired_calls`), a callback (:mod:`~vobiz_provider.ledger.ingest`) or a state
-learnt from the Vobiz API (:meth:`CallTable.cache_api_result`). Later observations are merged into it
-(:func:`~vobiz_provider.ledger.rows.merge`) by :meth:`CallTable.apply`, which finds the row by call UUID,
+(:meth:`Calls.register_fired_calls`), a callback (:mod:`~vobiz_provider.ledger.ingest`) or a state
+learnt from the Vobiz API (:meth:`Calls.cache_api_result`). Later observations are merged into it
+(:func:`~vobiz_provider.ledger.rows.merge`) by ``Calls._merge_into_call``, which finds the row by call UUID,
 by leg (``request_uuid|destination``) or, for a single-destination request, by request UUID.
 """
 
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from vobiz_provider.ledger.database import Conflict
+from vobiz_provider.ledger.database import Conflict, LedgerPart
 from vobiz_provider.ledger.rows import (
     api_result_values,
     check_lengths,
@@ -36,10 +36,9 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, RowMapping
 
     from vobiz_provider.correlation import CorrelationToken
-    from vobiz_provider.ledger.database import Database
     from vobiz_provider.models.record import CallRecord
 
-__all__ = ["CallTable"]
+__all__ = ["Calls"]
 
 
 def _pair(request_uuids: Sequence[str], destinations: Sequence[str]) -> list[tuple[str, str]]:
@@ -66,17 +65,13 @@ def _select_for_update(conn: Connection, *conditions: Any, limit: int = 1) -> li
     return [dict(row) for row in conn.execute(statement).mappings()]
 
 
-class CallTable:
-    """The calls of the ledger: their rows, how observations merge into them, and how they are read.
+class Calls(LedgerPart):
+    """The calls of the ledger: their rows, how observations merge into them, and how they are read."""
 
-    :param database: The ledger's database.
-    """
-
-    def __init__(self, database: Database) -> None:
-        self._db = database
+    def _init_calls(self) -> None:
         # Built once and run with parameters: a callback's write path runs them per call.
         self._update = calls.update().where(calls.c.id == sa.bindparam("b_id"))
-        self._insert = database.insert(calls).on_conflict_do_nothing()
+        self._insert = self._db.insert(calls).on_conflict_do_nothing()
         self._by_call_uuid = (
             sa.select(calls).where(calls.c.call_uuid == sa.bindparam("b_value")).with_for_update().limit(1)
         )
@@ -86,7 +81,7 @@ class CallTable:
 
     # -- merging ----------------------------------------------------------------------------------------
 
-    def apply(
+    def _merge_into_call(
         self,
         conn: Connection,
         values: dict[str, Any],
@@ -261,7 +256,7 @@ class CallTable:
         values = api_result_values(record)
         check_lengths((column, calls.c[column], value) for column, value in values.items())
         self._db.run(
-            lambda conn: self.apply(
+            lambda conn: self._merge_into_call(
                 conn, values, status=status, insert_status=status, source="api", now=utcnow()
             ),
             write=True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING
 
+from vobiz_provider.ledger.database import LedgerPart
 from vobiz_provider.ledger.rows import utcnow
 from vobiz_provider.ledger.schema import notifications
 
@@ -13,7 +14,6 @@ if TYPE_CHECKING:
 
     from sqlalchemy.engine import Connection
 
-    from vobiz_provider.ledger.database import Database
 
 __all__ = ["NotificationClaims"]
 
@@ -22,16 +22,10 @@ def _digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-class NotificationClaims:
-    """The ``vobiz_notifications`` table, keyed by the SHA-256 of each dedupe key.
+class NotificationClaims(LedgerPart):
+    """The ``vobiz_notifications`` table, keyed by the SHA-256 of each dedupe key."""
 
-    :param database: The ledger's database.
-    """
-
-    def __init__(self, database: Database) -> None:
-        self._db = database
-
-    def claim(self, key: str, *, window: dt.timedelta) -> bool:
+    def claim_notification(self, key: str, *, window: dt.timedelta) -> bool:
         """Claim the right to place the notification ``key``; ``False`` if it was claimed within ``window``.
 
         Atomic on both backends (one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE claimed_at < cutoff``): of
@@ -58,10 +52,10 @@ class NotificationClaims:
 
         return self._db.run(work, write=True)
 
-    def release(self, key: str) -> None:
+    def release_notification(self, key: str) -> None:
         """Forget the claim on ``key`` (the call could not be placed, so a later attempt may phone).
 
-        :param key: The dedupe key given to :meth:`claim`.
+        :param key: The dedupe key given to :meth:`claim_notification`.
         """
         digest = _digest(key)
         self._db.run(

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["Conflict", "Database"]
+__all__ = ["Conflict", "Database", "LedgerPart"]
 
 T = TypeVar("T")
 
@@ -295,3 +295,12 @@ class Database:
         with self._schema_lock:
             if not self._schema_ready:
                 self.upgrade()
+
+
+class LedgerPart:
+    """A part of :class:`~vobiz_provider.ledger.CallLedger`, which is made of one part per job.
+
+    Every part's methods work on the ledger's :class:`Database`.
+    """
+
+    _db: Database

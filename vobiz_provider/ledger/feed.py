@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from vobiz_provider.ledger.calls import uuid_conditions
+from vobiz_provider.ledger.database import LedgerPart
 from vobiz_provider.ledger.rows import ROW_COLUMNS, chunks, to_call_record
 from vobiz_provider.ledger.schema import calls, events
 
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
 
     from sqlalchemy.engine import Connection, Row
 
-    from vobiz_provider.ledger.database import Database
     from vobiz_provider.models.record import CallRecord
 
 __all__ = ["CallChange", "ChangeFeed"]
@@ -64,14 +64,8 @@ class CallChange:
         return self._record
 
 
-class ChangeFeed:
-    """Reads of the triggers' shared poller.
-
-    :param database: The ledger's database.
-    """
-
-    def __init__(self, database: Database) -> None:
-        self._db = database
+class ChangeFeed(LedgerPart):
+    """Reads of the triggers' shared poller."""
 
     def changed_calls(
         self,

@@ -1,13 +1,13 @@
 """Storing Vobiz's callbacks: ONE write path, where a single callback is a batch of one.
 
-:meth:`CallbackIngest.prepare` checks a callback and works out what storing it writes, without touching the
-database; :meth:`CallbackIngest.ingest` writes prepared callbacks in one transaction: for each, its
+:meth:`Ingest.prepare_callback` checks a callback and works out what storing it writes, without touching the
+database; :meth:`Ingest.ingest` writes prepared callbacks in one transaction: for each, its
 signature nonce, its event row and its call's new state commit together. So if storing fails (503 to
 Vobiz) the nonce is not burnt and Vobiz's retry with the same signature is still accepted; a nonce that was
 accepted always has its callback stored; and a repeated callback (same fields, a Vobiz retry) is stored
-once and changes nothing the second time. The receiver hands callbacks to :meth:`CallbackIngest.submit`,
+once and changes nothing the second time. The receiver hands callbacks to :meth:`Ingest.submit_callback`,
 whose writer thread (:class:`~vobiz_provider.ledger.group_commit.GroupCommitter`) gives everything queued
-meanwhile to :meth:`CallbackIngest.ingest` as one batch.
+meanwhile to :meth:`Ingest.ingest` as one batch.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from vobiz_provider.exceptions import LedgerUnavailableError, VobizValidationError
+from vobiz_provider.ledger.calls import Calls
 from vobiz_provider.ledger.database import Conflict
 from vobiz_provider.ledger.group_commit import GroupCommitter
 from vobiz_provider.ledger.rows import (
@@ -49,12 +50,10 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
     from vobiz_provider.correlation import CorrelationToken
-    from vobiz_provider.ledger.calls import CallTable
-    from vobiz_provider.ledger.database import Database
     from vobiz_provider.models.callbacks import VobizCallback
     from vobiz_provider.models.record import CallRecord
 
-__all__ = ["CallbackIngest", "IngestResult", "PreparedCallback"]
+__all__ = ["Ingest", "IngestResult", "PreparedCallback"]
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +79,7 @@ class IngestResult:
 
 @dataclass(frozen=True, kw_only=True)
 class PreparedCallback:
-    """A checked callback and the rows storing it writes (:meth:`CallbackIngest.prepare`).
+    """A checked callback and the rows storing it writes (:meth:`Ingest.prepare_callback`).
 
     :param kind: The normalised callback kind.
     :param form: The fields as strings, stored in the event row.
@@ -129,35 +128,30 @@ def _event_row(prepared: PreparedCallback, now: dt.datetime) -> dict[str, Any]:
     }
 
 
-class CallbackIngest:
-    """Prepares and stores callbacks (see the module docstring).
+class Ingest(Calls):
+    """Prepares and stores callbacks (see the module docstring); they apply to the ledger's calls."""
 
-    :param database: The ledger's database.
-    :param call_table: The call rows callbacks are applied to.
-    :param nonce_window: Default replay window of signature nonces, in seconds.
-    """
-
-    def __init__(self, database: Database, call_table: CallTable, *, nonce_window: float) -> None:
-        self._db = database
-        self._calls = call_table
+    def _init_ingest(self, *, nonce_window: float) -> None:
+        self._init_calls()
+        #: Default replay window of signature nonces, in seconds.
         self.nonce_window = nonce_window
         self._committer: GroupCommitter[PreparedCallback, IngestResult] | None = None
         self._committer_lock = threading.Lock()
         self._last_nonce_purge = 0.0
         # Built once and run with parameters: building an insert per callback costs far more than running it
         # (SQLAlchemy derives a cache key from every literal).
-        insert_nonces = database.insert(nonces)
+        insert_nonces = self._db.insert(nonces)
         self._claim_nonces = insert_nonces.on_conflict_do_update(
             index_elements=["nonce"],
             set_={"seen_at": insert_nonces.excluded.seen_at},
             where=nonces.c.seen_at < sa.bindparam("cutoff", type_=UTCDateTime()),
         ).returning(nonces.c.nonce)
         self._insert_events = (
-            database.insert(events)
+            self._db.insert(events)
             .on_conflict_do_nothing(index_elements=["dedupe_key"])
             .returning(events.c.dedupe_key)
         )
-        self._insert_calls = database.insert(calls).on_conflict_do_nothing().returning(calls.c.id)
+        self._insert_calls = self._db.insert(calls).on_conflict_do_nothing().returning(calls.c.id)
         self._known_calls = sa.select(calls.c.call_uuid, calls.c.leg_key, calls.c.request_uuid).where(
             sa.or_(
                 calls.c.call_uuid.in_(sa.bindparam("b_call_uuids", expanding=True)),
@@ -168,7 +162,7 @@ class CallbackIngest:
 
     # -- preparing ----------------------------------------------------------------------------------------
 
-    def prepare(
+    def prepare_callback(
         self,
         kind: str,
         fields: Mapping[str, str],
@@ -231,7 +225,7 @@ class CallbackIngest:
 
     # -- writing ------------------------------------------------------------------------------------------
 
-    def submit(self, prepared: PreparedCallback) -> Future[IngestResult]:
+    def submit_callback(self, prepared: PreparedCallback) -> Future[IngestResult]:
         """Queue a prepared callback for the writer thread; the future resolves once it is committed.
 
         Group commit: one writer thread per ledger gives every callback queued meanwhile to :meth:`ingest`
@@ -239,7 +233,7 @@ class CallbackIngest:
         future fails with :class:`~vobiz_provider.exceptions.LedgerUnavailableError` and nothing of the
         batch is stored. Cancelling the future before the writer takes it withdraws the callback.
 
-        :param prepared: From :meth:`prepare`.
+        :param prepared: From :meth:`prepare_callback`.
         """
         committer = self._committer
         if committer is None:
@@ -249,7 +243,7 @@ class CallbackIngest:
                 committer = self._committer
         return committer.submit(prepared)
 
-    def close(self, timeout: float | None = None) -> None:
+    def _stop_writer(self, timeout: float | None = None) -> None:
         """Write the callbacks still queued and stop the writer thread (a later :meth:`submit` restarts it).
 
         :param timeout: Seconds to wait for the writer.
@@ -265,7 +259,7 @@ class CallbackIngest:
         A callback that fails on its own (a bug, a constraint) does not fail the others: the batch is then
         written again one callback per transaction, and that callback's result is its exception.
 
-        :param items: From :meth:`prepare`, in arrival order.
+        :param items: From :meth:`prepare_callback`, in arrival order.
         :raises LedgerUnavailableError: When the ledger cannot be reached or the commit fails: nothing of
             the batch is stored.
         """
@@ -359,7 +353,7 @@ class CallbackIngest:
             )
 
         # 4. Calls: insert those new to the ledger and to the batch at once; apply the others in order.
-        records = self._apply(conn, [items[index] for index in stored], now=now)
+        records = self._apply_to_calls(conn, [items[index] for index in stored], now=now)
         for index, record in zip(stored, records, strict=True):
             results[index] = IngestResult(
                 stored=True,
@@ -369,7 +363,7 @@ class CallbackIngest:
             )
         return results  # type: ignore[return-value]
 
-    def _apply(
+    def _apply_to_calls(
         self, conn: Connection, items: Sequence[PreparedCallback], *, now: dt.datetime
     ) -> list[CallRecord | None]:
         """Apply stored callbacks to their calls, in order (the caller holds the locks)."""
@@ -419,7 +413,7 @@ class CallbackIngest:
                 records.append(to_call_record(row))
                 continue
             records.append(
-                self._calls.apply(
+                self._merge_into_call(
                     conn,
                     dict(item.values),
                     status=item.status,

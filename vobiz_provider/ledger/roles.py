@@ -50,15 +50,15 @@ class CallbackSink(Protocol):
         nonce_window: float | None = None,
         callback: VobizCallback | None = None,
     ) -> PreparedCallback:
-        """See :meth:`vobiz_provider.ledger.ingest.CallbackIngest.prepare`."""
+        """See :meth:`vobiz_provider.ledger.ingest.Ingest.prepare_callback`."""
         ...
 
     def submit_callback(self, prepared: PreparedCallback) -> Future[IngestResult]:
-        """See :meth:`vobiz_provider.ledger.ingest.CallbackIngest.submit`."""
+        """See :meth:`vobiz_provider.ledger.ingest.Ingest.submit_callback`."""
         ...
 
     def load_answer_entry(self, correlation: CorrelationToken) -> AnswerEntry | None:
-        """See :meth:`vobiz_provider.ledger.answers.AnswerBook.load_entry`."""
+        """See :meth:`vobiz_provider.ledger.answers.Answers.load_answer_entry`."""
         ...
 
 
@@ -68,7 +68,7 @@ class PlacementLedger(Protocol):
     def save_answer(
         self, correlation: CorrelationToken, spec: AnswerSpec, *, callback_base_url: str | None = None
     ) -> None:
-        """See :meth:`vobiz_provider.ledger.answers.AnswerBook.save`."""
+        """See :meth:`vobiz_provider.ledger.answers.Answers.save_answer`."""
         ...
 
     def register_fired_calls(
@@ -79,21 +79,21 @@ class PlacementLedger(Protocol):
         from_number: str | None = None,
         correlation: CorrelationToken | None = None,
     ) -> None:
-        """See :meth:`vobiz_provider.ledger.calls.CallTable.register_fired_calls`."""
+        """See :meth:`vobiz_provider.ledger.calls.Calls.register_fired_calls`."""
         ...
 
     def find_attempts(
         self, *, dag_id: str, run_id: str, task_id: str, map_index: int = -1, before_try: int | None = None
     ) -> list[CallRecord]:
-        """See :meth:`vobiz_provider.ledger.calls.CallTable.find_attempts`."""
+        """See :meth:`vobiz_provider.ledger.calls.Calls.find_attempts`."""
         ...
 
     def claim_notification(self, key: str, *, window: dt.timedelta) -> bool:
-        """See :meth:`vobiz_provider.ledger.claims.NotificationClaims.claim`."""
+        """See :meth:`vobiz_provider.ledger.claims.NotificationClaims.claim_notification`."""
         ...
 
     def release_notification(self, key: str) -> None:
-        """See :meth:`vobiz_provider.ledger.claims.NotificationClaims.release`."""
+        """See :meth:`vobiz_provider.ledger.claims.NotificationClaims.release_notification`."""
         ...
 
 
@@ -103,7 +103,7 @@ class CallReader(Protocol):
     def lookup(
         self, *, request_uuids: Sequence[str] = (), call_uuids: Sequence[str] = ()
     ) -> list[CallRecord]:
-        """See :meth:`vobiz_provider.ledger.calls.CallTable.lookup`."""
+        """See :meth:`vobiz_provider.ledger.calls.Calls.lookup`."""
         ...
 
     def changed_calls(
@@ -117,7 +117,7 @@ class CallReader(Protocol):
         ...
 
     def cache_api_result(self, record: CallRecord) -> None:
-        """See :meth:`vobiz_provider.ledger.calls.CallTable.cache_api_result`."""
+        """See :meth:`vobiz_provider.ledger.calls.Calls.cache_api_result`."""
         ...
 
 
@@ -125,9 +125,9 @@ class LedgerMaintenance(Protocol):
     """The ``vobiz-callbacks`` maintenance commands."""
 
     def upgrade(self) -> int:
-        """See :meth:`vobiz_provider.ledger.database.Database.upgrade`."""
+        """See :meth:`vobiz_provider.ledger.maintenance.Maintenance.upgrade`."""
         ...
 
     def prune(self, *, older_than: dt.timedelta) -> int:
-        """See :func:`vobiz_provider.ledger.maintenance.prune`."""
+        """See :meth:`vobiz_provider.ledger.maintenance.Maintenance.prune`."""
         ...

@@ -29,7 +29,7 @@ from vobiz_provider.models.record import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
     import sqlalchemy as sa
 
@@ -67,20 +67,15 @@ _IDENTITY_COLUMNS: Final = frozenset(
 )
 _STATE_COLUMNS: Final = frozenset({"status", "rank", "terminal", "source", "updated_at"})
 _MAX_INT: Final = 2**31 - 1
-# The form field each text column of vobiz_calls comes from, to name it when a value is too long.
-_FIELD_OF_COLUMN: Final = {
-    "call_uuid": "CallUUID",
-    "request_uuid": "RequestUUID",
-    "destination": "To",
-    "from_number": "From",
-    "hangup_cause": "HangupCause",
-    "hangup_cause_name": "HangupCauseName",
-    "hangup_source": "HangupSource",
-    "start_time": "StartTime",
-    "answer_time": "AnswerTime",
-    "end_time": "EndTime",
-    "digits": "Digits",
-}
+#: The ``vobiz_calls`` column of each ``CallRecord`` field (the times are read from their ``*_utc`` columns).
+_COLUMN_OF_FIELD: Final = {name: "destination" if name == "to" else name for name in CallRecord.model_fields}
+_TIME_FIELDS: Final = ("start_time", "answer_time", "end_time")
+#: The fields of a state learnt from the API that become columns as they are (not the ledger's own state).
+_API_FIELDS: Final = tuple(
+    name
+    for name in CallRecord.model_fields
+    if name not in {"status", "terminal", "source", "updated_at", *_TIME_FIELDS}
+)
 #: Details that a newer event of this kind replaces (a second gather, a revised machine detection).
 OVERWRITE_BY_KIND: Final = {
     "machine-detection": frozenset({"machine"}),
@@ -165,6 +160,26 @@ def _plain_utc(value: dt.datetime) -> dt.datetime:
     )
 
 
+#: Each call column a callback carries: the form field it comes from and how that is read.
+_FROM_FORM: Final[dict[str, tuple[str, Callable[[Any], Any]]]] = {
+    "call_uuid": ("CallUUID", text),
+    "request_uuid": ("RequestUUID", text),
+    "destination": ("To", text),
+    "from_number": ("From", text),
+    "hangup_cause": ("HangupCause", text),
+    "hangup_cause_code": ("HangupCauseCode", _int),
+    "hangup_cause_name": ("HangupCauseName", text),
+    "hangup_source": ("HangupSource", text),
+    "duration": ("Duration", _int),
+    "bill_duration": ("BillDuration", _int),
+    "start_time": ("StartTime", _raw_time),
+    "answer_time": ("AnswerTime", _raw_time),
+    "end_time": ("EndTime", _raw_time),
+    "machine": ("Machine", _bool),
+    "digits": ("Digits", text),
+}
+
+
 # -- keys -----------------------------------------------------------------------------------------------
 
 
@@ -230,7 +245,8 @@ def check_callback_lengths(values: Iterable[tuple[str, Any]]) -> None:
         limit = _CALLBACK_LIMITS.get(name)
         if limit is not None and isinstance(value, str) and len(value) > limit:
             raise VobizValidationError(
-                f"callback field {_FIELD_OF_COLUMN.get(name, name)} is longer than {limit} characters"
+                f"callback field {_FROM_FORM[name][0] if name in _FROM_FORM else name} is longer than "
+                f"{limit} characters"
             )
 
 
@@ -266,23 +282,11 @@ def callback_values(kind: str, fields: Mapping[str, str], parsed: VobizCallback 
     :param fields: The form fields as strings.
     :param parsed: The callback model of ``fields`` (its UTC times), or ``None`` if they did not parse.
     """
-    values: dict[str, Any] = {
-        "call_uuid": text(fields.get("CallUUID")),
-        "request_uuid": text(fields.get("RequestUUID")),
-        "destination": text(fields.get("To")),
-        "from_number": text(fields.get("From")),
-        "hangup_cause": text(fields.get("HangupCause")),
-        "hangup_cause_code": _int(fields.get("HangupCauseCode")),
-        "hangup_cause_name": text(fields.get("HangupCauseName")),
-        "hangup_source": text(fields.get("HangupSource")),
-        "duration": _int(fields.get("Duration")),
-        "bill_duration": _int(fields.get("BillDuration")),
-        "start_time": _raw_time(fields.get("StartTime")),
-        "answer_time": _raw_time(fields.get("AnswerTime")),
-        "end_time": _raw_time(fields.get("EndTime")),
-        "machine": _bool(fields.get("Machine")) if kind == "machine-detection" else None,
-        "digits": text(fields.get("Digits")) if kind == "gather" else None,
-    }
+    values = {column: read(fields.get(field)) for column, (field, read) in _FROM_FORM.items()}
+    if kind != "machine-detection":
+        values["machine"] = None
+    if kind != "gather":
+        values["digits"] = None
     for column in ("start_time", "answer_time", "end_time"):
         value = getattr(parsed, column, None) if parsed is not None else None
         values[f"{column}_utc"] = _plain_utc(value) if isinstance(value, dt.datetime) else None
@@ -306,32 +310,13 @@ def correlation_values(correlation: CorrelationToken | None) -> dict[str, Any]:
 
 def api_result_values(record: CallRecord) -> dict[str, Any]:
     """The call columns of a state learned from the Vobiz API (CDR, live call)."""
-    values: dict[str, Any] = {
-        "call_uuid": record.call_uuid,
-        "request_uuid": record.request_uuid,
-        "destination": record.to,
-        "from_number": record.from_number,
-        "hangup_cause": record.hangup_cause,
-        "hangup_cause_code": record.hangup_cause_code,
-        "hangup_cause_name": record.hangup_cause_name,
-        "hangup_source": record.hangup_source,
-        "duration": record.duration,
-        "bill_duration": record.bill_duration,
-        "machine": record.machine,
-        "digits": record.digits,
-        "dag_id": record.dag_id,
-        "run_id": record.run_id,
-        "task_id": record.task_id,
-        "map_index": record.map_index,
-        "try_number": record.try_number,
-        "conn_id": record.conn_id,
-    }
+    values: dict[str, Any] = {_COLUMN_OF_FIELD[name]: getattr(record, name) for name in _API_FIELDS}
     if record.dag_id and record.run_id and record.task_id and record.map_index is not None:
         values["ti_key"] = f"{record.dag_id}/{record.run_id}/{record.task_id}/{record.map_index}"
-    for column in ("start_time", "answer_time", "end_time"):
-        iso = getattr(record, column)
-        values[column] = iso
-        values[f"{column}_utc"] = _parse_iso(iso)
+    for name in _TIME_FIELDS:
+        iso = getattr(record, name)
+        values[name] = iso
+        values[f"{name}_utc"] = _parse_iso(iso)
     return values
 
 
@@ -396,30 +381,7 @@ def new_call_row(
 
 def to_call_record(row: Mapping[str, Any]) -> CallRecord:
     """The :class:`~vobiz_provider.models.record.CallRecord` of a ``vobiz_calls`` row."""
-    return CallRecord(
-        call_uuid=row["call_uuid"],
-        request_uuid=row["request_uuid"],
-        to=row["destination"],
-        from_number=row["from_number"],
-        status=row["status"],
-        terminal=bool(row["terminal"]),
-        hangup_cause=row["hangup_cause"],
-        hangup_cause_code=row["hangup_cause_code"],
-        hangup_cause_name=row["hangup_cause_name"],
-        hangup_source=row["hangup_source"],
-        duration=row["duration"],
-        bill_duration=row["bill_duration"],
-        start_time=iso_utc(row["start_time_utc"]),
-        answer_time=iso_utc(row["answer_time_utc"]),
-        end_time=iso_utc(row["end_time_utc"]),
-        machine=row["machine"],
-        digits=row["digits"],
-        dag_id=row["dag_id"],
-        run_id=row["run_id"],
-        task_id=row["task_id"],
-        map_index=row["map_index"],
-        try_number=row["try_number"],
-        conn_id=row["conn_id"],
-        source=row["source"],
-        updated_at=iso_utc(row["updated_at"]),
-    )
+    fields = {name: row[column] for name, column in _COLUMN_OF_FIELD.items()}
+    fields.update({name: iso_utc(row[f"{name}_utc"]) for name in _TIME_FIELDS})
+    fields.update(terminal=bool(row["terminal"]), updated_at=iso_utc(row["updated_at"]))
+    return CallRecord(**fields)

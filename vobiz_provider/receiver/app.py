@@ -37,6 +37,7 @@ from vobiz_provider.receiver.pipeline import (
     RETRY_AFTER_SECONDS,
     CallbackReceiver,
     CallbackRejected,
+    IncomingCallback,
     StoredCallback,
     answer_xml,
     within,
@@ -166,17 +167,15 @@ def create_app(
             headers = dict(request.headers)
 
             try:
-                stored, xml = await within(
-                    response_deadline,
-                    receiver.ahandle(
-                        kind=kind,
-                        fields=fields,
-                        headers=headers,
-                        request_url=request_url,
-                        correlation=correlation,
-                        settings=current,
-                    ),
+                incoming = IncomingCallback(
+                    kind=kind,
+                    fields=fields,
+                    headers=headers,
+                    request_url=request_url,
+                    correlation=correlation,
+                    settings=current,
                 )
+                stored, xml = await within(response_deadline, receiver.ahandle(incoming))
             except TimeoutError:
                 # A callback already taken by the store's writer is still committed: Vobiz's retry is then
                 # answered "duplicate". One still queued is withdrawn.

@@ -27,7 +27,7 @@ import contextlib
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
@@ -55,7 +55,14 @@ if TYPE_CHECKING:
     from vobiz_provider.models.callbacks import VobizCallback
     from vobiz_provider.receiver.signing_keys import SigningKeys
 
-__all__ = ["CallbackReceiver", "CallbackRejected", "CheckedCallback", "StoredCallback", "answer_xml"]
+__all__ = [
+    "CallbackReceiver",
+    "CallbackRejected",
+    "CheckedCallback",
+    "IncomingCallback",
+    "StoredCallback",
+    "answer_xml",
+]
 
 log = logging.getLogger(__name__)
 
@@ -95,25 +102,39 @@ class CallbackRejected(Exception):
 
 
 @dataclass(frozen=True, kw_only=True)
-class StoredCallback:
-    """A callback that has been committed to the ledger; what :func:`answer_xml` decides from.
+class IncomingCallback:
+    """One callback request whose correlation token was verified: what every step reads.
 
-    :param kind: The route kind (``answer`` or ``gather`` when XML is expected).
-    :param fields: The form fields as Vobiz sent them.
-    :param callback: The parsed model (:func:`vobiz_provider.models.callbacks.parse_callback`).
+    :param kind: The route kind (``ring``, ``answer``, ``hangup``, ``machine-detection``, ``gather``).
+    :param fields: The form (or query) fields as Vobiz sent them.
+    :param headers: The request headers (Vobiz's signatures among them).
+    :param request_url: The URL of the request, without its query string.
     :param correlation: The task instance the call belongs to.
-    :param result: What the ledger did with it.
-    :param ledger: The ledger it was written to (where answer specs are looked up).
     :param settings: The settings in force for the request.
     """
 
     kind: str
     fields: Mapping[str, str] = field(repr=False)
-    callback: VobizCallback
+    headers: Mapping[str, str] = field(repr=False)
+    request_url: str
     correlation: CorrelationToken
+    settings: VobizSettings = field(repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredCallback(IncomingCallback):
+    """A callback that has been committed to the ledger; what :func:`answer_xml` decides from.
+
+    The fields of :class:`IncomingCallback`, and:
+
+    :param callback: The parsed model (:func:`vobiz_provider.models.callbacks.parse_callback`).
+    :param result: What the ledger did with it.
+    :param ledger: The ledger it was written to (where answer specs are looked up).
+    """
+
+    callback: VobizCallback
     result: IngestResult
     ledger: CallbackSink = field(repr=False)
-    settings: VobizSettings = field(repr=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,6 +162,9 @@ def answer_xml(stored: StoredCallback) -> str:
     """
     xml = xml_response_for(stored.kind, stored.ledger, stored.correlation, stored.fields, stored.settings)
     return xml if xml is not None else EMPTY_XML_RESPONSE
+
+
+_INCOMING_FIELDS: Final = tuple(each.name for each in fields(IncomingCallback))
 
 
 def _public_url(base_url: str, kind: str) -> str:
@@ -236,14 +260,7 @@ class CallbackReceiver:
             raise CallbackRejected(403, f"invalid correlation token: {err}") from None
 
     def verify_signature(
-        self,
-        *,
-        kind: str,
-        headers: Mapping[str, str],
-        request_url: str,
-        correlation: CorrelationToken,
-        settings: VobizSettings,
-        refresh: bool = True,
+        self, incoming: IncomingCallback, *, refresh: bool = True
     ) -> tuple[str | None, SigningKeys | None]:
         """Check Vobiz's signature headers; returns the nonce (if signed) and the call's connection keys.
 
@@ -252,6 +269,12 @@ class CallbackReceiver:
         auth token applies at once; with ``refresh=False`` the check raises ``_WouldBlock`` instead (the
         event loop does not read connections).
         """
+        kind, headers, correlation, settings = (
+            incoming.kind,
+            incoming.headers,
+            incoming.correlation,
+            incoming.settings,
+        )
         conn_ids = [*settings.signature_conn_ids, correlation.conn_id]
 
         def attempt() -> tuple[Any, SigningKeys | None]:
@@ -262,7 +285,9 @@ class CallbackReceiver:
                 k.main_account_token.get_secret_value() for k in keys if k.main_account_token is not None
             ]
             bases = [settings.callback_base_url, own.callback_base_url if own else None]
-            urls = [_public_url(base, kind) for base in dict.fromkeys(b for b in bases if b)] or [request_url]
+            urls = [_public_url(base, kind) for base in dict.fromkeys(b for b in bases if b)] or [
+                incoming.request_url
+            ]
             check = None
             for url in urls:
                 check = verify_signature(headers, url, tokens, main_account_tokens=main_tokens)
@@ -302,57 +327,35 @@ class CallbackReceiver:
         except ValueError as err:  # VobizValidationError: its message names every bad field
             raise CallbackRejected(422, str(err)) from None
 
-    def check(
-        self,
-        *,
-        kind: str,
-        fields: Mapping[str, str],
-        headers: Mapping[str, str],
-        request_url: str,
-        correlation: CorrelationToken,
-        settings: VobizSettings,
-        refresh: bool = True,
-    ) -> CheckedCallback:
+    def check(self, incoming: IncomingCallback, *, refresh: bool = True) -> CheckedCallback:
         """Verify the signature and validate the fields (blocking: may read the signing connections).
 
         :raises CallbackRejected: When the callback is refused.
         """
-        nonce, own_keys = self.verify_signature(
-            kind=kind,
-            headers=headers,
-            request_url=request_url,
-            correlation=correlation,
-            settings=settings,
-            refresh=refresh,
-        )
+        nonce, own_keys = self.verify_signature(incoming, refresh=refresh)
         if own_keys is None and not nonce:
             # Unsigned: the timezone still comes from the call's connection when it can be read.
-            own_keys = self.signing_keys.get(correlation.conn_id)
+            own_keys = self.signing_keys.get(incoming.correlation.conn_id)
         timezone = (own_keys.timezone if own_keys else None) or "UTC"
-        return CheckedCallback(nonce=nonce, timezone=timezone, callback=self.parse(kind, fields, timezone))
+        callback = self.parse(incoming.kind, incoming.fields, timezone)
+        return CheckedCallback(nonce=nonce, timezone=timezone, callback=callback)
 
     def prepare(
-        self,
-        *,
-        kind: str,
-        fields: Mapping[str, str],
-        correlation: CorrelationToken,
-        settings: VobizSettings,
-        checked: CheckedCallback,
+        self, incoming: IncomingCallback, checked: CheckedCallback
     ) -> tuple[CallbackSink, PreparedCallback]:
         """The ledger and what it will write for a checked callback (no database access).
 
         :raises CallbackRejected: 422 when a value is too long for the ledger, naming the field.
         """
-        ledger = self.ledger(settings)
+        ledger = self.ledger(incoming.settings)
         try:
             prepared = ledger.prepare_callback(
-                kind,
-                fields,
-                correlation=correlation,
+                incoming.kind,
+                incoming.fields,
+                correlation=incoming.correlation,
                 nonce=checked.nonce,
                 timezone=checked.timezone,
-                nonce_window=settings.nonce_window,
+                nonce_window=incoming.settings.nonce_window,
                 callback=checked.callback,
             )
         except VobizValidationError as err:  # a value the ledger cannot hold (too long), refused by name
@@ -361,11 +364,8 @@ class CallbackReceiver:
 
     def finish(
         self,
+        incoming: IncomingCallback,
         *,
-        kind: str,
-        fields: Mapping[str, str],
-        correlation: CorrelationToken,
-        settings: VobizSettings,
         ledger: CallbackSink,
         checked: CheckedCallback,
         result: IngestResult,
@@ -376,16 +376,12 @@ class CallbackReceiver:
         """
         if result.replayed:
             raise CallbackRejected(403, "replayed signature nonce")
-        stored = StoredCallback(
-            kind=kind,
-            fields=fields,
-            callback=checked.callback,
-            correlation=correlation,
-            result=result,
-            ledger=ledger,
-            settings=settings,
+        request = {name: getattr(incoming, name) for name in _INCOMING_FIELDS}
+        stored = StoredCallback(**request, callback=checked.callback, result=result, ledger=ledger)
+        kind = incoming.kind
+        self.stored_log.count(
+            kind=kind, fields=incoming.fields, correlation=incoming.correlation, duplicate=result.duplicate
         )
-        self.stored_log.count(kind=kind, fields=fields, correlation=correlation, duplicate=result.duplicate)
         xml = None
         if kind in XML_KINDS:
             try:
@@ -399,16 +395,7 @@ class CallbackReceiver:
 
     # -- the whole request ---------------------------------------------------------------------------------
 
-    async def ahandle(
-        self,
-        *,
-        kind: str,
-        fields: Mapping[str, str],
-        headers: Mapping[str, str],
-        request_url: str,
-        correlation: CorrelationToken,
-        settings: VobizSettings,
-    ) -> tuple[StoredCallback, str | None]:
+    async def ahandle(self, incoming: IncomingCallback) -> tuple[StoredCallback, str | None]:
         """Verify, validate and store one callback; for ``answer``/``gather``, also the XML to answer with.
 
         Signature and field checks run on the event loop while the signing keys are cached, in a worker
@@ -416,18 +403,16 @@ class CallbackReceiver:
         waits, without holding a thread, for the shared transaction that stores it to commit. Only
         ``answer``/``gather`` callbacks go back to a thread to read the ledger.
 
+        :param incoming: The request.
         :raises CallbackRejected: When the callback is refused (nothing stored) or the ledger failed.
         """
-        request = {"kind": kind, "fields": fields, "correlation": correlation, "settings": settings}
 
-        def check_and_prepare(
-            refresh: bool = True,
-        ) -> tuple[CheckedCallback, CallbackSink, PreparedCallback]:
-            checked = self.check(headers=headers, request_url=request_url, refresh=refresh, **request)
-            return checked, *self.prepare(checked=checked, **request)
+        def check_and_prepare(refresh: bool = True) -> tuple[CheckedCallback, CallbackSink, PreparedCallback]:
+            checked = self.check(incoming, refresh=refresh)
+            return checked, *self.prepare(incoming, checked)
 
         prepared_inline = None
-        if self.keys_cached([*settings.signature_conn_ids, correlation.conn_id]):
+        if self.keys_cached([*incoming.settings.signature_conn_ids, incoming.correlation.conn_id]):
             # Every key is cached: checking is CPU work only, cheaper here than a round trip to a thread.
             with contextlib.suppress(_WouldBlock):
                 prepared_inline = check_and_prepare(refresh=False)
@@ -435,12 +420,12 @@ class CallbackReceiver:
         try:
             result = await asyncio.wrap_future(ledger.submit_callback(prepared))
         except LedgerUnavailableError as err:
-            raise _store_unavailable(kind, err) from None
+            raise _store_unavailable(incoming.kind, err) from None
 
         def finish() -> tuple[StoredCallback, str | None]:
-            return self.finish(ledger=ledger, checked=checked, result=result, **request)
+            return self.finish(incoming, ledger=ledger, checked=checked, result=result)
 
-        if kind in XML_KINDS:
+        if incoming.kind in XML_KINDS:
             return await _in_thread(finish)
         return finish()
 
