@@ -6,23 +6,20 @@ task that placed a call looks at the calls of the newest earlier try first (:fun
 :func:`decide_resume` says what to do: wait for a call still up, return a call that already succeeded, or
 dial again.
 
-Nothing here imports a model, the client or the ledger at run time: the operator validates
-``expected_digits`` with :func:`parse_expected_digits` when the DAG is parsed.
+Nothing here imports a model, the client or the ledger at run time. What is checked when a DAG is parsed
+(``expected_digits`` among it) is in :mod:`vobiz_provider.calls.templating`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal
-
-from vobiz_provider.exceptions import VobizValidationError
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Mapping
 
     from vobiz_provider.correlation import CorrelationToken
     from vobiz_provider.ledger import CallReader, PlacementLedger
-    from vobiz_provider.models.answer import GatherSpec
     from vobiz_provider.models.call import MakeCallRequest
     from vobiz_provider.models.record import CallRecord
     from vobiz_provider.models.responses import CallFiredResponse
@@ -36,38 +33,9 @@ __all__ = [
     "describe_outcome",
     "fill_stored_digits",
     "fired_result",
-    "parse_expected_digits",
     "previous_attempt",
     "xcom_result",
 ]
-
-#: The keys a callee can press (what ``expected_digits`` may contain).
-KEYPAD: Final = frozenset("0123456789*#")
-
-
-def parse_expected_digits(task_id: str, value: str | Sequence[str] | None) -> tuple[str, ...] | None:
-    """``expected_digits`` as a tuple of key strings, checked.
-
-    :param task_id: The task, for messages.
-    :param value: ``"1"``, ``["1", "2"]`` or ``None``.
-    :raises VobizValidationError: When it is not keys of the keypad.
-    """
-    if value is None:
-        return None
-    values = (value,) if isinstance(value, str) else value
-    if not isinstance(values, (list, tuple, set, frozenset)) or not values:
-        raise VobizValidationError(
-            f'Task {task_id!r}: expected_digits must be a string of keys (e.g. "1") or a non-empty list '
-            f"of them, got {value!r}"
-        )
-    checked: list[str] = []
-    for item in values:
-        if not isinstance(item, str) or not item or not set(item) <= KEYPAD:
-            raise VobizValidationError(
-                f"Task {task_id!r}: expected_digits must contain only the keys 0-9, * and #, got {item!r}"
-            )
-        checked.append(item)
-    return tuple(dict.fromkeys(checked))
 
 
 def _cause(call: Mapping[str, Any]) -> str:
@@ -147,25 +115,6 @@ class SuccessRule:
             else "no digits: the callee did not answer the prompt"
         )
         return f"{_call(call)} ended with status {call.get('status')!r}, but {answer} (expected {expected})"
-
-    def check_gather(self, task_id: str, gather: GatherSpec) -> None:
-        """Refuse expected answers the keypad prompt can never collect.
-
-        :param task_id: The task, for messages.
-        :param gather: The prompt.
-        :raises VobizValidationError: Naming the answer that cannot be pressed.
-        """
-        for digits in self.expected_digits or ():
-            if gather.num_digits is not None and len(digits) > gather.num_digits:
-                raise VobizValidationError(
-                    f"Task {task_id!r}: expected_digits {digits!r} can never be pressed: gather "
-                    f"collects at most num_digits={gather.num_digits} key(s)"
-                )
-            if gather.finish_on_key not in (None, "", "none") and gather.finish_on_key in digits:
-                raise VobizValidationError(
-                    f"Task {task_id!r}: expected_digits {digits!r} can never be pressed: "
-                    f"{gather.finish_on_key!r} is gather's finish_on_key (it ends the input)"
-                )
 
 
 def fill_stored_digits(ledger: CallReader, calls: list[dict[str, Any]], *, log: Any) -> list[dict[str, Any]]:

@@ -6,27 +6,35 @@ import, not a run), templated or lazily resolved ones when the task runs, always
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import BaseModel
 
+from vobiz_provider.exceptions import VobizValidationError
 from vobiz_provider.models.call import MakeCallRequest
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Mapping
+    from collections.abc import Collection, Mapping, Sequence
 
-    from vobiz_provider.models.answer import AnswerSpec
+    from vobiz_provider.models.answer import AnswerSpec, GatherSpec
 
 __all__ = [
+    "KEYPAD",
     "MESSAGE_PLACEHOLDER",
     "RECEIVER_ANSWER_PLACEHOLDER",
     "build_answer_spec",
+    "check_expected_digits",
     "check_static_answer",
     "check_static_request",
     "needs_rendering",
+    "parse_expected_digits",
+    "positive_seconds",
 ]
 
 _JINJA_MARKERS: Final = ("{{", "{%", "{#")
+#: The keys a callee can press (what ``expected_digits`` may contain).
+KEYPAD: Final = frozenset("0123456789*#")
 
 
 def needs_rendering(value: Any) -> bool:
@@ -99,3 +107,61 @@ def build_answer_spec(*, message: Any, gather: Any, voice: Any, language: Any, l
     from vobiz_provider.models.answer import AnswerSpec
 
     return AnswerSpec.build(message=message, voice=voice, language=language, loop=loop, gather=gather)
+
+
+def positive_seconds(value: float | timedelta) -> float:
+    """A wait timeout in seconds, refused unless positive.
+
+    :param value: Seconds or a ``timedelta``.
+    :raises ValueError: When it is zero or negative.
+    """
+    total = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if total <= 0:
+        raise ValueError(f"timeout must be positive, got {value!r}")
+    return total
+
+
+def parse_expected_digits(task_id: str, value: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """``expected_digits`` as a tuple of key strings, checked.
+
+    :param task_id: The task, for messages.
+    :param value: ``"1"``, ``["1", "2"]`` or ``None``.
+    :raises VobizValidationError: When it is not keys of the keypad.
+    """
+    if value is None:
+        return None
+    values = (value,) if isinstance(value, str) else value
+    if not isinstance(values, (list, tuple, set, frozenset)) or not values:
+        raise VobizValidationError(
+            f'Task {task_id!r}: expected_digits must be a string of keys (e.g. "1") or a non-empty list '
+            f"of them, got {value!r}"
+        )
+    checked: list[str] = []
+    for item in values:
+        if not isinstance(item, str) or not item or not set(item) <= KEYPAD:
+            raise VobizValidationError(
+                f"Task {task_id!r}: expected_digits must contain only the keys 0-9, * and #, got {item!r}"
+            )
+        checked.append(item)
+    return tuple(dict.fromkeys(checked))
+
+
+def check_expected_digits(task_id: str, expected_digits: Sequence[str], gather: GatherSpec) -> None:
+    """Refuse expected answers the keypad prompt can never collect.
+
+    :param task_id: The task, for messages.
+    :param expected_digits: From :func:`parse_expected_digits`.
+    :param gather: The prompt.
+    :raises VobizValidationError: Naming the answer that cannot be pressed.
+    """
+    for digits in expected_digits:
+        if gather.num_digits is not None and len(digits) > gather.num_digits:
+            raise VobizValidationError(
+                f"Task {task_id!r}: expected_digits {digits!r} can never be pressed: gather "
+                f"collects at most num_digits={gather.num_digits} key(s)"
+            )
+        if gather.finish_on_key not in (None, "", "none") and gather.finish_on_key in digits:
+            raise VobizValidationError(
+                f"Task {task_id!r}: expected_digits {digits!r} can never be pressed: "
+                f"{gather.finish_on_key!r} is gather's finish_on_key (it ends the input)"
+            )

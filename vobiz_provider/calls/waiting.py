@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final
 
+from vobiz_provider.calls.templating import positive_seconds
+
 __all__ = ["DEFAULT_RING_TIMEOUT", "DEFAULT_TIME_LIMIT", "WaitWindow"]
 
 #: Seconds Vobiz rings before giving up when ``ring_timeout`` is not set (hangup cause 6010).
@@ -22,17 +24,6 @@ TIMEOUT_MARGIN: Final = 300
 RECONCILE_MARGIN: Final = 60.0
 #: Seconds the deferral timeout exceeds the trigger's own deadline (which ends the wait with a clear event).
 DEFER_TIMEOUT_GRACE: Final = 60.0
-
-
-def seconds(value: float | timedelta) -> float:
-    """A positive timeout in seconds, or ``ValueError``.
-
-    :param value: Seconds or a ``timedelta``.
-    """
-    total = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if total <= 0:
-        raise ValueError(f"timeout must be positive, got {value!r}")
-    return total
 
 
 def _as_int(value: Any) -> int | None:
@@ -68,7 +59,7 @@ class WaitWindow:
         """
         ring = _as_int(ring_timeout) or DEFAULT_RING_TIMEOUT
         limit = _as_int(time_limit) or DEFAULT_TIME_LIMIT
-        total = seconds(timeout) if timeout is not None else float(ring + limit + TIMEOUT_MARGIN)
+        total = positive_seconds(timeout) if timeout is not None else float(ring + limit + TIMEOUT_MARGIN)
         now = time.time()
         deadline = now + total
         # Ask the API once the hangup is overdue, but early enough to settle before the deadline.

@@ -54,8 +54,6 @@ from vobiz_provider.calls.templating import (
     check_static_answer,
     check_static_request,
 )
-from vobiz_provider.config import get_settings
-from vobiz_provider.correlation import CorrelationToken
 from vobiz_provider.exceptions import VobizCallOutcomeUnknownError, VobizError, VobizValidationError
 from vobiz_provider.models.call import MakeCallRequest
 
@@ -249,6 +247,8 @@ class VobizNotifier(BaseNotifier):
         self, context: Mapping[str, Any], placer: CallPlacer, callback_base_url: str | None
     ) -> tuple[str, Placement]:
         """The dedupe key and the call to place, checked before anything is claimed or sent."""
+        from vobiz_provider.correlation import CorrelationToken  # a dataclass: not at DAG-parse time (B4)
+
         base_url = placer.require_receiver(callback_base_url, what="VobizNotifier")
         try:
             spec = build_answer_spec(**self._answer_arguments())
@@ -344,6 +344,8 @@ class VobizNotifier(BaseNotifier):
 
         :param context: The callback's context (rendered template fields already applied).
         """
+        from vobiz_provider.config import get_settings  # a dataclass: not at DAG-parse time (B4)
+
         placer = self._placer(settings=await asyncio.to_thread(get_settings))
         try:
             dedupe_key, placement = self._plan(context, placer, await placer.acallback_base_url())

@@ -22,8 +22,6 @@ from airflow.sdk.exceptions import (
     AirflowSkipException,
 )
 
-from vobiz_provider.calls.outcome import xcom_result
-from vobiz_provider.config import get_settings
 from vobiz_provider.exceptions import LedgerUnavailableError, VobizCallFailedFinalError, VobizError
 from vobiz_provider.models.call import TERMINAL_STATUSES
 
@@ -208,7 +206,7 @@ class VobizCallSensor(BaseSensorOperator):
                 f"(success statuses: {', '.join(self.success_statuses)})",
                 calls=calls,
             )
-        return xcom_result(calls)
+        return calls[0] if len(calls) == 1 else calls
 
     # ------------------------------------------------------------------------------------------------
     # sensor API
@@ -240,7 +238,8 @@ class VobizCallSensor(BaseSensorOperator):
         self._defer()
 
     def _defer(self) -> None:
-        # The trigger module imports Airflow's trigger machinery and the ledger: only when the sensor defers.
+        # Airflow's trigger machinery, the ledger and the settings' dataclass: only when the sensor defers.
+        from vobiz_provider.config import get_settings
         from vobiz_provider.triggers.hangup import MIN_RECONCILE_INTERVAL, VobizCallHangupTrigger
 
         request_uuids, call_uuids = self._uuids()

@@ -425,7 +425,6 @@ class SharedPoller:
 
     async def _get_store(self) -> CallLedger:
         if self._store is None:
-
             # Creating the ledger's engine (file system, network) blocks: keep it off the triggerer's loop.
             self._store = await asyncio.to_thread(get_ledger, self.store_url)
         return self._store
