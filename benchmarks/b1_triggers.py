@@ -443,7 +443,14 @@ def _run_case(
         start_at = ready["start_at"]
         order = list(plan)
         random.Random(n).shuffle(order)
-        correlation = CorrelationToken(dag_id="reminders", run_id="bench", task_id="call")
+        # Each callback comes through the URL of the try that recorded its call (the receiver binds them).
+        owner = {
+            request_uuid: CorrelationToken(
+                dag_id="reminders", run_id="bench", task_id="call", map_index=start
+            )
+            for start in range(0, len(plan), FIRED_BATCH)
+            for request_uuid, _ in plan[start : start + FIRED_BATCH]
+        }
         for index, (request_uuid, to) in enumerate(order):
             due = start_at + index / rate
             if due >= start_at + window - 0.05:
@@ -451,7 +458,11 @@ def _run_case(
             time.sleep(max(0.0, due - time.time()))
             form = hangup_form(call_uuid=new_uuid(), request_uuid=request_uuid, to=to)
             writer.ingest(
-                [writer.prepare_callback("hangup", form, correlation=correlation, nonce=new_uuid())]
+                [
+                    writer.prepare_callback(
+                        "hangup", form, correlation=owner[request_uuid], replay_keys=(new_uuid(),)
+                    )
+                ]
             )
             write_times[request_uuid] = time.time()
         parent_pipe.send(list(write_times))

@@ -61,6 +61,8 @@ P99_TARGET = 0.050
 THROUGHPUT_RATIO_TARGET = 0.5
 #: Distinct correlation tokens used (one per simulated task instance).
 TOKENS = 500
+#: Callbacks per second no receiver here reaches: the calls recorded before a load cover it.
+MAX_RATE = 4000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -145,31 +147,65 @@ class LoadResult:
 class CallbackFactory:
     """Signed hangup callbacks of distinct calls, as Vobiz would post them to the receiver.
 
+    The receiver stores only callbacks of calls their URL's try placed, so the factory first records
+    ``capacity`` calls in the ledger, as :data:`TOKENS` tries that each placed their share (untimed), and
+    then hands out one hangup per call, cycling through the tries.
+
     :param base_url: The receiver root (``http://127.0.0.1:P/vobiz``), also the configured public URL.
+    :param ledger_url: The receiver's ledger (``None`` for the bare endpoint: nothing is recorded, each
+        callback names a new call).
+    :param capacity: How many calls to record: more than the load can send.
     """
 
-    def __init__(self, base_url: str) -> None:
-        from vobiz_provider.correlation import CorrelationToken, callback_url
+    def __init__(self, base_url: str, ledger_url: str | None, *, capacity: int) -> None:
+        from vobiz_provider.correlation import KINDS_OF_URL, CorrelationToken, callback_url
+        from vobiz_provider.ledger import CallLedger
 
         self.public_url = f"{base_url}/callbacks/hangup"
+        tries = [
+            CorrelationToken(
+                dag_id="reminders", run_id=f"bench-{new_uuid()}", task_id="call", map_index=index
+            )
+            for index in range(TOKENS)
+        ]
+        expires_at = time.time() + 86400
         self.urls = [
             callback_url(
                 base_url,
                 "hangup",
-                CorrelationToken(dag_id="reminders", run_id="bench", task_id="call", map_index=index).encode(
-                    BENCH_SECRET
-                ),
+                token.encode(BENCH_SECRET, kinds=KINDS_OF_URL["hangup"], expires_at=expires_at),
             )
-            for index in range(TOKENS)
+            for token in tries
         ]
+        per_try = -(-capacity // TOKENS)
+        self.calls: list[tuple[str, str]] = []  # (request uuid, destination), one try after the other
         self.count = 0
+        if ledger_url is None:
+            return
+        placed: list[list[tuple[str, str]]] = []
+        ledger = CallLedger(ledger_url)
+        try:
+            for index, correlation in enumerate(tries):
+                calls = [(new_uuid(), destination(index * per_try + k)) for k in range(per_try)]
+                ledger.register_fired_calls(
+                    request_uuids=[request for request, _ in calls],
+                    destinations=[to for _, to in calls],
+                    correlation=correlation,
+                )
+                placed.append(calls)
+        finally:
+            ledger.dispose()
+        self.calls = [placed[index][k] for k in range(per_try) for index in range(TOKENS)]
 
     def next(self) -> tuple[str, bytes, dict[str, str]]:
         from vobiz_provider.signatures import signature_headers
 
         index = self.count
         self.count += 1
-        form = hangup_form(call_uuid=new_uuid(), request_uuid=new_uuid(), to=destination(index))
+        request_uuid, to = (
+            self.calls[index % len(self.calls)] if self.calls else (new_uuid(), destination(index))
+        )
+        form = hangup_form(call_uuid=new_uuid(), request_uuid=request_uuid, to=to)
         headers = signature_headers(self.public_url, BENCH_AUTH_TOKEN)
         headers["Content-Type"] = "application/x-www-form-urlencoded"
         return self.urls[index % TOKENS], urlencode(form).encode(), headers
@@ -214,8 +250,7 @@ class _Connection:
         self.reader = self.writer = None
 
 
-async def _load(base_url: str, *, concurrency: int, duration: float) -> LoadResult:
-    factory = CallbackFactory(base_url)
+async def _load(factory: CallbackFactory, base_url: str, *, concurrency: int, duration: float) -> LoadResult:
     parts = urlsplit(base_url)
     result = LoadResult(seconds=duration)
     stop_at = time.perf_counter() + duration
@@ -308,13 +343,20 @@ class Ledger:
         return self.stored + self.duplicate + self.resent.get("stored", 0) + self.resent.get("duplicate", 0)
 
 
-def load(base_url: str, *, concurrency: int, duration: float) -> LoadResult:
-    """Post signed hangup callbacks from ``concurrency`` closed-loop senders for ``duration`` seconds."""
+def load(base_url: str, *, concurrency: int, duration: float, ledger_url: str | None = None) -> LoadResult:
+    """Post signed hangup callbacks from ``concurrency`` closed-loop senders for ``duration`` seconds.
+
+    :param ledger_url: The receiver's ledger, where the calls are recorded first (untimed); ``None`` for the
+        bare endpoint, which stores nothing.
+    """
+    capacity = int(duration * MAX_RATE) + 1
+    factory = CallbackFactory(base_url, ledger_url, capacity=capacity)
+    run = _load(factory, base_url, concurrency=concurrency, duration=duration)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
-        return asyncio.run(_load(base_url, concurrency=concurrency, duration=duration))
-    return uvloop.run(_load(base_url, concurrency=concurrency, duration=duration))
+        return asyncio.run(run)
+    return uvloop.run(run)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -356,24 +398,28 @@ def stage_costs(url: str, *, samples: int) -> dict[str, float]:
     The same functions the receiver calls, without HTTP: correlation token, signatures, callback model,
     and the store's transaction (nonce + event + call row).
     """
-    from vobiz_provider.correlation import CorrelationToken
+    from vobiz_provider.correlation import KINDS_OF_URL, CorrelationToken
     from vobiz_provider.ledger import CallLedger
     from vobiz_provider.models.callbacks import parse_callback
     from vobiz_provider.signatures import signature_headers, verify_signature
 
     public_url = "http://127.0.0.1:8790/vobiz/callbacks/hangup"
-    token = CorrelationToken(dag_id="reminders", run_id="bench", task_id="call").encode(BENCH_SECRET)
+    placer = CorrelationToken(dag_id="reminders", run_id=f"bench-{new_uuid()}", task_id="call")
+    token = placer.encode(BENCH_SECRET, kinds=KINDS_OF_URL["hangup"], expires_at=time.time() + 3600)
     store = CallLedger(url)
     store.upgrade()
     timings: dict[str, list[float]] = {"token": [], "signature": [], "model": [], "store": []}
     try:
         for index in range(samples):
             form = hangup_form(call_uuid=new_uuid(), request_uuid=new_uuid(), to=destination(index))
+            store.register_fired_calls(  # the operator's part, untimed
+                request_uuids=[form["RequestUUID"]], destinations=[form["To"]], correlation=placer
+            )
             headers = {
                 key.lower(): value for key, value in signature_headers(public_url, BENCH_AUTH_TOKEN).items()
             }
             started = time.perf_counter()
-            correlation = CorrelationToken.decode(token, [BENCH_SECRET])
+            correlation = CorrelationToken.decode(token, [BENCH_SECRET], kind="hangup")
             decoded = time.perf_counter()
             check = verify_signature(headers, public_url, [BENCH_AUTH_TOKEN])
             verified = time.perf_counter()
@@ -382,7 +428,11 @@ def stage_costs(url: str, *, samples: int) -> dict[str, float]:
             store.ingest(
                 [
                     store.prepare_callback(
-                        "hangup", form, correlation=correlation, nonce=check.nonce, callback=callback
+                        "hangup",
+                        form,
+                        correlation=correlation,
+                        replay_keys=check.replay_keys,
+                        callback=callback,
                     )
                 ]
             )
@@ -438,11 +488,13 @@ def _bench_backend(
             for concurrency in config.concurrency:
                 row = Row(backend=backend, concurrency=concurrency, bare=[], receiver=[])
                 # Warm both (connections, thread pools, caches); the receiver's warm-up callbacks count.
-                ledger.add(load(base_url, concurrency=concurrency, duration=config.warmup))
+                ledger.add(load(base_url, concurrency=concurrency, duration=config.warmup, ledger_url=url))
                 load(bare_url, concurrency=concurrency, duration=config.warmup)
                 for _ in range(config.repetitions):
                     row.bare.append(load(bare_url, concurrency=concurrency, duration=config.duration))
-                    measured = load(base_url, concurrency=concurrency, duration=config.duration)
+                    measured = load(
+                        base_url, concurrency=concurrency, duration=config.duration, ledger_url=url
+                    )
                     row.receiver.append(measured)
                     ledger.add(measured)
                 log(

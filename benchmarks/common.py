@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 #: ``[vobiz] callback_secret`` of every benchmark process (signs the correlation tokens).
-BENCH_SECRET = "benchmark-callback-secret"
+BENCH_SECRET = "benchmark-callback-secret-0123456789abcdef"
 #: Credentials of the emulated account (also the key that signs the receiver benchmark's callbacks).
 BENCH_AUTH_ID = "MA_BENCHMARK1"
 BENCH_AUTH_TOKEN = "benchmark-auth-token"

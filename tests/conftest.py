@@ -29,7 +29,7 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_HOME / 'airflow.db'}"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(_HOME / "dags")
-os.environ.setdefault("AIRFLOW__VOBIZ__CALLBACK_SECRET", "test-callback-secret")
+os.environ.setdefault("AIRFLOW__VOBIZ__CALLBACK_SECRET", "test-callback-secret-0123456789abcdef")
 os.environ.setdefault("AIRFLOW__VOBIZ__CALLBACK_STORE", f"sqlite:///{_HOME / 'vobiz_callbacks.db'}")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

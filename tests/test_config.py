@@ -12,6 +12,7 @@ from vobiz_provider.config import (
     get_settings,
     resolve_callback_base_url,
 )
+from vobiz_provider.exceptions import WeakCallbackSecretError
 
 _KEYS = (
     "CALLBACK_BASE_URL",
@@ -21,6 +22,7 @@ _KEYS = (
     "REQUIRE_SIGNATURES",
     "MAX_BODY_BYTES",
     "NONCE_WINDOW",
+    "MAX_CALLBACKS_PER_CALL",
     "SIGNATURE_CONN_IDS",
     "POLL_INTERVAL",
 )
@@ -42,6 +44,11 @@ class _EmptyConfig:
     getboolean = getint = getfloat = get
 
 
+NEW = "new-callback-secret-0123456789abcdef"
+OLD1 = "old-callback-secret-1-0123456789abcdef"
+OLD2 = "old-callback-secret-2-0123456789abcdef"
+
+
 def test_defaults_without_any_configuration(clean_env: pytest.MonkeyPatch) -> None:
     settings = VobizSettings.from_config(_EmptyConfig())  # type: ignore[arg-type]
     assert settings == VobizSettings()
@@ -49,7 +56,8 @@ def test_defaults_without_any_configuration(clean_env: pytest.MonkeyPatch) -> No
     assert settings.callback_secret is None
     assert settings.require_signatures is False
     assert settings.max_body_bytes == 65536
-    assert settings.nonce_window == 300.0
+    assert settings.nonce_window == 7 * 86400.0
+    assert settings.max_callbacks_per_call == 50
     assert settings.signature_conn_ids == ("vobiz_default",)
     assert settings.poll_interval == 5.0
     home = os.path.abspath(os.environ["AIRFLOW_HOME"])
@@ -68,22 +76,24 @@ def test_airflow_configuration_is_read_without_env(clean_env: pytest.MonkeyPatch
 
 def test_values_from_environment(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("AIRFLOW__VOBIZ__CALLBACK_BASE_URL", "https://hooks.example.com/vobiz/")
-    clean_env.setenv("AIRFLOW__VOBIZ__CALLBACK_SECRET", "s3cret")
-    clean_env.setenv("AIRFLOW__VOBIZ__CALLBACK_SECRET_FALLBACKS", "old1, old2")
+    clean_env.setenv("AIRFLOW__VOBIZ__CALLBACK_SECRET", NEW)
+    clean_env.setenv("AIRFLOW__VOBIZ__CALLBACK_SECRET_FALLBACKS", f"{OLD1}, {OLD2}")
     clean_env.setenv("AIRFLOW__VOBIZ__CALLBACK_STORE", "postgresql://u@db/vobiz")
     clean_env.setenv("AIRFLOW__VOBIZ__REQUIRE_SIGNATURES", "True")
     clean_env.setenv("AIRFLOW__VOBIZ__MAX_BODY_BYTES", "1024")
-    clean_env.setenv("AIRFLOW__VOBIZ__NONCE_WINDOW", "60")
+    clean_env.setenv("AIRFLOW__VOBIZ__NONCE_WINDOW", "1209600")
+    clean_env.setenv("AIRFLOW__VOBIZ__MAX_CALLBACKS_PER_CALL", "20")
     clean_env.setenv("AIRFLOW__VOBIZ__SIGNATURE_CONN_IDS", "vobiz_default, vobiz_sub ,")
     clean_env.setenv("AIRFLOW__VOBIZ__POLL_INTERVAL", "0.5")
     settings = get_settings()
     assert settings.callback_base_url == "https://hooks.example.com/vobiz/"
-    assert settings.signing_secret == "s3cret"
-    assert settings.verification_secrets == ("s3cret", "old1", "old2")
+    assert settings.signing_secret == NEW
+    assert settings.verification_secrets == (NEW, OLD1, OLD2)
     assert settings.callback_store == "postgresql://u@db/vobiz"
     assert settings.require_signatures is True
     assert settings.max_body_bytes == 1024
-    assert settings.nonce_window == 60.0
+    assert settings.nonce_window == 1209600.0
+    assert settings.max_callbacks_per_call == 20
     assert settings.signature_conn_ids == ("vobiz_default", "vobiz_sub")
     assert settings.poll_interval == 0.5
 
@@ -116,6 +126,35 @@ def test_invalid_values_are_refused() -> None:
         VobizSettings(poll_interval=0)
     with pytest.raises(ValueError, match="max_body_bytes"):
         VobizSettings(max_body_bytes=-1)
+    with pytest.raises(ValueError, match="max_callbacks_per_call"):
+        VobizSettings(max_callbacks_per_call=0)
+
+
+def test_a_nonce_window_shorter_than_a_callback_url_lives_is_refused() -> None:
+    # Vobiz's signatures never expire: a nonce forgotten while a URL is valid lets a signature be replayed.
+    with pytest.raises(ValueError, match="nonce_window must be at least 172800"):
+        VobizSettings(nonce_window=300)
+    assert VobizSettings(nonce_window=172800).nonce_window == 172800
+
+
+@pytest.mark.parametrize("weak", ["dev-secret", "x" * 31, "é" * 15])
+def test_a_short_callback_secret_is_refused_with_how_to_make_one(weak: str) -> None:
+    settings = VobizSettings(callback_secret=weak)
+    for use in ("signing_secret", "verification_secrets"):
+        with pytest.raises(WeakCallbackSecretError) as info:
+            getattr(settings, use)
+        assert "shorter than 32 bytes" in str(info.value)
+        assert "secrets.token_urlsafe(32)" in str(info.value)
+        assert weak not in str(info.value)
+        assert isinstance(info.value, MissingCallbackSecretError)  # refused like a missing secret
+    assert VobizSettings(callback_secret="x" * 32).signing_secret == "x" * 32
+
+
+def test_a_short_fallback_secret_is_refused() -> None:
+    settings = VobizSettings(callback_secret=NEW, callback_secret_fallbacks=("dev-secret",))
+    assert settings.signing_secret == NEW  # signing still works
+    with pytest.raises(WeakCallbackSecretError, match="callback_secret_fallbacks is shorter than 32"):
+        _ = settings.verification_secrets
 
 
 def test_connection_extra_overrides_config() -> None:

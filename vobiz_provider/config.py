@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from vobiz_provider.exceptions import MissingCallbackSecretError
+from vobiz_provider.exceptions import MissingCallbackSecretError, WeakCallbackSecretError
 
 if TYPE_CHECKING:
     from airflow.configuration import AirflowConfigParser
@@ -23,7 +23,16 @@ SECTION = "vobiz"
 DEFAULT_BASE_URL = "https://api.vobiz.ai/api/v1"
 
 DEFAULT_MAX_BODY_BYTES = 65536
-DEFAULT_NONCE_WINDOW = 300.0
+#: Vobiz's signatures carry no time: a captured one works again once its nonce is forgotten. Seven days is
+#: far longer than any callback URL lives (:func:`vobiz_provider.correlation.token_lifetime`, at most ~26 h).
+DEFAULT_NONCE_WINDOW = 7 * 86400.0
+#: The shortest ``nonce_window`` accepted: longer than the longest-lived callback URL.
+MIN_NONCE_WINDOW = 2 * 86400.0
+#: Callbacks stored per dialled destination of one try before the receiver refuses more (429). A call
+#: produces about five (ring, answer, machine detection, a gather or two, hangup).
+DEFAULT_MAX_CALLBACKS_PER_CALL = 50
+#: The shortest ``callback_secret`` accepted, in bytes: shorter ones fall to an offline search from one URL.
+MIN_SECRET_BYTES = 32
 DEFAULT_POLL_INTERVAL = 5.0
 DEFAULT_SIGNATURE_CONN_IDS: tuple[str, ...] = ("vobiz_default",)
 STORE_FILE_NAME = "vobiz_callbacks.db"
@@ -48,6 +57,12 @@ def _optional(value: str | None) -> str | None:
     return value or None
 
 
+def _strong(secret: str, name: str) -> str:
+    if len(secret.encode("utf-8")) < MIN_SECRET_BYTES:
+        raise WeakCallbackSecretError(name, MIN_SECRET_BYTES)
+    return secret
+
+
 @dataclass(frozen=True, kw_only=True)
 class VobizSettings:
     """The ``[vobiz]`` configuration section.
@@ -61,7 +76,9 @@ class VobizSettings:
         receiver and the triggerers run on several hosts).
     :param require_signatures: Refuse callbacks without a valid ``X-Vobiz-Signature-V2/V3`` header.
     :param max_body_bytes: Largest callback body the receiver accepts.
-    :param nonce_window: Seconds a signature nonce is remembered to refuse replays.
+    :param nonce_window: Seconds a signature nonce is remembered to refuse replays (at least
+        :data:`MIN_NONCE_WINDOW`: signatures never expire, so this must outlive every callback URL).
+    :param max_callbacks_per_call: Callbacks stored per dialled destination of one try; more are refused.
     :param signature_conn_ids: Connection ids whose auth tokens may sign callbacks.
     :param poll_interval: Seconds between two look-ups of the shared trigger poller.
     """
@@ -73,28 +90,46 @@ class VobizSettings:
     require_signatures: bool = False
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     nonce_window: float = DEFAULT_NONCE_WINDOW
+    max_callbacks_per_call: int = DEFAULT_MAX_CALLBACKS_PER_CALL
     signature_conn_ids: tuple[str, ...] = DEFAULT_SIGNATURE_CONN_IDS
     poll_interval: float = DEFAULT_POLL_INTERVAL
 
     def __post_init__(self) -> None:
         if self.max_body_bytes <= 0:
             raise ValueError(f"[vobiz] max_body_bytes must be positive, got {self.max_body_bytes}")
-        if self.nonce_window < 0:
-            raise ValueError(f"[vobiz] nonce_window must not be negative, got {self.nonce_window}")
+        if self.nonce_window < MIN_NONCE_WINDOW:
+            raise ValueError(
+                f"[vobiz] nonce_window must be at least {MIN_NONCE_WINDOW:.0f} seconds (two days), got "
+                f"{self.nonce_window:g}: Vobiz's signatures never expire, so a nonce forgotten while a "
+                "callback URL is still valid lets a captured signature be replayed"
+            )
+        if self.max_callbacks_per_call <= 0:
+            raise ValueError(
+                f"[vobiz] max_callbacks_per_call must be positive, got {self.max_callbacks_per_call}"
+            )
         if self.poll_interval <= 0:
             raise ValueError(f"[vobiz] poll_interval must be positive, got {self.poll_interval}")
 
     @property
     def signing_secret(self) -> str:
-        """The key that signs new correlation tokens; raises :class:`MissingCallbackSecretError` if unset."""
+        """The key that signs new correlation tokens.
+
+        :raises MissingCallbackSecretError: When ``callback_secret`` is not set.
+        :raises WeakCallbackSecretError: When it is shorter than :data:`MIN_SECRET_BYTES` bytes.
+        """
         if not self.callback_secret:
             raise MissingCallbackSecretError()
-        return self.callback_secret
+        return _strong(self.callback_secret, "callback_secret")
 
     @property
     def verification_secrets(self) -> tuple[str, ...]:
-        """The current secret first, then the fallbacks: every key a received token may be signed with."""
-        return (self.signing_secret, *self.callback_secret_fallbacks)
+        """The current secret first, then the fallbacks: every key a received token may be signed with.
+
+        :raises MissingCallbackSecretError: When ``callback_secret`` is not set.
+        :raises WeakCallbackSecretError: When it or a fallback is shorter than :data:`MIN_SECRET_BYTES`.
+        """
+        fallbacks = tuple(_strong(key, "callback_secret_fallbacks") for key in self.callback_secret_fallbacks)
+        return (self.signing_secret, *fallbacks)
 
     @classmethod
     def from_config(cls, config: AirflowConfigParser | None = None) -> VobizSettings:
@@ -116,6 +151,9 @@ class VobizSettings:
             require_signatures=config.getboolean(SECTION, "require_signatures", fallback=False),
             max_body_bytes=config.getint(SECTION, "max_body_bytes", fallback=DEFAULT_MAX_BODY_BYTES),
             nonce_window=config.getfloat(SECTION, "nonce_window", fallback=DEFAULT_NONCE_WINDOW),
+            max_callbacks_per_call=config.getint(
+                SECTION, "max_callbacks_per_call", fallback=DEFAULT_MAX_CALLBACKS_PER_CALL
+            ),
             signature_conn_ids=_split_list(get("signature_conn_ids")) or DEFAULT_SIGNATURE_CONN_IDS,
             poll_interval=config.getfloat(SECTION, "poll_interval", fallback=DEFAULT_POLL_INTERVAL),
         )

@@ -1,9 +1,17 @@
-"""The signed correlation token that ties a Vobiz callback to the task instance that placed the call.
+"""The signed correlation token that ties a Vobiz callback URL to the try of the task that placed the call.
 
-The operator puts the token in the query string of every callback URL it gives Vobiz
+The placer puts a token in the query string of every callback URL it gives Vobiz
 (``{base}/callbacks/hangup?t=<token>``). Vobiz's own signatures cover only the URL *without* its query
 string, so the token carries its own HMAC: a callback can only name a task instance that this Airflow
-deployment really issued a URL for.
+deployment really issued a URL for. Each token also says
+
+* which routes it may be used on (``kinds``): the hangup URL's token does not open ``/callbacks/answer``,
+  and the answer URL's token covers ``answer`` and the ``gather`` action it leads to;
+* until when (``exp``, seconds since the epoch): derived from the call's own ring timeout and time limit
+  plus Vobiz's callback retries (:func:`token_lifetime`), so a URL leaked from a log stops working.
+
+The token names a try, not a call: the ledger binds each callback to the calls that try placed (see
+:mod:`vobiz_provider.ledger.binding`), so a URL cannot reach another task's calls.
 
 Format: ``base64url(compact JSON) + "." + base64url(HMAC-SHA256(secret, first part))``, without padding.
 The payload is signed, not encrypted: dag, run and task ids are readable by whoever sees the URL.
@@ -16,6 +24,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -23,7 +32,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from vobiz_provider.exceptions import InvalidCorrelationTokenError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Collection, Sequence
 
 #: The callback routes of the receiver, one per Vobiz URL of ``POST /Call/``.
 CALLBACK_KINDS: Final[tuple[str, ...]] = ("ring", "answer", "hangup", "machine-detection", "gather")
@@ -33,6 +42,26 @@ TOKEN_PARAM: Final = "t"
 
 #: Tokens longer than this are refused when issued: URLs that long risk being cut by Vobiz or proxies.
 MAX_TOKEN_LENGTH: Final = 2000
+
+#: The kinds the token of each URL may be used on: the answer URL leads to the ``gather`` action.
+KINDS_OF_URL: Final[dict[str, tuple[str, ...]]] = {
+    "answer": ("answer", "gather"),
+    "ring": ("ring",),
+    "hangup": ("hangup",),
+    "machine-detection": ("machine-detection",),
+}
+
+#: Format version written in every token; tokens of other versions (or none) are refused.
+TOKEN_VERSION: Final = 2
+
+#: Seconds Vobiz may keep retrying a callback after the call ended (three retries with exponential
+#: backoff, intervals undocumented), and a call may wait in Vobiz's queue before it rings (undocumented):
+#: one hour each.
+CALLBACK_RETRY_SPAN: Final = 3600
+QUEUE_ALLOWANCE: Final = 3600
+
+#: Vobiz cuts every call at 24 hours whatever its ``time_limit``.
+MAX_CALL_SECONDS: Final = 86400
 
 _FIELDS: Final = ("dag_id", "run_id", "task_id", "map_index", "try_number", "conn_id")
 
@@ -116,14 +145,23 @@ class CorrelationToken:
         """The fields as JSON primitives."""
         return asdict(self)
 
-    def encode(self, secret: str) -> str:
-        """Serialise and sign the token.
+    def encode(self, secret: str, *, kinds: Collection[str], expires_at: float) -> str:
+        """Serialise and sign the token for the routes ``kinds``, valid until ``expires_at``.
 
         :param secret: ``[vobiz] callback_secret``.
+        :param kinds: The receiver routes the URL may be used on (:data:`KINDS_OF_URL`).
+        :param expires_at: Seconds since the epoch after which the receiver refuses the token
+            (:func:`token_lifetime` from now).
         """
         if not secret:
             raise ValueError("the secret that signs a correlation token must not be empty")
-        payload = _b64encode(json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True).encode())
+        allowed = sorted(set(kinds))
+        if not allowed or set(allowed) - set(CALLBACK_KINDS):
+            raise ValueError(
+                f"a correlation token needs kinds among {', '.join(CALLBACK_KINDS)}, got {list(kinds)!r}"
+            )
+        claims = {**self.to_dict(), "v": TOKEN_VERSION, "kinds": allowed, "exp": int(expires_at)}
+        payload = _b64encode(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
         token = f"{payload}.{_b64encode(_sign(secret, payload))}"
         if len(token) > MAX_TOKEN_LENGTH:
             raise ValueError(
@@ -133,12 +171,17 @@ class CorrelationToken:
         return token
 
     @classmethod
-    def decode(cls, token: str, secrets: str | Sequence[str]) -> CorrelationToken:
-        """Verify and parse a token.
+    def decode(
+        cls, token: str, secrets: str | Sequence[str], *, kind: str, now: float | None = None
+    ) -> CorrelationToken:
+        """Verify a token for the route ``kind`` and parse it.
 
         :param token: The ``t`` query parameter of a callback.
         :param secrets: The secret, or every secret currently accepted (key rotation), newest first.
-        :raises InvalidCorrelationTokenError: When the token is malformed or its signature matches no secret.
+        :param kind: The route the token arrived on; it must be one the token was issued for.
+        :param now: The current time in seconds since the epoch (default: the clock).
+        :raises InvalidCorrelationTokenError: When the token is malformed, its signature matches no secret,
+            it has expired, or it was not issued for ``kind``.
         """
         keys = [secrets] if isinstance(secrets, str) else list(secrets)
         keys = [key for key in keys if key]
@@ -174,10 +217,36 @@ class CorrelationToken:
             ) from None
         if not isinstance(data, dict) or set(_FIELDS) - data.keys():
             raise InvalidCorrelationTokenError("malformed correlation token: fields missing")
+        if data.get("v") != TOKEN_VERSION:
+            raise InvalidCorrelationTokenError(
+                "correlation token of an older format (no route or expiry): issued before an upgrade"
+            )
+        expires_at, kinds = data.get("exp"), data.get("kinds")
+        if not isinstance(expires_at, int) or isinstance(expires_at, bool) or not isinstance(kinds, list):
+            raise InvalidCorrelationTokenError("malformed correlation token: exp or kinds missing")
+        if (time.time() if now is None else now) >= expires_at:
+            raise InvalidCorrelationTokenError("correlation token has expired")
+        if kind not in kinds:
+            raise InvalidCorrelationTokenError(f"correlation token was not issued for the {kind} route")
         try:
             return cls(**{name: data[name] for name in _FIELDS})
         except ValueError as err:
             raise InvalidCorrelationTokenError(f"malformed correlation token: {err}") from None
+
+
+def token_lifetime(*, ring_timeout: float | None, time_limit: float | None) -> float:
+    """Seconds a call's callback URLs stay valid: how long Vobiz may still call them.
+
+    The call may wait in Vobiz's queue (:data:`QUEUE_ALLOWANCE`), ring for ``ring_timeout``, last up to
+    ``time_limit`` (Vobiz's defaults 120 s and 14,400 s; never more than :data:`MAX_CALL_SECONDS`), and its
+    last callback may be retried for :data:`CALLBACK_RETRY_SPAN` after it ended.
+
+    :param ring_timeout: The call's ``ring_timeout`` (``None``: Vobiz's default).
+    :param time_limit: The call's ``time_limit`` (``None``: Vobiz's default).
+    """
+    ring = 120.0 if ring_timeout is None else float(ring_timeout)
+    limit = 14400.0 if time_limit is None else float(time_limit)
+    return QUEUE_ALLOWANCE + ring + min(limit, MAX_CALL_SECONDS) + CALLBACK_RETRY_SPAN
 
 
 def callback_url(base_url: str, kind: str, token: str) -> str:

@@ -42,6 +42,7 @@ __all__ = [
     "VobizRateLimitedError",
     "VobizServerError",
     "VobizValidationError",
+    "WeakCallbackSecretError",
 ]
 
 
@@ -84,6 +85,27 @@ class MissingCallbackSecretError(VobizError, ValueError):
             "[vobiz] callback_secret is not set: it is needed to sign and verify the correlation token in "
             "callback URLs. Set it in airflow.cfg or as AIRFLOW__VOBIZ__CALLBACK_SECRET (the same value on "
             "every Airflow host and on the standalone receiver)."
+        )
+
+
+class WeakCallbackSecretError(MissingCallbackSecretError):
+    """``[vobiz] callback_secret`` (or a fallback) is too short to sign correlation tokens safely.
+
+    One callback URL is enough to search for a short secret offline; a secret that can be found lets anyone
+    forge callback URLs. It counts as a missing secret: nothing is signed or accepted with it.
+
+    :param name: The setting at fault.
+    :param minimum: The shortest length accepted, in bytes.
+    """
+
+    def __init__(self, name: str, minimum: int) -> None:
+        VobizError.__init__(
+            self,
+            f"[vobiz] {name} is shorter than {minimum} bytes, too weak to sign callback URLs (one URL is "
+            "enough to search for it offline). Generate one with "
+            '`python -c "import secrets; print(secrets.token_urlsafe(32))"` and set it as '
+            f"AIRFLOW__VOBIZ__{name.upper()} (the same value on every Airflow host and on the standalone "
+            "receiver).",
         )
 
 

@@ -19,6 +19,7 @@ from vobiz_provider import __version__
 from vobiz_provider.config import (
     DEFAULT_BASE_URL,
     DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CALLBACKS_PER_CALL,
     DEFAULT_NONCE_WINDOW,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_SIGNATURE_CONN_IDS,
@@ -113,8 +114,9 @@ def _config() -> dict[str, Any]:
                 ),
                 "callback_secret": option(
                     "Secret used to sign the correlation token put in each callback URL, which names the "
-                    "task instance the callback belongs to. Must be the same on every Airflow component "
-                    "and on the standalone receiver.",
+                    "task instance and try the callback belongs to. At least 32 bytes (generate one with "
+                    '``python -c "import secrets; print(secrets.token_urlsafe(32))"``); shorter ones are '
+                    "refused. Must be the same on every Airflow component and on the standalone receiver.",
                     type_="string",
                     example=None,
                     default=None,
@@ -122,7 +124,8 @@ def _config() -> dict[str, Any]:
                 ),
                 "callback_secret_fallbacks": option(
                     "Comma-separated earlier values of ``callback_secret`` that are still accepted when "
-                    "verifying callback URLs issued before a key rotation; never used to sign.",
+                    "verifying callback URLs issued before a key rotation; never used to sign. Each at "
+                    "least 32 bytes.",
                     type_="string",
                     example=None,
                     default=None,
@@ -131,16 +134,17 @@ def _config() -> dict[str, Any]:
                 "callback_store": option(
                     "SQLAlchemy URL of the database holding received callbacks. SQLite (the default, a file "
                     "in AIRFLOW_HOME) suits a single host; use PostgreSQL when the receiver and the "
-                    "triggerers run on several hosts.",
+                    "triggerers run on several hosts. Sensitive: it may hold a database password.",
                     type_="string",
                     example="postgresql://airflow@db/vobiz",
                     default=None,
+                    sensitive=True,
                 ),
                 "require_signatures": option(
-                    "Refuse callbacks that carry no valid X-Vobiz-Signature-V3/V2 header (401). Off by "
+                    "Refuse callbacks that carry no valid X-Vobiz-Signature-V3/V2 header (403). Off by "
                     "default because Vobiz signs callbacks only when auth credentials are configured on "
-                    "the callback URL; the signed correlation token in each URL authenticates the task "
-                    "either way. Turn it on once your callbacks arrive signed.",
+                    "the callback URL; without signatures, whoever holds a callback URL can report that "
+                    "URL's own call (and nothing else). Turn it on once your callbacks arrive signed.",
                     type_="boolean",
                     example="True",
                     default="False",
@@ -152,11 +156,19 @@ def _config() -> dict[str, Any]:
                     default=str(DEFAULT_MAX_BODY_BYTES),
                 ),
                 "nonce_window": option(
-                    "Seconds for which signature nonces are remembered; a callback replaying a nonce seen "
-                    "within this window is refused.",
+                    "Seconds for which signed callbacks' nonces are remembered; a callback replaying one "
+                    "seen within this window is refused. Vobiz's signatures never expire, so this must "
+                    "outlive every callback URL: at least 172800 (two days).",
                     type_="float",
-                    example="600",
+                    example="1209600",
                     default=f"{DEFAULT_NONCE_WINDOW:g}",
+                ),
+                "max_callbacks_per_call": option(
+                    "Callbacks stored per dialled destination of one task try; more are refused with 429. "
+                    "A call produces about five (ring, answer, machine detection, gather, hangup).",
+                    type_="integer",
+                    example="100",
+                    default=str(DEFAULT_MAX_CALLBACKS_PER_CALL),
                 ),
                 "signature_conn_ids": option(
                     "Comma-separated ids of the Vobiz connections whose auth tokens may have signed a "

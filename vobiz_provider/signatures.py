@@ -12,6 +12,12 @@ Vobiz signs the *URL it calls* and a random nonce, never the body:
 ``base_url`` is ``scheme://host[:port]/path``: the query string and fragment are dropped. Vobiz's own
 samples disagree on whether ``user:password@`` stays in it, so verification accepts both forms. The
 legacy HMAC-SHA1 ``X-Vobiz-Signature`` (V1) is not checked.
+
+A signature carries no time and covers neither the body nor the query string, so it proves only that
+Vobiz once called this URL with this nonce. Replays are refused by remembering what was signed
+(:attr:`SignatureCheck.replay_key`: the URL and the nonce). Nonces must be digits, as Vobiz sends them
+(:data:`NONCE_PATTERN`): otherwise a V3 signature for nonce ``N`` would also be a V2 signature for nonce
+``"." + N``, a second use of one captured signature.
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ import binascii
 import dataclasses
 import hashlib
 import hmac
+import re
 import secrets
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Final, Literal
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
@@ -35,6 +42,7 @@ __all__ = [
     "HEADER_V2_NONCE",
     "HEADER_V3",
     "HEADER_V3_NONCE",
+    "NONCE_PATTERN",
     "SignatureCheck",
     "base_url_of",
     "new_nonce",
@@ -51,6 +59,9 @@ HEADER_MA_V2 = "X-Vobiz-Signature-MA-V2"
 HEADER_MA_V3 = "X-Vobiz-Signature-MA-V3"
 
 Version = Literal["v2", "v3"]
+
+#: What a nonce must look like: Vobiz sends 20 random digits; 10 to 64 digits are accepted.
+NONCE_PATTERN: Final = re.compile(r"[0-9]{10,64}")
 
 
 def base_url_of(url: str, *, keep_userinfo: bool = False) -> str:
@@ -134,20 +145,35 @@ class SignatureCheck:
     """The result of :func:`verify_signature`.
 
     :param status: ``valid`` (at least one signature checked and none failed), ``invalid`` (a signature
-        that could be checked did not match, or came without its nonce) or ``unsigned`` (no signature
-        that could be checked).
-    :param nonce: The nonce of the signature that decided the status (for replay protection).
+        that could be checked did not match, or came without its nonce, or with a nonce that is not
+        digits) or ``unsigned`` (no signature that could be checked).
+    :param nonce: The nonce of the signature that decided the status.
     :param scheme: ``V2``, ``V3``, ``MA-V2`` or ``MA-V3``: the scheme that decided the status.
+    :param url: The signed URL (without query string and user info) of a valid signature.
+    :param nonces: The nonces of every valid signature (Vobiz sends the same one in each header).
     """
 
     status: Literal["valid", "invalid", "unsigned"]
     nonce: str | None = None
     scheme: str | None = None
+    url: str | None = None
+    nonces: tuple[str, ...] = ()
 
     @property
     def is_valid(self) -> bool:
         """Whether the callback carried a matching signature and no failing one."""
         return self.status == "valid"
+
+    @property
+    def replay_keys(self) -> tuple[str, ...]:
+        """What the valid signatures signed, hashed: the URL with each nonce (empty unless valid).
+
+        A callback whose signatures share one nonce (Vobiz's) has one key, whichever of its headers is
+        replayed; a key seen before means a replay.
+        """
+        if self.status != "valid" or self.url is None:
+            return ()
+        return tuple(hashlib.sha256(f"{self.url}\n{nonce}".encode()).hexdigest() for nonce in self.nonces)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,6 +243,7 @@ def verify_signature(
     token_list = [token for token in tokens if token]
     main_list = [token for token in main_account_tokens if token]
     first_valid: SignatureCheck | None = None
+    nonces: dict[str, None] = {}
     for scheme in _SCHEMES:
         value = lowered.get(scheme.header.lower())
         if value is None:
@@ -227,8 +254,15 @@ def verify_signature(
         nonce = next(
             (lowered[name.lower()] for name in scheme.nonce_headers if lowered.get(name.lower())), None
         )
-        if nonce is None or not _matches(_decode_signatures(value), bases, nonce, keys, scheme.version):
-            return SignatureCheck(status="invalid", nonce=nonce, scheme=scheme.name)
+        if (
+            nonce is None
+            or NONCE_PATTERN.fullmatch(nonce) is None
+            or not _matches(_decode_signatures(value), bases, nonce, keys, scheme.version)
+        ):
+            return SignatureCheck(status="invalid", nonce=None, scheme=scheme.name)
         if first_valid is None:
-            first_valid = SignatureCheck(status="valid", nonce=nonce, scheme=scheme.name)
-    return first_valid or SignatureCheck(status="unsigned")
+            first_valid = SignatureCheck(status="valid", nonce=nonce, scheme=scheme.name, url=bases[0])
+        nonces.setdefault(nonce)
+    if first_valid is None:
+        return SignatureCheck(status="unsigned")
+    return dataclasses.replace(first_valid, nonces=tuple(nonces))

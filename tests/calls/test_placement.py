@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import sqlalchemy as sa
 
 from vobiz_provider.calls.placement import CallPlacer
 from vobiz_provider.calls.templating import RECEIVER_ANSWER_PLACEHOLDER
 from vobiz_provider.config import VobizSettings
-from vobiz_provider.correlation import CorrelationToken
-from vobiz_provider.exceptions import VobizError, VobizValidationError
+from vobiz_provider.correlation import CorrelationToken, token_lifetime
+from vobiz_provider.exceptions import InvalidCorrelationTokenError, VobizError, VobizValidationError
 from vobiz_provider.hooks.vobiz import VobizHook
 from vobiz_provider.ledger import CallLedger
+from vobiz_provider.ledger.schema import placements
 from vobiz_provider.models.answer import AnswerSpec
 from vobiz_provider.models.call import MakeCallRequest
 
@@ -74,8 +77,22 @@ def test_plan_points_the_empty_callback_urls_at_the_receiver(placer: CallPlacer)
     assert request.hangup_url is not None and request.hangup_url.startswith(f"{BASE}/callbacks/hangup?t=")
     assert request.ring_url is not None and request.ring_url.startswith(f"{BASE}/callbacks/ring?t=")
     assert request.machine_detection_url is None  # machine detection is off
-    [token] = _tokens(request.answer_url)
-    assert CorrelationToken.decode(token, SECRET) == _token()
+    tokens = {kind: _tokens(getattr(request, f"{kind}_url"))[0] for kind in ("answer", "hangup", "ring")}
+    assert CorrelationToken.decode(tokens["answer"], SECRET, kind="answer") == _token()
+    assert CorrelationToken.decode(tokens["answer"], SECRET, kind="gather") == _token()
+    # One token per URL, each opening its own route only (finding 5).
+    for kind, token in tokens.items():
+        assert CorrelationToken.decode(token, SECRET, kind=kind) == _token()
+        for other in {"answer", "hangup", "ring"} - {kind}:
+            with pytest.raises(InvalidCorrelationTokenError, match="not issued"):
+                CorrelationToken.decode(token, SECRET, kind=other)
+    # Valid while Vobiz may still call them: queue, ring timeout, time limit, retries; then expired.
+    lifetime = token_lifetime(ring_timeout=None, time_limit=None)
+    assert planned.expires_at is not None and planned.expires_at - time.time() == pytest.approx(
+        lifetime, abs=60
+    )
+    with pytest.raises(InvalidCorrelationTokenError, match="expired"):
+        CorrelationToken.decode(tokens["hangup"], SECRET, kind="hangup", now=planned.expires_at)
     assert "Hello" not in request.answer_url
     assert planned.receiver_hears_hangup and planned.routed == ("hangup", "ring")
     # The user's own hangup URL stays theirs: the receiver never hears the hangup.
@@ -97,6 +114,30 @@ def test_place_stores_the_answer_first_then_dials_then_records_the_fired_call(
     assert entry is not None and entry.spec == spec and entry.callback_base_url == BASE
     [fired] = ledger.lookup(request_uuids=placed.request_uuids)
     assert (fired.to, fired.source, fired.task_id, fired.try_number) == ("+14155550101", "fired", "call", 1)
+    with ledger.engine.connect() as conn:
+        [placement] = conn.execute(sa.select(placements)).mappings().all()
+    # Opened before dialling, registered once Vobiz accepted: the receiver binds callbacks to this try.
+    assert (placement["ti_key"], placement["try_number"], placement["destinations"]) == (
+        _token().ti_key,
+        1,
+        1,
+    )
+    assert placement["opened_at"] <= placement["registered_at"]
+    assert placement["expires_at"].timestamp() == pytest.approx(planned.expires_at, abs=1)
+
+
+def test_a_ledger_that_cannot_open_the_placement_places_no_call(
+    placer: CallPlacer, ledger: CallLedger, vobiz_emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ledger, "open_placement", broken)
+    planned = placer.plan(_request(), correlation=_token(), callback_base_url=BASE)  # hangup and ring only
+    assert planned.routed == ("hangup", "ring")
+    with pytest.raises(VobizError, match="the receiver would refuse its callbacks; no call was placed"):
+        placer.place(planned)
+    assert vobiz_emulator.requests == []
 
 
 def test_nothing_goes_to_the_receiver_without_a_token_or_a_base_url(
@@ -141,7 +182,7 @@ def test_an_unwritable_ledger_places_no_call(
         _request(), correlation=_token(), callback_base_url=BASE, spec=AnswerSpec.build(message="x")
     )
     with pytest.raises(
-        VobizError, match=r"could not store the spoken message .*\(OSError\); no call was placed"
+        VobizError, match=r"could not record the call in the Vobiz call ledger before dialling \(OSError\)"
     ):
         placer.place(planned)
     assert vobiz_emulator.requests == []

@@ -35,7 +35,7 @@ DAGS_DIR = Path(__file__).resolve().parent / "dags"
 STARTUP_TIMEOUT = 240.0
 #: Seconds a process group gets to exit after SIGTERM before it is killed.
 STOP_GRACE = 15.0
-CALLBACK_SECRET = "e2e-callback-secret"
+CALLBACK_SECRET = "e2e-callback-secret-0123456789abcdef"
 
 
 def free_port() -> int:

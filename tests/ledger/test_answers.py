@@ -123,13 +123,15 @@ def test_upgrade_from_version_1_keeps_the_data(store_url: str) -> None:
 
     store = CallLedger(store_url)
     try:
-        assert store.upgrade() == SCHEMA_VERSION == 2
+        assert store.upgrade() == SCHEMA_VERSION == 3
         with store.engine.connect() as conn:
-            assert conn.execute(sa.select(schema_version.c.version)).scalar() == 2
+            assert conn.execute(sa.select(schema_version.c.version)).scalar() == 3
             assert conn.execute(sa.select(nonces.c.nonce)).scalars().all() == ["kept"]
-            assert {"vobiz_answers", "vobiz_notifications"} <= set(sa.inspect(conn).get_table_names())
-        ring = {"CallUUID": "c-kept", "Event": "Ring", "CallStatus": "ringing"}
-        assert store_callback(store, "ring", ring, nonce="kept", nonce_window=10 * 365 * 24 * 3600.0).replayed
+            tables = set(sa.inspect(conn).get_table_names())
+            assert {"vobiz_answers", "vobiz_notifications", "vobiz_placements"} <= tables
+        ring = {"CallUUID": "c-kept", "RequestUUID": "r-kept", "Event": "Ring", "CallStatus": "ringing"}
+        window = 10 * 365 * 24 * 3600.0
+        assert store_callback(store, "ring", ring, replay_keys=("kept",), nonce_window=window).replayed
         store.save_answer(_token(), AnswerSpec.build(message="after the upgrade"))
         assert store.load_answer_entry(_token()).spec == AnswerSpec.build(message="after the upgrade")
     finally:

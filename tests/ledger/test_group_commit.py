@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
-from _ledger_helpers import astore_callback
+from _ledger_helpers import astore_callback, place
 from sqlalchemy import exc as sa_exc
 
 from vobiz_provider.correlation import CorrelationToken
@@ -189,7 +189,11 @@ def _count(store: CallLedger, table: sa.Table) -> int:
 
 
 def _prepare(store: CallLedger, kind: str, fields: dict[str, str], nonce: str | None = None) -> Any:
-    return store.prepare_callback(kind, fields, correlation=_token(), nonce=nonce or uuid.uuid4().hex)
+    """A callback of a call the ``_token()`` try placed, signed with ``nonce`` (a fresh one by default)."""
+    place(store, fields["RequestUUID"], [fields["To"]], correlation=_token())
+    return store.prepare_callback(
+        kind, fields, correlation=_token(), replay_keys=(nonce or uuid.uuid4().hex,)
+    )
 
 
 def test_concurrent_callbacks_are_each_stored_once(store: CallLedger) -> None:
@@ -197,11 +201,13 @@ def test_concurrent_callbacks_are_each_stored_once(store: CallLedger) -> None:
 
     async def post_all() -> list[Any]:
         posts = [
-            astore_callback(store, "hangup", hangup(call), nonce=uuid.uuid4().hex) for call in call_uuids
+            astore_callback(store, "hangup", hangup(call), replay_keys=(uuid.uuid4().hex,))
+            for call in call_uuids
         ]
         # Vobiz retrying ten of them (same fields, new signatures) while the first tries are queued.
         posts += [
-            astore_callback(store, "hangup", hangup(call), nonce=uuid.uuid4().hex) for call in call_uuids[:10]
+            astore_callback(store, "hangup", hangup(call), replay_keys=(uuid.uuid4().hex,))
+            for call in call_uuids[:10]
         ]
         return await asyncio.gather(*posts)
 
@@ -279,7 +285,10 @@ def test_a_failed_commit_stores_nothing_of_the_batch_and_keeps_its_nonces(store:
                 future.result(30)
     finally:
         sa.event.remove(store.engine, "commit", fail_commit)
-    assert (_count(store, events), _count(store, calls), _count(store, nonces)) == (0, 0, 0)
+    assert (_count(store, events), _count(store, nonces)) == (0, 0)
+    assert {record.status for record in store.lookup(request_uuids=[f"req-call-{i}" for i in range(5)])} == {
+        "queued"  # as recorded when they were fired: no callback applied
+    }
     # Vobiz retries with the same signatures: the nonces were not burnt by the failed batch.
     results = [store.submit_callback(item).result(30) for item in batch]
     assert all(result.stored for result in results)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -19,7 +20,7 @@ from vobiz_provider.correlation import CorrelationToken
 from vobiz_provider.exceptions import LedgerUnavailableError, VobizValidationError
 from vobiz_provider.ledger import CallLedger, dispose_ledgers, get_ledger
 from vobiz_provider.ledger.rows import dedupe_key
-from vobiz_provider.ledger.schema import SCHEMA_VERSION, calls, events, nonces, schema_version
+from vobiz_provider.ledger.schema import SCHEMA_VERSION, calls, events, nonces, placements, schema_version
 from vobiz_provider.models.record import CallRecord
 
 if TYPE_CHECKING:
@@ -155,8 +156,8 @@ def test_newer_schema_is_refused(store: CallLedger, store_url: str) -> None:
 
 
 def test_duplicate_callbacks_store_one_event(store: CallLedger) -> None:
-    first = store_callback(store, "hangup", hangup("c1"), correlation=_token(), nonce="n-1")
-    again = store_callback(store, "hangup", hangup("c1"), correlation=_token(), nonce="n-2")
+    first = store_callback(store, "hangup", hangup("c1"), correlation=_token(), replay_keys=("n-1",))
+    again = store_callback(store, "hangup", hangup("c1"), correlation=_token(), replay_keys=("n-2",))
     assert (first.stored, first.duplicate) == (True, False)
     assert (again.stored, again.duplicate, again.replayed) == (False, True, False)
     assert _count(store, events) == 1
@@ -241,7 +242,7 @@ def test_machine_detection_and_gather_only_add_their_fields(store: CallLedger) -
 def test_oversized_fields_are_refused_by_name_or_dropped(store: CallLedger) -> None:
     store.upgrade()
     with pytest.raises(VobizValidationError, match="CallUUID is longer than 64"):
-        store_callback(store, "ring", ring("c" * 65))
+        store_callback(store, "ring", ring("c" * 65, "r1"))
     with pytest.raises(VobizValidationError, match="HangupCause is longer than 128"):
         store_callback(store, "hangup", hangup("c1", HangupCause="X" * 129))
     assert _count(store, events) == 0
@@ -281,16 +282,22 @@ def test_record_fired_is_idempotent(store: CallLedger) -> None:
     assert _count(store, calls) == 1
 
 
-def test_callback_before_record_fired_gives_one_row(store: CallLedger) -> None:
-    store_callback(store, "ring", ring("r1", "r1", to="919000000001"))  # no token: a bare callback
+def test_callback_before_record_fired_waits_for_it_then_gives_one_row(store: CallLedger) -> None:
+    token = _token(try_number=2)
+    store.open_placement(token, destinations=1, expires_at=time.time() + 3600)
+    early = store_callback(store, "ring", ring("c1", "r1", to="919000000001"), correlation=token, bind=False)
+    # Vobiz called back before the task recorded its call: deferred (503, Vobiz retries), nothing stored.
+    assert early.refusal is not None and early.refusal.pending
+    assert (early.stored, _count(store, events), _count(store, calls)) == (False, 0, 0)
     store.register_fired_calls(
-        request_uuids=["r1"],
-        destinations=["+919000000001"],
-        from_number="91800",
-        correlation=_token(try_number=2),
+        request_uuids=["r1"], destinations=["+919000000001"], from_number="91800", correlation=token
     )
+    retried = store_callback(
+        store, "ring", ring("c1", "r1", to="919000000001"), correlation=token, bind=False
+    )
+    assert retried.stored and retried.refusal is None
     record = _one(store, request_uuids=["r1"])
-    assert (record.status, record.call_uuid, record.try_number) == ("ringing", "r1", 2)
+    assert (record.status, record.call_uuid, record.try_number) == ("ringing", "c1", 2)
     assert _count(store, calls) == 1
 
 
@@ -300,9 +307,13 @@ def test_bulk_request_one_uuid_several_destinations(store: CallLedger) -> None:
         request_uuids=["bulk"], destinations=destinations, from_number="91800", correlation=_token()
     )
     assert [r.to for r in store.lookup(request_uuids=["bulk"])] == destinations
-    store_callback(store, "hangup", hangup("leg-2", "bulk", to="919000000002", status="busy", code="3010"))
-    store_callback(store, "ring", ring("leg-1", "bulk", to="919000000001"))
-    store_callback(store, "answer", answer("leg-3", "bulk", to="SIP:alice@example.com"))
+    legs = [
+        ("hangup", hangup("leg-2", "bulk", to="919000000002", status="busy", code="3010")),
+        ("ring", ring("leg-1", "bulk", to="919000000001")),
+        ("answer", answer("leg-3", "bulk", to="SIP:alice@example.com")),
+    ]
+    for kind, fields in legs:
+        assert store_callback(store, kind, fields, correlation=_token(), bind=False).stored
     records = {record.to: record for record in store.lookup(request_uuids=["bulk"])}
     assert len(records) == 3
     assert (records["+919000000001"].call_uuid, records["+919000000001"].status) == ("leg-1", "ringing")
@@ -352,19 +363,23 @@ def test_api_result_follows_the_same_rules(store: CallLedger) -> None:
 
 
 def test_a_nonce_is_refused_within_its_window_and_accepted_after_it(store: CallLedger) -> None:
-    first = store_callback(store, "ring", ring("c1"), nonce="n1", nonce_window=300)
-    replayed = store_callback(store, "answer", answer("c1"), nonce="n1", nonce_window=300)
-    expired = store_callback(store, "answer", answer("c1"), nonce="n1", nonce_window=0)  # accepted again
-    other = store_callback(store, "ring", ring("c2"), nonce="n2", nonce_window=300)
+    first = store_callback(store, "ring", ring("c1"), replay_keys=("n1",), nonce_window=300)
+    replayed = store_callback(store, "answer", answer("c1"), replay_keys=("n1",), nonce_window=300)
+    expired = store_callback(
+        store, "answer", answer("c1"), replay_keys=("n1",), nonce_window=0
+    )  # accepted again
+    other = store_callback(store, "ring", ring("c2"), replay_keys=("n2",), nonce_window=300)
     assert (first.stored, replayed.stored, replayed.replayed) == (True, False, True)
     assert (expired.stored, other.stored) == (True, True)
     assert _one(store, call_uuids=["c1"]).status == "in-progress"
 
 
 def test_nonce_is_claimed_with_the_callback(store: CallLedger) -> None:
-    stored = store_callback(store, "ring", ring("c1"), nonce="n1")
-    resent = store_callback(store, "ring", ring("c1"), nonce="n1")  # Vobiz retrying, same signature
-    forged = store_callback(store, "hangup", hangup("c1"), nonce="n1")  # captured signature, new body
+    stored = store_callback(store, "ring", ring("c1"), replay_keys=("n1",))
+    resent = store_callback(store, "ring", ring("c1"), replay_keys=("n1",))  # Vobiz retrying, same signature
+    forged = store_callback(
+        store, "hangup", hangup("c1"), replay_keys=("n1",)
+    )  # captured signature, new body
     assert (stored.stored, stored.replayed) == (True, False)
     assert (resent.stored, resent.duplicate, resent.replayed) == (False, True, False)
     assert (forged.stored, forged.replayed) == (False, True)
@@ -445,14 +460,38 @@ def test_last_callback_at(store: CallLedger) -> None:
 # -- maintenance -------------------------------------------------------------------------------------------
 
 
-def test_prune_deletes_old_events_ended_calls_and_nonces(store: CallLedger) -> None:
-    store_callback(store, "hangup", hangup("ended"), nonce="n1")
-    store_callback(store, "ring", ring("ringing"), nonce="n2")
+def test_prune_deletes_old_events_and_ended_calls_and_keeps_nonces_for_their_window(
+    store: CallLedger,
+) -> None:
+    store_callback(store, "hangup", hangup("ended"), replay_keys=("n1",))
+    store_callback(store, "ring", ring("ringing"), replay_keys=("n2",))
     assert store.prune(older_than=dt.timedelta(days=1)) == 0
     deleted = store.prune(older_than=dt.timedelta(0))
-    assert deleted == 2 + 1 + 2  # events, the ended call, nonces
+    assert deleted == 2 + 1  # events, the ended call
     assert [record.call_uuid for record in store.lookup(call_uuids=["ended", "ringing"])] == ["ringing"]
-    assert (_count(store, events), _count(store, nonces)) == (0, 0)
+    # The replay keys outlive the events: a forgotten one would let its signature be replayed.
+    assert (_count(store, events), _count(store, nonces)) == (0, 2)
+    forged = store_callback(store, "hangup", hangup("ringing"), replay_keys=("n2",))
+    assert forged.replayed
+
+
+def test_prune_deletes_stale_live_calls_expired_placements_and_old_nonces(store_url: str) -> None:
+    store = CallLedger(store_url, nonce_window=60)
+    try:
+        store_callback(store, "ring", ring("planted"), replay_keys=("n1",))
+        store_callback(store, "ring", ring("fresh"), replay_keys=("n2",))
+        long_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=3)
+        with store.engine.begin() as conn:
+            conn.execute(calls.update().where(calls.c.call_uuid == "planted").values(updated_at=long_ago))
+            conn.execute(nonces.update().values(seen_at=long_ago))
+            conn.execute(placements.update().values(expires_at=long_ago))
+        # A day's worth of pruning keeps a live call heard of three days ago? No: nobody waits that long.
+        deleted = store.prune(older_than=dt.timedelta(days=1))
+        assert deleted == 1 + 2 + 1  # the stale live call, both nonces, the expired placement
+        assert [record.call_uuid for record in store.lookup(call_uuids=["planted", "fresh"])] == ["fresh"]
+        assert (_count(store, nonces), _count(store, placements)) == (0, 0)
+    finally:
+        store.dispose()
 
 
 # -- concurrency -------------------------------------------------------------------------------------------
@@ -511,13 +550,14 @@ def test_unsupported_backend_is_refused() -> None:
 
 def test_get_store_shares_one_store_per_url(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRFLOW__VOBIZ__CALLBACK_STORE", sqlite_url)
-    monkeypatch.setenv("AIRFLOW__VOBIZ__NONCE_WINDOW", "42")
+    monkeypatch.setenv("AIRFLOW__VOBIZ__NONCE_WINDOW", "200000")
+    monkeypatch.setenv("AIRFLOW__VOBIZ__MAX_CALLBACKS_PER_CALL", "7")
     try:
         shared = get_ledger()
         assert get_ledger(sqlite_url) is shared
-        assert shared.nonce_window == 42
-        fresh = CallLedger.from_settings(VobizSettings(callback_store=sqlite_url, nonce_window=7))
-        assert fresh is not shared and fresh.nonce_window == 7
+        assert (shared.nonce_window, shared.max_callbacks_per_call) == (200000, 7)
+        fresh = CallLedger.from_settings(VobizSettings(callback_store=sqlite_url, nonce_window=300000))
+        assert fresh is not shared and fresh.nonce_window == 300000
     finally:
         dispose_ledgers()
     assert get_ledger(sqlite_url) is not shared

@@ -13,7 +13,7 @@ from vobiz_provider.testing.emulator.answer_xml import parse_response
 
 ACTION = "https://hooks.example.com/vobiz/callbacks/gather?t=abc.def&x=1"
 BASE = "https://hooks.example.com/vobiz"
-SECRET = "answers-test-secret"
+SECRET = "answers-test-secret-0123456789abcdef"
 
 
 def _children(xml: str) -> list[ET.Element]:

@@ -307,7 +307,7 @@ async def test_async_notify_as_a_deadline_alert_callback(
     from vobiz_provider.config import get_settings
     from vobiz_provider.correlation import CorrelationToken
 
-    correlation = CorrelationToken.decode(token, get_settings().verification_secrets)
+    correlation = CorrelationToken.decode(token, get_settings().verification_secrets, kind="answer")
     assert (correlation.dag_id, correlation.run_id) == ("nightly", "scheduled__2026-11-27")
     assert correlation.task_id.startswith("__dag__.vobiz_notify.")
     spec = receiver.store.load_answer_entry(correlation).spec

@@ -193,7 +193,7 @@ def test_digits_stored_by_the_receiver_complete_a_record_learnt_from_the_api(sto
         request_uuids=["c-1"], destinations=[TO], from_number=CALLER, correlation=correlation
     )
     gather = {"CallUUID": "c-1", "RequestUUID": "c-1", "From": CALLER, "To": TO, "Digits": "1"}
-    assert store_callback(store, "gather", gather, correlation=correlation, nonce="n-1").stored
+    assert store_callback(store, "gather", gather, correlation=correlation, replay_keys=("n-1",)).stored
     operator = _gathering(expected_digits="1")
 
     result = operator.execute_complete({}, _event(_record(source="api", digits=None)))

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+from _ledger_helpers import place, token_for
 from fastapi import FastAPI
 
 from vobiz_provider.correlation import CorrelationToken, callback_url
@@ -90,7 +91,11 @@ uvicorn.Server(config).run(sockets=[sock])
 def test_receiver_on_the_api_server_verifies_with_a_metadata_db_connection(
     airflow_db: Path, tmp_path: Path
 ) -> None:
-    conn_id, auth_token, secret = "vobiz_api_server_test", "api-server-auth-token", "api-server-secret"
+    conn_id, auth_token, secret = (
+        "vobiz_api_server_test",
+        "api-server-auth-token",
+        "api-server-secret-0123456789abcdef0123",
+    )
     public_base = "https://airflow.example.com/vobiz"
     store_url = f"sqlite:///{tmp_path / 'callbacks.db'}"
     env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW__VOBIZ__")}
@@ -123,8 +128,17 @@ def test_receiver_on_the_api_server_verifies_with_a_metadata_db_connection(
         # Keep draining its logs so a full pipe never blocks the server.
         threading.Thread(target=process.stdout.read, daemon=True).start()
         origin = f"http://127.0.0.1:{int(output[-1].split()[-1])}"
-        token = CorrelationToken(dag_id="d", run_id="r", task_id="t", conn_id=conn_id).encode(secret)
-        fields = {"CallUUID": "api-server-call", "Event": "Hangup", "CallStatus": "completed"}
+        correlation = CorrelationToken(dag_id="d", run_id="r", task_id="t", conn_id=conn_id)
+        token = token_for(correlation, "hangup", secret=secret)
+        ledger = CallLedger(store_url)
+        place(ledger, "api-server-request", correlation=correlation)  # the operator recorded its call
+        ledger.dispose()
+        fields = {
+            "CallUUID": "api-server-call",
+            "RequestUUID": "api-server-request",
+            "Event": "Hangup",
+            "CallStatus": "completed",
+        }
         with httpx.Client(timeout=30) as client:
             health = client.get(f"{origin}/vobiz/health")
             response = client.post(

@@ -20,13 +20,14 @@ import httpx
 import pytest
 import sqlalchemy as sa
 import uvicorn
+from _ledger_helpers import place, token_for, url_for
 from fastapi import FastAPI
 from pydantic import SecretStr
 
 # Imported up front so that the first request of a test does not pay for them inside the response deadline.
-import vobiz_provider.hooks.vobiz
 import vobiz_provider.models.callbacks  # noqa: F401
 from vobiz_provider.correlation import CorrelationToken, callback_url
+from vobiz_provider.hooks.vobiz import VobizHook
 from vobiz_provider.ledger import get_ledger
 from vobiz_provider.ledger.schema import events
 from vobiz_provider.models.answer import AnswerSpec
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-SECRET = "receiver-test-callback-secret"
+SECRET = "receiver-test-callback-secret-0123456789abcdef"
 AUTH_TOKEN = "receiver-test-auth-token"
 OTHER_TOKEN = "someone-elses-auth-token"
 
@@ -88,7 +89,17 @@ class Receiver:
         return get_ledger(self.store_url)
 
     def url(self, kind: str, correlation: CorrelationToken | None = None, *, secret: str = SECRET) -> str:
-        return callback_url(self.base_url, kind, (correlation or ti()).encode(secret))
+        """The ``kind`` URL the placer gives Vobiz for ``correlation``'s call."""
+        return url_for(self.base_url, correlation or ti(), kind, secret=secret)
+
+    def place(self, fields: dict[str, str], correlation: CorrelationToken | None = None) -> None:
+        """Record the call of ``fields`` as fired by ``correlation``'s try, as the operator does."""
+        place(
+            self.store,
+            fields["RequestUUID"],
+            [fields.get("To", "+919876543210")],
+            correlation=correlation or ti(),
+        )
 
     def post(
         self,
@@ -99,8 +110,12 @@ class Receiver:
         token: str | None = AUTH_TOKEN,
         url: str | None = None,
         nonce: str | None = None,
+        bind: bool = True,
         **kwargs: Any,
     ) -> httpx.Response:
+        """POST a callback; by default of a call the try placed (``bind=False``: as it comes)."""
+        if bind and fields.get("RequestUUID"):
+            self.place(fields, correlation)
         url = url or self.url(kind, correlation)
         headers = signature_headers(url, token, nonce=nonce) if token else {}
         headers.update(kwargs.pop("headers", {}))
@@ -208,6 +223,16 @@ def event_count(receiver: Receiver, call_uuid: str) -> int:
         return conn.execute(query).scalar_one()
 
 
+def fire(receiver: Receiver, correlation: CorrelationToken, request: dict[str, str]) -> list[str]:
+    """Place a call with receiver URLs the way the placer does: open, dial, record what Vobiz accepted."""
+    receiver.store.open_placement(correlation, destinations=1, expires_at=time.time() + 3600)
+    fired = VobizHook().make_call(request)
+    receiver.store.register_fired_calls(
+        request_uuids=fired.request_uuids, destinations=[request["to"]], correlation=correlation
+    )
+    return list(fired.request_uuids)
+
+
 def nothing_stored(receiver: Receiver, call_uuid: str) -> bool:
     return event_count(receiver, call_uuid) == 0 and call_row(receiver, call_uuid) is None
 
@@ -244,11 +269,12 @@ def test_signed_hangup_is_stored_before_200(receiver: Receiver, caplog: pytest.L
     assert event_count(receiver, call_uuid) == 1
     assert f"CallUUID={call_uuid} CallStatus=completed HangupCause=NORMAL_CLEARING" in caplog.text
     assert AUTH_TOKEN not in caplog.text
-    assert correlation.encode(SECRET) not in caplog.text
+    assert response.request.url.params["t"] not in caplog.text
 
 
 def test_get_callback_with_fields_in_query(receiver: Receiver) -> None:
     call_uuid = new_uuid()
+    receiver.place(ring_fields(call_uuid))
     url = receiver.url("ring")
     # Vobiz appends the fields to the callback URL (already carrying ?t=); signatures ignore the query.
     response = receiver.client.get(
@@ -327,6 +353,7 @@ def test_late_ring_after_hangup_does_not_regress(receiver: Receiver) -> None:
 
 def test_signature_checked_on_configured_public_url_not_host_header(receiver: Receiver) -> None:
     call_uuid = new_uuid()
+    receiver.place(hangup_fields(call_uuid))
     url = receiver.url("hangup")
     forged_host = "evil.example:8443"
     # Signed for the URL the attacker makes the receiver believe it has: refused.
@@ -353,7 +380,8 @@ def test_connection_callback_base_url_is_also_a_public_url(receiver: Receiver) -
         "AIRFLOW_CONN_VOBIZ_DEFAULT", connection_json(AUTH_TOKEN, callback_base_url=public)
     )
     call_uuid = new_uuid()
-    token = ti().encode(SECRET)
+    receiver.place(hangup_fields(call_uuid))
+    token = token_for(ti(), "hangup", secret=SECRET)
     # Vobiz called the public URL (a proxy forwarded it): the signature covers that one.
     headers = signature_headers(callback_url(public, "hangup", token), AUTH_TOKEN)
     response = receiver.client.post(
@@ -411,7 +439,9 @@ def test_connections_are_never_read_on_the_event_loop(receiver: Receiver) -> Non
             lambda r: callback_url(
                 r.base_url,
                 "hangup",
-                ti().encode(SECRET).split(".")[0] + "." + ti(dag_id="other").encode(SECRET).split(".")[1],
+                token_for(ti(), "hangup", secret=SECRET).split(".")[0]
+                + "."
+                + token_for(ti(dag_id="other"), "hangup", secret=SECRET).split(".")[1],
             ),
             "bad signature",
             id="spliced",
@@ -527,6 +557,7 @@ def test_value_too_long_for_the_store_is_422_naming_the_field(receiver: Receiver
 
 def test_empty_form_segments_are_tolerated(receiver: Receiver) -> None:
     call_uuid = new_uuid()
+    receiver.place(ring_fields(call_uuid))
     url = receiver.url("ring")
     query = f"{url}&&{urlencode(ring_fields(call_uuid))}&"
     response = receiver.client.get(query, headers=signature_headers(url, AUTH_TOKEN))
@@ -544,7 +575,7 @@ def test_unknown_kind_is_404(receiver: Receiver) -> None:
 
 def test_store_unavailable_is_503_with_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:
     with running_receiver(monkeypatch, "postgresql://nobody@127.0.0.1:1/x") as receiver:
-        response = receiver.post("hangup", hangup_fields(new_uuid()))
+        response = receiver.post("hangup", hangup_fields(new_uuid()), bind=False)
     assert response.status_code == 503
     assert response.json() == {"detail": "callback store unavailable, retry later"}
     assert int(response.headers["Retry-After"]) > 0
@@ -567,7 +598,7 @@ def test_unexpected_error_is_503_logged_without_secrets(
     assert "the XML builder broke" in caplog.text  # with its traceback
     assert "Traceback" in caplog.text or any(r.exc_info for r in caplog.records)
     assert AUTH_TOKEN not in caplog.text
-    assert ti().encode(SECRET) not in caplog.text
+    assert response.request.url.params["t"] not in caplog.text
     assert "the XML builder broke" not in response.text
 
 
@@ -676,7 +707,6 @@ def test_emulator_callbacks_end_in_the_store(
     script: CallScript,
     status: str,
 ) -> None:
-    from vobiz_provider.hooks.vobiz import VobizHook
 
     emulator = vobiz_emulator_factory()
     destination = "919876543210"
@@ -685,17 +715,15 @@ def test_emulator_callbacks_end_in_the_store(
         # The emulator signs with its account's token: the receiver must verify every callback with it.
         monkeypatch.setenv("AIRFLOW_CONN_VOBIZ_DEFAULT", emulator.connection_json(timezone="Asia/Kolkata"))
         monkeypatch.setenv("AIRFLOW__VOBIZ__REQUIRE_SIGNATURES", "True")
-        fired = VobizHook().make_call(
-            {
-                "from": "911171366900",
-                "to": destination,
-                "answer_url": receiver.url("answer"),
-                "ring_url": receiver.url("ring"),
-                "ring_method": "GET",
-                "hangup_url": receiver.url("hangup"),
-            }
-        )
-        [request_uuid] = fired.request_uuids
+        request = {
+            "from": "911171366900",
+            "to": destination,
+            "answer_url": receiver.url("answer"),
+            "ring_url": receiver.url("ring"),
+            "ring_method": "GET",
+            "hangup_url": receiver.url("hangup"),
+        }
+        [request_uuid] = fire(receiver, ti(), request)
         [hangup] = emulator.wait_for_callbacks("hangup", timeout=20)
 
     assert hangup.status == 200
@@ -742,7 +770,6 @@ def test_slow_handling_answers_503_in_time_and_the_retry_is_a_duplicate(
 def test_emulator_caller_presses_a_key_at_the_prompt(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vobiz_emulator_factory: Any
 ) -> None:
-    from vobiz_provider.hooks.vobiz import VobizHook
 
     emulator = vobiz_emulator_factory()
     destination = "919876543211"
@@ -751,20 +778,17 @@ def test_emulator_caller_presses_a_key_at_the_prompt(
         monkeypatch.setenv("AIRFLOW_CONN_VOBIZ_DEFAULT", emulator.connection_json(timezone="Asia/Kolkata"))
         monkeypatch.setenv("AIRFLOW__VOBIZ__REQUIRE_SIGNATURES", "True")
         correlation = ti(task_id="ask_oncall")
-        token = correlation.encode(SECRET)
         spec = AnswerSpec.build(
             message="The nightly load failed.", gather={"prompt": "Press 1 to acknowledge.", "num_digits": 1}
         )
         receiver.store.save_answer(correlation, spec, callback_base_url=receiver.base_url)
-        answer_url = callback_url(receiver.base_url, "answer", token)
-        VobizHook().make_call(
-            {
-                "from": "911171366900",
-                "to": destination,
-                "answer_url": answer_url,
-                "hangup_url": receiver.url("hangup", correlation),
-            }
-        )
+        request = {
+            "from": "911171366900",
+            "to": destination,
+            "answer_url": receiver.url("answer", correlation),
+            "hangup_url": receiver.url("hangup", correlation),
+        }
+        fire(receiver, correlation, request)
         [hangup] = emulator.wait_for_callbacks("hangup", timeout=20)
 
     [gather] = [record for record in emulator.callbacks if record.kind == "gather"]
@@ -833,16 +857,20 @@ def test_a_failed_commit_answers_503_to_every_callback_and_stores_none(receiver:
     def fail_commit(conn: Any) -> None:
         raise sa_exc.OperationalError("COMMIT", {}, Exception("disk I/O error"))
 
-    receiver.store.upgrade()
     call_uuids = [new_uuid() for _ in range(10)]
-    nonces = {call: f"nonce-{call}" for call in call_uuids}
+    nonces = {call: f"{index:020d}" for index, call in enumerate(call_uuids)}
+    for call in call_uuids:
+        receiver.place(hangup_fields(call))
     sa.event.listen(receiver.store.engine, "commit", fail_commit)
     try:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=10) as pool:
             failed = list(
-                pool.map(lambda c: receiver.post("hangup", hangup_fields(c), nonce=nonces[c]), call_uuids)
+                pool.map(
+                    lambda c: receiver.post("hangup", hangup_fields(c), nonce=nonces[c], bind=False),
+                    call_uuids,
+                )
             )
     finally:
         sa.event.remove(receiver.store.engine, "commit", fail_commit)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 import sqlalchemy as sa
-from _ledger_helpers import store_callback
+from _ledger_helpers import place, store_callback, token_for
 
 from vobiz_provider.correlation import CorrelationToken, callback_url
 from vobiz_provider.ledger import CallLedger
@@ -29,7 +29,7 @@ from vobiz_provider.signatures import signature_headers
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-SECRET = "cli-test-callback-secret"
+SECRET = "cli-test-callback-secret-0123456789abcdef"
 AUTH_TOKEN = "cli-test-auth-token"
 PUBLIC_BASE = "https://hooks.example.com/vobiz"
 
@@ -152,7 +152,13 @@ def test_prune_deletes_only_old_rows(cli_env: dict[str, str], store_url: str) ->
         store_callback(
             store,
             "hangup",
-            {"CallUUID": call_uuid, "Event": "Hangup", "CallStatus": "completed", "HangupCauseCode": "4000"},
+            {
+                "CallUUID": call_uuid,
+                "RequestUUID": f"req-{call_uuid}",
+                "Event": "Hangup",
+                "CallStatus": "completed",
+                "HangupCauseCode": "4000",
+            },
             correlation=correlation,
         )
     two_hours_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=2)
@@ -216,9 +222,14 @@ def test_serve_answers_health_and_stores_a_signed_callback(
     serving: tuple[str, list[str]], store_url: str
 ) -> None:
     origin, stderr = serving
-    token = CorrelationToken(dag_id="d", run_id="r", task_id="t", try_number=1).encode(SECRET)
+    correlation = CorrelationToken(dag_id="d", run_id="r", task_id="t", try_number=1)
+    token = token_for(correlation, "hangup", secret=SECRET)
+    store = CallLedger(store_url)
+    place(store, "cli-request-1", ["+919876543210"], correlation=correlation)
+    store.dispose()
     fields = {
         "CallUUID": "cli-call-1",
+        "RequestUUID": "cli-request-1",
         "Event": "Hangup",
         "CallStatus": "busy",
         "HangupCause": "USER_BUSY",

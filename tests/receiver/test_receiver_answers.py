@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from _ledger_helpers import place, store_callback, token_for
 
 from vobiz_provider.config import VobizSettings
 from vobiz_provider.correlation import CorrelationToken, callback_url
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 BASE = "https://hooks.example.com/vobiz"
-SECRET = "answers-test-secret"
+SECRET = "answers-test-secret-0123456789abcdef"
 
 
 def _children(xml: str) -> list[ET.Element]:
@@ -45,32 +46,53 @@ def settings() -> VobizSettings:
     return VobizSettings(callback_secret=SECRET, callback_base_url="https://fallback.example.com/vobiz")
 
 
+FIELDS = {"CallUUID": "c1", "RequestUUID": "req-1", "To": "+919876543210"}
+
+
+def _live_call(store: CallLedger, correlation: CorrelationToken | None = None) -> None:
+    """The call ``req-1``/``c1`` placed by ``correlation``'s try, answered and still up."""
+    correlation = correlation or _token()
+    place(store, "req-1", ["+919876543210"], correlation=correlation)
+    answered = {**FIELDS, "Event": "StartApp", "CallStatus": "in-progress"}
+    assert store_callback(store, "answer", answered, correlation=correlation, bind=False).stored
+
+
+def _answer(store: CallLedger, settings: VobizSettings, **kwargs: object) -> str | None:
+    fields = kwargs.pop("fields", FIELDS)
+    correlation = kwargs.pop("correlation", _token())
+    token = kwargs.pop("token", token_for(correlation, "answer", secret=SECRET))
+    return answer_response_for(store, correlation, settings, fields=fields, token=token, **kwargs)  # type: ignore[arg-type]
+
+
 # -- the receiver's entry points ---------------------------------------------------------------------------
 
 
-def test_the_gather_action_points_at_the_stored_receiver_with_the_same_token(
+def test_the_gather_action_points_at_the_stored_receiver_with_the_token_as_received(
     store: CallLedger, settings: VobizSettings
 ) -> None:
     correlation = _token()
-    token = correlation.encode(SECRET)
+    # Issued under a secret that is now only a fallback: the action URL must not come back re-signed
+    # with the current one (finding 8: a rotation bypass).
+    token = token_for(correlation, "answer", secret="an-older-callback-secret-0123456789")
     spec = AnswerSpec.build(message="Hello", gather={"prompt": "Press 1", "num_digits": 1})
     store.save_answer(correlation, spec, callback_base_url=BASE)
+    _live_call(store)
     assert "Hello" not in callback_url(BASE, "answer", token)
 
-    xml = answer_response_for(store, correlation, settings)
+    xml = _answer(store, settings, token=token)
     assert xml is not None
     gather = _children(xml)[1]
     action = urlsplit(gather.attrib["action"])
     assert f"{action.scheme}://{action.netloc}{action.path}" == f"{BASE}/callbacks/gather"
-    (action_token,) = parse_qs(action.query)["t"]
-    assert CorrelationToken.decode(action_token, SECRET) == correlation
+    assert parse_qs(action.query)["t"] == [token]
 
 
 def test_answer_uses_the_settings_base_url_when_none_was_stored(
     store: CallLedger, settings: VobizSettings
 ) -> None:
     store.save_answer(_token(), AnswerSpec.build(gather={"prompt": "Press 1"}))
-    xml = answer_response_for(store, _token(), settings)
+    _live_call(store)
+    xml = _answer(store, settings)
     assert xml is not None
     assert (
         _children(xml)[0]
@@ -81,20 +103,41 @@ def test_answer_uses_the_settings_base_url_when_none_was_stored(
 
 def test_nothing_stored_means_no_answer_document(store: CallLedger, settings: VobizSettings) -> None:
     store.save_answer(_token(try_number=1), AnswerSpec.build(message="first try"))
-    assert answer_response_for(store, _token(try_number=2), settings) is None
-    assert gather_response_for(store, _token(try_number=2), {"Digits": "1"}) is None
+    _live_call(store, _token(try_number=2))
+    assert _answer(store, settings, correlation=_token(try_number=2)) is None
+    assert gather_response_for(store, _token(try_number=2), {**FIELDS, "Digits": "1"}) is None
+
+
+def test_the_message_is_served_only_for_a_live_call_of_the_try(
+    store: CallLedger, settings: VobizSettings
+) -> None:
+    store.save_answer(_token(), AnswerSpec.build(message="Your PIN is 4812"), callback_base_url=BASE)
+    # Finding 5: no call of the try yet (any URL of the try fetching /answer reads nothing).
+    assert _answer(store, settings) is None
+    _live_call(store)
+    assert _answer(store, settings) is not None
+    assert _answer(store, settings, fields={"CallUUID": "someone-elses-call"}) is None
+    assert gather_response_for(store, _token(), {"CallUUID": "someone-elses-call", "Digits": "1"}) is None
+    ended = {**FIELDS, "Event": "Hangup", "CallStatus": "completed", "HangupCause": "NORMAL_CLEARING"}
+    assert store_callback(store, "hangup", ended, correlation=_token(), bind=False).stored
+    # Long after the call ended, the same URL reads nothing.
+    assert _answer(store, settings) is None
+    assert gather_response_for(store, _token(), {**FIELDS, "Digits": "1"}) is None
 
 
 def test_gather_response_for_reads_the_posted_digits(store: CallLedger, settings: VobizSettings) -> None:
     store.save_answer(_token(), AnswerSpec.build(gather={"prompt": "Press 1"}), callback_base_url=BASE)
-    replied = gather_response_for(store, _token(), {"Digits": "1", "CallUUID": "c"})
-    timed_out = gather_response_for(store, _token(), {"Digits": "", "CallUUID": "c"})
+    _live_call(store)
+    replied = gather_response_for(store, _token(), {**FIELDS, "Digits": "1"})
+    timed_out = gather_response_for(store, _token(), {**FIELDS, "Digits": ""})
     assert replied is not None and [v.tag for v in _children(replied)] == ["Speak", "Hangup"]
     assert timed_out is not None and _children(timed_out) == []
 
 
 def test_xml_response_for_dispatches_by_kind(store: CallLedger, settings: VobizSettings) -> None:
     store.save_answer(_token(), AnswerSpec.build(message="Hi"), callback_base_url=BASE)
-    answer = xml_response_for("answer", store, _token(), {}, settings)
+    _live_call(store)
+    token = token_for(_token(), "answer", secret=SECRET)
+    answer = xml_response_for("answer", store, _token(), FIELDS, settings, token=token)
     assert answer is not None and _children(answer)[0].text == "Hi"
-    assert xml_response_for("hangup", store, _token(), {}, settings) is None
+    assert xml_response_for("hangup", store, _token(), FIELDS, settings, token=token) is None

@@ -58,7 +58,7 @@ def hangup_fields(
 def deliver(store: CallLedger, kind: str, fields: dict[str, str]) -> None:
     """What the receiver does with a callback."""
     correlation = CorrelationToken(dag_id="d", run_id="r", task_id="fire")
-    store_callback(store, kind, fields, correlation=correlation, nonce=f"n-{next(_NONCES)}")
+    store_callback(store, kind, fields, correlation=correlation, replay_keys=(f"n-{next(_NONCES)}",))
 
 
 def fire(answer_url: str, **fields: Any) -> str:

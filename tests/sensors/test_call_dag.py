@@ -46,7 +46,7 @@ def forward_hangup(emulator: Any, store: CallLedger) -> threading.Thread:
     def forward() -> None:
         [hangup] = emulator.wait_for_callbacks("hangup", timeout=120)
         correlation = CorrelationToken(dag_id="sensor_dag", run_id="r", task_id="fire")
-        store_callback(store, "hangup", hangup.fields, correlation=correlation, nonce="hangup-nonce")
+        store_callback(store, "hangup", hangup.fields, correlation=correlation, replay_keys=("hangup-nonce",))
 
     thread = threading.Thread(target=forward, daemon=True)
     thread.start()

@@ -8,7 +8,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from trigger_support import answer_form, deliver, hangup_form, new_uuid, ring_form
+from _ledger_helpers import place
+from trigger_support import answer_form, correlation, deliver, hangup_form, new_uuid, ring_form
 
 from vobiz_provider.models.record import normalise_destination
 from vobiz_provider.triggers.hangup import VobizCallHangupTrigger
@@ -40,8 +41,8 @@ async def first_event(trigger: VobizCallHangupTrigger, timeout: float = 10.0) ->
     return event.payload
 
 
-async def write(store: CallLedger, kind: str, form: dict[str, str]) -> None:
-    await asyncio.to_thread(deliver, store, kind, form)
+async def write(store: CallLedger, kind: str, form: dict[str, str], *, bind: bool = True) -> None:
+    await asyncio.to_thread(deliver, store, kind, form, bind=bind)
 
 
 # ------------------------------------------------------------------------------------------ serialize
@@ -109,19 +110,23 @@ async def test_hangup_event_once_the_store_has_the_hangup(
 async def test_multi_destination_waits_for_every_destination(store: CallLedger) -> None:
     request = new_uuid()
     destinations = ["+919000000002", "919000000003", "sip:bob@example.com"]
+    await asyncio.to_thread(place, store, request, destinations, correlation=correlation())
     trigger = make_trigger(request_uuids=[request], destinations=destinations)
     task = asyncio.create_task(first_event(trigger))
     uuids = [new_uuid() for _ in destinations]
     tos = ["919000000002", "+919000000003", "sip:bob@example.com"]  # '+' differs from the request
     for call_uuid, to in zip(uuids[:2], tos[:2], strict=True):
-        await write(store, "hangup", hangup_form(call_uuid=call_uuid, request_uuid=request, to=to))
-    await write(store, "ring", ring_form(call_uuid=uuids[2], request_uuid=request, to=tos[2]))
+        await write(
+            store, "hangup", hangup_form(call_uuid=call_uuid, request_uuid=request, to=to), bind=False
+        )
+    await write(store, "ring", ring_form(call_uuid=uuids[2], request_uuid=request, to=tos[2]), bind=False)
     await asyncio.sleep(FAST * 4)
     assert not task.done()  # the third destination is still ringing
     await write(
         store,
         "hangup",
         hangup_form(call_uuid=uuids[2], request_uuid=request, to=tos[2], status="no-answer", code=3000),
+        bind=False,
     )
     payload = await task
     assert payload["status"] == "hangup"

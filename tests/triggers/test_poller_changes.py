@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
-from trigger_support import deliver, hangup_form, new_uuid
+from trigger_support import correlation, deliver, hangup_form, new_uuid
 
 from vobiz_provider.ledger import CallLedger, schema
+from vobiz_provider.models.record import CallRecord
 from vobiz_provider.triggers import poller as poller_module
 from vobiz_provider.triggers.poller import SharedPoller, subscribe
 
@@ -131,15 +132,16 @@ async def test_a_subscriber_added_mid_run_gets_the_current_state(store: CallLedg
 
 
 async def test_a_fired_leg_named_by_its_call_replaces_the_placeholder(store: CallLedger, url: str) -> None:
-    # A callback without RequestUUID made the call's row before the operator recorded the fired leg; the
-    # hangup that names both merges the leg's placeholder row into the call's row and deletes it.
+    # The Vobiz API reported the call (by its CallUUID alone) before the operator recorded the fired leg;
+    # the hangup that names both merges the leg's placeholder row into the call's row and deletes it.
     request, call = new_uuid(), new_uuid()
-    early = hangup_form(call_uuid=call, request_uuid=request, to="919000000003", status="ringing")
-    early = {key: value for key, value in early.items() if key not in ("RequestUUID", "ALegRequestUUID")}
-    early.update(Event="Ring", CallStatus="ringing")
-    await asyncio.to_thread(deliver, store, "ring", early)
+    early = CallRecord(call_uuid=call, to="919000000003", status="ringing")
+    await asyncio.to_thread(store.cache_api_result, early)
     await asyncio.to_thread(
-        store.register_fired_calls, request_uuids=[request], destinations=["+919000000003"]
+        store.register_fired_calls,
+        request_uuids=[request],
+        destinations=["+919000000003"],
+        correlation=correlation(),
     )
     async with subscribe(url, request_uuids=[request], call_uuids=[call], interval=INTERVAL) as sub:
         assert await sub.wait(5)

@@ -72,6 +72,15 @@ def hangup_form(
     }
 
 
-def deliver(store: CallLedger, kind: str, form: dict[str, str], *, task_id: str = "call") -> None:
+def deliver(
+    store: CallLedger, kind: str, form: dict[str, str], *, task_id: str = "call", bind: bool = True
+) -> None:
     """Store a callback the way the receiver does."""
-    store_callback(store, kind, form, correlation=correlation(task_id), nonce=f"nonce-{next(_NONCES)}")
+    store_callback(
+        store,
+        kind,
+        form,
+        correlation=correlation(task_id),
+        replay_keys=(f"nonce-{next(_NONCES)}",),
+        bind=bind,
+    )

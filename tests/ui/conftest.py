@@ -48,7 +48,7 @@ def _server_env(home: Path) -> dict[str, str]:
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
         AIRFLOW__API__HOST="127.0.0.1",
-        AIRFLOW__VOBIZ__CALLBACK_SECRET="ui-test-callback-secret",
+        AIRFLOW__VOBIZ__CALLBACK_SECRET="ui-test-callback-secret-0123456789abcdef",
         AIRFLOW__VOBIZ__CALLBACK_STORE=f"sqlite:///{home / 'vobiz_callbacks.db'}",
     )
     return env

@@ -3,14 +3,18 @@
 Placing a call takes these steps, in this order:
 
 1. find the receiver's public root (the connection's ``callback_base_url`` extra, else ``[vobiz]``'s);
-2. sign the correlation token of the task instance and try that places the call;
-3. store what the call says (``message``/``gather``) in the ledger under that token, and point
-   ``answer_url`` at the receiver — before dialling, since Vobiz fetches it as soon as the callee picks up;
-4. point the callback URLs the user left empty (hangup, ring, machine detection) at the receiver;
+2. sign one correlation token per receiver URL, for the task instance and try that places the call: each
+   opens only its own route and expires when Vobiz can no longer call it
+   (:func:`~vobiz_provider.correlation.token_lifetime` of the call's ring timeout and time limit);
+3. point ``answer_url`` at the receiver when the call says something (``message``/``gather``), and the
+   callback URLs the user left empty (hangup, ring, machine detection);
+4. open the try's placement in the ledger (so the receiver binds callbacks to this try's calls) and store
+   what the call says — before dialling, since Vobiz calls back as soon as the phone rings;
 5. ``POST /Call/``;
-6. record the fired calls in the ledger, so the wait and a later retry find them.
+6. record the fired calls in the ledger: from then on their callbacks, and no others, are stored for this
+   try; the wait and a later retry find them.
 
-:meth:`CallPlacer.plan` does steps 1-4 that need no I/O but the configuration (validating everything before
+:meth:`CallPlacer.plan` does steps 1-3 that need no I/O but the configuration (validating everything before
 anything is stored or sent); :meth:`CallPlacer.place` (or its asyncio twin :meth:`CallPlacer.aplace`) does
 the rest. The URLs carry the token, so they are attached with ``model_copy`` after validation: no
 validation message can ever quote a token.
@@ -19,12 +23,13 @@ validation message can ever quote a token.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from vobiz_provider.config import get_settings, resolve_callback_base_url
-from vobiz_provider.correlation import callback_url
+from vobiz_provider.correlation import KINDS_OF_URL, callback_url, token_lifetime
 from vobiz_provider.exceptions import VobizError, VobizValidationError
 from vobiz_provider.ledger import get_ledger
 
@@ -62,7 +67,9 @@ class Placement:
     :param spec: What the receiver speaks when the call is answered, if anything.
     :param callback_base_url: The receiver root its URLs point at (``None``: callbacks are off).
     :param routed: The callback kinds pointed at the receiver.
-    :param register: Record the fired calls in the ledger once Vobiz accepted the request.
+    :param register: Record the fired calls in the ledger once Vobiz accepted the request (always when
+        the request carries receiver URLs: the receiver stores callbacks of recorded calls only).
+    :param expires_at: When its receiver URLs expire, in seconds since the epoch (``None``: it has none).
     """
 
     request: MakeCallRequest
@@ -71,6 +78,7 @@ class Placement:
     callback_base_url: str | None
     routed: tuple[str, ...]
     register: bool
+    expires_at: float | None = None
 
     @property
     def receiver_hears_hangup(self) -> bool:
@@ -181,22 +189,30 @@ class CallPlacer:
         :param callback_base_url: From :meth:`callback_base_url`; ``None``: callbacks off.
         :param spec: What the receiver speaks; needs ``callback_base_url`` (:meth:`require_receiver`).
         :param route: The callback kinds pointed at the receiver where the request has no URL of its own.
-        :param register: Record the fired calls in the ledger after placing.
+        :param register: Record the fired calls in the ledger after placing (forced on when the request
+            gets receiver URLs).
         """
         updates: dict[str, str] = {}
         routed: list[str] = []
+        expires_at = None
         if callback_base_url is not None and correlation is not None and (spec is not None or route):
-            token = correlation.encode(self.settings.signing_secret)
+            secret = self.settings.signing_secret
+            expires_at = time.time() + token_lifetime(
+                ring_timeout=request.ring_timeout, time_limit=request.time_limit
+            )
+
+            def url(kind: str) -> str:
+                token = correlation.encode(secret, kinds=KINDS_OF_URL[kind], expires_at=expires_at)
+                return callback_url(callback_base_url, kind, token)
+
             if spec is not None:
-                updates.update(
-                    answer_url=callback_url(callback_base_url, "answer", token), answer_method="POST"
-                )
+                updates.update(answer_url=url("answer"), answer_method="POST")
             for kind in route:
                 name = _URL_FIELD[kind]
                 if getattr(request, name) is None and (
                     kind != "machine-detection" or request.machine_detection
                 ):
-                    updates[name] = callback_url(callback_base_url, kind, token)
+                    updates[name] = url(kind)
                     routed.append(kind)
         elif spec is not None:
             raise VobizValidationError("a spoken message needs the callback receiver and a correlation token")
@@ -214,19 +230,20 @@ class CallPlacer:
             spec=spec,
             callback_base_url=callback_base_url,
             routed=tuple(routed),
-            register=register,
+            register=register or bool(updates),
+            expires_at=expires_at if updates else None,
         )
 
     # -- placing ------------------------------------------------------------------------------------------
 
     def place(self, placement: Placement) -> PlacedCall:
-        """Store what the call says, place it, and record the fired calls.
+        """Open the placement, store what the call says, place it, and record the fired calls.
 
         :param placement: From :meth:`plan`.
-        :raises VobizError: When the spoken message could not be stored, or Vobiz refused the call (nothing
-            was placed), or its outcome is unknown (``VobizCallOutcomeUnknownError``).
+        :raises VobizError: When the placement or the spoken message could not be stored, or Vobiz refused
+            the call (nothing was placed), or its outcome is unknown (``VobizCallOutcomeUnknownError``).
         """
-        self._save_answer(placement)
+        self._open(placement)
         self._log_placing(placement)
         response = self.hook.make_call(placement.request)
         return self._placed(placement, response)
@@ -236,23 +253,33 @@ class CallPlacer:
 
         :param placement: From :meth:`plan`.
         """
-        await asyncio.to_thread(self._save_answer, placement)
+        await asyncio.to_thread(self._open, placement)
         self._log_placing(placement)
         response = await (await self.hook.aget_conn()).make_call(placement.request)
         return await asyncio.to_thread(self._placed, placement, response)
 
-    def _save_answer(self, placement: Placement) -> None:
-        if placement.spec is None or placement.correlation is None:
+    def _open(self, placement: Placement) -> None:
+        """Before dialling: the try's placement (when the call has receiver URLs) and its answer spec."""
+        correlation = placement.correlation
+        if correlation is None or placement.expires_at is None:
             return
         try:
-            self.ledger.save_answer(
-                placement.correlation, placement.spec, callback_base_url=placement.callback_base_url
+            self.ledger.open_placement(
+                correlation,
+                destinations=len(placement.request.destinations),
+                expires_at=placement.expires_at,
             )
+            if placement.spec is not None:
+                self.ledger.save_answer(
+                    correlation, placement.spec, callback_base_url=placement.callback_base_url
+                )
         except Exception as exc:
             raise VobizError(
-                f"could not store the spoken message in the Vobiz call ledger ({type(exc).__name__}); "
-                "no call was placed"
+                f"could not record the call in the Vobiz call ledger before dialling ({type(exc).__name__}): "
+                "the receiver would refuse its callbacks; no call was placed"
             ) from exc
+        if placement.spec is None:
+            return
         self.log.info(
             "The callback receiver at %s will speak the message%s when the call is answered",
             placement.callback_base_url,

@@ -5,7 +5,9 @@ fire, and the triggers' shared poller reads the state of every waiting call in o
 :class:`CallLedger` is made of one part per job, each in the module named after it:
 :mod:`~vobiz_provider.ledger.ingest` (the one callback write path) on top of
 :mod:`~vobiz_provider.ledger.calls` (call rows and legs), :mod:`~vobiz_provider.ledger.feed` (the poller's
-change feed), :mod:`~vobiz_provider.ledger.answers`, :mod:`~vobiz_provider.ledger.claims` and
+change feed), :mod:`~vobiz_provider.ledger.placements` (the tries that placed calls, which
+:mod:`~vobiz_provider.ledger.binding` binds callbacks to), :mod:`~vobiz_provider.ledger.answers`,
+:mod:`~vobiz_provider.ledger.claims` and
 :mod:`~vobiz_provider.ledger.maintenance`, all over one :mod:`~vobiz_provider.ledger.database`. Each
 component holds the ledger as the role it plays (:mod:`vobiz_provider.ledger.roles`), which names the
 methods it may call.
@@ -19,13 +21,14 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from vobiz_provider.config import get_settings
+from vobiz_provider.config import DEFAULT_MAX_CALLBACKS_PER_CALL, DEFAULT_NONCE_WINDOW, get_settings
 from vobiz_provider.ledger.answers import AnswerEntry, Answers
 from vobiz_provider.ledger.claims import NotificationClaims
 from vobiz_provider.ledger.database import Database
 from vobiz_provider.ledger.feed import CallChange, ChangeFeed
 from vobiz_provider.ledger.ingest import Ingest, IngestResult, PreparedCallback
 from vobiz_provider.ledger.maintenance import Maintenance
+from vobiz_provider.ledger.placements import Placements
 from vobiz_provider.ledger.roles import CallbackSink, CallReader, LedgerMaintenance, PlacementLedger
 
 if TYPE_CHECKING:
@@ -48,7 +51,7 @@ __all__ = [
 ]
 
 
-class CallLedger(Ingest, ChangeFeed, Answers, NotificationClaims, Maintenance):
+class CallLedger(Ingest, Placements, ChangeFeed, Answers, NotificationClaims, Maintenance):
     """The ledger at one SQLAlchemy URL (``sqlite:///...`` or ``postgresql://...``); thread-safe.
 
     It plays every role of :mod:`vobiz_provider.ledger.roles`.
@@ -56,15 +59,22 @@ class CallLedger(Ingest, ChangeFeed, Answers, NotificationClaims, Maintenance):
     :param url: SQLAlchemy URL. PostgreSQL needs ``psycopg2`` (extra ``airflow-provider-vobiz[postgres]``).
     :param echo: Log every SQL statement (debugging).
     :param nonce_window: Default replay window of signature nonces, in seconds.
+    :param max_callbacks_per_call: Default budget of a try's callback URLs, per destination dialled.
     :param busy_timeout: Seconds a SQLite writer waits for the lock, or a PostgreSQL connection attempt
         waits, before :class:`~vobiz_provider.exceptions.LedgerUnavailableError` is raised.
     """
 
     def __init__(
-        self, url: str, *, echo: bool = False, nonce_window: float = 300.0, busy_timeout: float = 5.0
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        nonce_window: float = DEFAULT_NONCE_WINDOW,
+        max_callbacks_per_call: int = DEFAULT_MAX_CALLBACKS_PER_CALL,
+        busy_timeout: float = 5.0,
     ) -> None:
         self._db = Database(url, echo=echo, busy_timeout=busy_timeout)
-        self._init_ingest(nonce_window=nonce_window)
+        self._init_ingest(nonce_window=nonce_window, max_callbacks_per_call=max_callbacks_per_call)
 
     @classmethod
     def from_settings(cls, settings: VobizSettings | None = None) -> CallLedger:
@@ -73,7 +83,11 @@ class CallLedger(Ingest, ChangeFeed, Answers, NotificationClaims, Maintenance):
         :param settings: The settings; read from Airflow's configuration when omitted.
         """
         settings = settings or get_settings()
-        return cls(settings.callback_store, nonce_window=settings.nonce_window)
+        return cls(
+            settings.callback_store,
+            nonce_window=settings.nonce_window,
+            max_callbacks_per_call=settings.max_callbacks_per_call,
+        )
 
     def __repr__(self) -> str:
         return f"CallLedger({self._db.describe()!r})"

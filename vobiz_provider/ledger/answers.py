@@ -1,22 +1,24 @@
 """What calls say when answered: the :class:`~vobiz_provider.models.answer.AnswerSpec` of each try.
 
 The operator and the notifier save a try's spec before dialling (:meth:`Answers.save_answer`); the
-receiver loads it when Vobiz fetches the answer URL or posts the keys pressed
-(:meth:`Answers.load_answer_entry`). Keyed by the task instance and its try, so a new try stores its own
-spec and saving again for the same try replaces it; the message itself never travels in a URL.
+receiver loads it when Vobiz fetches the answer URL or posts the keys pressed, and only for a call of that
+try that is still up (:meth:`Answers.load_answer_for_call`): a callback URL cannot read the message of
+a call that ended, or of a call its try did not place. Keyed by the task instance and its try, so a new
+try stores its own spec and saving again for the same try replaces it; the message itself never travels in
+a URL.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from vobiz_provider.ledger.database import LedgerPart
 from vobiz_provider.ledger.rows import check_lengths, text, utcnow
-from vobiz_provider.ledger.schema import answers
+from vobiz_provider.ledger.schema import answers, calls
 from vobiz_provider.models.answer import AnswerSpec
 
 if TYPE_CHECKING:
@@ -77,17 +79,55 @@ class Answers(LedgerPart):
     def load_answer_entry(self, correlation: CorrelationToken) -> AnswerEntry | None:
         """The stored answer of ``correlation``'s task instance and try, with its receiver root, or ``None``.
 
-        :param correlation: The verified correlation token of the answer or gather request.
+        :param correlation: The try.
         """
-        statement = sa.select(answers.c.spec, answers.c.callback_base_url, answers.c.created_at).where(
-            answers.c.ti_key == correlation.ti_key, answers.c.try_number == correlation.try_number
-        )
-        row = self._db.run(lambda conn: conn.execute(statement).mappings().first(), write=False)
-        if row is None:
+        row = self._db.run(lambda conn: _answer_row(conn, correlation), write=False)
+        return _entry(row) if row is not None else None
+
+    def load_answer_for_call(
+        self, correlation: CorrelationToken, *, call_uuid: str | None, request_uuid: str | None = None
+    ) -> AnswerEntry | None:
+        """The stored answer of ``correlation``'s try, if the call named is one of its calls still up.
+
+        ``None`` when the try stored no answer, or when no call of the try with that ``CallUUID`` (or,
+        lacking one, ``RequestUUID``) is in the ledger and not ended.
+
+        :param correlation: The verified correlation token of the answer or gather request.
+        :param call_uuid: The request's ``CallUUID``.
+        :param request_uuid: The request's ``RequestUUID``.
+        """
+        if not call_uuid and not request_uuid:
             return None
-        spec = row["spec"]
-        return AnswerEntry(
-            spec=AnswerSpec.model_validate(json.loads(spec) if isinstance(spec, str) else spec),
-            callback_base_url=row["callback_base_url"],
-            created_at=row["created_at"],
+        matches = calls.c.call_uuid == call_uuid if call_uuid else calls.c.request_uuid == request_uuid
+        live = (
+            sa.select(calls.c.id)
+            .where(
+                calls.c.ti_key == correlation.ti_key,
+                calls.c.try_number == correlation.try_number,
+                calls.c.terminal.is_(False),
+                matches,
+            )
+            .limit(1)
         )
+
+        def work(conn: Connection) -> Any:
+            return _answer_row(conn, correlation) if conn.execute(live).first() is not None else None
+
+        row = self._db.run(work, write=False)
+        return _entry(row) if row is not None else None
+
+
+def _answer_row(conn: Connection, correlation: CorrelationToken) -> Any:
+    statement = sa.select(answers.c.spec, answers.c.callback_base_url, answers.c.created_at).where(
+        answers.c.ti_key == correlation.ti_key, answers.c.try_number == correlation.try_number
+    )
+    return conn.execute(statement).mappings().first()
+
+
+def _entry(row: Any) -> AnswerEntry:
+    spec = row["spec"]
+    return AnswerEntry(
+        spec=AnswerSpec.model_validate(json.loads(spec) if isinstance(spec, str) else spec),
+        callback_base_url=row["callback_base_url"],
+        created_at=row["created_at"],
+    )

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from vobiz_provider.ledger.database import Conflict, LedgerPart
+from vobiz_provider.ledger.placements import mark_registered
 from vobiz_provider.ledger.rows import (
     api_result_values,
     check_lengths,
@@ -169,6 +170,9 @@ class Calls(LedgerPart):
     ) -> None:
         """Record the calls of one accepted Make-Call request, as ``queued`` (idempotent).
 
+        This binds them to ``correlation``'s try: from now on the receiver stores the callbacks of these
+        calls (and of no other) from that try's URLs (:mod:`~vobiz_provider.ledger.binding`).
+
         One row per destination. With one request UUID per destination they are paired in order; a single
         request UUID for several destinations (bulk dial) goes on every row. A row a callback already
         created for the same leg is completed instead (callbacks can arrive before this is called).
@@ -240,6 +244,8 @@ class Calls(LedgerPart):
                 # The advisory locks (PostgreSQL) or the write lock (SQLite) rule out a concurrent insert
                 # of these legs; ON CONFLICT only guards against a row made outside this provider's code.
                 conn.execute(self._insert, new_rows)
+            if correlation is not None:
+                mark_registered(conn, self._db, correlation, destinations=len(pairs), now=now)
 
         self._db.run(work, write=True)
 
@@ -294,6 +300,9 @@ class Calls(LedgerPart):
     ) -> list[CallRecord]:
         """The calls fired for this task instance by its tries, newest try first.
 
+        Only calls a try recorded as fired (:meth:`register_fired_calls`), or calls of a request it fired:
+        never a row that names the try without being its call.
+
         :param dag_id: DAG id.
         :param run_id: Run id.
         :param task_id: Task id.
@@ -307,7 +316,13 @@ class Calls(LedgerPart):
             if before_try is not None:
                 statement = statement.where(calls.c.try_number < before_try)
             statement = statement.order_by(calls.c.try_number.desc(), calls.c.id.desc())
-            return [to_call_record(row) for row in conn.execute(statement).mappings()]
+            rows = list(conn.execute(statement).mappings())
+            fired = {(row["try_number"], row["request_uuid"]) for row in rows if row["fired_at"] is not None}
+            return [
+                to_call_record(row)
+                for row in rows
+                if row["fired_at"] is not None or (row["try_number"], row["request_uuid"]) in fired
+            ]
 
         return self._db.run(work, write=False)
 

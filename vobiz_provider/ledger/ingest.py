@@ -1,13 +1,15 @@
 """Storing Vobiz's callbacks: ONE write path, where a single callback is a batch of one.
 
 :meth:`Ingest.prepare_callback` checks a callback and works out what storing it writes, without touching the
-database; :meth:`Ingest.ingest` writes prepared callbacks in one transaction: for each, its
-signature nonce, its event row and its call's new state commit together. So if storing fails (503 to
-Vobiz) the nonce is not burnt and Vobiz's retry with the same signature is still accepted; a nonce that was
-accepted always has its callback stored; and a repeated callback (same fields, a Vobiz retry) is stored
-once and changes nothing the second time. The receiver hands callbacks to :meth:`Ingest.submit_callback`,
-whose writer thread (:class:`~vobiz_provider.ledger.group_commit.GroupCommitter`) gives everything queued
-meanwhile to :meth:`Ingest.ingest` as one batch.
+database; :meth:`Ingest.ingest` writes prepared callbacks in one transaction: for each, first whether its
+URL's try may store it at all (:mod:`~vobiz_provider.ledger.binding`: refused callbacks store nothing),
+then its signature's replay keys, its event row, its call's new state and its try's budget commit
+together. So if storing fails (503 to Vobiz) the nonce is not burnt and Vobiz's retry with the same
+signature is still accepted; a nonce that was accepted always has its callback stored; and a repeated
+callback (same fields, a Vobiz retry) is stored once and changes nothing the second time. The receiver
+hands callbacks to :meth:`Ingest.submit_callback`, whose writer thread
+(:class:`~vobiz_provider.ledger.group_commit.GroupCommitter`) gives everything queued meanwhile to
+:meth:`Ingest.ingest` as one batch.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from vobiz_provider.exceptions import LedgerUnavailableError, VobizValidationError
+from vobiz_provider.ledger.binding import Refusal, check, load_tries, note_stored, owner_of
 from vobiz_provider.ledger.calls import Calls
 from vobiz_provider.ledger.database import Conflict
 from vobiz_provider.ledger.group_commit import GroupCommitter
@@ -35,11 +38,12 @@ from vobiz_provider.ledger.rows import (
     dedupe_key,
     new_call_row,
     normalise_kind,
+    stored_form,
     text,
     to_call_record,
     utcnow,
 )
-from vobiz_provider.ledger.schema import UTCDateTime, calls, events, nonces
+from vobiz_provider.ledger.schema import UTCDateTime, calls, events, nonces, placements
 from vobiz_provider.models.callbacks import parse_callback
 from vobiz_provider.models.record import leg_key
 
@@ -55,6 +59,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Ingest", "IngestResult", "PreparedCallback"]
 
+
 log = logging.getLogger(__name__)
 
 
@@ -68,6 +73,8 @@ class IngestResult:
     :param replayed: The signature nonce was seen within the replay window with *other* fields: a captured
         signature reused on a forged body. Nothing was stored; the receiver should refuse it (403).
     :param record: The call's state after this callback (``None`` when nothing was stored).
+    :param refusal: Why its URL's try may not store it (:mod:`~vobiz_provider.ledger.binding`): nothing was
+        stored.
     """
 
     stored: bool
@@ -75,6 +82,7 @@ class IngestResult:
     call_uuid: str | None
     replayed: bool = False
     record: CallRecord | None = None
+    refusal: Refusal | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,29 +90,34 @@ class PreparedCallback:
     """A checked callback and the rows storing it writes (:meth:`Ingest.prepare_callback`).
 
     :param kind: The normalised callback kind.
-    :param form: The fields as strings, stored in the event row.
+    :param form: The fields as strings, as stored in the event row (:func:`~vobiz_provider.ledger.rows.
+        stored_form`).
+    :param size: Its size in bytes, counted against its try's budget.
     :param values: The call columns it carries, with the task instance's.
     :param status: The call status it reports, if any.
     :param event: ``Event``.
     :param call_status: ``CallStatus``.
     :param dedupe_key: Its :func:`~vobiz_provider.ledger.rows.dedupe_key`.
-    :param nonce: The verified signature's nonce, if signed.
+    :param replay_keys: The replay keys of its valid signatures (empty when unsigned).
     :param nonce_window: Replay window in seconds.
-    :param ti_key: The task instance key of its correlation token, if any.
-    :param try_number: The try of its correlation token, if any.
+    :param max_callbacks_per_call: Its try's budget, per destination dialled.
+    :param ti_key: The task instance key of its correlation token.
+    :param try_number: The try of its correlation token.
     """
 
     kind: str
     form: dict[str, str] = dataclass_field(repr=False)
+    size: int
     values: dict[str, Any] = dataclass_field(repr=False)
     status: str | None
     event: str | None
     call_status: str | None
     dedupe_key: str
-    nonce: str | None = dataclass_field(repr=False)
+    replay_keys: tuple[str, ...] = dataclass_field(repr=False)
     nonce_window: float
-    ti_key: str | None
-    try_number: int | None
+    max_callbacks_per_call: int
+    ti_key: str
+    try_number: int
 
     @property
     def call_uuid(self) -> str | None:
@@ -123,7 +136,7 @@ def _event_row(prepared: PreparedCallback, now: dt.datetime) -> dict[str, Any]:
         "ti_key": prepared.ti_key,
         "try_number": prepared.try_number,
         "dedupe_key": prepared.dedupe_key,
-        "nonce": prepared.nonce,
+        "nonce": prepared.replay_keys[0] if prepared.replay_keys else None,
         "fields": prepared.form,
     }
 
@@ -131,10 +144,12 @@ def _event_row(prepared: PreparedCallback, now: dt.datetime) -> dict[str, Any]:
 class Ingest(Calls):
     """Prepares and stores callbacks (see the module docstring); they apply to the ledger's calls."""
 
-    def _init_ingest(self, *, nonce_window: float) -> None:
+    def _init_ingest(self, *, nonce_window: float, max_callbacks_per_call: int) -> None:
         self._init_calls()
         #: Default replay window of signature nonces, in seconds.
         self.nonce_window = nonce_window
+        #: Default budget of a try's callback URLs, per destination dialled.
+        self.max_callbacks_per_call = max_callbacks_per_call
         self._committer: GroupCommitter[PreparedCallback, IngestResult] | None = None
         self._committer_lock = threading.Lock()
         self._last_nonce_purge = 0.0
@@ -152,7 +167,20 @@ class Ingest(Calls):
             .returning(events.c.dedupe_key)
         )
         self._insert_calls = self._db.insert(calls).on_conflict_do_nothing().returning(calls.c.id)
-        self._known_calls = sa.select(calls.c.call_uuid, calls.c.leg_key, calls.c.request_uuid).where(
+        self._count_callbacks = (
+            placements.update()
+            .where(
+                placements.c.ti_key == sa.bindparam("b_ti_key"),
+                placements.c.try_number == sa.bindparam("b_try_number"),
+            )
+            .values(
+                callbacks=placements.c.callbacks + sa.bindparam("b_callbacks"),
+                callback_bytes=placements.c.callback_bytes + sa.bindparam("b_bytes"),
+            )
+        )
+        self._known_calls = sa.select(
+            calls.c.call_uuid, calls.c.leg_key, calls.c.request_uuid, calls.c.ti_key, calls.c.try_number
+        ).where(
             sa.or_(
                 calls.c.call_uuid.in_(sa.bindparam("b_call_uuids", expanding=True)),
                 calls.c.leg_key.in_(sa.bindparam("b_leg_keys", expanding=True)),
@@ -167,22 +195,26 @@ class Ingest(Calls):
         kind: str,
         fields: Mapping[str, str],
         *,
-        correlation: CorrelationToken | None = None,
-        nonce: str | None = None,
+        correlation: CorrelationToken,
+        replay_keys: Sequence[str] = (),
         timezone: str | None = None,
         nonce_window: float | None = None,
+        max_callbacks_per_call: int | None = None,
         callback: VobizCallback | None = None,
     ) -> PreparedCallback:
         """Check one callback and work out what storing it writes, without touching the database.
 
         :param kind: The receiver route: ``ring``, ``answer``, ``hangup``, ``machine-detection``, ``gather``.
         :param fields: The form (or query) fields exactly as received (``CallUUID``, ``Event``, ...).
-        :param correlation: The verified correlation token of the callback URL, if any.
-        :param nonce: The verified signature's nonce; a nonce seen within the replay window makes the
-            callback ``replayed`` and nothing is stored.
+        :param correlation: The verified correlation token of the callback URL: the callback is stored only
+            if it belongs to a call that token's try placed (:mod:`~vobiz_provider.ledger.binding`).
+        :param replay_keys: The verified signature's replay keys
+            (:attr:`~vobiz_provider.signatures.SignatureCheck.replay_keys`); one seen within the replay
+            window makes the callback ``replayed`` and nothing is stored.
         :param timezone: The account timezone of ``StartTime``/``AnswerTime``/``EndTime`` (the connection's
             ``timezone``); UTC when omitted.
         :param nonce_window: Replay window in seconds (default: the ledger's).
+        :param max_callbacks_per_call: The try's budget per destination (default: the ledger's).
         :param callback: The callback model already parsed from ``fields`` in ``timezone``
             (:func:`~vobiz_provider.models.callbacks.parse_callback`), so they are not parsed again.
         :raises VobizValidationError: When a value is longer than its column (naming the field).
@@ -199,9 +231,7 @@ class Ingest(Calls):
         values = callback_values(kind, form, callback)
         event = text(form.get("Event"))
         call_status = text(form.get("CallStatus"))
-        check_callback_lengths(
-            (*values.items(), ("Event", event), ("CallStatus", call_status), ("nonce", nonce))
-        )
+        check_callback_lengths((*values.items(), ("Event", event), ("CallStatus", call_status)))
         status = callback_status(
             kind,
             form,
@@ -209,18 +239,23 @@ class Ingest(Calls):
             values["hangup_cause"],
             answered=values["answer_time"] is not None,
         )
+        stored, size = stored_form(form)
         return PreparedCallback(
             kind=kind,
-            form=form,
+            form=stored,
+            size=size,
             values={**values, **correlation_values(correlation)},
             status=status,
             event=event,
             call_status=call_status,
             dedupe_key=dedupe_key(kind, form),
-            nonce=nonce,
+            replay_keys=tuple(replay_keys),
             nonce_window=self.nonce_window if nonce_window is None else nonce_window,
-            ti_key=correlation.ti_key if correlation else None,
-            try_number=correlation.try_number if correlation else None,
+            max_callbacks_per_call=(
+                self.max_callbacks_per_call if max_callbacks_per_call is None else max_callbacks_per_call
+            ),
+            ti_key=correlation.ti_key,
+            try_number=correlation.try_number,
         )
 
     # -- writing ------------------------------------------------------------------------------------------
@@ -297,33 +332,60 @@ class Ingest(Calls):
         """Store each item in order, with one statement per step for the whole batch.
 
         The caller holds the advisory locks of every item's UUIDs (PostgreSQL) or the write lock (SQLite).
-        Each item ends as if written alone after the ones before it: a nonce or a dedupe key repeated within
-        the batch counts as seen, and items that touch the same call, or a call already stored, are applied
-        one after the other. Only calls new to the ledger and to the batch are inserted in bulk.
+        Each item ends as if written alone after the ones before it: a replay key or a dedupe key repeated
+        within the batch counts as seen, a call learnt from an earlier item binds the later ones, and items
+        that touch the same call, or a call already stored, are applied one after the other. Only calls new
+        to the ledger and to the batch are inserted in bulk.
         """
         results: list[IngestResult | None] = [None] * len(items)
+        known_rows = self._load_known(conn, items)
 
-        # 1. Nonces: the first use of each nonce within the batch claims it.
-        claimants: dict[str, int] = {}
+        # 0. Binding: a callback its URL's try may not store is refused before anything is written.
+        tries = load_tries(conn, {(item.ti_key, item.try_number) for item in items})
+        call_owners = {row["call_uuid"]: owner_of(row) for row in known_rows if row["call_uuid"]}
+        admitted: list[int] = []
         for index, item in enumerate(items):
-            if item.nonce is not None:
-                claimants.setdefault(item.nonce, index)
+            known = tries[(item.ti_key, item.try_number)]
+            refusal = check(
+                item.values,
+                owner=(item.ti_key, item.try_number),
+                known=known,
+                call_owner=call_owners.get(item.call_uuid) if item.call_uuid else None,
+                max_per_call=item.max_callbacks_per_call,
+                now=now,
+            )
+            if refusal is not None:
+                results[index] = IngestResult(
+                    stored=False, duplicate=False, call_uuid=item.call_uuid, refusal=refusal
+                )
+                continue
+            note_stored(known, item.values)
+            if item.call_uuid:
+                call_owners.setdefault(item.call_uuid, (item.ti_key, item.try_number))
+            admitted.append(index)
+
+        # 1. Replay keys: the first use of each key within the batch claims it.
+        claimants: dict[str, int] = {}
+        for index in admitted:
+            for key in items[index].replay_keys:
+                claimants.setdefault(key, index)
         fresh: set[str] = set()
         by_window: dict[float, list[str]] = {}
-        for nonce, index in claimants.items():
-            by_window.setdefault(items[index].nonce_window, []).append(nonce)
-        for window, batch_nonces in by_window.items():
+        for key, index in claimants.items():
+            by_window.setdefault(items[index].nonce_window, []).append(key)
+        for window, batch_keys in by_window.items():
             cutoff = now - dt.timedelta(seconds=window)
-            rows = [{"nonce": nonce, "seen_at": now, "cutoff": cutoff} for nonce in batch_nonces]
+            rows = [{"nonce": key, "seen_at": now, "cutoff": cutoff} for key in batch_keys]
             fresh.update(conn.execute(self._claim_nonces, rows).scalars())
             self._purge_nonces(conn, cutoff=cutoff, window=window)
 
-        # 2. Events: the first of each dedupe key among the items that claimed their nonce (or are unsigned).
+        # 2. Events: the first of each dedupe key among the items that claimed their keys (or are unsigned).
         inserting: list[int] = []
         keys: set[str] = set()
         reused: list[int] = []
-        for index, item in enumerate(items):
-            if item.nonce is not None and (item.nonce not in fresh or claimants[item.nonce] != index):
+        for index in admitted:
+            item = items[index]
+            if any(key not in fresh or claimants[key] != index for key in item.replay_keys):
                 reused.append(index)
             elif item.dedupe_key in keys:
                 results[index] = IngestResult(stored=False, duplicate=True, call_uuid=item.call_uuid)
@@ -338,14 +400,16 @@ class Ingest(Calls):
         for index in inserting:
             if items[index].dedupe_key not in inserted:
                 results[index] = IngestResult(stored=False, duplicate=True, call_uuid=items[index].call_uuid)
+        self._count_against_budgets(conn, [items[index] for index in stored])
 
-        # 3. A nonce seen before: Vobiz resending the same callback whose answer it lost (same fields under
-        # the same nonce), or a captured signature reused on another body (Vobiz signs URL + nonce only).
+        # 3. A replay key seen before: Vobiz resending the same callback whose answer it lost (same fields
+        # under the same signature), or a captured signature reused on another body (Vobiz signs URL + nonce
+        # only).
         for index in reused:
             item = items[index]
             resent = conn.execute(
                 sa.select(events.c.id)
-                .where(events.c.dedupe_key == item.dedupe_key, events.c.nonce == item.nonce)
+                .where(events.c.dedupe_key == item.dedupe_key, events.c.nonce == item.replay_keys[0])
                 .limit(1)
             ).first()
             results[index] = IngestResult(
@@ -353,7 +417,7 @@ class Ingest(Calls):
             )
 
         # 4. Calls: insert those new to the ledger and to the batch at once; apply the others in order.
-        records = self._apply_to_calls(conn, [items[index] for index in stored], now=now)
+        records = self._apply_to_calls(conn, [items[index] for index in stored], known_rows, now=now)
         for index, record in zip(stored, records, strict=True):
             results[index] = IngestResult(
                 stored=True,
@@ -363,10 +427,55 @@ class Ingest(Calls):
             )
         return results  # type: ignore[return-value]
 
+    def _load_known(self, conn: Connection, items: Sequence[PreparedCallback]) -> list[Any]:
+        """The stored calls the items name, by call UUID, leg or request UUID (one query)."""
+        idents = [
+            (
+                item.values["call_uuid"],
+                leg_key(item.values["request_uuid"], item.values.get("destination")),
+                item.values["request_uuid"],
+            )
+            for item in items
+        ]
+        return list(
+            conn.execute(
+                self._known_calls,
+                {
+                    "b_call_uuids": sorted({call for call, _, _ in idents if call}),
+                    "b_leg_keys": sorted({leg for _, leg, _ in idents if leg}),
+                    "b_request_uuids": sorted({request for _, _, request in idents if request}),
+                },
+            ).mappings()
+        )
+
+    def _count_against_budgets(self, conn: Connection, stored: Sequence[PreparedCallback]) -> None:
+        """Add the stored callbacks (and their bytes) to their tries' counters."""
+        totals: dict[tuple[str, int], list[int]] = {}
+        for item in stored:
+            total = totals.setdefault((item.ti_key, item.try_number), [0, 0])
+            total[0] += 1
+            total[1] += item.size
+        if totals:
+            conn.execute(
+                self._count_callbacks,
+                [
+                    {"b_ti_key": ti_key, "b_try_number": try_number, "b_callbacks": count, "b_bytes": size}
+                    for (ti_key, try_number), (count, size) in totals.items()
+                ],
+            )
+
     def _apply_to_calls(
-        self, conn: Connection, items: Sequence[PreparedCallback], *, now: dt.datetime
+        self,
+        conn: Connection,
+        items: Sequence[PreparedCallback],
+        known: Sequence[Any],
+        *,
+        now: dt.datetime,
     ) -> list[CallRecord | None]:
-        """Apply stored callbacks to their calls, in order (the caller holds the locks)."""
+        """Apply stored callbacks to their calls, in order (the caller holds the locks).
+
+        :param known: The stored calls the batch names (:meth:`_load_known`).
+        """
         if not items:
             return []
         idents = [
@@ -377,17 +486,9 @@ class Ingest(Calls):
             )
             for item in items
         ]
-        known = conn.execute(
-            self._known_calls,
-            {
-                "b_call_uuids": sorted({call for call, _, _ in idents if call}),
-                "b_leg_keys": sorted({leg for _, leg, _ in idents if leg}),
-                "b_request_uuids": sorted({request for _, _, request in idents if request}),
-            },
-        ).all()
         taken: dict[tuple[str, str], int] = {}
         for row in known:
-            for name, value in (("c", row.call_uuid), ("l", row.leg_key), ("r", row.request_uuid)):
+            for name, value in (("c", row["call_uuid"]), ("l", row["leg_key"]), ("r", row["request_uuid"])):
                 if value:
                     taken[(name, value)] = 2  # already stored: never a bulk insert
         for call, leg, request in idents:

@@ -7,9 +7,9 @@ role it plays, so what it may write is visible in its types:
 role                       who                                  writes
 =========================  ===================================  =============================================
 :class:`CallbackSink`      the receiver                         callback events, signature nonces, call rows
-                                                                (``source=callback``)
-:class:`PlacementLedger`   call placement (operator, notifier)  answer specs, fired calls (``source=fired``),
-                                                                notification claims
+                                                                (``source=callback``) of its try's calls only
+:class:`PlacementLedger`   call placement (operator, notifier)  placements, answer specs, fired calls
+                                                                (``source=fired``), notification claims
 :class:`CallReader`        triggers, the sensor, the operator   API outcomes only (``source=api``), through
                            when it resumes                      :meth:`CallReader.cache_api_result`
 :class:`LedgerMaintenance` ``vobiz-callbacks db upgrade|prune``  the schema; deletes old rows
@@ -44,10 +44,11 @@ class CallbackSink(Protocol):
         kind: str,
         fields: Mapping[str, str],
         *,
-        correlation: CorrelationToken | None = None,
-        nonce: str | None = None,
+        correlation: CorrelationToken,
+        replay_keys: Sequence[str] = (),
         timezone: str | None = None,
         nonce_window: float | None = None,
+        max_callbacks_per_call: int | None = None,
         callback: VobizCallback | None = None,
     ) -> PreparedCallback:
         """See :meth:`vobiz_provider.ledger.ingest.Ingest.prepare_callback`."""
@@ -57,13 +58,19 @@ class CallbackSink(Protocol):
         """See :meth:`vobiz_provider.ledger.ingest.Ingest.submit_callback`."""
         ...
 
-    def load_answer_entry(self, correlation: CorrelationToken) -> AnswerEntry | None:
-        """See :meth:`vobiz_provider.ledger.answers.Answers.load_answer_entry`."""
+    def load_answer_for_call(
+        self, correlation: CorrelationToken, *, call_uuid: str | None, request_uuid: str | None = None
+    ) -> AnswerEntry | None:
+        """See :meth:`vobiz_provider.ledger.answers.Answers.load_answer_for_call`."""
         ...
 
 
 class PlacementLedger(Protocol):
     """Call placement: stores what a call says, records the calls it fired and finds earlier tries'."""
+
+    def open_placement(self, correlation: CorrelationToken, *, destinations: int, expires_at: float) -> None:
+        """See :meth:`vobiz_provider.ledger.placements.Placements.open_placement`."""
+        ...
 
     def save_answer(
         self, correlation: CorrelationToken, spec: AnswerSpec, *, callback_base_url: str | None = None

@@ -76,6 +76,22 @@ _API_FIELDS: Final = tuple(
     for name in CallRecord.model_fields
     if name not in {"status", "terminal", "source", "updated_at", *_TIME_FIELDS}
 )
+#: Columns only a ``hangup`` callback reports: another route cannot end a call or fill in how it ended.
+_HANGUP_COLUMNS: Final = frozenset(
+    {
+        "hangup_cause",
+        "hangup_cause_code",
+        "hangup_cause_name",
+        "hangup_source",
+        "duration",
+        "bill_duration",
+        "end_time",
+    }
+)
+#: Largest form stored with an event, in bytes of names and values: Vobiz's callbacks are about 1 KiB.
+MAX_STORED_FORM_BYTES: Final = 8192
+#: Longest value kept of a field in a form larger than :data:`MAX_STORED_FORM_BYTES`.
+_KEPT_VALUE_CHARS: Final = 256
 #: Details that a newer event of this kind replaces (a second gather, a revised machine detection).
 OVERWRITE_BY_KIND: Final = {
     "machine-detection": frozenset({"machine"}),
@@ -256,23 +272,41 @@ def check_callback_lengths(values: Iterable[tuple[str, Any]]) -> None:
 def callback_status(
     kind: str, fields: Mapping[str, str], code: int | None, cause: str | None, *, answered: bool
 ) -> str | None:
-    """The call status a callback reports, or ``None`` when it does not move the call."""
-    if kind in ("machine-detection", "gather"):
-        return None
-    event = (text(fields.get("Event")) or "").lower()
-    status = (text(fields.get("CallStatus")) or "").lower() or None
-    if kind == "hangup" or event == "hangup":
+    """The call status a callback reports, or ``None`` when it does not move the call.
+
+    Decided by the route, not by the body: Vobiz's signature covers the URL (so the route) but not the
+    body, and each token opens only its own route. Only the hangup route ends a call; the ring route
+    reports ``ringing`` and the answer route ``in-progress``, whatever ``Event`` or ``CallStatus`` say.
+    """
+    if kind == "hangup":
         # Hangup always ends the call, whatever (if anything) CallStatus says.
+        status = (text(fields.get("CallStatus")) or "").lower() or None
         if status in TERMINAL_STATUSES:
             return status
         return status_for_hangup_cause(code, cause, answered=answered)
-    if status is not None and status_rank(status) is not None:
-        return status
-    if kind == "ring" or event == "ring":
+    if kind == "ring":
         return "ringing"
-    if kind == "answer" or event in ("startapp", "answer"):
+    if kind == "answer":
         return "in-progress"
-    return None
+    return None  # machine detection and gather happen on an answered call: they do not move it
+
+
+def stored_form(form: Mapping[str, str]) -> tuple[dict[str, str], int]:
+    """The fields kept in a callback's event row, and the size counted against its try's budget.
+
+    A form of at most :data:`MAX_STORED_FORM_BYTES` is kept whole. A larger one (Vobiz's are about
+    1 KiB) keeps the fields the ledger reads, each cut to 256 characters, and says how many it dropped
+    under ``_dropped_fields``.
+
+    :param form: The fields as received.
+    """
+    size = sum(len(key) + len(value) for key, value in form.items())
+    if size <= MAX_STORED_FORM_BYTES:
+        return dict(form), size
+    wanted = {name for name, _ in _FROM_FORM.values()} | {"Event", "CallStatus", "ALegRequestUUID"}
+    kept = {key: value[:_KEPT_VALUE_CHARS] for key, value in form.items() if key in wanted}
+    kept["_dropped_fields"] = str(len(form) - len(kept))
+    return kept, sum(len(key) + len(value) for key, value in kept.items())
 
 
 def callback_values(kind: str, fields: Mapping[str, str], parsed: VobizCallback | None) -> dict[str, Any]:
@@ -287,8 +321,10 @@ def callback_values(kind: str, fields: Mapping[str, str], parsed: VobizCallback 
         values["machine"] = None
     if kind != "gather":
         values["digits"] = None
+    if kind != "hangup":
+        values.update(dict.fromkeys(_HANGUP_COLUMNS))
     for column in ("start_time", "answer_time", "end_time"):
-        value = getattr(parsed, column, None) if parsed is not None else None
+        value = getattr(parsed, column, None) if parsed is not None and values[column] else None
         values[f"{column}_utc"] = _plain_utc(value) if isinstance(value, dt.datetime) else None
     return values
 

@@ -34,6 +34,7 @@ __all__ = [
     "metadata",
     "nonces",
     "notifications",
+    "placements",
     "schema_version",
 ]
 
@@ -138,7 +139,8 @@ calls = sa.Table(
     sa.Column("source", sa.String(16), nullable=False),
 )
 
-#: Signature nonces seen recently (replay protection; Vobiz signs URL + nonce, not the body).
+#: What Vobiz's valid signatures signed, hashed (``SignatureCheck.replay_keys``: URL + nonce), for
+#: ``[vobiz] nonce_window``: a second use is a replay. The column is still called ``nonce`` (schema 1).
 nonces = sa.Table(
     "vobiz_nonces",
     metadata,
@@ -161,6 +163,22 @@ answers = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False, index=True),
 )
 
+#: One row per try that placed (or is placing) a call with receiver URLs: what binds a callback URL to the
+#: calls of its try. Opened before dialling; ``registered_at`` is set when the try records the calls Vobiz
+#: accepted. ``callbacks``/``callback_bytes`` count what the try's URLs stored (the per-try budget).
+placements = sa.Table(
+    "vobiz_placements",
+    metadata,
+    sa.Column("ti_key", sa.String(1024), primary_key=True),
+    sa.Column("try_number", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("opened_at", UTCDateTime, nullable=False),
+    sa.Column("registered_at", UTCDateTime),
+    sa.Column("expires_at", UTCDateTime, nullable=False, index=True),
+    sa.Column("destinations", sa.Integer, nullable=False),
+    sa.Column("callbacks", sa.Integer, nullable=False),
+    sa.Column("callback_bytes", sa.BigInteger, nullable=False),
+)
+
 #: Notifications recently placed, by the SHA-256 of their dedupe key: a callback that Airflow fires twice
 #: phones once within the dedupe window.
 notifications = sa.Table(
@@ -181,8 +199,13 @@ def _step_2(conn: Connection) -> None:
     metadata.create_all(conn, tables=[answers, notifications], checkfirst=True)
 
 
+def _step_3(conn: Connection) -> None:
+    """Version 3: the placements that bind callbacks to the calls of their try."""
+    metadata.create_all(conn, tables=[placements], checkfirst=True)
+
+
 #: The upgrade steps, in order; step ``i`` (0-based) brings the schema to version ``i + 1``.
-STEPS: tuple[Callable[[Connection], None], ...] = (_step_1, _step_2)
+STEPS: tuple[Callable[[Connection], None], ...] = (_step_1, _step_2, _step_3)
 
 #: The version this code expects.
 SCHEMA_VERSION = len(STEPS)

@@ -3,8 +3,11 @@
 A task that placed a call with ``message=``/``gather=`` stored an
 :class:`~vobiz_provider.models.answer.AnswerSpec` for its try (see
 :class:`~vobiz_provider.calls.placement.CallPlacer`). When Vobiz fetches ``{base}/callbacks/answer?t=<token>``
-the receiver verifies the token and answers :func:`answer_response_for`: a ``<Speak>``, then an optional
-``<Gather>`` whose action is the receiver's ``gather`` route. The digits Vobiz posts there are stored on the
+the receiver verifies the token, stores the callback (bound to a call of that try), and answers
+:func:`answer_response_for`: a ``<Speak>``, then an optional ``<Gather>`` whose action is the receiver's
+``gather`` route, carrying the token exactly as received (never signed again, so a token accepted under a
+fallback secret does not come back signed with the current one). The spec is served only while the call
+named by the request is one of the try's calls and is still up. The digits Vobiz posts there are stored on the
 call record like any other callback, and :func:`gather_response_for` gives the XML to answer with: a short
 confirmation and ``<Hangup/>``, or, when the caller pressed nothing (Vobiz posts an empty ``Digits`` on
 timeout and carries on with the verbs after the ``<Gather>``), an empty ``<Response/>``.
@@ -23,7 +26,7 @@ if TYPE_CHECKING:
 
     from vobiz_provider.config import VobizSettings
     from vobiz_provider.correlation import CorrelationToken
-    from vobiz_provider.ledger import CallbackSink
+    from vobiz_provider.ledger import AnswerEntry, CallbackSink
 
 __all__ = ["EMPTY_XML_RESPONSE", "answer_response_for", "gather_response_for", "xml_response_for"]
 
@@ -31,24 +34,36 @@ __all__ = ["EMPTY_XML_RESPONSE", "answer_response_for", "gather_response_for", "
 EMPTY_XML_RESPONSE: Final = "<Response></Response>"
 
 
+def _entry_for(
+    ledger: CallbackSink, correlation: CorrelationToken, fields: Mapping[str, str]
+) -> AnswerEntry | None:
+    return ledger.load_answer_for_call(
+        correlation, call_uuid=fields.get("CallUUID"), request_uuid=fields.get("RequestUUID")
+    )
+
+
 def answer_response_for(
     ledger: CallbackSink,
     correlation: CorrelationToken,
     settings: VobizSettings,
     *,
+    fields: Mapping[str, str],
+    token: str,
     base_url: str | None = None,
 ) -> str | None:
-    """The XML to serve when Vobiz fetches this call's answer URL, or ``None`` if no spec is stored.
+    """The XML to serve when Vobiz fetches this call's answer URL, or ``None`` if no spec is served.
 
     The Gather action is the receiver's ``gather`` route under the base URL the call was placed with (else
     ``base_url``, else ``[vobiz] callback_base_url``), carrying the same correlation token.
 
     :param ledger: The call ledger.
     :param correlation: The verified correlation token of the request.
-    :param settings: The ``[vobiz]`` settings (the secret re-signs the token for the action URL).
+    :param settings: The ``[vobiz]`` settings.
+    :param fields: The request's fields (``CallUUID`` names the call, which must be up).
+    :param token: The correlation token as received, for the action URL.
     :param base_url: Receiver root to use when the stored spec has none.
     """
-    entry = ledger.load_answer_entry(correlation)
+    entry = _entry_for(ledger, correlation, fields)
     if entry is None:
         return None
     action = None
@@ -59,22 +74,22 @@ def answer_response_for(
                 "cannot point the keypad prompt at the receiver: no callback_base_url was stored with the "
                 "spoken message and [vobiz] callback_base_url is not set"
             )
-        action = callback_url(base, "gather", correlation.encode(settings.signing_secret))
+        action = callback_url(base, "gather", token)
     return render_answer(entry.spec, gather_action_url=action)
 
 
 def gather_response_for(
     ledger: CallbackSink, correlation: CorrelationToken, fields: Mapping[str, str]
 ) -> str | None:
-    """The XML to answer a ``<Gather>`` action post with, or ``None`` if no spec is stored for the call.
+    """The XML to answer a ``<Gather>`` action post with, or ``None`` if no spec is served for the call.
 
     The digits themselves are stored on the call record by the receiver, like any other callback.
 
     :param ledger: The call ledger.
     :param correlation: The verified correlation token of the request.
-    :param fields: The posted form fields (``Digits`` is read).
+    :param fields: The posted form fields (``Digits`` is read; ``CallUUID`` names the call, which must be up).
     """
-    entry = ledger.load_answer_entry(correlation)
+    entry = _entry_for(ledger, correlation, fields)
     if entry is None:
         return None
     return render_gather_reply(entry.spec, digits=fields.get("Digits"))
@@ -86,19 +101,22 @@ def xml_response_for(
     correlation: CorrelationToken,
     fields: Mapping[str, str],
     settings: VobizSettings,
+    *,
+    token: str,
 ) -> str | None:
     """The XML for an ``answer`` or ``gather`` request, else ``None``.
 
-    ``None`` also when no spec is stored for the call (the caller then answers :data:`EMPTY_XML_RESPONSE`).
+    ``None`` also when no spec is served for the call (the caller then answers :data:`EMPTY_XML_RESPONSE`).
 
     :param kind: The callback route (``answer``, ``gather``, ...).
     :param ledger: The call ledger.
     :param correlation: The verified correlation token of the request.
     :param fields: The posted form fields.
     :param settings: The ``[vobiz]`` settings.
+    :param token: The correlation token as received.
     """
     if kind == "answer":
-        return answer_response_for(ledger, correlation, settings)
+        return answer_response_for(ledger, correlation, settings, fields=fields, token=token)
     if kind == "gather":
         return gather_response_for(ledger, correlation, fields)
     return None

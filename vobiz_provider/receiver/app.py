@@ -161,7 +161,8 @@ def create_app(
                 body = b""
             else:
                 body = await _read_body(request, current.max_body_bytes)
-            correlation = receiver.decode_token(request.query_params.get(TOKEN_PARAM), current)
+            token = request.query_params.get(TOKEN_PARAM)
+            correlation = receiver.decode_token(token, current, kind=kind)
             fields = _request_fields(request, body)
             request_url = str(request.url.replace(query="", fragment=""))
             headers = dict(request.headers)
@@ -173,6 +174,7 @@ def create_app(
                     headers=headers,
                     request_url=request_url,
                     correlation=correlation,
+                    token=token,
                     settings=current,
                 )
                 stored, xml = await within(response_deadline, receiver.ahandle(incoming))

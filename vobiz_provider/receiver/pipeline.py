@@ -2,18 +2,23 @@
 
 In order (the first failing step answers; nothing is ever stored for a refused callback):
 
-1. the correlation token of the URL: missing, malformed, tampered, or signed with another secret → 403;
+1. the correlation token of the URL: missing, malformed, tampered, signed with another secret, expired, or
+   issued for another route (a hangup URL's token on ``/callbacks/answer``) → 403;
 2. Vobiz's signature (``X-Vobiz-Signature-V2/V3`` and ``-MA-``): present but invalid → 403; absent while
    ``[vobiz] require_signatures`` is on → 403. It is verified against the *public* URL,
    ``callback_base_url + /callbacks/{kind}`` (from ``[vobiz]`` or from the call's connection; the Host header
    is never trusted), and only when no base URL is configured against the URL of the request;
 3. fields that do not make a valid callback (``CallUUID`` missing...) → 422 naming the fields;
-4. the event, its signature nonce and the call's new state are written to the ledger in one transaction,
-   shared with the callbacks that arrived meanwhile (group commit); only once it is committed is the
-   callback answered. A nonce seen within ``[vobiz] nonce_window`` seconds → 403, unless the identical
-   callback was stored under it (Vobiz resending a callback whose 200 it missed: ``duplicate``). A ledger
-   that cannot be reached gives 503 with ``Retry-After`` so that Vobiz retries;
-5. for ``answer`` and ``gather``, the XML the task stored for its try (:mod:`.answer_xml`).
+4. the event, its signature's replay keys and the call's new state are written to the ledger in one
+   transaction, shared with the callbacks that arrived meanwhile (group commit); only once it is committed
+   is the callback answered. In that transaction the ledger first binds the callback to the calls its
+   token's try placed (:mod:`vobiz_provider.ledger.binding`): another task's call, a call the try did not
+   place → 403; the try's budget spent → 429; the try still recording its calls → retried here for up to
+   :data:`PENDING_WAIT` seconds, then 503. A replay key seen within ``[vobiz] nonce_window`` → 403, unless
+   the identical callback was stored under it (Vobiz resending a callback whose 200 it missed:
+   ``duplicate``). A ledger that cannot be reached gives 503 with ``Retry-After`` so that Vobiz retries;
+5. for ``answer`` and ``gather``, the XML the task stored for its try, only while the call is up
+   (:mod:`.answer_xml`).
 
 Checks run on the event loop while the signing keys are cached, in a worker thread when connections may
 have to be read. Logs name the kind, ``CallUUID``, ``CallStatus`` and ``HangupCause`` and the reason of a
@@ -78,6 +83,11 @@ KEY_CACHE_MARGIN: Final = 5.0
 #: Seconds for which a receiver without fixed settings reuses the ``[vobiz]`` settings it read.
 SETTINGS_TTL: Final = 2.0
 
+#: Pauses before storing again a callback whose try is still recording its calls (Vobiz may call back
+#: before the task has written down what ``POST /Call/`` answered): about 0.75 s in all, then 503.
+PENDING_RETRY_DELAYS: Final = (0.05, 0.1, 0.2, 0.4)
+PENDING_WAIT: Final = sum(PENDING_RETRY_DELAYS)
+
 T = TypeVar("T")
 _SIGNATURE_HEADER_PREFIX: Final = "x-vobiz-signature"
 
@@ -110,6 +120,7 @@ class IncomingCallback:
     :param headers: The request headers (Vobiz's signatures among them).
     :param request_url: The URL of the request, without its query string.
     :param correlation: The task instance the call belongs to.
+    :param token: The correlation token as received (the Gather action URL carries it unchanged).
     :param settings: The settings in force for the request.
     """
 
@@ -118,6 +129,7 @@ class IncomingCallback:
     headers: Mapping[str, str] = field(repr=False)
     request_url: str
     correlation: CorrelationToken
+    token: str = field(repr=False)
     settings: VobizSettings = field(repr=False)
 
 
@@ -141,12 +153,12 @@ class StoredCallback(IncomingCallback):
 class CheckedCallback:
     """A callback whose signature and fields passed (:meth:`CallbackReceiver.check`).
 
-    :param nonce: The verified signature's nonce (``None`` when unsigned).
+    :param replay_keys: The verified signature's replay keys (empty when unsigned).
     :param timezone: The account timezone its local times are in.
     :param callback: The parsed model.
     """
 
-    nonce: str | None = field(repr=False)
+    replay_keys: tuple[str, ...] = field(repr=False)
     timezone: str
     callback: VobizCallback
 
@@ -160,7 +172,9 @@ def answer_xml(stored: StoredCallback) -> str:
 
     :param stored: The stored callback and the task instance it belongs to.
     """
-    xml = xml_response_for(stored.kind, stored.ledger, stored.correlation, stored.fields, stored.settings)
+    xml = xml_response_for(
+        stored.kind, stored.ledger, stored.correlation, stored.fields, stored.settings, token=stored.token
+    )
     return xml if xml is not None else EMPTY_XML_RESPONSE
 
 
@@ -242,27 +256,29 @@ class CallbackReceiver:
     # -- steps ---------------------------------------------------------------------------------------------
 
     @staticmethod
-    def decode_token(token: str | None, settings: VobizSettings) -> CorrelationToken:
-        """Verify the correlation token of the callback URL (403 when missing or not ours)."""
+    def decode_token(token: str | None, settings: VobizSettings, *, kind: str) -> CorrelationToken:
+        """Verify the correlation token of the callback URL for route ``kind`` (403 when missing, not ours,
+        expired or issued for another route)."""
         if not token:
             raise CallbackRejected(403, f"missing correlation token (query parameter {TOKEN_PARAM!r})")
         try:
             secrets = settings.verification_secrets
-        except MissingCallbackSecretError:
-            log.error("[vobiz] callback_secret is not set: every Vobiz callback is refused with 503")
+        except MissingCallbackSecretError as err:  # or WeakCallbackSecretError: says how to make one
+            log.error("Every Vobiz callback is refused with 503: %s", err)
             raise CallbackRejected(
                 503, "the receiver is not configured (callback_secret)", retry_after=RETRY_AFTER_SECONDS
             ) from None
         try:
-            return CorrelationToken.decode(token, secrets)
+            return CorrelationToken.decode(token, secrets, kind=kind)
         except InvalidCorrelationTokenError as err:
             # The message names what is wrong, never the token itself.
             raise CallbackRejected(403, f"invalid correlation token: {err}") from None
 
     def verify_signature(
         self, incoming: IncomingCallback, *, refresh: bool = True
-    ) -> tuple[str | None, SigningKeys | None]:
-        """Check Vobiz's signature headers; returns the nonce (if signed) and the call's connection keys.
+    ) -> tuple[tuple[str, ...], SigningKeys | None]:
+        """Check Vobiz's signature headers; returns the replay keys (if signed) and the call's connection's
+        keys.
 
         The tokens are those of ``[vobiz] signature_conn_ids`` and of the correlation token's connection. When
         verification fails, the connections are re-read once (at most once per cache TTL), so that a rotated
@@ -314,8 +330,8 @@ class CallbackReceiver:
                     raise CallbackRejected(403, "signed callback, but no auth token to verify it with")
             elif settings.require_signatures:
                 raise CallbackRejected(403, "unsigned callback refused ([vobiz] require_signatures is on)")
-            return None, own
-        return check.nonce, own
+            return (), own
+        return check.replay_keys, own
 
     @staticmethod
     def parse(kind: str, fields: Mapping[str, str], timezone: str) -> VobizCallback:
@@ -332,13 +348,13 @@ class CallbackReceiver:
 
         :raises CallbackRejected: When the callback is refused.
         """
-        nonce, own_keys = self.verify_signature(incoming, refresh=refresh)
-        if own_keys is None and not nonce:
+        replay_keys, own_keys = self.verify_signature(incoming, refresh=refresh)
+        if own_keys is None and not replay_keys:
             # Unsigned: the timezone still comes from the call's connection when it can be read.
             own_keys = self.signing_keys.get(incoming.correlation.conn_id)
         timezone = (own_keys.timezone if own_keys else None) or "UTC"
         callback = self.parse(incoming.kind, incoming.fields, timezone)
-        return CheckedCallback(nonce=nonce, timezone=timezone, callback=callback)
+        return CheckedCallback(replay_keys=replay_keys, timezone=timezone, callback=callback)
 
     def prepare(
         self, incoming: IncomingCallback, checked: CheckedCallback
@@ -353,9 +369,10 @@ class CallbackReceiver:
                 incoming.kind,
                 incoming.fields,
                 correlation=incoming.correlation,
-                nonce=checked.nonce,
+                replay_keys=checked.replay_keys,
                 timezone=checked.timezone,
                 nonce_window=incoming.settings.nonce_window,
+                max_callbacks_per_call=incoming.settings.max_callbacks_per_call,
                 callback=checked.callback,
             )
         except VobizValidationError as err:  # a value the ledger cannot hold (too long), refused by name
@@ -370,10 +387,13 @@ class CallbackReceiver:
         checked: CheckedCallback,
         result: IngestResult,
     ) -> tuple[StoredCallback, str | None]:
-        """After the commit: refuse a replay, log, and build the XML of ``answer``/``gather`` callbacks.
+        """After the commit: refuse what the ledger refused, log, and build the XML of ``answer``/``gather``.
 
         Blocking (reads the ledger) only for the XML kinds.
         """
+        if result.refusal is not None:
+            retry_after = RETRY_AFTER_SECONDS if result.refusal.pending else None
+            raise CallbackRejected(result.refusal.status_code, result.refusal.reason, retry_after=retry_after)
         if result.replayed:
             raise CallbackRejected(403, "replayed signature nonce")
         request = {name: getattr(incoming, name) for name in _INCOMING_FIELDS}
@@ -419,6 +439,12 @@ class CallbackReceiver:
         checked, ledger, prepared = prepared_inline or await _in_thread(check_and_prepare)
         try:
             result = await asyncio.wrap_future(ledger.submit_callback(prepared))
+            for delay in PENDING_RETRY_DELAYS:
+                if result.refusal is None or not result.refusal.pending:
+                    break
+                # Its task has not yet written down the calls Vobiz accepted: give it a moment.
+                await asyncio.sleep(delay)
+                result = await asyncio.wrap_future(ledger.submit_callback(prepared))
         except LedgerUnavailableError as err:
             raise _store_unavailable(incoming.kind, err) from None
 
