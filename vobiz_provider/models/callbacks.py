@@ -16,7 +16,7 @@ posts that, so the receiver and the emulator cannot drift apart.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
@@ -45,6 +45,7 @@ __all__ = [
     "MachineDetectionCallback",
     "RingCallback",
     "VobizCallback",
+    "carries_free_text",
     "parse_callback",
 ]
 
@@ -272,6 +273,24 @@ _BY_EVENT: dict[str, type[VobizCallback]] = {
     "hangup": HangupCallback,
     "machinedetection": MachineDetectionCallback,
 }
+#: Every form field a callback model declares, by its Vobiz name.
+_DECLARED_FIELDS: Final = frozenset(
+    field.alias or name for model in _BY_KIND.values() for name, field in model.model_fields.items()
+)
+#: The declared fields that hold free text: what the caller said.
+_FREE_TEXT_FIELDS: Final = frozenset({"Speech"})
+
+
+def carries_free_text(name: str) -> bool:
+    """Whether the form field ``name`` may hold free text, tab, CR and LF included.
+
+    ``Speech`` (what the caller said) and the fields no model declares (whatever Vobiz adds, custom SIP
+    headers) may; every other field Vobiz sends is a UUID, a number, a status, a cause or a time, in which a
+    control character has no business.
+
+    :param name: The field's Vobiz name (``HangupCauseName``).
+    """
+    return name in _FREE_TEXT_FIELDS or name not in _DECLARED_FIELDS
 
 
 def callback_model(form: Mapping[str, Any], *, kind: str | None = None) -> type[VobizCallback]:
