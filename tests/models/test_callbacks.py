@@ -254,6 +254,15 @@ def test_ordinary_numbers_still_read() -> None:
     assert (cheap.bill_rate, cheap.total_cost) == (Decimal("0.00001"), Decimal("12345.6789"))  # type: ignore[attr-defined]
 
 
+def test_a_long_unreadable_value_is_quoted_short() -> None:
+    with pytest.raises(VobizValidationError) as err:
+        parse_callback({**HANGUP_FORM, "StartTime": "y" * 61_440}, timezone="Asia/Kolkata")
+    message = str(err.value)
+    assert "StartTime: 'yyyy" in message
+    assert "61440 characters" in message
+    assert len(message) < 300
+
+
 def test_unknown_timezone_is_refused() -> None:
     with pytest.raises(VobizValidationError, match="unknown timezone 'Mars/Olympus'"):
         parse_callback(HANGUP_FORM, timezone="Mars/Olympus")

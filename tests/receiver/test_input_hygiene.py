@@ -125,6 +125,37 @@ def test_line_breaks_are_kept_where_a_field_may_carry_free_text(receiver: Receiv
     assert event_count(receiver, call_uuid) == 1
 
 
+# -- long values ---------------------------------------------------------------------------------------------
+
+
+def test_a_60_kib_invalid_value_gets_a_short_422(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("AIRFLOW__VOBIZ__MAX_BODY_BYTES", str(256 * 1024))
+    call_uuid = new_uuid()
+    with caplog.at_level(logging.INFO, logger="vobiz_provider"):
+        response = receiver.post("hangup", hangup_fields(call_uuid, StartTime="7" * 61_440))
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert "StartTime" in detail
+    assert len(response.content) < 500
+    assert "7" * 101 not in caplog.text
+    assert nothing_stored(receiver, call_uuid)
+
+
+def test_every_invalid_long_value_at_once_still_gets_a_short_422(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW__VOBIZ__MAX_BODY_BYTES", str(256 * 1024))
+    long = "x" * 30_000
+    fields = {"StartTime": long, "AnswerTime": long, "EndTime": long, "SessionStart": long, "Machine": long}
+    response = receiver.post("hangup", hangup_fields(new_uuid(), **fields))
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert all(name in detail for name in ("StartTime", "AnswerTime", "EndTime", "SessionStart"))
+    assert len(detail) <= 1_100
+
+
 # -- PostgreSQL: NUL callbacks among legitimate ones ---------------------------------------------------------
 
 LEGIT = 200

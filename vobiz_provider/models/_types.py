@@ -133,7 +133,7 @@ def _load_timezone(name: str) -> pendulum.Timezone | pendulum.FixedTimezone:
     try:
         return pendulum.timezone(name)
     except Exception as exc:  # pendulum raises InvalidTimezone (a ValueError) or ZoneInfo errors
-        raise ValueError(f"unknown timezone {name!r}") from exc
+        raise ValueError(f"unknown timezone {quoted(name)}") from exc
 
 
 def _context_timezone(context: Any) -> pendulum.Timezone | pendulum.FixedTimezone:
@@ -157,10 +157,10 @@ def _parse_utc(value: Any) -> pendulum.DateTime | None:
         try:
             parsed = pendulum.parse(value.strip(), tz="UTC")
         except Exception:
-            raise PydanticCustomError("vobiz_time", f"{value!r} is not an ISO-8601 time") from None
+            raise PydanticCustomError("vobiz_time", f"{quoted(value)} is not an ISO-8601 time") from None
         if isinstance(parsed, dt.datetime):
             return _to_utc(parsed, pendulum.UTC)
-    raise PydanticCustomError("vobiz_time", f"{value!r} is not an ISO-8601 time")
+    raise PydanticCustomError("vobiz_time", f"{quoted(value)} is not an ISO-8601 time")
 
 
 def _parse_session(value: Any) -> pendulum.DateTime | None:
@@ -177,7 +177,7 @@ def _parse_session(value: Any) -> pendulum.DateTime | None:
             except ValueError:
                 continue
         return _parse_utc(text)
-    raise PydanticCustomError("vobiz_time", f"{value!r} is not a UTC session time")
+    raise PydanticCustomError("vobiz_time", f"{quoted(value)} is not a UTC session time")
 
 
 def _parse_local(value: Any, info: ValidationInfo) -> pendulum.DateTime | None:
@@ -202,7 +202,7 @@ def _parse_local(value: Any, info: ValidationInfo) -> pendulum.DateTime | None:
             parsed = None
         if isinstance(parsed, dt.datetime):
             return _to_utc(parsed, zone)
-    raise PydanticCustomError("vobiz_time", f"{value!r} is not a local time 'yyyy-MM-dd HH:mm:ss'")
+    raise PydanticCustomError("vobiz_time", f"{quoted(value)} is not a local time 'yyyy-MM-dd HH:mm:ss'")
 
 
 def _is_form(info: SerializationInfo) -> bool:

@@ -31,6 +31,7 @@ from vobiz_provider.models._types import (
     blank_to_none,
     resolve_timezone,
 )
+from vobiz_provider.untrusted import quoted
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -307,7 +308,7 @@ def callback_model(form: Mapping[str, Any], *, kind: str | None = None) -> type[
         normalised = kind.strip().lower().replace("_", "-")
         if normalised not in _BY_KIND:
             raise VobizValidationError(
-                f"unknown callback kind {kind!r}; expected one of {', '.join(CALLBACK_KINDS)}"
+                f"unknown callback kind {quoted(kind)}; expected one of {', '.join(CALLBACK_KINDS)}"
             )
         return _BY_KIND[normalised]
     event = blank_to_none(form.get("Event"))
