@@ -361,3 +361,18 @@ def test_a_flood_of_bad_destinations_gives_a_bounded_message() -> None:
     assert "to[19]" in message
     assert "to[20]" not in message
     assert message.endswith("and 480 more")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("to", "1" * 70_000),
+        ("from", "x" * 70_000),
+        ("answer_url", "https://example.com/" + "a" * 70_000 + " b"),
+        ("send_digits", "9" * 69_999 + "z"),
+    ],
+)
+def test_a_huge_bad_value_is_quoted_short(field: str, value: str) -> None:
+    message = refused(**{field: value})
+    assert f"... ({len(value)} characters)" in message
+    assert len(message) < 400

@@ -215,6 +215,54 @@ def test_unreadable_values_are_refused_naming_the_field() -> None:
         parse_callback({**HANGUP_FORM, "Duration": "long"})
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        pytest.param("Duration", "1" * 400 + ".0", id="400-digit-whole-float"),
+        pytest.param("Duration", "1" * 400, id="400-digit-int"),
+        pytest.param("HangupCauseCode", "-" + "9" * 33, id="33-digit-int"),
+        pytest.param("Duration", " " * 10 + "7" * 40 + " ", id="padded-long-int"),
+        pytest.param("BillRate", "1e999999999", id="decimal-huge-exponent"),
+        pytest.param("TotalCost", "1e-999999999", id="decimal-tiny-exponent"),
+        pytest.param("BillRate", "0." + "1" * 400, id="400-digit-decimal"),
+        pytest.param("BillRate", "Infinity", id="decimal-infinity"),
+        pytest.param("TotalCost", "NaN", id="decimal-nan"),
+    ],
+)
+def test_absurd_numbers_are_refused_naming_the_field(field: str, value: str) -> None:
+    with pytest.raises(VobizValidationError, match=f"invalid HangupCallback callback: {field}: ") as err:
+        parse_callback({**HANGUP_FORM, field: value}, kind="hangup")
+    assert len(str(err.value)) < 200
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-Infinity", "1e999", "1" * 400])
+def test_non_finite_floats_are_refused_naming_the_field(value: str) -> None:
+    form = {"CallUUID": "c-1", "Digits": "", "Speech": "yes", "SpeechConfidenceScore": value}
+    with pytest.raises(VobizValidationError, match="SpeechConfidenceScore: "):
+        parse_callback(form, kind="gather")
+
+
+def test_ordinary_numbers_still_read() -> None:
+    hangup = parse_callback(
+        {**HANGUP_FORM, "Duration": " 66.000 ", "BillDuration": "+120", "HangupCauseCode": "4000.0"}
+    )
+    assert isinstance(hangup, HangupCallback)
+    assert (hangup.duration, hangup.bill_duration, hangup.hangup_cause_code) == (66, 120, 4000)
+    exact = "9" * 20 + ".0"  # whole, but more digits than a float holds: read exactly
+    assert parse_callback({**HANGUP_FORM, "Duration": exact}).duration == int("9" * 20)  # type: ignore[attr-defined]
+    cheap = parse_callback({**HANGUP_FORM, "BillRate": "1E-5", "TotalCost": "12345.678900"})
+    assert (cheap.bill_rate, cheap.total_cost) == (Decimal("0.00001"), Decimal("12345.6789"))  # type: ignore[attr-defined]
+
+
+def test_a_long_unreadable_value_is_quoted_short() -> None:
+    with pytest.raises(VobizValidationError) as err:
+        parse_callback({**HANGUP_FORM, "StartTime": "y" * 61_440}, timezone="Asia/Kolkata")
+    message = str(err.value)
+    assert "StartTime: 'yyyy" in message
+    assert "61440 characters" in message
+    assert len(message) < 300
+
+
 def test_unknown_timezone_is_refused() -> None:
     with pytest.raises(VobizValidationError, match="unknown timezone 'Mars/Olympus'"):
         parse_callback(HANGUP_FORM, timezone="Mars/Olympus")

@@ -251,6 +251,25 @@ def test_account_never_shows_its_secret() -> None:
     assert (account.cps_limit, account.concurrent_calls_limit, account.timezone) == (11, 10, "Asia/Kolkata")
 
 
+def test_account_drops_fields_it_does_not_declare() -> None:
+    """A field Vobiz adds later may be a secret (``sub_auth_token``): only the declared ones are kept."""
+    account = Account.model_validate(
+        {
+            "auth_id": "MA_TEST0001",
+            "auth_secret": SECRET,
+            "sub_auth_token": "sub-" + SECRET,
+            "api_key": "key-" + SECRET,
+            "name": "Test",
+            "cps_limit": 11,
+        }
+    )
+    assert account.model_extra in (None, {})
+    for text in (repr(account), str(account), account.model_dump_json(), str(account.model_dump())):
+        assert SECRET not in text
+        assert "sub_auth_token" not in text
+    assert (account.name, account.auth_id, account.cps_limit) == ("Test", "MA_TEST0001", 11)
+
+
 def test_concurrency_info() -> None:
     info = ConcurrencyInfo.model_validate(
         {

@@ -149,6 +149,24 @@ def test_failed_call_names_destination_status_and_cause():
     assert err.value.calls == [busy]
 
 
+def test_call_text_cannot_forge_lines_in_the_failure_or_the_log(capsys):
+    forged = "\n[2026-01-01, 09:00:00 UTC] {call.py:1} INFO - Done. Returned value was: completed"
+    busy = _call(status="busy", hangup_cause_code=3010, hangup_cause_name="Busy" + forged, to="+1415\r\n")
+    with pytest.raises(VobizCallFailedError) as err:
+        _operator().execute_complete({}, _event(calls=[busy]))
+    message = str(err.value)
+    assert "\n" not in message and "\r" not in message
+    assert "hangup cause 3010 Busy\\n[2026-01-01, 09:00:00 UTC]" in message
+    assert err.value.calls == [busy]  # the records themselves are not altered
+    # A call that succeeded is logged with the same escaping.
+    done = _call(hangup_cause_name="Normal" + forged, digits="1" + forged)
+    capsys.readouterr()
+    assert _operator().execute_complete({}, _event(calls=[done])) == done
+    out = capsys.readouterr().out
+    assert "Normal\\n[2026-01-01" in out
+    assert not [line for line in out.splitlines() if line.startswith("[2026-01-01")]
+
+
 def test_one_failed_destination_fails_the_task():
     calls = [_call(), _call(call_uuid="c-2", to="+14155550102", status="no-answer", hangup_cause_code=3000)]
     with pytest.raises(VobizCallFailedError, match=r"\+14155550102 \(c-2\) ended with status 'no-answer'"):

@@ -288,3 +288,27 @@ def test_trigger_timeout_from_the_scheduler_is_a_sensor_timeout() -> None:
         VobizCallSensor(task_id="s", call_uuid="c").resume_execution("__fail__", failure, {})
     with pytest.raises(AirflowSkipException):
         VobizCallSensor(task_id="s", call_uuid="c", soft_fail=True).resume_execution("__fail__", failure, {})
+
+
+def test_a_hostile_hangup_cause_cannot_forge_lines_in_the_failure(capsys: pytest.CaptureFixture[str]) -> None:
+    forged = "\n[2026-01-01, 09:00:00 UTC] {call.py:1} INFO - Done. Returned value was: completed"
+    call = {
+        "call_uuid": "c",
+        "request_uuid": "c",
+        "to": DESTINATION + "\r\n",
+        "status": "busy",
+        "terminal": True,
+        "hangup_cause_code": 3010,
+        "hangup_cause_name": "Busy" + forged,
+        "hangup_source": "Callee" + forged,
+        "source": "callback",
+    }
+    event = {"status": "hangup", "request_uuids": [], "calls": [call], "message": "hung up"}
+    with pytest.raises(VobizCallFailedFinalError) as err:
+        VobizCallSensor(task_id="s", call_uuid="c").resume_execution("execute_complete", {"event": event}, {})
+    message = str(err.value)
+    assert "\n" not in message and "\r" not in message
+    assert "busy, Busy\\n[2026-01-01, 09:00:00 UTC]" in message
+    out = capsys.readouterr().out  # the sensor's timeline line
+    assert "cause=Busy\\n[2026-01-01" in out
+    assert not [line for line in out.splitlines() if line.startswith("[2026-01-01")]

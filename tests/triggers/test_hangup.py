@@ -242,3 +242,51 @@ async def test_bulk_request_without_known_destinations(store: CallLedger) -> Non
     payload = await task
     assert payload["status"] == "hangup"
     assert sorted(c["call_uuid"] for c in payload["calls"]) == sorted([first, second])
+
+
+# ------------------------------------------------------------------------------------------ log lines
+
+FORGED = "\n[2026-01-01, 09:00:00 UTC] {call.py:1} INFO - Done. Returned value was: completed"
+
+
+async def test_a_hostile_hangup_cause_cannot_forge_task_log_lines(
+    store: CallLedger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Call text with CR/LF (a row written before the receiver refused them, or by another writer) shows up
+    escaped on one line in the trigger's timeline and in the operator's failure."""
+    import sqlalchemy as sa
+
+    from vobiz_provider.exceptions import VobizCallFailedError
+    from vobiz_provider.ledger.schema import calls
+    from vobiz_provider.operators.call import VobizCallOperator
+
+    request = new_uuid()
+    legs = {"call_uuid": request, "request_uuid": request, "to": "919000000002"}
+    await write(store, "hangup", hangup_form(**legs, status="busy", code=3010, name="Busy Line"))
+    hostile = {
+        "hangup_cause_name": "Busy" + FORGED,
+        "hangup_cause": "USER_BUSY\r" + FORGED,
+        "hangup_source": "Callee\r\n",
+        "destination": "919000000002" + FORGED,
+    }
+    with store.engine.begin() as conn:
+        conn.execute(sa.update(calls).where(calls.c.call_uuid == request).values(**hostile))
+    capsys.readouterr()
+
+    payload = await first_event(make_trigger(request_uuids=[request], destinations=[]))
+    assert payload["status"] == "hangup"
+    [call] = payload["calls"]
+    assert call["hangup_cause_name"] == "Busy" + FORGED  # the record keeps the value; only text is escaped
+    out = capsys.readouterr().out
+    assert "cause=Busy\\n[2026-01-01, 09:00:00 UTC] {call.py:1} INFO - Done." in out
+    assert not [line for line in out.splitlines() if line.startswith("[2026-01-01")]
+    assert "\r" not in out
+
+    operator = VobizCallOperator(
+        task_id="call", to="+919000000002", from_number="+14155550100", answer_url="https://example.com/a"
+    )
+    with pytest.raises(VobizCallFailedError) as err:
+        operator.execute_complete({}, payload)
+    message = str(err.value)
+    assert "\n" not in message and "\r" not in message
+    assert "Busy\\n[2026-01-01" in message

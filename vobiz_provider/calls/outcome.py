@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from vobiz_provider.untrusted import loggable, quoted
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -38,34 +40,37 @@ __all__ = [
 ]
 
 
+# Every value of a call record below is loggable()/quoted(): a CR/LF in a callback field must not start a
+# line of its own in the task log or in the failure's message.
+
+
 def _cause(call: Mapping[str, Any]) -> str:
     parts = [
         str(call["hangup_cause_code"]) if call.get("hangup_cause_code") is not None else None,
         call.get("hangup_cause_name") or call.get("hangup_cause"),
     ]
-    text = " ".join(part for part in parts if part) or "unknown cause"
+    text = loggable(" ".join(part for part in parts if part) or "unknown cause")
     if call.get("hangup_source"):
-        text += f", hung up by {call['hangup_source']}"
+        text += f", hung up by {loggable(call['hangup_source'])}"
     return text
 
 
 def _call(call: Mapping[str, Any]) -> str:
-    return f"Vobiz call to {call.get('to') or '?'} ({call.get('call_uuid') or call.get('request_uuid')})"
+    to = loggable(call.get("to") or "?")
+    return f"Vobiz call to {to} ({loggable(call.get('call_uuid') or call.get('request_uuid'))})"
 
 
 def describe_failure(call: Mapping[str, Any]) -> str:
     """``Vobiz call to <to> (<uuid>) ended with status '<status>' (hangup cause <code> <name>, ...)``."""
-    return f"{_call(call)} ended with status {call.get('status')!r} (hangup cause {_cause(call)})"
+    return f"{_call(call)} ended with status {quoted(call.get('status'))} (hangup cause {_cause(call)})"
 
 
 def describe_outcome(call: Mapping[str, Any]) -> str:
     """:func:`describe_failure` with the duration and the keys pressed, for a call that succeeded."""
-    duration = f", {call['duration']} s" if call.get("duration") is not None else ""
-    pressed = f"; the callee pressed {call['digits']!r}" if call.get("digits") else ""
-    return (
-        f"{_call(call)} ended with status {call.get('status')!r} (hangup cause {_cause(call)}{duration})"
-        f"{pressed}"
-    )
+    duration = f", {loggable(call['duration'])} s" if call.get("duration") is not None else ""
+    pressed = f"; the callee pressed {quoted(call['digits'])}" if call.get("digits") else ""
+    status = quoted(call.get("status"))
+    return f"{_call(call)} ended with status {status} (hangup cause {_cause(call)}{duration}){pressed}"
 
 
 def xcom_result(calls: list[dict[str, Any]]) -> dict[str, Any] | list[dict[str, Any]]:
@@ -110,7 +115,7 @@ class SuccessRule:
         expected = " or ".join(repr(digits) for digits in self.expected_digits or ())
         pressed = call.get("digits")
         answer = (
-            f"the callee pressed {pressed!r}"
+            f"the callee pressed {quoted(pressed)}"
             if pressed
             else "no digits: the callee did not answer the prompt"
         )
@@ -208,7 +213,8 @@ def decide_resume(
     """
     earlier = previous[0].try_number
     described = "; ".join(
-        f"{record.to or '?'} ({record.call_uuid or record.request_uuid}): {record.status}"
+        f"{loggable(record.to or '?')} ({loggable(record.call_uuid or record.request_uuid)}): "
+        f"{loggable(record.status)}"
         for record in previous
     )
     if not all(record.terminal for record in previous):

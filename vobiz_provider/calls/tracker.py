@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from vobiz_provider.models.record import normalise_destination
+from vobiz_provider.untrusted import loggable
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -129,35 +130,37 @@ class CallTracker:
 
 
 def _describe_leg(record: CallRecord) -> str:
-    to = record.to or "?"
-    return f"Call to {to} ({record.call_uuid or record.request_uuid})"
+    to = loggable(record.to) if record.to else "?"
+    return f"Call to {to} ({loggable(record.call_uuid or record.request_uuid)})"
 
 
 def _timeline(previous: CallRecord | None, record: CallRecord) -> list[str]:
-    """The changes from ``previous`` to ``record``, one log line each."""
+    """The changes from ``previous`` to ``record``, one log line each (every value :func:`loggable`: a CR/LF
+    in a callback field must not start a line of its own in the task log)."""
     leg = _describe_leg(record)
+    status, source = loggable(record.status), loggable(record.source)
     lines: list[str] = []
     if previous is None or previous.status != record.status:
         if record.terminal:
-            cause = record.hangup_cause_name or record.hangup_cause or "unknown cause"
+            cause = loggable(record.hangup_cause_name or record.hangup_cause or "unknown cause")
             code = f" {record.hangup_cause_code}" if record.hangup_cause_code is not None else ""
-            details = [f"status={record.status}", f"cause={cause}{code}"]
+            details = [f"status={status}", f"cause={cause}{code}"]
             if record.hangup_cause and record.hangup_cause != record.hangup_cause_name:
-                details.append(f"sip_cause={record.hangup_cause}")
+                details.append(f"sip_cause={loggable(record.hangup_cause)}")
             if record.hangup_source:
-                details.append(f"source={record.hangup_source}")
+                details.append(f"source={loggable(record.hangup_source)}")
             if record.duration is not None:
                 details.append(f"duration={record.duration}s")
             if record.bill_duration is not None:
                 details.append(f"billed={record.bill_duration}s")
-            details.append(f"via={record.source}")
+            details.append(f"via={source}")
             lines.append(f"{leg}: hung up ({', '.join(details)})")
         else:
-            word = _STATUS_WORDS.get(str(record.status), str(record.status))
-            lines.append(f"{leg}: {word} (via {record.source})")
+            word = _STATUS_WORDS.get(str(record.status), status)
+            lines.append(f"{leg}: {word} (via {source})")
     if record.machine is not None and (previous is None or previous.machine != record.machine):
         machine = str(record.machine).lower() in ("true", "1", "yes", "machine")
         lines.append(f"{leg}: answering machine {'detected' if machine else 'not detected (human)'}")
     if record.digits and (previous is None or previous.digits != record.digits):
-        lines.append(f"{leg}: digits received: {record.digits}")
+        lines.append(f"{leg}: digits received: {loggable(record.digits)}")
     return lines

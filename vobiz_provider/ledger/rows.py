@@ -27,6 +27,7 @@ from vobiz_provider.models.record import (
     status_for_hangup_cause,
     status_rank,
 )
+from vobiz_provider.untrusted import MAX_NUMBER_LENGTH, strip_controls
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -114,16 +115,25 @@ def chunks(items: Sequence[T], size: int = MAX_IN_PARAMS) -> Iterator[Sequence[T
 
 
 def text(value: Any) -> str | None:
-    """A stripped string, ``None`` when empty."""
+    """A stripped string without control characters (C0, C1), ``None`` when empty.
+
+    The receiver refuses control characters before anything is stored; this keeps them out of the columns
+    whoever writes (PostgreSQL refuses NUL, and a CR/LF would reach task logs).
+    """
     if value is None:
         return None
-    stripped = str(value).strip()
+    stripped = strip_controls(str(value)).strip()
     return stripped or None
+
+
+def _api_text(value: Any) -> Any:
+    """A value learnt from the Vobiz API: strings without control characters, anything else as it is."""
+    return strip_controls(value) if isinstance(value, str) else value
 
 
 def _int(value: Any) -> int | None:
     stripped = text(value)
-    if stripped is None:
+    if stripped is None or len(stripped) > MAX_NUMBER_LENGTH:  # read no absurdly long number
         return None
     try:
         number = int(float(stripped))
@@ -346,7 +356,9 @@ def correlation_values(correlation: CorrelationToken | None) -> dict[str, Any]:
 
 def api_result_values(record: CallRecord) -> dict[str, Any]:
     """The call columns of a state learned from the Vobiz API (CDR, live call)."""
-    values: dict[str, Any] = {_COLUMN_OF_FIELD[name]: getattr(record, name) for name in _API_FIELDS}
+    values: dict[str, Any] = {
+        _COLUMN_OF_FIELD[name]: _api_text(getattr(record, name)) for name in _API_FIELDS
+    }
     if record.dag_id and record.run_id and record.task_id and record.map_index is not None:
         values["ti_key"] = f"{record.dag_id}/{record.run_id}/{record.task_id}/{record.map_index}"
     for name in _TIME_FIELDS:

@@ -4,7 +4,9 @@ Vobiz sends numbers as JSON numbers or as strings, blanks for "not applicable", 
 formats (see ``vobiz-api.md`` §0). These types absorb that variance once:
 
 * :data:`LenientInt`, :data:`LenientFloat`, :data:`LenientDecimal` — numbers or numeric strings; ``""``
-  and ``None`` become ``None``.
+  and ``None`` become ``None``. A numeric text longer than 32 characters, a value that is not finite, an
+  integer beyond 10**32 or a decimal exponent beyond ±32 is refused with a validation error naming the
+  field, before any conversion that could overflow (``int(float("1" * 400))``) or take long.
 * :data:`UtcDateTime` — ISO-8601 (``...Z`` or with an offset; naive means UTC) → pendulum ``DateTime`` in
   UTC. Serialised as ISO-8601.
 * :data:`UtcSessionTime` — ``YYYY-MM-DD HH:mm:ss[.ffffff]`` in UTC (``SessionStart``).
@@ -20,13 +22,23 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
 import re
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import pendulum
-from pydantic import BeforeValidator, PlainSerializer, PlainValidator, SerializationInfo, ValidationInfo
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    PlainSerializer,
+    PlainValidator,
+    SerializationInfo,
+    ValidationInfo,
+)
 from pydantic_core import PydanticCustomError
+
+from vobiz_provider.untrusted import MAX_NUMBER_LENGTH, quoted
 
 __all__ = [
     "LOCAL_TIME_FORMAT",
@@ -47,6 +59,10 @@ LOCAL_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 SESSION_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
 _BLANKS = ("", "null", "None")
+#: ``12`` or ``12.000``: a whole number, read exactly (never through a float, which overflows).
+_WHOLE: Final = re.compile(r"[+-]?\d+(?:\.0*)?")
+#: Largest magnitude of a number (its decimal exponent), either way.
+_MAX_EXPONENT: Final = MAX_NUMBER_LENGTH
 
 
 def blank_to_none(value: Any) -> Any:
@@ -56,10 +72,47 @@ def blank_to_none(value: Any) -> Any:
     return value
 
 
-def _lenient_int(value: Any) -> Any:
+def _number_error(message: str) -> PydanticCustomError:
+    return PydanticCustomError("vobiz_number", message)
+
+
+def _bounded_number(value: Any) -> Any:
+    """``value`` with blanks as ``None`` and its text stripped; refused when no Vobiz number is that long."""
     value = blank_to_none(value)
-    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\.0*\s*", value):
-        return int(float(value))
+    if isinstance(value, str):
+        value = value.strip()
+        if len(value) > MAX_NUMBER_LENGTH:
+            raise _number_error(f"a number of {len(value)} characters (at most {MAX_NUMBER_LENGTH})")
+    elif isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+        _check_magnitude(value)
+    return value
+
+
+def _check_magnitude(value: float | Decimal) -> None:
+    """Refuse what no Vobiz number is: not finite; an integer of more than 32 digits; a decimal whose
+    exponent is beyond 32 either way (``format(Decimal("1e-999999999"), "f")`` is a billion characters)."""
+    if isinstance(value, Decimal):
+        finite, huge = value.is_finite(), value.is_finite() and abs(value.adjusted()) > _MAX_EXPONENT
+    elif isinstance(value, float):
+        finite, huge = math.isfinite(value), False
+    else:
+        finite, huge = True, abs(value) >= 10**_MAX_EXPONENT
+    if not finite:
+        raise _number_error(f"{quoted(str(value))} is not a finite number")
+    if huge:
+        raise _number_error(f"a number of magnitude beyond 10**±{_MAX_EXPONENT}")
+
+
+def _lenient_int(value: Any) -> Any:
+    value = _bounded_number(value)
+    if isinstance(value, str) and _WHOLE.fullmatch(value):
+        return int(value.partition(".")[0])
+    return value
+
+
+def _finite_float(value: float | None) -> float | None:
+    if value is not None:
+        _check_magnitude(value)
     return value
 
 
@@ -80,7 +133,7 @@ def _load_timezone(name: str) -> pendulum.Timezone | pendulum.FixedTimezone:
     try:
         return pendulum.timezone(name)
     except Exception as exc:  # pendulum raises InvalidTimezone (a ValueError) or ZoneInfo errors
-        raise ValueError(f"unknown timezone {name!r}") from exc
+        raise ValueError(f"unknown timezone {quoted(name)}") from exc
 
 
 def _context_timezone(context: Any) -> pendulum.Timezone | pendulum.FixedTimezone:
@@ -104,10 +157,10 @@ def _parse_utc(value: Any) -> pendulum.DateTime | None:
         try:
             parsed = pendulum.parse(value.strip(), tz="UTC")
         except Exception:
-            raise PydanticCustomError("vobiz_time", f"{value!r} is not an ISO-8601 time") from None
+            raise PydanticCustomError("vobiz_time", f"{quoted(value)} is not an ISO-8601 time") from None
         if isinstance(parsed, dt.datetime):
             return _to_utc(parsed, pendulum.UTC)
-    raise PydanticCustomError("vobiz_time", f"{value!r} is not an ISO-8601 time")
+    raise PydanticCustomError("vobiz_time", f"{quoted(value)} is not an ISO-8601 time")
 
 
 def _parse_session(value: Any) -> pendulum.DateTime | None:
@@ -124,7 +177,7 @@ def _parse_session(value: Any) -> pendulum.DateTime | None:
             except ValueError:
                 continue
         return _parse_utc(text)
-    raise PydanticCustomError("vobiz_time", f"{value!r} is not a UTC session time")
+    raise PydanticCustomError("vobiz_time", f"{quoted(value)} is not a UTC session time")
 
 
 def _parse_local(value: Any, info: ValidationInfo) -> pendulum.DateTime | None:
@@ -149,7 +202,7 @@ def _parse_local(value: Any, info: ValidationInfo) -> pendulum.DateTime | None:
             parsed = None
         if isinstance(parsed, dt.datetime):
             return _to_utc(parsed, zone)
-    raise PydanticCustomError("vobiz_time", f"{value!r} is not a local time 'yyyy-MM-dd HH:mm:ss'")
+    raise PydanticCustomError("vobiz_time", f"{quoted(value)} is not a local time 'yyyy-MM-dd HH:mm:ss'")
 
 
 def _is_form(info: SerializationInfo) -> bool:
@@ -177,14 +230,16 @@ def _serialize_local(value: dt.datetime, info: SerializationInfo) -> Any:
 
 
 def _lenient_decimal(value: Any) -> Any:
-    value = blank_to_none(value)
+    value = _bounded_number(value)
     if isinstance(value, float):
         return Decimal(repr(value))
     if isinstance(value, str):
         try:
-            return Decimal(value.strip())
+            number = Decimal(value)
         except InvalidOperation:
             return value  # let pydantic report it
+        _check_magnitude(number)
+        return number
     return value
 
 
@@ -195,7 +250,7 @@ def _decimal_text(value: Decimal, info: SerializationInfo) -> Any:
 
 
 LenientInt = Annotated[int | None, BeforeValidator(_lenient_int)]
-LenientFloat = Annotated[float | None, BeforeValidator(blank_to_none)]
+LenientFloat = Annotated[float | None, BeforeValidator(_bounded_number), AfterValidator(_finite_float)]
 LenientDecimal = Annotated[
     Decimal | None,
     BeforeValidator(_lenient_decimal),

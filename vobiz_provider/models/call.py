@@ -44,6 +44,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from vobiz_provider.exceptions import VobizValidationError
+from vobiz_provider.untrusted import quoted
 
 __all__ = [
     "E164_PATTERN",
@@ -123,24 +124,25 @@ def _digits_as_text(value: Any) -> Any:
 def _phone_number(value: Any) -> str:
     value = _digits_as_text(value)
     if not isinstance(value, str):
-        raise _fail(f"{value!r} is not a string")
+        raise _fail(f"{quoted(value)} is not a string")
     if not E164_PATTERN.match(value):
-        raise _fail(f"{value!r} is not an E.164 number (7-15 digits, optional leading '+')")
+        raise _fail(f"{quoted(value)} is not an E.164 number (7-15 digits, optional leading '+')")
     return value
 
 
 def _destination(value: Any) -> str:
     value = _digits_as_text(value)
     if not isinstance(value, str):
-        raise _fail(f"{value!r} is not a string")
+        raise _fail(f"{quoted(value)} is not a string")
     value = value.strip()
     if "," in value:
         raise _fail(
-            f"{value!r} is not an E.164 number or sip: URI (separate destinations with '<' or pass a list)"
+            f"{quoted(value)} is not an E.164 number or sip: URI "
+            "(separate destinations with '<' or pass a list)"
         )
     if E164_PATTERN.match(value) or SIP_URI_PATTERN.match(value):
         return value
-    raise _fail(f"{value!r} is not an E.164 number or sip: URI")
+    raise _fail(f"{quoted(value)} is not an E.164 number or sip: URI")
 
 
 def _split_destinations(value: Any) -> Any:
@@ -163,25 +165,25 @@ def _destination_count(value: tuple[str, ...]) -> tuple[str, ...]:
 
 def _url(value: Any) -> str:
     if not isinstance(value, str):
-        raise _fail(f"{value!r} is not a URL string")
+        raise _fail(f"{quoted(value)} is not a URL string")
     if not value or any(ch.isspace() for ch in value):
-        raise _fail(f"{value!r} is not an absolute http(s) URL")
+        raise _fail(f"{quoted(value)} is not an absolute http(s) URL")
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises ValueError on a malformed port
     except ValueError:
-        raise _fail(f"{value!r} is not a valid URL") from None
+        raise _fail(f"{quoted(value)} is not a valid URL") from None
     if parts.scheme.lower() not in ("http", "https"):
-        raise _fail(f"{value!r} is not an http(s) URL")
+        raise _fail(f"{quoted(value)} is not an http(s) URL")
     if not parts.hostname:
-        raise _fail(f"{value!r} has no host")
+        raise _fail(f"{quoted(value)} has no host")
     return value
 
 
 def _method(value: Any) -> str:
     if isinstance(value, str) and value.strip().upper() in ("GET", "POST"):
         return value.strip().upper()
-    raise _fail(f"{value!r} is not GET or POST")
+    raise _fail(f"{quoted(value)} is not GET or POST")
 
 
 def _machine_detection(value: Any) -> str | None:
@@ -195,19 +197,19 @@ def _machine_detection(value: Any) -> str | None:
             return None
         if lowered in ("true", "hangup"):
             return lowered
-    raise _fail(f"{value!r} is not 'true' or 'hangup'")
+    raise _fail(f"{quoted(value)} is not 'true' or 'hangup'")
 
 
 def _integer(value: Any) -> int:
     if isinstance(value, bool):
-        raise _fail(f"{value!r} is not an integer")
+        raise _fail(f"{quoted(value)} is not an integer")
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
         return int(value)
-    raise _fail(f"{value!r} is not an integer")
+    raise _fail(f"{quoted(value)} is not an integer")
 
 
 def _int_range(low: int, high: int | None, unit: str = "") -> Any:
@@ -223,7 +225,7 @@ def _int_range(low: int, high: int | None, unit: str = "") -> Any:
 
 def _caller_name(value: Any) -> str:
     if not isinstance(value, str):
-        raise _fail(f"{value!r} is not a string")
+        raise _fail(f"{quoted(value)} is not a string")
     if len(value) > 50:
         raise _fail(f"at most 50 characters, got {len(value)}")
     return value
@@ -232,7 +234,7 @@ def _caller_name(value: Any) -> str:
 def _send_digits(value: Any) -> str:
     if not isinstance(value, str) or not SEND_DIGITS_PATTERN.match(value):
         raise _fail(
-            f"{value!r} is not a DTMF string: use keys 0-9 * # with w (0.5 s) / W (1 s) pauses, "
+            f"{quoted(value)} is not a DTMF string: use keys 0-9 * # with w (0.5 s) / W (1 s) pauses, "
             "e.g. '1w2W3', or keys@milliseconds, e.g. '123@1000'"
         )
     return value
@@ -243,7 +245,7 @@ def _boolean(value: Any) -> bool:
         return value
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
-    raise _fail(f"{value!r} is not true or false")
+    raise _fail(f"{quoted(value)} is not true or false")
 
 
 PhoneNumber = Annotated[str, BeforeValidator(_phone_number)]

@@ -16,7 +16,7 @@ posts that, so the receiver and the emulator cannot drift apart.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
@@ -31,6 +31,7 @@ from vobiz_provider.models._types import (
     blank_to_none,
     resolve_timezone,
 )
+from vobiz_provider.untrusted import quoted
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -45,6 +46,7 @@ __all__ = [
     "MachineDetectionCallback",
     "RingCallback",
     "VobizCallback",
+    "carries_free_text",
     "parse_callback",
 ]
 
@@ -272,6 +274,24 @@ _BY_EVENT: dict[str, type[VobizCallback]] = {
     "hangup": HangupCallback,
     "machinedetection": MachineDetectionCallback,
 }
+#: Every form field a callback model declares, by its Vobiz name.
+_DECLARED_FIELDS: Final = frozenset(
+    field.alias or name for model in _BY_KIND.values() for name, field in model.model_fields.items()
+)
+#: The declared fields that hold free text: what the caller said.
+_FREE_TEXT_FIELDS: Final = frozenset({"Speech"})
+
+
+def carries_free_text(name: str) -> bool:
+    """Whether the form field ``name`` may hold free text, tab, CR and LF included.
+
+    ``Speech`` (what the caller said) and the fields no model declares (whatever Vobiz adds, custom SIP
+    headers) may; every other field Vobiz sends is a UUID, a number, a status, a cause or a time, in which a
+    control character has no business.
+
+    :param name: The field's Vobiz name (``HangupCauseName``).
+    """
+    return name in _FREE_TEXT_FIELDS or name not in _DECLARED_FIELDS
 
 
 def callback_model(form: Mapping[str, Any], *, kind: str | None = None) -> type[VobizCallback]:
@@ -288,7 +308,7 @@ def callback_model(form: Mapping[str, Any], *, kind: str | None = None) -> type[
         normalised = kind.strip().lower().replace("_", "-")
         if normalised not in _BY_KIND:
             raise VobizValidationError(
-                f"unknown callback kind {kind!r}; expected one of {', '.join(CALLBACK_KINDS)}"
+                f"unknown callback kind {quoted(kind)}; expected one of {', '.join(CALLBACK_KINDS)}"
             )
         return _BY_KIND[normalised]
     event = blank_to_none(form.get("Event"))

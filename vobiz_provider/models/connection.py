@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from vobiz_provider.config import DEFAULT_BASE_URL
 from vobiz_provider.exceptions import VobizValidationError
+from vobiz_provider.untrusted import quoted
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -128,7 +129,9 @@ class VobizConnectionConfig(BaseModel):
                     if field in _WHERE:
                         problems.append(f"{_WHERE[field]}: {message}")
                     else:
-                        problems.append(f"extra field {field!r}: {message} (got {error.get('input')!r})")
+                        problems.append(
+                            f"extra field {field!r}: {message} (got {quoted(error.get('input'))})"
+                        )
         raise VobizValidationError(f"Vobiz connection {conn_id!r} is misconfigured: " + "; ".join(problems))
 
     @staticmethod

@@ -1,8 +1,10 @@
 """Models of Vobiz's response bodies (its error bodies are in :mod:`vobiz_provider.models.errors`).
 
-Vobiz adds fields without notice, so every model keeps unknown fields (``extra="allow"``) and none
-requires more than it must. Where the docs show two shapes (bulk ``request_uuid`` as a list, the live call
-as a flat object or a Plivo-style ``calls`` list) both are accepted.
+Vobiz adds fields without notice, so every model keeps unknown fields (``extra="allow"``), except
+:class:`Account`, which carries credentials: a field Vobiz adds to it might be one more secret, so it keeps
+only what it declares. None requires more than it must. Where the docs show two shapes (bulk
+``request_uuid`` as a list, the live call as a flat object or a Plivo-style ``calls`` list) both are
+accepted.
 """
 
 from __future__ import annotations
@@ -321,7 +323,9 @@ class Account(VobizResponse):
     """``GET /auth/me``: the account of the credentials (the documented credential check).
 
     ``auth_secret`` (and ``auth_token``, should Vobiz ever send it) are :class:`~pydantic.SecretStr`,
-    hidden from ``repr``/``str`` and left out of ``model_dump``/``model_dump_json``.
+    hidden from ``repr``/``str`` and left out of ``model_dump``/``model_dump_json``. Unlike the other
+    responses, fields it does not declare are dropped (``extra="ignore"``): one Vobiz adds later, such as a
+    ``sub_auth_token``, would otherwise show in ``repr`` and ``model_dump``.
 
     :param auth_id: ``MA_...`` or ``SA_...``.
     :param name: Account name.
@@ -330,6 +334,8 @@ class Account(VobizResponse):
     :param concurrent_calls_limit: Simultaneous calls allowed.
     :param auth_secret: Secret; never shown.
     """
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
 
     type: str | None = None
     id: str | int | None = None

@@ -33,6 +33,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from vobiz_provider.correlation import CALLBACK_KINDS, TOKEN_PARAM
+from vobiz_provider.models.callbacks import carries_free_text
 from vobiz_provider.receiver.pipeline import (
     RETRY_AFTER_SECONDS,
     CallbackReceiver,
@@ -42,6 +43,7 @@ from vobiz_provider.receiver.pipeline import (
     answer_xml,
     within,
 )
+from vobiz_provider.untrusted import control_character, quoted
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -69,6 +71,9 @@ _DUPLICATE_BODY: Final = b'{"status":"duplicate"}'
 
 
 def _parse_form(raw: bytes, *, what: str) -> dict[str, str]:
+    """The fields of a form-encoded body or query string; 400 when it is not UTF-8, not a form, or when a
+    field holds a C0 control character (tab, CR and LF only where free text may be: ``carries_free_text``).
+    """
     try:
         # Empty segments ("a=1&", "&&") carry nothing: tolerate them, but not a field without "=".
         text = "&".join(part for part in raw.decode("utf-8").split("&") if part)
@@ -82,6 +87,13 @@ def _parse_form(raw: bytes, *, what: str) -> dict[str, str]:
         if "max_num_fields" in message or "Max number of fields" in message:
             raise CallbackRejected(400, f"{what} has more than {MAX_FIELDS} fields") from None
         raise CallbackRejected(400, f"{what} is not a valid form encoding") from None
+    # NUL (refused by PostgreSQL, failing the whole shared transaction), ESC, CR/LF...: never stored.
+    for name, value in pairs:
+        found = control_character(name) or control_character(value, line_breaks=carries_free_text(name))
+        if found is not None:
+            raise CallbackRejected(
+                400, f"{what} field {quoted(name, limit=40)} contains the control character {found!r}"
+            )
     return dict(pairs)
 
 

@@ -51,6 +51,7 @@ from vobiz_provider.receiver.answer_xml import EMPTY_XML_RESPONSE, xml_response_
 from vobiz_provider.receiver.signing_keys import DEFAULT_TTL, SigningKeyCache, load_signing_keys
 from vobiz_provider.receiver.stored_log import StoredCallbackLog
 from vobiz_provider.signatures import verify_signature
+from vobiz_provider.untrusted import loggable
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -341,7 +342,8 @@ class CallbackReceiver:
         try:
             return parse_callback(fields, timezone=timezone, kind=kind)
         except ValueError as err:  # VobizValidationError: its message names every bad field
-            raise CallbackRejected(422, str(err)) from None
+            # Each value it quotes is cut short already; the whole answer (and log line) stays short too.
+            raise CallbackRejected(422, loggable(str(err), limit=1_000)) from None
 
     def check(self, incoming: IncomingCallback, *, refresh: bool = True) -> CheckedCallback:
         """Verify the signature and validate the fields (blocking: may read the signing connections).

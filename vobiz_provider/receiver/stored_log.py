@@ -8,24 +8,21 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Final
 
+from vobiz_provider.untrusted import loggable
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from vobiz_provider.correlation import CorrelationToken
 
-__all__ = ["LOG_SUMMARY_INTERVAL", "StoredCallbackLog", "loggable"]
+__all__ = ["LOG_SUMMARY_INTERVAL", "StoredCallbackLog"]
 
 log = logging.getLogger(__name__)
 
 #: Seconds between two INFO summaries of the callbacks stored (each one is logged at DEBUG).
 LOG_SUMMARY_INTERVAL: Final = 10.0
-
-
-def loggable(value: str | None) -> str | None:
-    """A callback field fit for a log line: printable characters only, at most 100 of them."""
-    if value is None:
-        return None
-    return "".join(char if char.isprintable() else "?" for char in value[:100])
+#: Most characters of a callback field in the log line of a stored callback.
+_FIELD_LIMIT: Final = 100
 
 
 class StoredCallbackLog:
@@ -70,9 +67,9 @@ class StoredCallbackLog:
                 "Vobiz %s callback %s: CallUUID=%s CallStatus=%s HangupCause=%s (task %s, try %s)",
                 kind,
                 "duplicate" if duplicate else "stored",
-                loggable(fields.get("CallUUID")),
-                loggable(fields.get("CallStatus")),
-                loggable(fields.get("HangupCause") or fields.get("HangupCauseName")),
+                loggable(fields.get("CallUUID"), limit=_FIELD_LIMIT),
+                loggable(fields.get("CallStatus"), limit=_FIELD_LIMIT),
+                loggable(fields.get("HangupCause") or fields.get("HangupCauseName"), limit=_FIELD_LIMIT),
                 correlation.ti_key,
                 correlation.try_number,
             )

@@ -24,6 +24,7 @@ from airflow.sdk.exceptions import (
 
 from vobiz_provider.exceptions import LedgerUnavailableError, VobizCallFailedFinalError, VobizError
 from vobiz_provider.models.call import TERMINAL_STATUSES
+from vobiz_provider.untrusted import loggable
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -58,11 +59,12 @@ _EVENT_STATUSES = frozenset({"hangup", "timeout", "error"})
 
 
 def _describe(record: CallRecord) -> str:
-    cause = record.hangup_cause_name or record.hangup_cause or "unknown cause"
+    """One failed call for the failure's message, every value :func:`loggable` (no forged log lines)."""
+    cause = loggable(record.hangup_cause_name or record.hangup_cause or "unknown cause")
     code = f" ({record.hangup_cause_code})" if record.hangup_cause_code is not None else ""
-    source = f", hung up by {record.hangup_source}" if record.hangup_source else ""
-    uuid = record.call_uuid or record.request_uuid
-    return f"call {uuid} to {record.to or '?'}: {record.status}, {cause}{code}{source}"
+    source = f", hung up by {loggable(record.hangup_source)}" if record.hangup_source else ""
+    uuid = loggable(record.call_uuid or record.request_uuid)
+    return f"call {uuid} to {loggable(record.to or '?')}: {loggable(record.status)}, {cause}{code}{source}"
 
 
 class VobizCallSensor(BaseSensorOperator):
@@ -218,8 +220,8 @@ class VobizCallSensor(BaseSensorOperator):
         if not tracker.done and self._api_due(tracker):
             self._api_lookup(tracker)
         if not tracker.done:
-            pending = ", ".join(tracker.pending())
-            states = ", ".join(f"{record.status}" for record in tracker.legs.values()) or "not known yet"
+            pending = ", ".join(loggable(key) for key in tracker.pending())
+            states = ", ".join(loggable(record.status) for record in tracker.legs.values()) or "not known yet"
             self.log.info("Vobiz call %s has not ended yet (%s)", pending, states)
             return PokeReturnValue(is_done=False)
         return PokeReturnValue(is_done=True, xcom_value=self._finish(tracker))

@@ -40,6 +40,7 @@ from vobiz_provider.exceptions import VobizAuthError
 from vobiz_provider.hooks.vobiz import VobizHook
 from vobiz_provider.ledger import get_ledger
 from vobiz_provider.triggers.poller import configured_store_url, subscribe
+from vobiz_provider.untrusted import loggable
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
@@ -188,7 +189,7 @@ class VobizCallHangupTrigger(BaseTrigger):
 
     def _hangup_payload(self) -> dict[str, Any]:
         calls = self._tracker.legs.values()
-        statuses = sorted({str(record.status) for record in calls})
+        statuses = sorted({loggable(record.status) for record in calls})
         return self._payload("hangup", f"All {len(calls)} call leg(s) hung up: {', '.join(statuses)}")
 
     def _timeout_payload(self) -> dict[str, Any]:
@@ -196,7 +197,7 @@ class VobizCallHangupTrigger(BaseTrigger):
         return self._payload(
             "timeout",
             f"Deadline {_iso(self.deadline)} passed before {len(pending)} call leg(s) hung up: "
-            f"{', '.join(pending)}",
+            f"{', '.join(loggable(key) for key in pending)}",
         )
 
     async def _wait(self) -> dict[str, Any]:
