@@ -251,6 +251,21 @@ def test_oversized_fields_are_refused_by_name_or_dropped(store: CallLedger) -> N
     assert (record.status, record.duration, record.bill_duration) == ("completed", None, None)
 
 
+def test_a_large_form_is_stored_capped_to_the_fields_the_ledger_reads(store: CallLedger) -> None:
+    junk = {f"Junk{index}": "x" * 600 for index in range(60)}  # ~36 KiB of fields no callback has
+    assert store_callback(store, "ring", {**ring("c1"), **junk, "HangupCauseName": "y" * 1000}).stored
+    with store.engine.connect() as conn:
+        [form] = conn.execute(sa.select(events.c.fields)).scalars()
+    assert (form["CallUUID"], form["To"], form["Event"]) == ("c1", "919000000001", "Ring")
+    assert form["_dropped_fields"] == "62"  # the junk, Direction and SessionStart (not read either)
+    assert len(form["HangupCauseName"]) == 256
+    assert sum(len(key) + len(value) for key, value in form.items()) < 2048
+    assert store_callback(store, "ring", {**ring("c2"), "Extra": "kept"}).stored  # a normal form: whole
+    with store.engine.connect() as conn:
+        forms = conn.execute(sa.select(events.c.fields).order_by(events.c.id)).scalars().all()
+    assert forms[1]["Extra"] == "kept" and "_dropped_fields" not in forms[1]
+
+
 def test_unknown_kind_is_refused(store: CallLedger) -> None:
     with pytest.raises(ValueError, match="unknown callback kind"):
         store_callback(store, "status", ring("c1"))

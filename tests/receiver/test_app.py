@@ -203,12 +203,6 @@ def running_receiver(
         yield Receiver(origin=origin, store_url=store_url, client=client, monkeypatch=monkeypatch)
 
 
-@pytest.fixture
-def receiver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
-    with running_receiver(monkeypatch, f"sqlite:///{tmp_path / 'callbacks.db'}") as running:
-        yield running
-
-
 # -- store inspection ----------------------------------------------------------------------------------------
 
 

@@ -304,12 +304,15 @@ def callback_status(
 def stored_form(form: Mapping[str, str]) -> tuple[dict[str, str], int]:
     """The fields kept in a callback's event row, and the size counted against its try's budget.
 
-    A form of at most :data:`MAX_STORED_FORM_BYTES` is kept whole. A larger one (Vobiz's are about
+    NUL characters are removed. A form of at most :data:`MAX_STORED_FORM_BYTES` is kept whole. A larger one (Vobiz's are about
     1 KiB) keeps the fields the ledger reads, each cut to 256 characters, and says how many it dropped
     under ``_dropped_fields``.
 
     :param form: The fields as received.
     """
+    if any("\x00" in key or "\x00" in value for key, value in form.items()):
+        # PostgreSQL's JSONB cannot hold NUL (the receiver refuses it; other writers may not).
+        form = {key.replace("\x00", ""): value.replace("\x00", "") for key, value in form.items()}
     size = sum(len(key) + len(value) for key, value in form.items())
     if size <= MAX_STORED_FORM_BYTES:
         return dict(form), size
