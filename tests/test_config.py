@@ -23,6 +23,8 @@ _KEYS = (
     "NONCE_WINDOW",
     "SIGNATURE_CONN_IDS",
     "POLL_INTERVAL",
+    "CALLBACK_RATE_LIMIT",
+    "CALLBACK_RATE_BURST",
 )
 
 
@@ -52,6 +54,8 @@ def test_defaults_without_any_configuration(clean_env: pytest.MonkeyPatch) -> No
     assert settings.nonce_window == 300.0
     assert settings.signature_conn_ids == ("vobiz_default",)
     assert settings.poll_interval == 5.0
+    assert settings.callback_rate_limit == 50.0
+    assert settings.callback_rate_burst == 5000
     home = os.path.abspath(os.environ["AIRFLOW_HOME"])
     assert settings.callback_store == f"sqlite:///{home}/vobiz_callbacks.db"
 
@@ -76,6 +80,8 @@ def test_values_from_environment(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("AIRFLOW__VOBIZ__NONCE_WINDOW", "60")
     clean_env.setenv("AIRFLOW__VOBIZ__SIGNATURE_CONN_IDS", "vobiz_default, vobiz_sub ,")
     clean_env.setenv("AIRFLOW__VOBIZ__POLL_INTERVAL", "0.5")
+    clean_env.setenv("AIRFLOW__VOBIZ__CALLBACK_RATE_LIMIT", "2.5")
+    clean_env.setenv("AIRFLOW__VOBIZ__CALLBACK_RATE_BURST", "100")
     settings = get_settings()
     assert settings.callback_base_url == "https://hooks.example.com/vobiz/"
     assert settings.signing_secret == "s3cret"
@@ -86,6 +92,8 @@ def test_values_from_environment(clean_env: pytest.MonkeyPatch) -> None:
     assert settings.nonce_window == 60.0
     assert settings.signature_conn_ids == ("vobiz_default", "vobiz_sub")
     assert settings.poll_interval == 0.5
+    assert settings.callback_rate_limit == 2.5
+    assert settings.callback_rate_burst == 100
 
 
 def test_reads_fresh_each_call(clean_env: pytest.MonkeyPatch) -> None:
@@ -116,6 +124,10 @@ def test_invalid_values_are_refused() -> None:
         VobizSettings(poll_interval=0)
     with pytest.raises(ValueError, match="max_body_bytes"):
         VobizSettings(max_body_bytes=-1)
+    with pytest.raises(ValueError, match="callback_rate_limit"):
+        VobizSettings(callback_rate_limit=float("nan"))
+    with pytest.raises(ValueError, match="callback_rate_burst"):
+        VobizSettings(callback_rate_burst=0)
 
 
 def test_connection_extra_overrides_config() -> None:

@@ -16,7 +16,8 @@ point:
     Liveness only: no secret, no ledger access.
 
 This module reads the request (unknown ``kind`` → 404; body or query string larger than ``[vobiz]
-max_body_bytes`` → 413/414; not ``application/x-www-form-urlencoded`` UTF-8 → 415/400) and answers;
+max_body_bytes`` → 413/414; not ``application/x-www-form-urlencoded`` UTF-8 → 415/400; more callbacks under
+one correlation token than ``[vobiz] callback_rate_limit`` allows → 429) and answers;
 :class:`~vobiz_provider.receiver.pipeline.CallbackReceiver` decides (token, signature, fields, storing, XML)
 within a deadline that keeps the answer inside Vobiz's 3-second budget. No step answers 500: an unexpected
 error gives 503 with ``Retry-After`` so that Vobiz retries.
@@ -25,6 +26,7 @@ error gives 503 with ``Retry-After`` so that Vobiz retries.
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qsl
 
@@ -42,6 +44,7 @@ from vobiz_provider.receiver.pipeline import (
     answer_xml,
     within,
 )
+from vobiz_provider.receiver.rate_limit import TokenRateLimiter
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -140,6 +143,7 @@ def create_app(
     # Airflow mounts plugin apps without authentication: publish no docs or schema.
     app = FastAPI(title="Vobiz callback receiver", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.receiver = receiver
+    rate_limiter = app.state.rate_limiter = TokenRateLimiter()
 
     def refuse(kind: str, err: CallbackRejected) -> Response:
         # ``kind`` comes from the URL: log it only once it is known to be one of ours.
@@ -162,6 +166,18 @@ def create_app(
             else:
                 body = await _read_body(request, current.max_body_bytes)
             correlation = receiver.decode_token(request.query_params.get(TOKEN_PARAM), current)
+            if current.callback_rate_limit > 0:
+                wait = rate_limiter.acquire(
+                    (correlation.ti_key, correlation.try_number),
+                    rate=current.callback_rate_limit,
+                    burst=current.callback_rate_burst,
+                )
+                if wait is not None:
+                    raise CallbackRejected(
+                        429,
+                        "too many callbacks for this task try, retry later",
+                        retry_after=max(1, math.ceil(wait)),
+                    )
             fields = _request_fields(request, body)
             request_url = str(request.url.replace(query="", fragment=""))
             headers = dict(request.headers)
