@@ -20,7 +20,8 @@ max_body_bytes`` → 413/414; not ``application/x-www-form-urlencoded`` UTF-8 �
 one correlation token than ``[vobiz] callback_rate_limit`` allows → 429) and answers;
 :class:`~vobiz_provider.receiver.pipeline.CallbackReceiver` decides (token, signature, fields, storing, XML)
 within a deadline that keeps the answer inside Vobiz's 3-second budget. No step answers 500: an unexpected
-error gives 503 with ``Retry-After`` so that Vobiz retries.
+error gives 503 with ``Retry-After`` so that Vobiz retries. Refusals are counted and logged by
+:class:`~vobiz_provider.receiver.refusal_log.RefusalLog` (``app.state.refusals``).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from vobiz_provider.receiver.pipeline import (
     within,
 )
 from vobiz_provider.receiver.rate_limit import TokenRateLimiter
+from vobiz_provider.receiver.refusal_log import RefusalLog
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -143,12 +145,13 @@ def create_app(
     # Airflow mounts plugin apps without authentication: publish no docs or schema.
     app = FastAPI(title="Vobiz callback receiver", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.receiver = receiver
+    refusals = app.state.refusals = RefusalLog()
     rate_limiter = app.state.rate_limiter = TokenRateLimiter()
 
     def refuse(kind: str, err: CallbackRejected) -> Response:
         # ``kind`` comes from the URL: log it only once it is known to be one of ours.
         shown = kind if kind in CALLBACK_KINDS else "(unknown kind)"
-        log.warning("Vobiz %s callback refused with %s: %s", shown, err.status_code, err.reason)
+        refusals.refused(kind=shown, status=err.status_code, reason=err.reason)
         headers = {"Retry-After": str(err.retry_after)} if err.retry_after is not None else None
         return JSONResponse({"detail": err.reason}, status_code=err.status_code, headers=headers)
 
