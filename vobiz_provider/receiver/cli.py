@@ -3,6 +3,8 @@
 Commands::
 
     vobiz-callbacks serve [--host 127.0.0.1] [--port 8790] [--log-level info]
+                          [--header-timeout 5] [--keep-alive-timeout 5] [--graceful-timeout 10]
+                          [--max-connections N] [--backlog N]
     vobiz-callbacks db upgrade
     vobiz-callbacks prune --older-than 7d
 
@@ -10,7 +12,11 @@ Commands::
 it serves the same app as the plugin, under ``/vobiz`` too (``callback_base_url`` =
 ``http(s)://<host>[:<port>]/vobiz``), and reads the same ``[vobiz]`` settings (``airflow.cfg`` or
 ``AIRFLOW__VOBIZ__*``) and the same connections (``AIRFLOW_CONN_*`` variables or the configured secrets
-backend). It creates or upgrades the store's schema before it starts listening.
+backend). It creates or upgrades the store's schema before it starts listening. It closes connections that
+do not send a complete request head within ``--header-timeout`` seconds and keeps at most
+``--max-connections`` open, closing the oldest idle one for a new client
+(:mod:`~vobiz_provider.receiver.connection_guard`); the defaults follow ``ulimit -n``
+(:class:`~vobiz_provider.receiver.server_limits.ServerLimits`).
 
 Exit codes: 0 success, 1 the store cannot be reached, 2 bad arguments or configuration.
 """
@@ -33,6 +39,17 @@ from vobiz_provider.config import get_settings
 from vobiz_provider.exceptions import LedgerUnavailableError
 from vobiz_provider.ledger import CallLedger, get_ledger
 from vobiz_provider.receiver.app import MOUNT_PATH, create_app
+from vobiz_provider.receiver.connection_guard import ConnectionGuard, guarded_protocol
+from vobiz_provider.receiver.server_limits import (
+    DEFAULT_BACKLOG,
+    DEFAULT_GRACEFUL_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_KEEP_ALIVE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    RESERVED_FDS,
+    ServerLimits,
+    open_files_limit,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -84,6 +101,26 @@ def _port(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: expected a positive number of seconds")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}: expected a positive integer")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``vobiz-callbacks``."""
     parser = argparse.ArgumentParser(
@@ -101,6 +138,46 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"port to bind, 0 for any free one (default {DEFAULT_PORT})",
     )
     serve.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="log level (default info)")
+    serve.add_argument(
+        "--header-timeout",
+        type=_seconds,
+        default=DEFAULT_HEADER_TIMEOUT,
+        metavar="SECONDS",
+        help="close a connection that has not sent a complete request head this long after opening, or "
+        f"after the first byte of its next request (default {DEFAULT_HEADER_TIMEOUT:g})",
+    )
+    serve.add_argument(
+        "--keep-alive-timeout",
+        type=_seconds,
+        default=DEFAULT_KEEP_ALIVE_TIMEOUT,
+        metavar="SECONDS",
+        help=f"close an idle kept-alive connection after this long (default {DEFAULT_KEEP_ALIVE_TIMEOUT:g})",
+    )
+    serve.add_argument(
+        "--graceful-timeout",
+        type=_seconds,
+        default=DEFAULT_GRACEFUL_TIMEOUT,
+        metavar="SECONDS",
+        help="on shutdown, wait this long for requests in progress, then cancel them "
+        f"(default {DEFAULT_GRACEFUL_TIMEOUT:g})",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="connections kept open; a new one closes the oldest idle one, and a request arriving while all "
+        "have one in progress gets 503 (default: what `ulimit -n` allows after the backlog and "
+        f"{RESERVED_FDS} spare descriptors, at most {DEFAULT_MAX_CONNECTIONS})",
+    )
+    serve.add_argument(
+        "--backlog",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="connections the kernel queues before they are accepted (default: a quarter of the spare "
+        f"descriptors, at most {DEFAULT_BACKLOG})",
+    )
 
     db = commands.add_parser("db", help="manage the callback store's schema")
     db_commands = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
@@ -173,18 +250,47 @@ def _serve(args: argparse.Namespace, settings: VobizSettings) -> int:
     # Read the signing connections now: an unreadable connection is reported at start-up rather than at the
     # first callback (inside Vobiz's 3 s).
     app.state.receiver.signing_keys.get_many(settings.signature_conn_ids)
+    fd_limit = open_files_limit()
+    limits = ServerLimits.for_process(
+        max_body_bytes=settings.max_body_bytes,
+        fd_limit=fd_limit,
+        max_connections=args.max_connections,
+        backlog=args.backlog,
+        header_timeout=args.header_timeout,
+        keep_alive_timeout=args.keep_alive_timeout,
+        graceful_timeout=args.graceful_timeout,
+    )
+    guard = app.state.connection_guard = ConnectionGuard(limits=limits)
     config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
         log_level=args.log_level,
         server_header=False,
+        http=guarded_protocol(guard),
+        **limits.uvicorn_options(),
     )
     # uvicorn.Config configured the uvicorn loggers; our own lines go to the root handler.
     logging.getLogger("uvicorn.access").addFilter(_RedactCorrelationToken())
     logging.getLogger("vobiz_provider").setLevel(args.log_level.upper())
     if not logging.getLogger().handlers:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if limits.fd_shortfall(fd_limit):
+        log.warning(
+            "--max-connections %d and --backlog %d may need %d more file descriptors than `ulimit -n` (%s) "
+            "allows: raise the limit or lower them, or a crowd of idle connections can lock out callbacks",
+            limits.max_connections,
+            limits.backlog,
+            limits.fd_shortfall(fd_limit),
+            fd_limit,
+        )
+    log.info(
+        "Receiver limits: request heads within %g s, at most %d connections, backlog %d, keep-alive %g s",
+        limits.header_timeout,
+        limits.max_connections,
+        limits.backlog,
+        limits.keep_alive_timeout,
+    )
     # Bind here rather than in uvicorn to know the port (``--port 0``) and say where the receiver listens.
     sock = config.bind_socket()
     # uvicorn only binds; listen now, so that a client told the address below is queued, not refused,
