@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import re
+import select
 import shutil
 import subprocess
 import sys
@@ -15,9 +16,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Callable, Iterator
 
 _LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)/vobiz")
+
+
+def readable(sock: socket.socket, timeout: float) -> bool:
+    """Whether ``sock`` has data or an end of stream to read within ``timeout`` seconds (poll: any fd)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
 
 
 def cli_command() -> list[str]:

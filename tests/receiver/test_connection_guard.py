@@ -7,7 +7,6 @@ uvicorn in a thread on loopback with a tiny ASGI app and short limits.
 from __future__ import annotations
 
 import asyncio
-import select
 import socket
 import threading
 import time
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 import uvicorn
+from _receiver_server import readable
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -85,8 +85,7 @@ def closed_within(sock: socket.socket, seconds: float) -> float | None:
     """Seconds until the server closed ``sock`` (reading and discarding what it sends), or ``None``."""
     start = time.monotonic()
     while time.monotonic() - start < seconds:
-        readable, _, _ = select.select([sock], [], [], 0.02)
-        if readable:
+        if readable(sock, 0.02):
             try:
                 if not sock.recv(65536):
                     return time.monotonic() - start

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import select
 import socket
 import time
 import uuid
@@ -20,7 +19,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from _receiver_server import ServedReceiver, serve_subprocess
+from _receiver_server import ServedReceiver, readable, serve_subprocess
 
 from vobiz_provider.correlation import CorrelationToken, callback_url
 from vobiz_provider.ledger import CallLedger
@@ -89,8 +88,7 @@ def drain_until_closed(sock: socket.socket, *, within: float) -> tuple[float, by
     start = time.monotonic()
     received = b""
     while time.monotonic() - start < within:
-        readable, _, _ = select.select([sock], [], [], 0.05)
-        if not readable:
+        if not readable(sock, 0.05):
             continue
         try:
             chunk = sock.recv(65536)
@@ -110,8 +108,7 @@ def trickle(sock: socket.socket, data: bytes, *, every: float, within: float) ->
     """
     start = time.monotonic()
     for byte in data:
-        readable, _, _ = select.select([sock], [], [], every)
-        if readable:
+        if readable(sock, every):
             answered_after = time.monotonic() - start
             _, answer = drain_until_closed(sock, within=5)
             return answered_after, answer
@@ -248,10 +245,7 @@ def test_a_legitimate_request_gets_through_while_idle_connections_exhaust_the_fd
             assert health.status_code == 200, health.text
             assert stored.status_code == 200, stored.text
             assert elapsed < 5, f"the legitimate requests took {elapsed:.1f} s"
-            closed = 0
-            for sock in held:
-                readable, _, _ = select.select([sock], [], [], 0)
-                closed += bool(readable)
+            closed = sum(readable(sock, 0) for sock in held)
             # The receiver made room by closing idle connections rather than running out of descriptors.
             assert closed >= IDLE_CONNECTIONS - FD_LIMIT
     finally:
