@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import re
 import sys
 from datetime import timedelta
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import uvicorn
 from sqlalchemy.engine import make_url
@@ -52,7 +53,7 @@ from vobiz_provider.receiver.server_limits import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from vobiz_provider.config import VobizSettings
 
@@ -65,6 +66,7 @@ LOG_LEVELS: Final = ("critical", "error", "warning", "info", "debug")
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _TOKEN_IN_QUERY = re.compile(r"(?<=[?&]t=)[^&\s]+")
+N = TypeVar("N", int, float)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -91,34 +93,28 @@ def format_duration(value: timedelta) -> str:
     return f"{seconds}s"
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"invalid port {text!r}: expected an integer from 0 to 65535")
-    return value
+def _checked(
+    convert: Callable[[str], N], valid: Callable[[N], bool], *, what: str, expected: str
+) -> Callable[[str], N]:
+    """An argparse ``type`` that converts a value and refuses it unless ``valid``."""
+
+    def parse(text: str) -> N:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not valid(value):
+            raise argparse.ArgumentTypeError(f"invalid {what} {text!r}: expected {expected}")
+        return value
+
+    return parse
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: expected a positive number of seconds")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}: expected a positive integer")
-    return value
+_port = _checked(int, lambda value: 0 <= value <= 65535, what="port", expected="an integer from 0 to 65535")
+_seconds = _checked(
+    float, lambda value: 0 < value < math.inf, what="duration", expected="a positive number of seconds"
+)
+_count = _checked(int, lambda value: value >= 1, what="number", expected="a positive integer")
 
 
 def build_parser() -> argparse.ArgumentParser:
