@@ -13,6 +13,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Final
 
+from vobiz_provider.config import DEFAULT_MAX_BODY_BYTES
+
 try:
     import resource
 except ImportError:  # pragma: no cover - not on Unix
@@ -63,7 +65,7 @@ class ServerLimits:
     graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     backlog: int = DEFAULT_BACKLOG
-    max_head_bytes: int = 65536 + HEADER_ALLOWANCE
+    max_head_bytes: int = DEFAULT_MAX_BODY_BYTES + HEADER_ALLOWANCE
 
     def __post_init__(self) -> None:
         for name in ("header_timeout", "keep_alive_timeout", "graceful_timeout"):
