@@ -115,7 +115,8 @@ async def bare_app(
 def _serve_bare(port: int, log_level: str) -> None:
     import uvicorn
 
-    # The same uvicorn settings as `vobiz-callbacks serve` (vobiz_provider.receiver.cli._serve).
+    # The same uvicorn as `vobiz-callbacks serve` (vobiz_provider.receiver.cli._serve), without its connection
+    # guard and limits: a few dictionary operations per request and a timer per connection.
     uvicorn.run(bare_app, host="127.0.0.1", port=port, log_level=log_level, server_header=False)
 
 

@@ -25,6 +25,8 @@ _KEYS = (
     "MAX_CALLBACKS_PER_CALL",
     "SIGNATURE_CONN_IDS",
     "POLL_INTERVAL",
+    "CALLBACK_RATE_LIMIT",
+    "CALLBACK_RATE_BURST",
 )
 
 
@@ -60,6 +62,8 @@ def test_defaults_without_any_configuration(clean_env: pytest.MonkeyPatch) -> No
     assert settings.max_callbacks_per_call == 50
     assert settings.signature_conn_ids == ("vobiz_default",)
     assert settings.poll_interval == 5.0
+    assert settings.callback_rate_limit == 50.0
+    assert settings.callback_rate_burst == 5000
     home = os.path.abspath(os.environ["AIRFLOW_HOME"])
     assert settings.callback_store == f"sqlite:///{home}/vobiz_callbacks.db"
 
@@ -85,6 +89,8 @@ def test_values_from_environment(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("AIRFLOW__VOBIZ__MAX_CALLBACKS_PER_CALL", "20")
     clean_env.setenv("AIRFLOW__VOBIZ__SIGNATURE_CONN_IDS", "vobiz_default, vobiz_sub ,")
     clean_env.setenv("AIRFLOW__VOBIZ__POLL_INTERVAL", "0.5")
+    clean_env.setenv("AIRFLOW__VOBIZ__CALLBACK_RATE_LIMIT", "2.5")
+    clean_env.setenv("AIRFLOW__VOBIZ__CALLBACK_RATE_BURST", "100")
     settings = get_settings()
     assert settings.callback_base_url == "https://hooks.example.com/vobiz/"
     assert settings.signing_secret == NEW
@@ -96,6 +102,8 @@ def test_values_from_environment(clean_env: pytest.MonkeyPatch) -> None:
     assert settings.max_callbacks_per_call == 20
     assert settings.signature_conn_ids == ("vobiz_default", "vobiz_sub")
     assert settings.poll_interval == 0.5
+    assert settings.callback_rate_limit == 2.5
+    assert settings.callback_rate_burst == 100
 
 
 def test_reads_fresh_each_call(clean_env: pytest.MonkeyPatch) -> None:
@@ -126,6 +134,10 @@ def test_invalid_values_are_refused() -> None:
         VobizSettings(poll_interval=0)
     with pytest.raises(ValueError, match="max_body_bytes"):
         VobizSettings(max_body_bytes=-1)
+    with pytest.raises(ValueError, match="callback_rate_limit"):
+        VobizSettings(callback_rate_limit=float("nan"))
+    with pytest.raises(ValueError, match="callback_rate_burst"):
+        VobizSettings(callback_rate_burst=0)
     with pytest.raises(ValueError, match="max_callbacks_per_call"):
         VobizSettings(max_callbacks_per_call=0)
 

@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import airflow
@@ -15,6 +16,7 @@ import jsonschema
 import pytest
 
 from vobiz_provider import __version__
+from vobiz_provider.config import VobizSettings
 from vobiz_provider.get_provider_info import get_provider_info
 
 AIRFLOW_DIR = Path(airflow.__file__).parent
@@ -82,6 +84,20 @@ def test_config_section_documents_the_receiver_options(info: dict) -> None:
     assert expected <= set(options)
     assert options["callback_secret"]["sensitive"] is True
     assert all(option["description"] for option in options.values())
+
+
+def test_every_setting_is_declared_with_its_default(info: dict) -> None:
+    options = info["config"]["vobiz"]["options"]
+    assert {field.name for field in fields(VobizSettings)} <= set(options)
+    defaults = VobizSettings()
+    for name in (
+        "max_body_bytes",
+        "nonce_window",
+        "poll_interval",
+        "callback_rate_limit",
+        "callback_rate_burst",
+    ):
+        assert float(options[name]["default"]) == getattr(defaults, name), name
 
 
 def _listed_modules(info: dict) -> list[str]:

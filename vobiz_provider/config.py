@@ -35,6 +35,11 @@ DEFAULT_MAX_CALLBACKS_PER_CALL = 50
 MIN_SECRET_BYTES = 32
 DEFAULT_POLL_INTERVAL = 5.0
 DEFAULT_SIGNATURE_CONN_IDS: tuple[str, ...] = ("vobiz_default",)
+# One Make-Call request may have 1,000 destinations sharing one correlation token, each with a ring, an
+# answer and a hangup callback (and Vobiz's retries of them) possibly within seconds: the burst covers that,
+# the rate a long call campaign of one task try.
+DEFAULT_CALLBACK_RATE_LIMIT = 50.0
+DEFAULT_CALLBACK_RATE_BURST = 5000
 STORE_FILE_NAME = "vobiz_callbacks.db"
 
 
@@ -81,6 +86,10 @@ class VobizSettings:
     :param max_callbacks_per_call: Callbacks stored per dialled destination of one try; more are refused.
     :param signature_conn_ids: Connection ids whose auth tokens may sign callbacks.
     :param poll_interval: Seconds between two look-ups of the shared trigger poller.
+    :param callback_rate_limit: Callbacks per second the receiver accepts, in the long run, under one
+        correlation token (one task try); ``0`` turns the limit off. Beyond it: 429 with ``Retry-After``.
+    :param callback_rate_burst: Callbacks one correlation token may send at once before
+        ``callback_rate_limit`` applies.
     """
 
     callback_base_url: str | None = None
@@ -93,6 +102,8 @@ class VobizSettings:
     max_callbacks_per_call: int = DEFAULT_MAX_CALLBACKS_PER_CALL
     signature_conn_ids: tuple[str, ...] = DEFAULT_SIGNATURE_CONN_IDS
     poll_interval: float = DEFAULT_POLL_INTERVAL
+    callback_rate_limit: float = DEFAULT_CALLBACK_RATE_LIMIT
+    callback_rate_burst: int = DEFAULT_CALLBACK_RATE_BURST
 
     def __post_init__(self) -> None:
         if self.max_body_bytes <= 0:
@@ -109,6 +120,15 @@ class VobizSettings:
             )
         if self.poll_interval <= 0:
             raise ValueError(f"[vobiz] poll_interval must be positive, got {self.poll_interval}")
+        if not self.callback_rate_limit >= 0:  # NaN too
+            raise ValueError(
+                "[vobiz] callback_rate_limit must not be negative (0 turns it off), "
+                f"got {self.callback_rate_limit}"
+            )
+        if self.callback_rate_burst < 1:
+            raise ValueError(
+                f"[vobiz] callback_rate_burst must be at least 1, got {self.callback_rate_burst}"
+            )
 
     @property
     def signing_secret(self) -> str:
@@ -156,6 +176,12 @@ class VobizSettings:
             ),
             signature_conn_ids=_split_list(get("signature_conn_ids")) or DEFAULT_SIGNATURE_CONN_IDS,
             poll_interval=config.getfloat(SECTION, "poll_interval", fallback=DEFAULT_POLL_INTERVAL),
+            callback_rate_limit=config.getfloat(
+                SECTION, "callback_rate_limit", fallback=DEFAULT_CALLBACK_RATE_LIMIT
+            ),
+            callback_rate_burst=config.getint(
+                SECTION, "callback_rate_burst", fallback=DEFAULT_CALLBACK_RATE_BURST
+            ),
         )
 
 

@@ -18,6 +18,8 @@ from typing import Any
 from vobiz_provider import __version__
 from vobiz_provider.config import (
     DEFAULT_BASE_URL,
+    DEFAULT_CALLBACK_RATE_BURST,
+    DEFAULT_CALLBACK_RATE_LIMIT,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CALLBACKS_PER_CALL,
     DEFAULT_NONCE_WINDOW,
@@ -183,6 +185,22 @@ def _config() -> dict[str, Any]:
                     type_="float",
                     example="2",
                     default=f"{DEFAULT_POLL_INTERVAL:g}",
+                ),
+                "callback_rate_limit": option(
+                    "Callbacks per second the receiver accepts, in the long run, under one correlation token "
+                    "(one task try, whatever the number of its calls); more get 429 with Retry-After and "
+                    "are not stored. 0 turns the limit off.",
+                    type_="float",
+                    example="20",
+                    default=f"{DEFAULT_CALLBACK_RATE_LIMIT:g}",
+                ),
+                "callback_rate_burst": option(
+                    "Callbacks one correlation token may send at once before callback_rate_limit applies. "
+                    "One Make-Call request may have 1,000 destinations sharing a token, each with a ring, "
+                    "an answer and a hangup callback within seconds: keep it above 5 per destination.",
+                    type_="integer",
+                    example="5000",
+                    default=str(DEFAULT_CALLBACK_RATE_BURST),
                 ),
             },
         }

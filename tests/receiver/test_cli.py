@@ -6,19 +6,15 @@ import argparse
 import datetime as dt
 import json
 import os
-import queue
 import re
-import shutil
 import subprocess
-import sys
-import threading
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 import sqlalchemy as sa
 from _ledger_helpers import place, store_callback, token_for
+from _receiver_server import cli_command, serve_subprocess
 
 from vobiz_provider.correlation import CorrelationToken, callback_url
 from vobiz_provider.ledger import CallLedger
@@ -28,16 +24,11 @@ from vobiz_provider.signatures import signature_headers
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
 SECRET = "cli-test-callback-secret-0123456789abcdef"
 AUTH_TOKEN = "cli-test-auth-token"
 PUBLIC_BASE = "https://hooks.example.com/vobiz"
-
-
-def cli_command() -> list[str]:
-    """The installed console script when there is one (it proves the entry point), else ``-m``."""
-    script = shutil.which("vobiz-callbacks", path=str(Path(sys.executable).parent))
-    return [script] if script else [sys.executable, "-m", "vobiz_provider.receiver.cli"]
 
 
 @pytest.fixture
@@ -180,42 +171,8 @@ def test_prune_deletes_only_old_rows(cli_env: dict[str, str], store_url: str) ->
 @pytest.fixture
 def serving(cli_env: dict[str, str]) -> Iterator[tuple[str, list[str]]]:
     """``vobiz-callbacks serve --port 0`` as a subprocess; yields its origin and (later) its stderr lines."""
-    process = subprocess.Popen(
-        [*cli_command(), "serve", "--host", "127.0.0.1", "--port", "0", "--log-level", "info"],
-        env=cli_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    seen: list[str] = []
-
-    def pump() -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    try:
-        origin = None
-        while origin is None:
-            try:
-                line = lines.get(timeout=90)
-            except queue.Empty:
-                pytest.fail("vobiz-callbacks serve did not start:\n" + "".join(seen))
-            seen.append(line)
-            match = re.search(r"listening on (http://127\.0\.0\.1:\d+)/vobiz", line)
-            origin = match.group(1) if match else None
-        yield origin, seen
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        while not lines.empty():
-            seen.append(lines.get())
+    with serve_subprocess(cli_env, "--log-level", "info") as served:
+        yield served.origin, served.lines
 
 
 def test_serve_answers_health_and_stores_a_signed_callback(

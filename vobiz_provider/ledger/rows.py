@@ -304,9 +304,9 @@ def callback_status(
 def stored_form(form: Mapping[str, str]) -> tuple[dict[str, str], int]:
     """The fields kept in a callback's event row, and the size counted against its try's budget.
 
-    NUL characters are removed. A form of at most :data:`MAX_STORED_FORM_BYTES` is kept whole. A larger one (Vobiz's are about
-    1 KiB) keeps the fields the ledger reads, each cut to 256 characters, and says how many it dropped
-    under ``_dropped_fields``.
+    NUL characters are removed. A form of at most :data:`MAX_STORED_FORM_BYTES` is kept whole. A larger
+    one (Vobiz's are about 1 KiB) keeps the fields the ledger reads, each cut to 256 characters, and says
+    how many it dropped under ``_dropped_fields``.
 
     :param form: The fields as received.
     """

@@ -16,15 +16,20 @@ point:
     Liveness only: no secret, no ledger access.
 
 This module reads the request (unknown ``kind`` → 404; body or query string larger than ``[vobiz]
-max_body_bytes`` → 413/414; not ``application/x-www-form-urlencoded`` UTF-8 → 415/400) and answers;
-:class:`~vobiz_provider.receiver.pipeline.CallbackReceiver` decides (token, signature, fields, storing, XML)
-within a deadline that keeps the answer inside Vobiz's 3-second budget. No step answers 500: an unexpected
-error gives 503 with ``Retry-After`` so that Vobiz retries.
+max_body_bytes`` → 413/414; not ``application/x-www-form-urlencoded`` UTF-8 → 415/400; more callbacks under
+one correlation token than ``[vobiz] callback_rate_limit`` allows → 429) and answers;
+:class:`~vobiz_provider.receiver.pipeline.CallbackReceiver` decides (token, signature, fields, storing, XML).
+One deadline covers the whole request, body included, and keeps the answer inside Vobiz's 3-second budget:
+a body not received by then → 408 (and the connection is closed), a callback not stored by then → 503. No
+step answers 500: an unexpected error gives 503 with ``Retry-After`` so that Vobiz retries. Refusals are
+counted and logged by :class:`~vobiz_provider.receiver.refusal_log.RefusalLog` (``app.state.refusals``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qsl
 
@@ -43,6 +48,8 @@ from vobiz_provider.receiver.pipeline import (
     answer_xml,
     within,
 )
+from vobiz_provider.receiver.rate_limit import TokenRateLimiter
+from vobiz_provider.receiver.refusal_log import RefusalLog
 from vobiz_provider.untrusted import control_character, quoted
 
 if TYPE_CHECKING:
@@ -59,7 +66,8 @@ log = logging.getLogger(__name__)
 #: Where the app is mounted, on the Airflow API server (plugin) and by ``vobiz-callbacks serve`` alike.
 MOUNT_PATH: Final = "/vobiz"
 
-#: Seconds the receiver allows itself to verify and store a callback before answering 503 (Vobiz waits 3 s).
+#: Seconds the receiver allows itself to read, verify and store a callback (Vobiz waits 3 s): a body still
+#: incomplete then is answered 408, a callback not yet stored 503.
 RESPONSE_DEADLINE: Final = 2.5
 
 #: Most fields a callback may carry (Vobiz sends about 30).
@@ -144,7 +152,7 @@ def create_app(
     :param ledger: Fixed ledger; by default the process-wide ledger of ``[vobiz] callback_store``.
     :param signing_keys: Cache of the connections' auth tokens (a fresh one by default).
     :param xml_responder: Decides the XML answered to ``answer``/``gather`` callbacks (:func:`answer_xml`).
-    :param response_deadline: Seconds allowed for verifying and storing before answering 503.
+    :param response_deadline: Seconds allowed for reading, verifying and storing a callback (then 408/503).
     """
     receiver = CallbackReceiver(
         settings=settings, ledger=ledger, signing_keys=signing_keys, xml_responder=xml_responder
@@ -152,15 +160,22 @@ def create_app(
     # Airflow mounts plugin apps without authentication: publish no docs or schema.
     app = FastAPI(title="Vobiz callback receiver", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.receiver = receiver
+    refusals = app.state.refusals = RefusalLog()
+    rate_limiter = app.state.rate_limiter = TokenRateLimiter()
 
     def refuse(kind: str, err: CallbackRejected) -> Response:
         # ``kind`` comes from the URL: log it only once it is known to be one of ours.
         shown = kind if kind in CALLBACK_KINDS else "(unknown kind)"
-        log.warning("Vobiz %s callback refused with %s: %s", shown, err.status_code, err.reason)
-        headers = {"Retry-After": str(err.retry_after)} if err.retry_after is not None else None
-        return JSONResponse({"detail": err.reason}, status_code=err.status_code, headers=headers)
+        refusals.refused(kind=shown, status=err.status_code, reason=err.reason)
+        headers = {"Retry-After": str(err.retry_after)} if err.retry_after is not None else {}
+        if err.status_code == 408:
+            # The rest of the body may still come: the connection cannot carry another request.
+            headers["Connection"] = "close"
+        return JSONResponse({"detail": err.reason}, status_code=err.status_code, headers=headers or None)
 
     async def receive(kind: str, request: Request) -> Response:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + response_deadline
         try:
             if kind not in CALLBACK_KINDS:
                 raise CallbackRejected(
@@ -172,9 +187,26 @@ def create_app(
                     raise CallbackRejected(414, f"query string longer than {current.max_body_bytes} bytes")
                 body = b""
             else:
-                body = await _read_body(request, current.max_body_bytes)
+                try:
+                    body = await within(deadline - loop.time(), _read_body(request, current.max_body_bytes))
+                except TimeoutError:
+                    raise CallbackRejected(
+                        408, f"callback body not received within {response_deadline:g} s"
+                    ) from None
             token = request.query_params.get(TOKEN_PARAM)
             correlation = receiver.decode_token(token, current, kind=kind)
+            if current.callback_rate_limit > 0:
+                wait = rate_limiter.acquire(
+                    (correlation.ti_key, correlation.try_number),
+                    rate=current.callback_rate_limit,
+                    burst=current.callback_rate_burst,
+                )
+                if wait is not None:
+                    raise CallbackRejected(
+                        429,
+                        "too many callbacks for this task try, retry later",
+                        retry_after=max(1, math.ceil(wait)),
+                    )
             fields = _request_fields(request, body)
             request_url = str(request.url.replace(query="", fragment=""))
             headers = dict(request.headers)
@@ -189,7 +221,7 @@ def create_app(
                     token=token,
                     settings=current,
                 )
-                stored, xml = await within(response_deadline, receiver.ahandle(incoming))
+                stored, xml = await within(deadline - loop.time(), receiver.ahandle(incoming))
             except TimeoutError:
                 # A callback already taken by the store's writer is still committed: Vobiz's retry is then
                 # answered "duplicate". One still queued is withdrawn.

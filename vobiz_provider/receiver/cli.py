@@ -3,6 +3,8 @@
 Commands::
 
     vobiz-callbacks serve [--host 127.0.0.1] [--port 8790] [--log-level info]
+                          [--header-timeout 5] [--keep-alive-timeout 5] [--graceful-timeout 10]
+                          [--max-connections N] [--backlog N]
     vobiz-callbacks db upgrade
     vobiz-callbacks prune --older-than 7d
 
@@ -10,7 +12,11 @@ Commands::
 it serves the same app as the plugin, under ``/vobiz`` too (``callback_base_url`` =
 ``http(s)://<host>[:<port>]/vobiz``), and reads the same ``[vobiz]`` settings (``airflow.cfg`` or
 ``AIRFLOW__VOBIZ__*``) and the same connections (``AIRFLOW_CONN_*`` variables or the configured secrets
-backend). It creates or upgrades the store's schema before it starts listening.
+backend). It creates or upgrades the store's schema before it starts listening. It closes connections that
+do not send a complete request head within ``--header-timeout`` seconds and keeps at most
+``--max-connections`` open, closing the oldest idle one for a new client
+(:mod:`~vobiz_provider.receiver.connection_guard`); the defaults follow ``ulimit -n``
+(:class:`~vobiz_provider.receiver.server_limits.ServerLimits`).
 
 Exit codes: 0 success, 1 the store cannot be reached, 2 bad arguments or configuration.
 """
@@ -19,10 +25,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import re
 import sys
 from datetime import timedelta
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import uvicorn
 from sqlalchemy.engine import make_url
@@ -33,9 +40,20 @@ from vobiz_provider.config import get_settings
 from vobiz_provider.exceptions import LedgerUnavailableError
 from vobiz_provider.ledger import CallLedger, get_ledger
 from vobiz_provider.receiver.app import MOUNT_PATH, create_app
+from vobiz_provider.receiver.connection_guard import ConnectionGuard, guarded_protocol
+from vobiz_provider.receiver.server_limits import (
+    DEFAULT_BACKLOG,
+    DEFAULT_GRACEFUL_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_KEEP_ALIVE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    RESERVED_FDS,
+    ServerLimits,
+    open_files_limit,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from vobiz_provider.config import VobizSettings
 
@@ -48,6 +66,7 @@ LOG_LEVELS: Final = ("critical", "error", "warning", "info", "debug")
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _TOKEN_IN_QUERY = re.compile(r"(?<=[?&]t=)[^&\s]+")
+N = TypeVar("N", int, float)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -74,14 +93,28 @@ def format_duration(value: timedelta) -> str:
     return f"{seconds}s"
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"invalid port {text!r}: expected an integer from 0 to 65535")
-    return value
+def _checked(
+    convert: Callable[[str], N], valid: Callable[[N], bool], *, what: str, expected: str
+) -> Callable[[str], N]:
+    """An argparse ``type`` that converts a value and refuses it unless ``valid``."""
+
+    def parse(text: str) -> N:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not valid(value):
+            raise argparse.ArgumentTypeError(f"invalid {what} {text!r}: expected {expected}")
+        return value
+
+    return parse
+
+
+_port = _checked(int, lambda value: 0 <= value <= 65535, what="port", expected="an integer from 0 to 65535")
+_seconds = _checked(
+    float, lambda value: 0 < value < math.inf, what="duration", expected="a positive number of seconds"
+)
+_count = _checked(int, lambda value: value >= 1, what="number", expected="a positive integer")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,6 +134,46 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"port to bind, 0 for any free one (default {DEFAULT_PORT})",
     )
     serve.add_argument("--log-level", choices=LOG_LEVELS, default="info", help="log level (default info)")
+    serve.add_argument(
+        "--header-timeout",
+        type=_seconds,
+        default=DEFAULT_HEADER_TIMEOUT,
+        metavar="SECONDS",
+        help="close a connection that has not sent a complete request head this long after opening, or "
+        f"after the first byte of its next request (default {DEFAULT_HEADER_TIMEOUT:g})",
+    )
+    serve.add_argument(
+        "--keep-alive-timeout",
+        type=_seconds,
+        default=DEFAULT_KEEP_ALIVE_TIMEOUT,
+        metavar="SECONDS",
+        help=f"close an idle kept-alive connection after this long (default {DEFAULT_KEEP_ALIVE_TIMEOUT:g})",
+    )
+    serve.add_argument(
+        "--graceful-timeout",
+        type=_seconds,
+        default=DEFAULT_GRACEFUL_TIMEOUT,
+        metavar="SECONDS",
+        help="on shutdown, wait this long for requests in progress, then cancel them "
+        f"(default {DEFAULT_GRACEFUL_TIMEOUT:g})",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="connections kept open; a new one closes the oldest idle one, and a request arriving while all "
+        "have one in progress gets 503 (default: what `ulimit -n` allows after the backlog and "
+        f"{RESERVED_FDS} spare descriptors, at most {DEFAULT_MAX_CONNECTIONS})",
+    )
+    serve.add_argument(
+        "--backlog",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="connections the kernel queues before they are accepted (default: a quarter of the spare "
+        f"descriptors, at most {DEFAULT_BACKLOG})",
+    )
 
     db = commands.add_parser("db", help="manage the callback store's schema")
     db_commands = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
@@ -173,18 +246,47 @@ def _serve(args: argparse.Namespace, settings: VobizSettings) -> int:
     # Read the signing connections now: an unreadable connection is reported at start-up rather than at the
     # first callback (inside Vobiz's 3 s).
     app.state.receiver.signing_keys.get_many(settings.signature_conn_ids)
+    fd_limit = open_files_limit()
+    limits = ServerLimits.for_process(
+        max_body_bytes=settings.max_body_bytes,
+        fd_limit=fd_limit,
+        max_connections=args.max_connections,
+        backlog=args.backlog,
+        header_timeout=args.header_timeout,
+        keep_alive_timeout=args.keep_alive_timeout,
+        graceful_timeout=args.graceful_timeout,
+    )
+    guard = app.state.connection_guard = ConnectionGuard(limits=limits)
     config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
         log_level=args.log_level,
         server_header=False,
+        http=guarded_protocol(guard),
+        **limits.uvicorn_options(),
     )
     # uvicorn.Config configured the uvicorn loggers; our own lines go to the root handler.
     logging.getLogger("uvicorn.access").addFilter(_RedactCorrelationToken())
     logging.getLogger("vobiz_provider").setLevel(args.log_level.upper())
     if not logging.getLogger().handlers:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if limits.fd_shortfall(fd_limit):
+        log.warning(
+            "--max-connections %d and --backlog %d may need %d more file descriptors than `ulimit -n` (%s) "
+            "allows: raise the limit or lower them, or a crowd of idle connections can lock out callbacks",
+            limits.max_connections,
+            limits.backlog,
+            limits.fd_shortfall(fd_limit),
+            fd_limit,
+        )
+    log.info(
+        "Receiver limits: request heads within %g s, at most %d connections, backlog %d, keep-alive %g s",
+        limits.header_timeout,
+        limits.max_connections,
+        limits.backlog,
+        limits.keep_alive_timeout,
+    )
     # Bind here rather than in uvicorn to know the port (``--port 0``) and say where the receiver listens.
     sock = config.bind_socket()
     # uvicorn only binds; listen now, so that a client told the address below is queued, not refused,
