@@ -54,6 +54,15 @@ def _conn_fields() -> dict[str, Any]:
             ),
             "schema": {"type": ["string", "null"], "format": "url"},
         },
+        "main_account_auth_token": {
+            "label": "Main account Auth Token",
+            "description": (
+                "For a sub-account only: the main account's Auth Token, with which Vobiz signs the "
+                "X-Vobiz-Signature-MA-V2/V3 headers of the sub-account's callbacks. When set, the receiver "
+                "checks those headers too; leave empty otherwise."
+            ),
+            "schema": {"type": ["string", "null"], "format": "password"},
+        },
         "timeout": {
             "label": "Request timeout (s)",
             "description": "Timeout of each HTTP request to Vobiz, in seconds.",

@@ -66,6 +66,25 @@ def test_extras_are_read_and_normalised(monkeypatch: pytest.MonkeyPatch) -> None
     assert (config.timeout, config.max_retries, config.cps, config.timezone) == (2.5, 1, 2.0, "Asia/Kolkata")
 
 
+def test_the_main_account_token_of_a_sub_account_is_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    main = "main-account-token-7c1d"
+    _set_connection(monkeypatch, login="SA_SUB1", password=TOKEN, extra={"main_account_auth_token": main})
+    config = VobizHook().get_config()
+    assert config.main_account_auth_token is not None
+    assert config.main_account_auth_token.get_secret_value() == main
+    assert main not in repr(config)
+    _set_connection(
+        monkeypatch,
+        conn_id="vobiz_bad",
+        login="SA_SUB1",
+        password=TOKEN,
+        extra={"main_account_auth_token": "a b"},
+    )
+    with pytest.raises(VobizValidationError, match=r"main_account_auth_token.*visible ASCII") as info:
+        VobizHook(vobiz_conn_id="vobiz_bad").get_config()
+    assert "a b" not in str(info.value)  # never quoted, unlike other extras
+
+
 def test_empty_extras_take_their_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     _set_connection(monkeypatch, login="MA_X", password=TOKEN, extra={"cps": "", "timezone": None})
     config = VobizHook().get_config()

@@ -8,6 +8,7 @@ message. On the code before the fix every one of these succeeded.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
@@ -229,3 +230,22 @@ def test_the_answer_url_reads_the_message_only_while_its_call_is_up(receiver: Re
     later = receiver.post("answer", answer_fields(call_uuid), bind=False)  # a Vobiz resend: duplicate
     assert later.status_code == 200
     assert later.text == EMPTY_XML_RESPONSE and "4812" not in later.text
+
+
+# -- finding 5: weak secrets ---------------------------------------------------------------------------------
+
+
+def test_a_receiver_with_a_weak_secret_refuses_every_callback(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = receiver.url("hangup")  # issued under the strong secret
+    receiver.monkeypatch.setenv("AIRFLOW__VOBIZ__CALLBACK_SECRET", "dev-secret")
+    time.sleep(2.1)  # the receiver re-reads [vobiz] every 2 s
+    call_uuid = new_uuid()
+    with caplog.at_level(logging.ERROR, logger="vobiz_provider"):
+        response = receiver.post("hangup", hangup_fields(call_uuid), url=url)
+    assert response.status_code == 503
+    assert response.json()["detail"] == "the receiver is not configured (callback_secret)"
+    assert "shorter than 32 bytes" in caplog.text and "secrets.token_urlsafe(32)" in caplog.text
+    assert "dev-secret" not in caplog.text
+    assert nothing_stored(receiver, call_uuid)

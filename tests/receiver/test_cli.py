@@ -106,13 +106,32 @@ def test_bad_arguments_exit_2_with_a_message(
     assert message in capsys.readouterr().err
 
 
-def test_serve_without_callback_secret_exits_2(
-    monkeypatch: pytest.MonkeyPatch, store_url: str, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("secret", "fallbacks", "message"),
+    [
+        ("", "", "callback_secret is not set"),
+        ("dev-secret", "", "callback_secret is shorter than 32 bytes"),  # the docs' old example
+        (SECRET, "old-secret", "callback_secret_fallbacks is shorter than 32 bytes"),
+    ],
+    ids=["missing", "weak", "weak-fallback"],
+)
+def test_serve_without_a_strong_callback_secret_exits_2(
+    monkeypatch: pytest.MonkeyPatch,
+    store_url: str,
+    capsys: pytest.CaptureFixture[str],
+    secret: str,
+    fallbacks: str,
+    message: str,
 ) -> None:
-    monkeypatch.setenv("AIRFLOW__VOBIZ__CALLBACK_SECRET", "")
+    monkeypatch.setenv("AIRFLOW__VOBIZ__CALLBACK_SECRET", secret)
+    monkeypatch.setenv("AIRFLOW__VOBIZ__CALLBACK_SECRET_FALLBACKS", fallbacks)
     monkeypatch.setenv("AIRFLOW__VOBIZ__CALLBACK_STORE", store_url)
     assert main(["serve", "--port", "0"]) == 2
-    assert "callback_secret is not set" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err
+    if secret:
+        assert "secrets.token_urlsafe(32)" in err
+        assert "dev-secret" not in err and "old-secret" not in err
 
 
 def test_unreachable_store_exits_1(

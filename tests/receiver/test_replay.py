@@ -13,8 +13,10 @@ import datetime as dt
 import sqlalchemy as sa
 from test_app import (
     AUTH_TOKEN,
+    OTHER_TOKEN,
     Receiver,
     call_row,
+    connection_json,
     event_count,
     hangup_fields,
     new_uuid,
@@ -23,6 +25,8 @@ from test_app import (
 
 from vobiz_provider.ledger.schema import nonces
 from vobiz_provider.signatures import (
+    HEADER_MA_V2,
+    HEADER_MA_V3,
     HEADER_V2,
     HEADER_V2_NONCE,
     HEADER_V3,
@@ -109,3 +113,38 @@ def test_nonces_that_are_not_digits_are_refused(receiver: Receiver) -> None:
             headers=signature_headers(url, AUTH_TOKEN, nonce=nonce),
         )
         assert response.status_code == 403, nonce
+
+
+# -- review item 12: MA-* signatures could never be verified ------------------------------------------------
+
+MAIN_TOKEN = "main-account-auth-token-0123"
+
+
+def test_main_account_signatures_are_checked_when_the_connection_names_its_token(receiver: Receiver) -> None:
+    receiver.monkeypatch.setenv(
+        "AIRFLOW_CONN_VOBIZ_DEFAULT", connection_json(AUTH_TOKEN, main_account_auth_token=MAIN_TOKEN)
+    )
+    _require_signatures(receiver)
+    url = receiver.url("hangup")
+    # A sub-account callback: V2/V3 under its own token, MA-V2/MA-V3 under the main account's.
+    genuine = signature_headers(url, AUTH_TOKEN, main_account_token=MAIN_TOKEN)
+    assert receiver.post("hangup", hangup_fields(new_uuid()), token=None, headers=genuine).status_code == 200
+    # The MA headers alone (with their nonces) verify too.
+    ma_only = signature_headers(url, AUTH_TOKEN, main_account_token=MAIN_TOKEN)
+    ma_only = {name: ma_only[name] for name in (HEADER_MA_V2, HEADER_MA_V3, HEADER_V2_NONCE, HEADER_V3_NONCE)}
+    assert receiver.post("hangup", hangup_fields(new_uuid()), token=None, headers=ma_only).status_code == 200
+    # A wrong MA signature next to valid V2/V3 ones: every header that can be checked must match.
+    forged = {
+        **signature_headers(url, AUTH_TOKEN, nonce="27182818284590452353"),
+        **{
+            name: value
+            for name, value in signature_headers(
+                url, AUTH_TOKEN, main_account_token=OTHER_TOKEN, nonce="27182818284590452353"
+            ).items()
+            if name in (HEADER_MA_V2, HEADER_MA_V3)
+        },
+    }
+    call_uuid = new_uuid()
+    response = receiver.post("hangup", hangup_fields(call_uuid), token=None, headers=forged)
+    assert response.status_code == 403
+    assert call_row(receiver, call_uuid) is None

@@ -94,7 +94,9 @@ class VobizHook(BaseHook):
             conn = self.get_connection(self.vobiz_conn_id)
             if conn.password:
                 mask_secret(conn.password)
-            self._config = self._build_config(conn, conn.extra_dejson)
+            config = self._config = self._build_config(conn, conn.extra_dejson)
+            if config.main_account_auth_token is not None:
+                mask_secret(config.main_account_auth_token.get_secret_value())
         return self._config
 
     async def aget_config(self) -> VobizConnectionConfig:
@@ -105,7 +107,9 @@ class VobizHook(BaseHook):
             conn = await self.aget_connection(self.vobiz_conn_id)
             if conn.password:
                 await amask_secret(conn.password)
-            self._config = self._build_config(conn, await conn.aextra_dejson())
+            config = self._config = self._build_config(conn, await conn.aextra_dejson())
+            if config.main_account_auth_token is not None:
+                await amask_secret(config.main_account_auth_token.get_secret_value())
         return self._config
 
     # ------------------------------------------------------------------ clients

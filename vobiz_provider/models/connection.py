@@ -22,7 +22,17 @@ if TYPE_CHECKING:
 
 __all__ = ["EXTRA_FIELDS", "VobizConnectionConfig"]
 
-EXTRA_FIELDS = ("base_url", "callback_base_url", "timeout", "max_retries", "cps", "timezone")
+EXTRA_FIELDS = (
+    "base_url",
+    "callback_base_url",
+    "timeout",
+    "max_retries",
+    "cps",
+    "timezone",
+    "main_account_auth_token",
+)
+#: Extras whose value is a secret: a message about them never quotes it.
+_SECRET_EXTRAS = frozenset({"main_account_auth_token"})
 _LEGACY_PREFIX = "extra__vobiz__"
 _AUTH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]*$")
 _WHERE = {"auth_id": "login (Auth ID)", "auth_token": "password (Auth Token)"}
@@ -51,6 +61,8 @@ class VobizConnectionConfig(BaseModel):
     :param max_retries: Retries of failed requests.
     :param cps: Account calls-per-second limit used to pace calls; ``None`` disables pacing.
     :param timezone: Console timezone in which Vobiz writes callback local times.
+    :param main_account_auth_token: For a sub-account (``SA_...``): the main account's Auth Token, which
+        signs the ``X-Vobiz-Signature-MA-V2/V3`` headers of its callbacks; never shown.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -63,6 +75,7 @@ class VobizConnectionConfig(BaseModel):
     max_retries: int = Field(default=3, ge=0, le=20)
     cps: float | None = Field(default=None, gt=0)
     timezone: str = "UTC"
+    main_account_auth_token: SecretStr | None = None
 
     @field_validator("auth_id")
     @classmethod
@@ -72,11 +85,11 @@ class VobizConnectionConfig(BaseModel):
             raise ValueError("must be a Vobiz Auth ID such as MA_XXXXXXXX (letters, digits, '_', '-', '.')")
         return value
 
-    @field_validator("auth_token")
+    @field_validator("auth_token", "main_account_auth_token")
     @classmethod
-    def _check_auth_token(cls, value: SecretStr) -> SecretStr:
-        if not re.match(r"^[\x21-\x7e]+$", value.get_secret_value()):
-            raise ValueError("must be the Auth Token: visible ASCII characters, no spaces")
+    def _check_auth_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.match(r"^[\x21-\x7e]+$", value.get_secret_value()):
+            raise ValueError("must be an Auth Token: visible ASCII characters, no spaces")
         return value
 
     @field_validator("base_url", "callback_base_url", mode="before")
@@ -128,6 +141,8 @@ class VobizConnectionConfig(BaseModel):
                     message = message[:1].lower() + message[1:]
                     if field in _WHERE:
                         problems.append(f"{_WHERE[field]}: {message}")
+                    elif field in _SECRET_EXTRAS:
+                        problems.append(f"extra field {field!r}: {message}")
                     else:
                         problems.append(
                             f"extra field {field!r}: {message} (got {quoted(error.get('input'))})"

@@ -37,7 +37,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from vobiz_provider.config import get_settings
-from vobiz_provider.exceptions import LedgerUnavailableError
+from vobiz_provider.exceptions import LedgerUnavailableError, MissingCallbackSecretError
 from vobiz_provider.ledger import CallLedger, get_ledger
 from vobiz_provider.receiver.app import MOUNT_PATH, create_app
 from vobiz_provider.receiver.connection_guard import ConnectionGuard, guarded_protocol
@@ -229,11 +229,11 @@ def _open_ledger(settings: VobizSettings) -> CallLedger:
 
 
 def _serve(args: argparse.Namespace, settings: VobizSettings) -> int:
-    if not settings.callback_secret:
+    try:
+        settings.verification_secrets  # noqa: B018 (raises when a secret is missing or too short)
+    except MissingCallbackSecretError as err:  # or WeakCallbackSecretError: says how to generate one
         print(
-            "vobiz-callbacks: error: [vobiz] callback_secret is not set; set AIRFLOW__VOBIZ__CALLBACK_SECRET "
-            "(the same value as on the Airflow workers) so the receiver can verify callback URLs",
-            file=sys.stderr,
+            f"vobiz-callbacks: error: {err} The receiver needs it to verify callback URLs.", file=sys.stderr
         )
         return 2
     ledger = _open_ledger(settings)

@@ -50,8 +50,8 @@ class SigningKeys:
 
     :param conn_id: The connection id.
     :param auth_token: The account's auth token (signs ``X-Vobiz-Signature-V2/V3``).
-    :param main_account_token: The main account's token when the connection names one (signs
-        ``X-Vobiz-Signature-MA-*`` on sub-account callbacks).
+    :param main_account_token: The main account's token when the connection names one (its
+        ``main_account_auth_token`` extra; signs ``X-Vobiz-Signature-MA-*`` on sub-account callbacks).
     :param timezone: The account's timezone, in which Vobiz writes ``StartTime``/``AnswerTime``/``EndTime``.
     :param callback_base_url: The connection's own ``callback_base_url`` (overrides ``[vobiz]``'s for calls
         placed through it), so the public URL Vobiz signed may start with it.
@@ -85,9 +85,12 @@ def load_signing_keys(conn_id: str) -> SigningKeys:
     config = VobizConnectionConfig.from_connection(
         conn_id=conn_id, login=conn.login, password=conn.password, extra=conn.extra_dejson
     )
+    if config.main_account_auth_token is not None:
+        mask_secret(config.main_account_auth_token.get_secret_value())
     return SigningKeys(
         conn_id=conn_id,
         auth_token=_secret(config.auth_token),
+        main_account_token=_secret(config.main_account_auth_token),
         timezone=config.timezone or None,
         callback_base_url=config.callback_base_url or None,
     )
