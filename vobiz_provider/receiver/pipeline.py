@@ -102,7 +102,7 @@ class CallbackRejected(Exception):
 
     :param status_code: The HTTP status to answer with (4xx, or 503 for retryable failures).
     :param reason: Short explanation, sent in the response and logged. Never contains a token.
-    :param retry_after: Seconds for a ``Retry-After`` header (503 only).
+    :param retry_after: Seconds for a ``Retry-After`` header (with 503 and 429).
     """
 
     def __init__(self, status_code: int, reason: str, *, retry_after: int | None = None) -> None:
