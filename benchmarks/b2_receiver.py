@@ -344,14 +344,15 @@ class Ledger:
         return self.stored + self.duplicate + self.resent.get("stored", 0) + self.resent.get("duplicate", 0)
 
 
-def load(base_url: str, *, concurrency: int, duration: float, ledger_url: str | None = None) -> LoadResult:
+def load(
+    base_url: str, *, concurrency: int, duration: float, factory: CallbackFactory | None = None
+) -> LoadResult:
     """Post signed hangup callbacks from ``concurrency`` closed-loop senders for ``duration`` seconds.
 
-    :param ledger_url: The receiver's ledger, where the calls are recorded first (untimed); ``None`` for the
-        bare endpoint, which stores nothing.
+    :param factory: Hands out the callbacks, of calls recorded in the receiver's ledger; by default one
+        that records nothing (the bare endpoint stores nothing).
     """
-    capacity = int(duration * MAX_RATE) + 1
-    factory = CallbackFactory(base_url, ledger_url, capacity=capacity)
+    factory = factory or CallbackFactory(base_url, None, capacity=0)
     run = _load(factory, base_url, concurrency=concurrency, duration=duration)
     try:
         import uvloop
@@ -488,13 +489,16 @@ def _bench_backend(
             bare_url = f"http://127.0.0.1:{bare_port}/vobiz"
             for concurrency in config.concurrency:
                 row = Row(backend=backend, concurrency=concurrency, bare=[], receiver=[])
+                # The calls this level's callbacks report, recorded as their tasks would (untimed).
+                seconds = config.warmup + config.repetitions * config.duration
+                calls = CallbackFactory(base_url, url, capacity=int(seconds * MAX_RATE) + 1)
                 # Warm both (connections, thread pools, caches); the receiver's warm-up callbacks count.
-                ledger.add(load(base_url, concurrency=concurrency, duration=config.warmup, ledger_url=url))
+                ledger.add(load(base_url, concurrency=concurrency, duration=config.warmup, factory=calls))
                 load(bare_url, concurrency=concurrency, duration=config.warmup)
                 for _ in range(config.repetitions):
                     row.bare.append(load(bare_url, concurrency=concurrency, duration=config.duration))
                     measured = load(
-                        base_url, concurrency=concurrency, duration=config.duration, ledger_url=url
+                        base_url, concurrency=concurrency, duration=config.duration, factory=calls
                     )
                     row.receiver.append(measured)
                     ledger.add(measured)
@@ -524,7 +528,10 @@ def run(*, smoke: bool = False, log: Any = print) -> Section:
             f"process) at concurrency {levels}; {config.repetitions} runs of {config.duration:g} s per "
             "level, receiver and bare endpoint interleaved; figures are medians over the runs. Receiver: "
             "`vobiz-callbacks serve` (uvicorn + uvloop + httptools, log level info), require_signatures on, "
-            "callback_base_url set, signatures V2+V3 with fresh nonces, one distinct call per callback."
+            "callback_base_url set, signatures V2+V3 with fresh nonces, one distinct call per callback. "
+            f"Each call was first recorded as fired by one of {TOKENS} task tries (untimed, as the operator "
+            "does after POST /Call/): the receiver stores callbacks of recorded calls only, so each one is "
+            "bound to its try and merged into the existing call row."
         ),
         headers=[
             "store",

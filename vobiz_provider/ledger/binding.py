@@ -18,7 +18,7 @@ whether the callback belongs to a call that this try placed:
   429.
 
 A refused callback stores nothing: no event, no nonce, no call change. :func:`check` is pure; what it reads
-is loaded once per batch by :func:`load_tries`.
+is loaded once per batch by :func:`load_tries`: one query, plus the call rows the ledger reads anyway.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 import sqlalchemy as sa
 
 from vobiz_provider.ledger.rows import chunks
-from vobiz_provider.ledger.schema import calls, placements
+from vobiz_provider.ledger.schema import calls, events, placements
 from vobiz_provider.models.record import leg_key
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ class TryCalls:
     :param opened_at: When the try last opened its placement (``None``: it never did).
     :param registered_at: When it last recorded the calls Vobiz accepted.
     :param destinations: Destinations it dialled (the budget scales with them).
-    :param callbacks: Callbacks its URLs stored so far.
+    :param callbacks: Callbacks its URLs stored so far (its events).
     :param requests: Request UUIDs of the calls it fired.
     :param call_uuids: Call UUIDs of its calls.
     :param legs_per_request: How many calls each request fired.
@@ -103,43 +103,71 @@ def owner_of(row: Mapping[str, Any]) -> Owner | None:
     return (row["ti_key"], row["try_number"])
 
 
-def load_tries(conn: Connection, owners: Iterable[Owner]) -> dict[Owner, TryCalls]:
-    """The placement and the calls of each try, read in the caller's transaction (two queries per 30,000).
+def _placements_of() -> Any:
+    stored = (
+        sa.select(sa.func.count())
+        .where(events.c.ti_key == placements.c.ti_key, events.c.try_number == placements.c.try_number)
+        .scalar_subquery()
+    )
+    fired = (
+        sa.select(sa.func.count())
+        .where(
+            calls.c.ti_key == placements.c.ti_key,
+            calls.c.try_number == placements.c.try_number,
+            calls.c.fired_at.is_not(None),
+        )
+        .scalar_subquery()
+    )
+    return sa.select(
+        placements.c.ti_key,
+        placements.c.try_number,
+        placements.c.opened_at,
+        placements.c.registered_at,
+        placements.c.destinations,
+        fired,
+        stored,
+    ).where(placements.c.ti_key.in_(sa.bindparam("b_ti_keys", expanding=True)))
+
+
+# Built once and run with parameters: building a statement per batch costs more than running it.
+_PLACEMENTS_OF: Final = _placements_of()
+
+
+def load_tries(
+    conn: Connection, owners: Iterable[Owner], call_rows: Iterable[Mapping[str, Any]]
+) -> dict[Owner, TryCalls]:
+    """The placement of each try, with its fired calls and the callbacks its URLs stored (one query), and
+    the calls named.
 
     :param conn: The transaction that will store the callbacks.
     :param owners: ``(ti_key, try_number)`` of the tries whose callbacks are checked.
+    :param call_rows: The stored calls the callbacks name (by ``CallUUID``, leg or ``RequestUUID``), read
+        in ``conn``, with their ``ti_key``, ``try_number``, ``request_uuid``, ``call_uuid``, ``leg_key``
+        and ``fired_at``: a callback binds through the rows of its own request or call, so the try's other
+        calls need not be read.
     """
-    wanted = set(owners)
-    tries = {owner: TryCalls() for owner in wanted}
-    ti_keys = sorted({ti_key for ti_key, _ in wanted})
-    for chunk in chunks(ti_keys):
-        for row in conn.execute(sa.select(placements).where(placements.c.ti_key.in_(chunk))).mappings():
-            known = tries.get((row["ti_key"], row["try_number"]))
+    tries = {owner: TryCalls() for owner in owners}
+    for chunk in chunks(sorted({ti_key for ti_key, _ in tries})):
+        for ti_key, try_number, opened_at, registered_at, destinations, fired, count in conn.execute(
+            _PLACEMENTS_OF, {"b_ti_keys": list(chunk)}
+        ):
+            known = tries.get((ti_key, try_number))
             if known is not None:
-                known.opened_at = row["opened_at"]
-                known.registered_at = row["registered_at"]
-                known.destinations = row["destinations"]
-                known.callbacks = row["callbacks"]
-        statement = sa.select(
-            calls.c.ti_key,
-            calls.c.try_number,
-            calls.c.request_uuid,
-            calls.c.call_uuid,
-            calls.c.leg_key,
-            calls.c.fired_at,
-        ).where(calls.c.ti_key.in_(chunk))
-        for row in conn.execute(statement).mappings():
-            known = tries.get((row["ti_key"], row["try_number"]))
-            if known is None:
-                continue
-            if row["call_uuid"]:
-                known.call_uuids.add(row["call_uuid"])
-            request = row["request_uuid"]
-            if row["fired_at"] is not None and request:
-                known.requests.add(request)
-                known.legs_per_request[request] = known.legs_per_request.get(request, 0) + 1
-                if not row["call_uuid"]:
-                    known.open_legs.setdefault(request, set()).add(row["leg_key"])
+                known.opened_at, known.registered_at = opened_at, registered_at
+                # What it meant to dial, or the calls it recorded if more (a try may place several calls).
+                known.destinations, known.callbacks = max(destinations, fired), count
+    for row in call_rows:
+        known = tries.get((row["ti_key"], row["try_number"]))
+        if known is None:
+            continue
+        request, call_uuid = row["request_uuid"], row["call_uuid"]
+        if call_uuid:
+            known.call_uuids.add(call_uuid)
+        if row["fired_at"] is not None and request:
+            known.requests.add(request)
+            known.legs_per_request[request] = known.legs_per_request.get(request, 0) + 1
+            if not call_uuid:
+                known.open_legs.setdefault(request, set()).add(row["leg_key"])
     return tries
 
 
@@ -187,7 +215,7 @@ def check(
             reason="the callback's CallUUID is not a call this task placed (each destination it dialled "
             "already has its call)",
         )
-    if known.callbacks >= max_per_call * max(known.destinations, sum(known.legs_per_request.values()), 1):
+    if known.callbacks >= max_per_call * max(known.destinations, 1):
         return Refusal(
             status_code=429,
             reason=f"this call's callback URLs already stored {known.callbacks} callbacks (the limit is "

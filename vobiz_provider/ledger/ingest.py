@@ -3,11 +3,11 @@
 :meth:`Ingest.prepare_callback` checks a callback and works out what storing it writes, without touching the
 database; :meth:`Ingest.ingest` writes prepared callbacks in one transaction: for each, first whether its
 URL's try may store it at all (:mod:`~vobiz_provider.ledger.binding`: refused callbacks store nothing),
-then its signature's replay keys, its event row, its call's new state and its try's budget commit
-together. So if storing fails (503 to Vobiz) the nonce is not burnt and Vobiz's retry with the same
-signature is still accepted; a nonce that was accepted always has its callback stored; and a repeated
-callback (same fields, a Vobiz retry) is stored once and changes nothing the second time. The receiver
-hands callbacks to :meth:`Ingest.submit_callback`, whose writer thread
+then its signature's replay keys, its event row (which counts against its try's budget) and its call's
+new state commit together. So if storing fails (503 to Vobiz) the nonce is not burnt and Vobiz's retry
+with the same signature is still accepted; a nonce that was accepted always has its callback stored; and
+a repeated callback (same fields, a Vobiz retry) is stored once and changes nothing the second time. The
+receiver hands callbacks to :meth:`Ingest.submit_callback`, whose writer thread
 (:class:`~vobiz_provider.ledger.group_commit.GroupCommitter`) gives everything queued meanwhile to
 :meth:`Ingest.ingest` as one batch.
 """
@@ -43,7 +43,7 @@ from vobiz_provider.ledger.rows import (
     to_call_record,
     utcnow,
 )
-from vobiz_provider.ledger.schema import UTCDateTime, calls, events, nonces, placements
+from vobiz_provider.ledger.schema import UTCDateTime, calls, events, nonces
 from vobiz_provider.models.callbacks import parse_callback
 from vobiz_provider.models.record import leg_key
 
@@ -58,7 +58,6 @@ if TYPE_CHECKING:
     from vobiz_provider.models.record import CallRecord
 
 __all__ = ["Ingest", "IngestResult", "PreparedCallback"]
-
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +91,6 @@ class PreparedCallback:
     :param kind: The normalised callback kind.
     :param form: The fields as strings, as stored in the event row (:func:`~vobiz_provider.ledger.rows.
         stored_form`).
-    :param size: Its size in bytes, counted against its try's budget.
     :param values: The call columns it carries, with the task instance's.
     :param status: The call status it reports, if any.
     :param event: ``Event``.
@@ -107,7 +105,6 @@ class PreparedCallback:
 
     kind: str
     form: dict[str, str] = dataclass_field(repr=False)
-    size: int
     values: dict[str, Any] = dataclass_field(repr=False)
     status: str | None
     event: str | None
@@ -167,19 +164,13 @@ class Ingest(Calls):
             .returning(events.c.dedupe_key)
         )
         self._insert_calls = self._db.insert(calls).on_conflict_do_nothing().returning(calls.c.id)
-        self._count_callbacks = (
-            placements.update()
-            .where(
-                placements.c.ti_key == sa.bindparam("b_ti_key"),
-                placements.c.try_number == sa.bindparam("b_try_number"),
-            )
-            .values(
-                callbacks=placements.c.callbacks + sa.bindparam("b_callbacks"),
-                callback_bytes=placements.c.callback_bytes + sa.bindparam("b_bytes"),
-            )
-        )
         self._known_calls = sa.select(
-            calls.c.call_uuid, calls.c.leg_key, calls.c.request_uuid, calls.c.ti_key, calls.c.try_number
+            calls.c.call_uuid,
+            calls.c.leg_key,
+            calls.c.request_uuid,
+            calls.c.ti_key,
+            calls.c.try_number,
+            calls.c.fired_at,
         ).where(
             sa.or_(
                 calls.c.call_uuid.in_(sa.bindparam("b_call_uuids", expanding=True)),
@@ -239,11 +230,9 @@ class Ingest(Calls):
             values["hangup_cause"],
             answered=values["answer_time"] is not None,
         )
-        stored, size = stored_form(form)
         return PreparedCallback(
             kind=kind,
-            form=stored,
-            size=size,
+            form=stored_form(form),
             values={**values, **correlation_values(correlation)},
             status=status,
             event=event,
@@ -341,7 +330,7 @@ class Ingest(Calls):
         known_rows = self._load_known(conn, items)
 
         # 0. Binding: a callback its URL's try may not store is refused before anything is written.
-        tries = load_tries(conn, {(item.ti_key, item.try_number) for item in items})
+        tries = load_tries(conn, {(item.ti_key, item.try_number) for item in items}, known_rows)
         call_owners = {row["call_uuid"]: owner_of(row) for row in known_rows if row["call_uuid"]}
         admitted: list[int] = []
         for index, item in enumerate(items):
@@ -400,7 +389,6 @@ class Ingest(Calls):
         for index in inserting:
             if items[index].dedupe_key not in inserted:
                 results[index] = IngestResult(stored=False, duplicate=True, call_uuid=items[index].call_uuid)
-        self._count_against_budgets(conn, [items[index] for index in stored])
 
         # 3. A replay key seen before: Vobiz resending the same callback whose answer it lost (same fields
         # under the same signature), or a captured signature reused on another body (Vobiz signs URL + nonce
@@ -447,22 +435,6 @@ class Ingest(Calls):
                 },
             ).mappings()
         )
-
-    def _count_against_budgets(self, conn: Connection, stored: Sequence[PreparedCallback]) -> None:
-        """Add the stored callbacks (and their bytes) to their tries' counters."""
-        totals: dict[tuple[str, int], list[int]] = {}
-        for item in stored:
-            total = totals.setdefault((item.ti_key, item.try_number), [0, 0])
-            total[0] += 1
-            total[1] += item.size
-        if totals:
-            conn.execute(
-                self._count_callbacks,
-                [
-                    {"b_ti_key": ti_key, "b_try_number": try_number, "b_callbacks": count, "b_bytes": size}
-                    for (ti_key, try_number), (count, size) in totals.items()
-                ],
-            )
 
     def _apply_to_calls(
         self,

@@ -3,7 +3,7 @@
 A try opens its placement (:meth:`Placements.open_placement`) before ``POST /Call/``, with the number of
 destinations it dials and until when its URLs are valid; :meth:`~vobiz_provider.ledger.calls.Calls.
 register_fired_calls` then marks it registered. The receiver binds each callback to the calls of its try
-through it (:mod:`vobiz_provider.ledger.binding`), and counts what the try's URLs stored against its budget.
+through it (:mod:`vobiz_provider.ledger.binding`).
 """
 
 from __future__ import annotations
@@ -49,8 +49,6 @@ def mark_registered(
         registered_at=now,
         expires_at=now + lifetime,
         destinations=destinations,
-        callbacks=0,
-        callback_bytes=0,
     )
     conn.execute(
         statement.on_conflict_do_update(index_elements=["ti_key", "try_number"], set_={"registered_at": now})
@@ -93,8 +91,6 @@ class Placements(LedgerPart):
                         registered_at=None,
                         expires_at=expiry,
                         destinations=destinations,
-                        callbacks=0,
-                        callback_bytes=0,
                     )
                 )
                 return

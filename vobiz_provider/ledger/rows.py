@@ -301,8 +301,8 @@ def callback_status(
     return None  # machine detection and gather happen on an answered call: they do not move it
 
 
-def stored_form(form: Mapping[str, str]) -> tuple[dict[str, str], int]:
-    """The fields kept in a callback's event row, and the size counted against its try's budget.
+def stored_form(form: Mapping[str, str]) -> dict[str, str]:
+    """The fields kept in a callback's event row.
 
     NUL characters are removed. A form of at most :data:`MAX_STORED_FORM_BYTES` is kept whole. A larger
     one (Vobiz's are about 1 KiB) keeps the fields the ledger reads, each cut to 256 characters, and says
@@ -313,13 +313,12 @@ def stored_form(form: Mapping[str, str]) -> tuple[dict[str, str], int]:
     if any("\x00" in key or "\x00" in value for key, value in form.items()):
         # PostgreSQL's JSONB cannot hold NUL (the receiver refuses it; other writers may not).
         form = {key.replace("\x00", ""): value.replace("\x00", "") for key, value in form.items()}
-    size = sum(len(key) + len(value) for key, value in form.items())
-    if size <= MAX_STORED_FORM_BYTES:
-        return dict(form), size
+    if sum(len(key) + len(value) for key, value in form.items()) <= MAX_STORED_FORM_BYTES:
+        return dict(form)
     wanted = {name for name, _ in _FROM_FORM.values()} | {"Event", "CallStatus", "ALegRequestUUID"}
     kept = {key: value[:_KEPT_VALUE_CHARS] for key, value in form.items() if key in wanted}
     kept["_dropped_fields"] = str(len(form) - len(kept))
-    return kept, sum(len(key) + len(value) for key, value in kept.items())
+    return kept
 
 
 def callback_values(kind: str, fields: Mapping[str, str], parsed: VobizCallback | None) -> dict[str, Any]:

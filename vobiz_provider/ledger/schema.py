@@ -31,6 +31,7 @@ __all__ = [
     "answers",
     "calls",
     "events",
+    "events_of_try",
     "metadata",
     "nonces",
     "notifications",
@@ -96,6 +97,8 @@ events = sa.Table(
     sa.Column("nonce", sa.String(128)),
     sa.Column("fields", _JSON, nullable=False),
 )
+#: The callbacks a try's URLs stored, counted against its budget (schema 3).
+events_of_try = sa.Index("ix_vobiz_callback_events_try", events.c.ti_key, events.c.try_number)
 
 #: One row per call (per destination of a Make-Call request): the merged, monotonic state.
 calls = sa.Table(
@@ -165,7 +168,7 @@ answers = sa.Table(
 
 #: One row per try that placed (or is placing) a call with receiver URLs: what binds a callback URL to the
 #: calls of its try. Opened before dialling; ``registered_at`` is set when the try records the calls Vobiz
-#: accepted. ``callbacks``/``callback_bytes`` count what the try's URLs stored (the per-try budget).
+#: accepted.
 placements = sa.Table(
     "vobiz_placements",
     metadata,
@@ -175,8 +178,6 @@ placements = sa.Table(
     sa.Column("registered_at", UTCDateTime),
     sa.Column("expires_at", UTCDateTime, nullable=False, index=True),
     sa.Column("destinations", sa.Integer, nullable=False),
-    sa.Column("callbacks", sa.Integer, nullable=False),
-    sa.Column("callback_bytes", sa.BigInteger, nullable=False),
 )
 
 #: Notifications recently placed, by the SHA-256 of their dedupe key: a callback that Airflow fires twice
@@ -192,6 +193,7 @@ notifications = sa.Table(
 def _step_1(conn: Connection) -> None:
     """Version 1: the callback events, the calls and the nonces."""
     metadata.create_all(conn, tables=[events, calls, nonces], checkfirst=True)
+    events_of_try.drop(conn, checkfirst=True)  # schema 3 adds it: step 1 keeps creating the old shape
 
 
 def _step_2(conn: Connection) -> None:
@@ -200,8 +202,9 @@ def _step_2(conn: Connection) -> None:
 
 
 def _step_3(conn: Connection) -> None:
-    """Version 3: the placements that bind callbacks to the calls of their try."""
+    """Version 3: the placements that bind callbacks to the calls of their try; events by try (budget)."""
     metadata.create_all(conn, tables=[placements], checkfirst=True)
+    events_of_try.create(conn, checkfirst=True)
 
 
 #: The upgrade steps, in order; step ``i`` (0-based) brings the schema to version ``i + 1``.
