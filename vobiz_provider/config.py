@@ -158,7 +158,9 @@ class VobizSettings:
         :param config: The configuration parser to read; Airflow's ``conf`` when omitted.
         """
         if config is None:
-            from airflow.configuration import conf as config
+            from airflow.configuration import conf
+
+            config = conf
 
         def get(key: str) -> str | None:
             return _optional(config.get(SECTION, key, fallback=None))

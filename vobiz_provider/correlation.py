@@ -70,8 +70,10 @@ class _TaskInstanceLike(Protocol):
     dag_id: str
     run_id: str
     task_id: str
-    map_index: int
     try_number: int
+
+    @property
+    def map_index(self) -> int | None: ...  # None (Airflow's RuntimeTaskInstance) counts as -1
 
 
 def _b64encode(data: bytes) -> str:

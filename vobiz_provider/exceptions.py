@@ -160,14 +160,14 @@ class LedgerUnavailableError(VobizError):
 if TYPE_CHECKING:
     from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-    class VobizCallFailedError(VobizError, AirflowException):
+    class VobizCallFailedError(VobizError, AirflowException):  # type: ignore[misc]  # status_code: VobizError's int | None vs AirflowException's HTTPStatus
         """See :func:`_define_call_failed`."""
 
         calls: list[dict[str, Any]]
 
         def __init__(self, message: str, *, calls: Any = ()) -> None: ...
 
-    class VobizCallFailedFinalError(VobizCallFailedError, AirflowFailException):
+    class VobizCallFailedFinalError(VobizCallFailedError, AirflowFailException):  # type: ignore[misc]  # status_code: VobizError's int | None vs AirflowException's HTTPStatus
         """See :func:`_define_call_failed`."""
 
 
@@ -179,7 +179,7 @@ def _define_call_failed() -> None:
     """Define the exceptions with an Airflow base (once, under a lock: one class object per name)."""
     from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-    class VobizCallFailedError(VobizError, AirflowException):
+    class VobizCallFailedError(VobizError, AirflowException):  # type: ignore[misc]  # status_code: VobizError's int | None vs AirflowException's HTTPStatus
         """The call ended, but not as the task wanted (busy, no answer, the wrong key...).
 
         Raised by :class:`~vobiz_provider.operators.call.VobizCallOperator`, so that the task's ``retries``
@@ -193,7 +193,7 @@ def _define_call_failed() -> None:
             super().__init__(message)
             self.calls: list[dict[str, Any]] = list(calls)
 
-    class VobizCallFailedFinalError(VobizCallFailedError, AirflowFailException):
+    class VobizCallFailedFinalError(VobizCallFailedError, AirflowFailException):  # type: ignore[misc]  # status_code: VobizError's int | None vs AirflowException's HTTPStatus
         """The watched call ended, but not as the task wanted, and retrying cannot change that.
 
         Raised by :class:`~vobiz_provider.sensors.call.VobizCallSensor` (an ``AirflowFailException``:

@@ -96,7 +96,9 @@ def _conn_fields() -> dict[str, Any]:
 
 
 def _config() -> dict[str, Any]:
-    def option(description: str, *, type_: str, example: str | None, default: str | None, **kw: Any) -> dict:
+    def option(
+        description: str, *, type_: str, example: str | None, default: str | None, **kw: Any
+    ) -> dict[str, Any]:
         return {
             "description": description,
             "version_added": "0.1.0",

@@ -177,7 +177,7 @@ class AsyncVobizClient(ClientCore):
                     errors.append(describe_exception(exc))
                     continue
                 verdict = None if candidate is None else classify_found(call, candidate, sent_at=sent_at)
-                if verdict == "candidate":
+                if verdict == "candidate" and candidate is not None:
                     found.append(candidate)
                 elif verdict == "earlier":
                     earlier.append(uuid)

@@ -93,7 +93,7 @@ class ApiRequest(Generic[T]):
     parse: Callable[[httpx.Response], T] = field(repr=False)
     params: Mapping[str, str] | None = None
     json: Mapping[str, Any] | None = field(default=None, repr=False)
-    absent: Any = field(default=_MISSING, repr=False)
+    absent: T = field(default=_MISSING, repr=False)
     hint_404: str = ""
 
     @property

@@ -173,7 +173,7 @@ class VobizClient(ClientCore):
                     errors.append(describe_exception(exc))
                     continue
                 verdict = None if candidate is None else classify_found(call, candidate, sent_at=sent_at)
-                if verdict == "candidate":
+                if verdict == "candidate" and candidate is not None:
                     found.append(candidate)
                 elif verdict == "earlier":
                     earlier.append(uuid)
@@ -191,18 +191,21 @@ class VobizClient(ClientCore):
         # A queued call may have been answered between the list and the get: try the other state too.
         for status in (first, "live" if first == "queued" else "queued"):
             try:
-                return self._execute(self.get_call_request(uuid, status))
+                found: LiveCall | QueuedCall = self._execute(self.get_call_request(uuid, status))
+                return found
             except VobizNotFoundError:
                 continue
         return None
 
     def get_live_call(self, uuid: str) -> LiveCall:
         """A call in progress (``GET .../Call/{uuid}/?status=live``); 404 once it is no longer live."""
-        return self._execute(self.get_call_request(uuid, "live"))
+        call: LiveCall = self._execute(self.get_call_request(uuid, "live"))
+        return call
 
     def get_queued_call(self, uuid: str) -> QueuedCall:
         """A queued or ringing call (``GET .../Call/{uuid}/?status=queued``)."""
-        return self._execute(self.get_call_request(uuid, "queued"))
+        call: QueuedCall = self._execute(self.get_call_request(uuid, "queued"))
+        return call
 
     def list_live_calls(self) -> list[str]:
         """UUIDs of the account's live calls."""

@@ -248,4 +248,4 @@ def note_stored(known: TryCalls, values: Mapping[str, Any]) -> None:
         known.call_uuids.add(call_uuid)
         if request_uuid:
             leg = _open_leg(known, request_uuid, values.get("destination"))
-            known.open_legs.get(request_uuid, set()).discard(leg)  # type: ignore[arg-type]
+            known.open_legs.get(request_uuid, set()).discard(leg)

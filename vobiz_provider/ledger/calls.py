@@ -206,8 +206,8 @@ class Calls(LedgerPart):
             ]
             by_leg = {row["leg_key"]: row for row in existing if row["leg_key"]}
             by_request: dict[str, list[dict[str, Any]]] = {}
-            for row in existing:
-                by_request.setdefault(row["request_uuid"], []).append(row)
+            for existing_row in existing:
+                by_request.setdefault(existing_row["request_uuid"], []).append(existing_row)
             new_rows: list[dict[str, Any]] = []
             new_legs: set[str | None] = set()
             for request_uuid, destination in pairs:

@@ -66,7 +66,8 @@ def _with_postgres_driver(url: sa.engine.URL) -> sa.engine.URL:
 
 
 def _lock_id(key: str) -> int:
-    return struct.unpack(">i", hashlib.sha256(key.encode()).digest()[:4])[0]
+    lock_id: int = struct.unpack(">i", hashlib.sha256(key.encode()).digest()[:4])[0]
+    return lock_id
 
 
 def _is_retryable(err: BaseException) -> bool:

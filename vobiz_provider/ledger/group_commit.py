@@ -17,7 +17,7 @@ import os
 import queue
 import threading
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Final, Generic, TypeVar, cast
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -113,7 +113,7 @@ class GroupCommitter(Generic[T, R]):
                 if entry is _STOP:
                     stopping = True
                 else:
-                    item, future = entry  # type: ignore[misc]
+                    item, future = cast("tuple[T, Future[R]]", entry)  # not _STOP: a queued item
                     # A future cancelled while queued (its request gave up) is not written.
                     if future.set_running_or_notify_cancel():
                         batch.append((item, future))

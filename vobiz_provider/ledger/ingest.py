@@ -119,7 +119,8 @@ class PreparedCallback:
     @property
     def call_uuid(self) -> str | None:
         """The ``CallUUID`` it names, if any."""
-        return self.values["call_uuid"]
+        call_uuid: str | None = self.values["call_uuid"]
+        return call_uuid
 
 
 def _event_row(prepared: PreparedCallback, now: dt.datetime) -> dict[str, Any]:

@@ -234,19 +234,21 @@ def normalise_kind(kind: str) -> str:
 
 def _length_limits(table: sa.Table) -> dict[str, int]:
     """The longest value each string column of ``table`` holds."""
-    return {
-        column.name: column.type.length
-        for column in table.columns
-        if getattr(column.type, "length", None) is not None
-    }
+    return {column.name: length for column in table.columns if (length := _length(column)) is not None}
+
+
+def _length(column: sa.Column[Any]) -> int | None:
+    """The declared length of a string column (``None``: unbounded, or not a string)."""
+    length: int | None = getattr(column.type, "length", None)
+    return length
 
 
 #: The longest value of each call column and event field a callback writes (checked before storing).
 _CALLBACK_LIMITS: Final = {
     **_length_limits(calls),
-    "Event": events.c.event.type.length,
-    "CallStatus": events.c.call_status.type.length,
-    "nonce": events.c.nonce.type.length,
+    "Event": _length(events.c.event),
+    "CallStatus": _length(events.c.call_status),
+    "nonce": _length(events.c.nonce),
 }
 
 
@@ -429,8 +431,9 @@ def new_call_row(
     return row
 
 
-def to_call_record(row: Mapping[str, Any]) -> CallRecord:
-    """The :class:`~vobiz_provider.models.record.CallRecord` of a ``vobiz_calls`` row."""
+def to_call_record(row: Mapping[Any, Any]) -> CallRecord:
+    """The :class:`~vobiz_provider.models.record.CallRecord` of a ``vobiz_calls`` row (a ``RowMapping``,
+    keyed by column name or column, or a dict)."""
     fields = {name: row[column] for name, column in _COLUMN_OF_FIELD.items()}
     fields.update({name: iso_utc(row[f"{name}_utc"]) for name in _TIME_FIELDS})
     fields.update(terminal=bool(row["terminal"]), updated_at=iso_utc(row["updated_at"]))

@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 
-class UTCDateTime(sa.types.TypeDecorator):
+class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
     """A timezone-aware UTC datetime on every backend.
 
     PostgreSQL stores ``timestamptz``; SQLite has no time zones, so values are stored as naive UTC (which

@@ -18,12 +18,15 @@ fetches the answer URL, and :func:`render_gather_reply` when Vobiz posts the key
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar, Final, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from vobiz_provider.exceptions import VobizValidationError
 from vobiz_provider.xml import Speak, VobizXML
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self is Python 3.11+
 
 __all__ = [
     "DEFAULT_REPLY_MESSAGE",

@@ -134,15 +134,15 @@ def _destination(value: Any) -> str:
     value = _digits_as_text(value)
     if not isinstance(value, str):
         raise _fail(f"{quoted(value)} is not a string")
-    value = value.strip()
-    if "," in value:
+    text: str = value.strip()
+    if "," in text:
         raise _fail(
-            f"{quoted(value)} is not an E.164 number or sip: URI "
+            f"{quoted(text)} is not an E.164 number or sip: URI "
             "(separate destinations with '<' or pass a list)"
         )
-    if E164_PATTERN.match(value) or SIP_URI_PATTERN.match(value):
-        return value
-    raise _fail(f"{quoted(value)} is not an E.164 number or sip: URI")
+    if E164_PATTERN.match(text) or SIP_URI_PATTERN.match(text):
+        return text
+    raise _fail(f"{quoted(text)} is not an E.164 number or sip: URI")
 
 
 def _split_destinations(value: Any) -> Any:

@@ -153,7 +153,7 @@ def parse_error_body(
     """
     decoded, text = _decode(body)
     if isinstance(decoded, str):
-        decoded, text = None, decoded
+        text, decoded = decoded, None
     elif decoded is not None and not isinstance(decoded, dict):
         decoded, text = None, ""
     message: str | None = None

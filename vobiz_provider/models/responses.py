@@ -138,7 +138,7 @@ class LiveCall(VobizResponse):
             return data
         flat: dict[str, Any] = {key: value for key, value in data.items() if key != "calls"}
         for key, value in calls[0].items():
-            target = _PLIVO_LIVE_RENAMES.get(key, key)
+            target = _PLIVO_LIVE_RENAMES.get(key) or key
             flat.setdefault(target, value)
             if target != key and key not in cls.model_fields:
                 flat.setdefault(key, value)  # keep the Plivo name too, as an extra field

@@ -319,7 +319,7 @@ class VobizNotifier(BaseNotifier):
 
         return CallPlacer(hook=VobizHook(vobiz_conn_id=self.vobiz_conn_id), log=self.log, settings=settings)
 
-    def notify(self, context: Mapping[str, Any]) -> None:  # type: ignore[override]
+    def notify(self, context: Mapping[str, Any]) -> None:
         """Phone the destinations (once per dedupe window) and speak the message.
 
         :param context: The callback's context (rendered template fields already applied).
@@ -339,7 +339,7 @@ class VobizNotifier(BaseNotifier):
         finally:
             placer.hook.close()
 
-    async def async_notify(self, context: Mapping[str, Any]) -> None:  # type: ignore[override]
+    async def async_notify(self, context: Mapping[str, Any]) -> None:
         """:meth:`notify` for the event loop (Deadline Alerts in the triggerer): ledger work runs in threads.
 
         :param context: The callback's context (rendered template fields already applied).

@@ -29,7 +29,7 @@ from vobiz_provider.exceptions import VobizCallFailedError, VobizValidationError
 from vobiz_provider.models.call import MakeCallRequest
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from datetime import timedelta
 
     from airflow.sdk import Context
@@ -143,6 +143,32 @@ class VobizCallOperator(BaseOperator):
         "send_digits",
     )
     ui_color = "#e8f4fd"
+
+    # Set in __init__ from MAKE_CALL_FIELDS (templated ones may hold a rendered value of another type).
+    to: str | Sequence[str]
+    from_number: str
+    answer_url: str | None
+    answer_method: str
+    ring_url: str | None
+    ring_method: str | None
+    hangup_url: str | None
+    hangup_method: str | None
+    fallback_url: str | None
+    fallback_method: str | None
+    machine_detection: bool | str | None
+    machine_detection_time: int | None
+    machine_detection_url: str | None
+    machine_detection_method: str | None
+    machine_detection_maximum_speech_length: int | None
+    machine_detection_initial_silence: int | None
+    machine_detection_maximum_words: int | None
+    machine_detection_initial_greeting: int | None
+    caller_name: str | None
+    send_digits: str | None
+    send_on_preanswer: bool | None
+    time_limit: int | None
+    hangup_on_ring: int | None
+    ring_timeout: int | None
 
     def __init__(
         self,
@@ -289,7 +315,9 @@ class VobizCallOperator(BaseOperator):
         if self.speaks_message:
             self._checked(check_static_answer, message=self.message, gather=self.gather)
 
-    def _checked(self, build: Any, *, message: Any, gather: Any) -> AnswerSpec | None:
+    def _checked(
+        self, build: Callable[..., AnswerSpec | None], *, message: Any, gather: Any
+    ) -> AnswerSpec | None:
         try:
             spec = build(
                 message=message, gather=gather, voice=self.voice, language=self.language, loop=self.loop

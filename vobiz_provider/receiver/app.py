@@ -193,7 +193,7 @@ def create_app(
                     raise CallbackRejected(
                         408, f"callback body not received within {response_deadline:g} s"
                     ) from None
-            token = request.query_params.get(TOKEN_PARAM)
+            token = request.query_params.get(TOKEN_PARAM, "")
             correlation = receiver.decode_token(token, current, kind=kind)
             if current.callback_rate_limit > 0:
                 wait = rate_limiter.acquire(

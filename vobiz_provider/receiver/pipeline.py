@@ -433,12 +433,14 @@ class CallbackReceiver:
             checked = self.check(incoming, refresh=refresh)
             return checked, *self.prepare(incoming, checked)
 
-        prepared_inline = None
+        prepared_inline: tuple[CheckedCallback, CallbackSink, PreparedCallback] | None = None
         if self.keys_cached([*incoming.settings.signature_conn_ids, incoming.correlation.conn_id]):
             # Every key is cached: checking is CPU work only, cheaper here than a round trip to a thread.
             with contextlib.suppress(_WouldBlock):
                 prepared_inline = check_and_prepare(refresh=False)
-        checked, ledger, prepared = prepared_inline or await _in_thread(check_and_prepare)
+        if prepared_inline is None:
+            prepared_inline = await _in_thread(check_and_prepare)
+        checked, ledger, prepared = prepared_inline
         try:
             result = await asyncio.wrap_future(ledger.submit_callback(prepared))
             for delay in PENDING_RETRY_DELAYS:

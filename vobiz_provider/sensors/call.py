@@ -49,7 +49,8 @@ def _default_deferrable() -> bool:
         ConfigParser.has_option(conf, "operators", "default_deferrable")
     )
     if explicit:
-        return conf.getboolean("operators", "default_deferrable", fallback=True)
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=True)
+        return deferrable
     return True
 
 

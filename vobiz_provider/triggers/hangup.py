@@ -43,7 +43,7 @@ from vobiz_provider.triggers.poller import configured_store_url, subscribe
 from vobiz_provider.untrusted import loggable
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterable
+    from collections.abc import AsyncGenerator, Iterable
 
     from vobiz_provider.client import AsyncVobizClient
     from vobiz_provider.models.record import CallRecord
@@ -106,7 +106,7 @@ class VobizCallHangupTrigger(BaseTrigger):
         hangup_on_kill: bool = False,
         call_uuids: list[str] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ is not annotated
         self.request_uuids = [str(u) for u in request_uuids]
         self.destinations = [str(d) for d in destinations]
         self.call_uuids = [str(u) for u in call_uuids] if call_uuids else None
@@ -144,7 +144,7 @@ class VobizCallHangupTrigger(BaseTrigger):
     # run
     # ------------------------------------------------------------------------------------------------
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
+    async def run(self) -> AsyncGenerator[TriggerEvent, None]:
         try:
             payload = await self._wait()
         except Exception as exc:  # anything unexpected ends the wait with an event saying what happened

@@ -37,9 +37,10 @@ def _text(tag: str, name: str, value: Any) -> str:
 
 
 def _nonempty_text(tag: str, name: str, value: Any) -> str:
-    if not _text(tag, name, value).strip():
+    text = _text(tag, name, value)
+    if not text.strip():
         raise _fail(tag, name, "must not be empty", value)
-    return value
+    return text
 
 
 def _boolean(tag: str, name: str, value: Any) -> str:
@@ -112,7 +113,7 @@ def _input_type(tag: str, name: str, value: Any) -> str:
 
 
 def _finish_on_key(tag: str, name: str, value: Any) -> str:
-    if value == "" or value == "none" or (isinstance(value, str) and value in _FINISH_KEYS):
+    if isinstance(value, str) and (value == "" or value == "none" or value in _FINISH_KEYS):
         return value
     raise _fail(tag, name, 'must be one key of 0-9, * or #, or "" / "none" to disable it', value)
 

@@ -59,7 +59,8 @@ class _Verb:
     def _content_text(self) -> str | None:
         for f in fields(self):  # type: ignore[arg-type]
             if "content" in f.metadata:
-                return f.metadata["content"](self.tag, f.name, getattr(self, f.name))
+                content: str = f.metadata["content"](self.tag, f.name, getattr(self, f.name))
+                return content
         return None
 
     def _check(self) -> None:

@@ -90,7 +90,7 @@ def scripts_from_args(args: argparse.Namespace) -> dict[str, CallScript]:
         destination, sep, outcome = item.partition("=")
         if not sep or not destination:
             raise ValueError(f"--script: expected DESTINATION=OUTCOME, got {item!r}")
-        scripts[destination.strip()] = CallScript(outcome=outcome.strip())  # type: ignore[arg-type]
+        scripts[destination.strip()] = CallScript(outcome=outcome.strip())
     return scripts
 
 

@@ -10,7 +10,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter, ValidationError
 from starlette.responses import JSONResponse, Response
@@ -195,7 +195,11 @@ class CallEndpoints(Endpoints):
             url, method = body.get(f"{leg}_url"), body.get(f"{leg}_method")
             if url is None and legs in (leg, "both"):
                 problems.append((f"{leg}_url", f"required when legs is {legs!r}"))
-            for name, value, kind in ((f"{leg}_url", url, HttpUrlStr), (f"{leg}_method", method, HttpMethod)):
+            checks: tuple[tuple[str, Any, Any], ...] = (
+                (f"{leg}_url", url, HttpUrlStr),
+                (f"{leg}_method", method, HttpMethod),
+            )
+            for name, value, kind in checks:
                 if value is not None:
                     try:
                         TypeAdapter(kind).validate_python(value)

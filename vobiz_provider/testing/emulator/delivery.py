@@ -127,7 +127,7 @@ class CallbackSender:
         return attempt
 
     def _backoff(self, retry: int) -> float:
-        return self._settings.callback_backoff * (2 ** (retry - 1))
+        return self._settings.callback_backoff * (2.0 ** (retry - 1))
 
     async def notify(
         self, *, kind: str, url: str, method: str, fields: Mapping[str, str], call_uuid: str

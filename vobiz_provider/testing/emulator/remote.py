@@ -43,13 +43,14 @@ class RemoteEmulator:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         response = self._client.request(method, path, **kwargs)
         if response.status_code == 408:
             raise TimeoutError(response.json().get("error", "timed out"))
         if response.status_code >= 400:
             raise ValueError(f"emulator control API {method} {path}: {response.text}")
-        return response.json()
+        answer: dict[str, Any] = response.json()
+        return answer
 
     def health(self) -> bool:
         """Whether the emulator answers."""
@@ -92,16 +93,19 @@ class RemoteEmulator:
 
     def requests(self) -> list[dict[str, Any]]:
         """Every API request received."""
-        return self._call("GET", "/requests")["requests"]
+        requests: list[dict[str, Any]] = self._call("GET", "/requests")["requests"]
+        return requests
 
     def callbacks(self, kind: str | None = None, *, call_uuid: str | None = None) -> list[dict[str, Any]]:
         """Callback attempts, optionally of one kind and/or call."""
         params = {k: v for k, v in {"kind": kind, "call_uuid": call_uuid}.items() if v}
-        return self._call("GET", "/callbacks", params=params)["callbacks"]
+        callbacks: list[dict[str, Any]] = self._call("GET", "/callbacks", params=params)["callbacks"]
+        return callbacks
 
     def calls(self) -> list[dict[str, Any]]:
         """Every call with its state."""
-        return self._call("GET", "/calls")["calls"]
+        calls: list[dict[str, Any]] = self._call("GET", "/calls")["calls"]
+        return calls
 
     def wait_for_callbacks(
         self, kind: str | None = None, count: int = 1, timeout: float = 10.0, *, call_uuid: str | None = None
@@ -110,7 +114,10 @@ class RemoteEmulator:
         params: dict[str, Any] = {"count": count, "timeout": timeout}
         params.update({k: v for k, v in {"kind": kind, "call_uuid": call_uuid}.items() if v})
         wait = timeout + (self._client.timeout.read or 0)
-        return self._call("GET", "/wait/callbacks", params=params, timeout=wait)["callbacks"]
+        callbacks: list[dict[str, Any]] = self._call("GET", "/wait/callbacks", params=params, timeout=wait)[
+            "callbacks"
+        ]
+        return callbacks
 
     def wait_until_idle(self, timeout: float = 10.0) -> None:
         """Block until no call runs and no callback is in flight; ``TimeoutError`` otherwise."""

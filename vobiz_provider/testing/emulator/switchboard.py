@@ -14,11 +14,13 @@ import threading
 import time
 import uuid
 from collections import deque
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from vobiz_provider.testing.emulator.script import CallScript
 from vobiz_provider.testing.emulator.settings import EmulatorSettings
 from vobiz_provider.testing.emulator.state import CallbackAttempt, EmulatedCall, Fault, ReceivedRequest
+
+_Found = TypeVar("_Found")
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -243,7 +245,7 @@ class Switchboard:
 
     # ================================================================== waiting
 
-    def _wait(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    def _wait(self, predicate: Callable[[], _Found | None], timeout: float, what: str) -> _Found:
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
