@@ -26,14 +26,19 @@ with DAG(
     tags=["example", "vobiz"],
     params={
         "to": Param("+14155550101", type="string", description="Number to call (E.164)"),
+        "answer_url": Param(
+            # The VobizXML the callee hears, e.g. <Response><Speak>Your appointment is tomorrow at 10.</Speak>
+            "https://example.com/vobiz/appointment-reminder.xml",
+            type="string",
+            description="URL Vobiz fetches the answer VobizXML from",
+        ),
     },
 ) as dag:
     remind = VobizCallOperator(
         task_id="remind",
         to="{{ params.to }}",
         from_number="+14155550100",
-        # The VobizXML the callee hears, e.g. <Response><Speak>Your appointment is tomorrow at 10.</Speak>
-        answer_url="https://example.com/vobiz/appointment-reminder.xml",
+        answer_url="{{ params.answer_url }}",
         caller_name="Example Clinic",
         ring_timeout=30,
         time_limit=300,
