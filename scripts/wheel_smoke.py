@@ -131,8 +131,10 @@ def run_example_dag(home: Path, dags: Path, stack: ExitStack) -> None:
     airflow(env, "db", "migrate")
     emu = start(
         stack,
-        [sys.executable, "-m", "vobiz_provider.testing.emulator", "--port", str(emu_port)]
-        + ["--auth-id", "MA_SMOKE0001", "--auth-token", "smoke-auth-token"],
+        [
+            *(sys.executable, "-m", "vobiz_provider.testing.emulator", "--port", str(emu_port)),
+            *("--auth-id", "MA_SMOKE0001", "--auth-token", "smoke-auth-token"),
+        ],
         env=env,
         log=home / "emulator.log",
     )
