@@ -265,3 +265,34 @@ def test_load_tries_knows_nothing_of_a_try_that_never_opened(store: CallLedger) 
     unknown = _correlation("never")
     tries = _load(store, unknown)
     assert tries == {(unknown.ti_key, unknown.try_number): TryCalls()}
+
+
+def test_load_tries_skips_rows_of_other_tries_and_binds_only_fired_requests(store: CallLedger) -> None:
+    """``call_rows`` are the rows the batch named: rows of tries not asked about are skipped (without ending
+    the scan), and a row the try did not fire (a callback's own row) does not make its request the try's."""
+
+    def row(request: str | None, *, owner: tuple[str, int], fired: bool, call_uuid: str | None = None) -> Any:
+        return {
+            "ti_key": owner[0],
+            "try_number": owner[1],
+            "request_uuid": request,
+            "call_uuid": call_uuid,
+            "leg_key": leg_key(request, "+919876543210"),
+            "fired_at": NOW if fired else None,
+        }
+
+    rows = [
+        row("other", owner=OTHER, fired=True, call_uuid="c0"),
+        row("r1", owner=OWNER, fired=True),
+        row("r2", owner=OWNER, fired=False, call_uuid="c2"),
+        row(None, owner=OWNER, fired=True, call_uuid="c3"),
+    ]
+    with store.engine.connect() as conn:
+        tries = load_tries(conn, [OWNER], rows)
+    assert set(tries) == {OWNER}
+    mine = tries[OWNER]
+    assert mine.opened_at is None  # this try never opened a placement in this ledger
+    assert mine.requests == {"r1"}
+    assert mine.legs_per_request == {"r1": 1}
+    assert mine.open_legs == {"r1": {leg_key("r1", "+919876543210")}}
+    assert mine.call_uuids == {"c2", "c3"}
