@@ -553,3 +553,21 @@ def test_token_lifetime_with_a_time_limit_of_exactly_24_hours_and_one_second_mor
     assert token_lifetime(ring_timeout=0, time_limit=MAX_CALL_SECONDS + 1) == 3600 + 86400 + 3600
     assert token_lifetime(ring_timeout=0, time_limit=MAX_CALL_SECONDS - 1) == 3600 + 86399 + 3600
     assert MAX_CALL_SECONDS == 86400
+
+
+def test_the_defaults_are_an_unmapped_first_try_on_the_default_connection() -> None:
+    token = CorrelationToken(dag_id="d", run_id="r", task_id="t")
+    assert (token.map_index, token.try_number, token.conn_id) == (-1, 1, "vobiz_default")
+
+
+def test_a_token_cannot_be_changed_once_built() -> None:
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        TOKEN.try_number = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("token", ["", None, 12])
+def test_an_empty_or_non_string_token_is_malformed_as_empty(token: Any) -> None:
+    with pytest.raises(InvalidCorrelationTokenError, match="malformed correlation token: empty"):
+        _decode(token)
