@@ -557,3 +557,31 @@ def test_exactly_20_problems_are_all_listed_without_a_remainder() -> None:
     assert "more" not in message
     message = refused(to=[f"bad{n}" for n in range(21)])
     assert message.endswith("; and 1 more")
+
+
+def test_every_call_status_vobiz_reports() -> None:
+    assert [status.value for status in CallStatus] == [
+        "queued",
+        "ringing",
+        "in-progress",
+        "completed",
+        "busy",
+        "failed",
+        "no-answer",
+        "timeout",
+        "cancel",
+        "canceled",
+    ]
+    assert CallStatus("queued") is CallStatus.QUEUED
+
+
+def test_an_error_of_the_whole_request_is_named_request_in_pydantic_words_lowercased() -> None:
+    from pydantic import ValidationError
+
+    from vobiz_provider.models.call import format_validation_errors
+
+    with pytest.raises(ValidationError) as info:
+        MakeCallRequest.model_validate(5)
+    assert format_validation_errors(info.value, MakeCallRequest) == (
+        "request: input should be a valid dictionary or instance of MakeCallRequest"
+    )
