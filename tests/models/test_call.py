@@ -430,6 +430,10 @@ def test_zero_and_negative_ints_are_not_numbers(number: int) -> None:
     assert f"to[0]: {number!r} is not a string" in refused(to=[number])
 
 
+def test_the_int_1_is_taken_as_its_digit_and_refused_as_too_short() -> None:
+    assert "from: '1' is not an E.164 number" in refused(**{"from": 1})
+
+
 def test_a_bool_is_not_a_caller_id() -> None:
     assert "from: True is not a string" in refused(**{"from": True})
 
