@@ -6,7 +6,6 @@ import base64
 import json
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -134,20 +133,6 @@ def test_overlong_ids_are_refused_when_encoding() -> None:
     long = CorrelationToken(dag_id="d" * 800, run_id="r" * 800, task_id="t")
     with pytest.raises(ValueError, match="too long"):
         long.encode("secret", kinds=["hangup"], expires_at=LATER)
-
-
-@pytest.mark.parametrize("kind", CALLBACK_KINDS)
-def test_callback_url(kind: str) -> None:
-    token = _encode(kinds=(kind,))
-    url = callback_url("https://hooks.example.com/vobiz/", kind, token)
-    parts = urlsplit(url)
-    assert (parts.scheme, parts.netloc, parts.path) == (
-        "https",
-        "hooks.example.com",
-        f"/vobiz/callbacks/{kind}",
-    )
-    assert parse_qs(parts.query) == {"t": [token]}
-    assert _decode(parse_qs(parts.query)["t"][0], kind=kind) == TOKEN
 
 
 def test_callback_url_refuses_unknown_kind_and_relative_base() -> None:
@@ -508,11 +493,10 @@ def test_the_kinds_each_url_opens() -> None:
 def test_each_route_has_its_callback_url_and_token(kind: str, path: str) -> None:
     token = TOKEN.encode("secret", kinds=[kind], expires_at=LATER)
     assert (
-        callback_url("https://hooks.example.com/vobiz", kind, token)
+        callback_url("https://hooks.example.com/vobiz/", kind, token)
         == f"https://hooks.example.com{path}?t={token}"
     )
     assert _decode(token, kind=kind) == TOKEN
-    assert CorrelationToken.decode(token, "secret", kind=kind, now=NOW) == TOKEN
 
 
 def test_callback_url_keeps_the_query_string_of_the_base_url() -> None:
