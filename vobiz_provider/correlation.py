@@ -81,7 +81,12 @@ def _b64encode(data: bytes) -> str:
 
 
 def _b64decode(text: str) -> bytes:
-    return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    decoded = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    # b64decode also takes "+" and "/" next to the altchars, padding, and unused trailing bits: accept only
+    # the one spelling _b64encode writes, so that a token has exactly one form.
+    if _b64encode(decoded) != text:
+        raise ValueError("not canonical unpadded base64url")
+    return decoded
 
 
 def _sign(secret: str, payload: str) -> bytes:

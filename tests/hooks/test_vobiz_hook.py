@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from vobiz_provider.client import AsyncVobizClient, VobizClient
-from vobiz_provider.exceptions import VobizValidationError
+from vobiz_provider.exceptions import VobizNotFoundError, VobizValidationError
 from vobiz_provider.hooks.vobiz import VobizHook
 from vobiz_provider.models.call import MakeCallRequest
 from vobiz_provider.models.connection import VobizConnectionConfig
@@ -220,8 +220,9 @@ async def test_async_client_of_the_hook_reaches_every_endpoint(vobiz_emulator: A
         assert (await (await hook.aget_conn()).get_cdr(uuid)).uuid == uuid
         assert (await (await hook.aget_conn()).list_cdrs(to_number=DESTINATION)).data[0].uuid == uuid
         assert (await (await hook.aget_conn()).get_account()).auth_id == vobiz_emulator.auth_id
-        with pytest.raises(Exception, match="404"):
+        with pytest.raises(VobizNotFoundError) as ended:  # the call is no longer live
             await (await hook.aget_conn()).get_live_call(uuid)
+        assert ended.value.status_code == 404
         assert await hook.aget_conn() is client, "every call above went through the one pooled client"
     finally:
         await hook.aclose()

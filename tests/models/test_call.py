@@ -376,3 +376,216 @@ def test_a_huge_bad_value_is_quoted_short(field: str, value: str) -> None:
     message = refused(**{field: value})
     assert f"... ({len(value)} characters)" in message
     assert len(message) < 400
+
+
+# ---------------------------------------------------------------------------------------- whole-value matches
+
+
+@pytest.mark.parametrize("number", ["14155551234\n", "+14155551234\n", "14155551234\r\n"])
+def test_a_caller_id_with_a_trailing_newline_is_refused(number: str) -> None:
+    # "$" also matches before a final newline: the number must be the whole value.
+    assert f"from: {number!r} is not an E.164 number" in refused(**{"from": number})
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        "1\u0664\u0661\u0665\u0665\u0665\u0665\u0661\u0662\u0663\u0664",
+        "+1\uff14\uff11\uff15\uff15\uff15\uff15",
+    ],
+)
+def test_numbers_in_other_scripts_digits_are_refused(number: str) -> None:
+    # "\d" would take Arabic-Indic or full-width digits; Vobiz dials ASCII digits.
+    assert f"from: {number!r} is not an E.164 number" in refused(**{"from": number})
+    assert f"to[0]: {number!r} is not an E.164 number or sip: URI" in refused(to=number)
+
+
+def test_a_sip_port_in_other_scripts_digits_is_refused() -> None:
+    uri = "sip:alice@example.com:\u0665\u0660\u0666\u0660"
+    assert f"to[0]: {uri!r} is not an E.164 number or sip: URI" in refused(to=uri)
+
+
+@pytest.mark.parametrize("digits", ["1w2\n", "123@1000\n", "1\n2"])
+def test_send_digits_with_a_newline_are_refused(digits: str) -> None:
+    assert f"send_digits: {digits!r} is not a DTMF string" in refused(send_digits=digits)
+
+
+# ----------------------------------------------------------------------------------------- edges of each rule
+
+
+def test_a_sip_port_has_at_most_5_digits() -> None:
+    assert build(to="sip:alice@example.com:65535").to == ("sip:alice@example.com:65535",)
+    assert "is not an E.164 number or sip: URI" in refused(to="sip:alice@example.com:123456")
+
+
+def test_a_sip_host_of_one_character_and_a_host_ending_in_a_dot_or_dash() -> None:
+    assert build(to="sip:bob@h").to == ("sip:bob@h",)
+    assert "is not an E.164 number or sip: URI" in refused(to="sip:bob@host.")
+    assert "is not an E.164 number or sip: URI" in refused(to="sip:bob@-host")
+
+
+@pytest.mark.parametrize("number", [0, -14155551234])
+def test_zero_and_negative_ints_are_not_numbers(number: int) -> None:
+    assert f"from: {number!r} is not a string" in refused(**{"from": number})
+    assert f"to[0]: {number!r} is not a string" in refused(to=[number])
+
+
+def test_the_int_1_is_taken_as_its_digit_and_refused_as_too_short() -> None:
+    assert "from: '1' is not an E.164 number" in refused(**{"from": 1})
+
+
+def test_a_bool_is_not_a_caller_id() -> None:
+    assert "from: True is not a string" in refused(**{"from": True})
+
+
+def test_to_as_a_single_int_is_refused_naming_its_type() -> None:
+    message = refused(to=14155555678)
+    assert "to: expected a list of destinations or a '<'-joined string, got int" in message
+
+
+@pytest.mark.parametrize(("value", "kind"), [(b"14155555678", "bytes"), ({"14155555678": 1}, "dict")])
+def test_to_as_bytes_or_a_mapping_is_refused(value: Any, kind: str) -> None:
+    assert f"to: expected a list of destinations or a '<'-joined string, got {kind}" in refused(to=value)
+
+
+def test_to_accepts_any_other_iterable_in_order() -> None:
+    numbers = ["14155555678", "14155555679"]
+    assert build(to=iter(numbers)).to == tuple(numbers)
+    assert build(to=(n for n in numbers)).to == tuple(numbers)
+
+
+def test_one_destination_is_enough() -> None:
+    assert build(to=["14155555678"]).to == ("14155555678",)
+    assert build(to="14155555678").to_payload()["to"] == "14155555678"
+
+
+@pytest.mark.parametrize(
+    ("field", "low", "high", "unit"),
+    [
+        ("machine_detection_time", 2000, 10000, " ms"),
+        ("machine_detection_maximum_speech_length", 1000, 6000, " ms"),
+        ("machine_detection_initial_silence", 2000, 10000, " ms"),
+        ("machine_detection_maximum_words", 2, 10, ""),
+        ("machine_detection_initial_greeting", 1000, 5000, " ms"),
+    ],
+)
+def test_machine_detection_range_messages_name_the_unit(field: str, low: int, high: int, unit: str) -> None:
+    assert f"{field}: must be between {low} and {high}{unit}, got {low - 1}" in refused(**{field: low - 1})
+    assert f"{field}: must be between {low} and {high}{unit}, got {high + 1}" in refused(**{field: high + 1})
+
+
+@pytest.mark.parametrize(("given", "sent"), [(30.0, 30), (" 30 ", 30), ("+7", 7), ("0030", 30)])
+def test_whole_numbers_in_other_forms_are_sent_as_integers(given: Any, sent: int) -> None:
+    payload = build(ring_timeout=given).to_payload()
+    assert payload["ring_timeout"] == sent
+    assert type(payload["ring_timeout"]) is int
+
+
+@pytest.mark.parametrize("given", ["3.0", "1e3", "30s", "", [30]])
+def test_other_forms_are_not_integers(given: Any) -> None:
+    assert f"ring_timeout: {given!r} is not an integer" in refused(ring_timeout=given)
+
+
+def test_a_negative_numeric_string_is_range_checked() -> None:
+    assert "time_limit: must be greater than 0, got -5" in refused(time_limit="-5")
+
+
+@pytest.mark.parametrize("value", [123, b"https://example.com/a"])
+def test_a_url_that_is_not_a_string_is_refused(value: Any) -> None:
+    assert f"answer_url: {value!r} is not a URL string" in refused(answer_url=value)
+
+
+def test_an_empty_url_is_refused() -> None:
+    assert "ring_url: '' is not an absolute http(s) URL" in refused(ring_url="")
+
+
+def test_the_url_scheme_is_case_insensitive_and_kept_as_given() -> None:
+    assert build(answer_url="HTTPS://Example.com/A").answer_url == "HTTPS://Example.com/A"
+
+
+@pytest.mark.parametrize(
+    "url", ["https://example.com/a\t", "https://example.com/\u00a0a", "\nhttps://e.com/a"]
+)
+def test_a_url_with_any_whitespace_is_refused(url: str) -> None:
+    assert f"answer_url: {url!r} is not an absolute http(s) URL" in refused(answer_url=url)
+
+
+@pytest.mark.parametrize("given", [" get ", "\tPOST\n"])
+def test_methods_may_be_padded_with_whitespace(given: str) -> None:
+    assert build(ring_method=given).ring_method == given.strip().upper()
+
+
+def test_a_method_that_is_not_a_string_is_refused() -> None:
+    assert "hangup_method: 1 is not GET or POST" in refused(hangup_method=1)
+
+
+@pytest.mark.parametrize(("given", "stored"), [(" Hangup ", "hangup"), (" FALSE ", None)])
+def test_machine_detection_ignores_case_and_padding(given: str, stored: str | None) -> None:
+    assert build(machine_detection=given).machine_detection == stored
+
+
+def test_caller_name_that_is_not_a_string_is_refused() -> None:
+    assert "caller_name: 5 is not a string" in refused(caller_name=5)
+    assert build(caller_name="").to_payload()["caller_name"] == ""
+
+
+def test_send_digits_that_are_not_a_string_are_refused() -> None:
+    assert "send_digits: 123 is not a DTMF string" in refused(send_digits=123)
+
+
+@pytest.mark.parametrize(("given", "stored"), [(" TRUE ", True), ("False", False)])
+def test_send_on_preanswer_ignores_case_and_padding(given: str, stored: bool) -> None:
+    assert build(send_on_preanswer=given).send_on_preanswer is stored
+
+
+@pytest.mark.parametrize("given", [1, 0, "yes"])
+def test_send_on_preanswer_refuses_numbers_and_words(given: Any) -> None:
+    assert f"send_on_preanswer: {given!r} is not true or false" in refused(send_on_preanswer=given)
+
+
+def test_validate_fields_refuses_from_given_twice() -> None:
+    with pytest.raises(VobizValidationError, match="from: given twice"):
+        MakeCallRequest.validate_fields(**{"from": "14155551234"}, from_number="14155551234")
+
+
+def test_validate_fields_checks_a_given_to_and_answer_url_not_the_placeholders() -> None:
+    with pytest.raises(VobizValidationError, match=r"to: at least one destination is required"):
+        MakeCallRequest.validate_fields(to=[])
+    with pytest.raises(VobizValidationError, match=r"answer_url: '/relative' is not an http\(s\) URL"):
+        MakeCallRequest.validate_fields(answer_url="/relative")
+
+
+def test_exactly_20_problems_are_all_listed_without_a_remainder() -> None:
+    message = refused(to=[f"bad{n}" for n in range(20)])
+    assert "to[19]" in message
+    assert "more" not in message
+    message = refused(to=[f"bad{n}" for n in range(21)])
+    assert message.endswith("; and 1 more")
+
+
+def test_every_call_status_vobiz_reports() -> None:
+    assert [status.value for status in CallStatus] == [
+        "queued",
+        "ringing",
+        "in-progress",
+        "completed",
+        "busy",
+        "failed",
+        "no-answer",
+        "timeout",
+        "cancel",
+        "canceled",
+    ]
+    assert CallStatus("queued") is CallStatus.QUEUED
+
+
+def test_an_error_of_the_whole_request_is_named_request_in_pydantic_words_lowercased() -> None:
+    from pydantic import ValidationError
+
+    from vobiz_provider.models.call import format_validation_errors
+
+    with pytest.raises(ValidationError) as info:
+        MakeCallRequest.model_validate(5)
+    assert format_validation_errors(info.value, MakeCallRequest) == (
+        "request: input should be a valid dictionary or instance of MakeCallRequest"
+    )

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from _ledger_helpers import place
+from _waiting import async_wait_until
 from trigger_support import answer_form, correlation, deliver, hangup_form, new_uuid, ring_form
 
 from vobiz_provider.models.record import normalise_destination
@@ -39,6 +40,16 @@ async def first_event(trigger: VobizCallHangupTrigger, timeout: float = 10.0) ->
     finally:
         await events.aclose()
     return event.payload
+
+
+async def two_more_polls() -> None:
+    """Wait until the trigger's poller has run two more polls: at least one began after what was written."""
+    pollers = SharedPoller._registry.setdefault(asyncio.get_running_loop(), {})
+    [poller] = await async_wait_until(
+        lambda: [p for p in pollers.values() if p.subscriber_count], what="the trigger to subscribe"
+    )
+    done = poller.lookups
+    await async_wait_until(lambda: poller.lookups >= done + 2, what="two more polls")
 
 
 async def write(store: CallLedger, kind: str, form: dict[str, str], *, bind: bool = True) -> None:
@@ -87,7 +98,7 @@ async def test_hangup_event_once_the_store_has_the_hangup(
     task = asyncio.create_task(first_event(trigger))
     legs = {"call_uuid": request, "request_uuid": request, "to": "919000000002"}  # Vobiz drops the '+'
     await write(store, "ring", ring_form(**legs))
-    await asyncio.sleep(FAST * 3)
+    await two_more_polls()
     assert not task.done()  # ringing is not a hangup
     await write(store, "answer", answer_form(**legs))
     await write(
@@ -120,7 +131,7 @@ async def test_multi_destination_waits_for_every_destination(store: CallLedger) 
             store, "hangup", hangup_form(call_uuid=call_uuid, request_uuid=request, to=to), bind=False
         )
     await write(store, "ring", ring_form(call_uuid=uuids[2], request_uuid=request, to=tos[2]), bind=False)
-    await asyncio.sleep(FAST * 4)
+    await two_more_polls()
     assert not task.done()  # the third destination is still ringing
     await write(
         store,
@@ -167,22 +178,28 @@ async def test_deadline_passes_while_waiting(store: CallLedger) -> None:
 async def test_restart_keeps_the_absolute_deadline(store: CallLedger) -> None:
     """A triggerer restart rebuilds the trigger from serialize(): same deadline, and it still finishes."""
     request = new_uuid()
-    first = make_trigger(request_uuids=[request], deadline=time.time() + 1.0)
+    duration = 2.0
+    first = make_trigger(request_uuids=[request], deadline=time.time() + duration)
     task = asyncio.create_task(first_event(first))
-    await asyncio.sleep(0.3)
+    pollers = SharedPoller._registry.setdefault(asyncio.get_running_loop(), {})
+    await async_wait_until(
+        lambda: any(p.subscriber_count == 1 for p in pollers.values()), what="the trigger to subscribe"
+    )
     task.cancel()  # the triggerer stops
     with pytest.raises(asyncio.CancelledError):
         await task
-    poller = SharedPoller._registry.get(asyncio.get_running_loop(), {})
-    assert all(p.subscriber_count == 0 for p in poller.values())  # cancelled waiter left cleanly
+    assert all(p.subscriber_count == 0 for p in pollers.values())  # cancelled waiter left cleanly
 
     _, kwargs = first.serialize()
     second = VobizCallHangupTrigger(**kwargs)
     assert second.deadline == first.deadline
+    # The triggerer is down until after the original deadline (waiting for it to pass is the behaviour).
+    await async_wait_until(lambda: time.time() > first.deadline, what="the original deadline to pass")
     started = time.monotonic()
-    payload = await first_event(second, timeout=5)
+    payload = await first_event(second, timeout=30)
     assert payload["status"] == "timeout"
-    assert time.monotonic() - started < 1.0  # only what was left of the original deadline
+    # Immediately, not after a fresh `duration`: the restarted trigger kept the absolute deadline.
+    assert time.monotonic() - started < duration
 
     # ... and a restarted trigger whose call did hang up meanwhile finishes with the hangup.
     await write(store, "hangup", hangup_form(call_uuid=request, request_uuid=request, to="919000000002"))
@@ -196,7 +213,7 @@ async def test_call_uuids_without_destinations(store: CallLedger) -> None:
     trigger = make_trigger(request_uuids=[], call_uuids=[call_uuid], destinations=[])
     task = asyncio.create_task(first_event(trigger))
     await write(store, "answer", answer_form(call_uuid=call_uuid, request_uuid=call_uuid, to="919000000009"))
-    await asyncio.sleep(FAST * 3)
+    await two_more_polls()
     assert not task.done()
     await write(store, "hangup", hangup_form(call_uuid=call_uuid, request_uuid=call_uuid, to="919000000009"))
     payload = await task
@@ -236,7 +253,7 @@ async def test_bulk_request_without_known_destinations(store: CallLedger) -> Non
     task = asyncio.create_task(first_event(trigger))
     first, second = new_uuid(), new_uuid()
     await write(store, "hangup", hangup_form(call_uuid=first, request_uuid=request, to="919000000002"))
-    await asyncio.sleep(FAST * 4)
+    await two_more_polls()
     assert not task.done()  # the second destination has not even rung yet
     await write(store, "hangup", hangup_form(call_uuid=second, request_uuid=request, to="919000000003"))
     payload = await task

@@ -3,8 +3,8 @@
 Every documented Make-Call field is a typed, validated attribute of :class:`MakeCallRequest`, so bad input
 is refused with a message naming the field *before* anything is sent to Vobiz. The rules, in one place:
 
-* ``from`` — E.164 digits with an optional ``+``: ``^\\+?[1-9]\\d{6,14}$`` (7 to 15 digits, no leading 0);
-  a positive Python ``int`` is taken as its digits.
+* ``from`` — E.164 digits with an optional ``+``: ``^\\+?[1-9][0-9]{6,14}\\Z`` (7 to 15 ASCII digits, no
+  leading 0, nothing after them, not even a newline); a positive Python ``int`` is taken as its digits.
 * ``to`` — a list/tuple of destinations or one string with destinations joined by ``<``; 1 to 1000 of
   them; each is an E.164 number as above or a SIP URI ``sip:user@host[:port][;params]``. A comma is
   refused (Vobiz would treat ``a,b`` as one unroutable destination). Stored as ``tuple[str, ...]``.
@@ -20,9 +20,9 @@ is refused with a message naming the field *before* anything is sent to Vobiz. T
 * ``time_limit``, ``hangup_on_ring``, ``ring_timeout`` — whole seconds, greater than 0. Integers may be
   given as numeric strings (``"30"``); they are always sent as JSON integers.
 * ``caller_name`` — at most 50 characters.
-* ``send_digits`` — either DTMF keys with pauses, ``^[0-9*#wW]+$`` with at least one key (``w`` waits
-  0.5 s, ``W`` waits 1 s; e.g. ``1w2W3``), or the tone form ``^[0-9*#]+@[1-9][0-9]*$`` (keys played as one
-  tone of that many milliseconds; e.g. ``123@1000``).
+* ``send_digits`` — the whole string: either DTMF keys with pauses, ``[0-9*#wW]+`` with at least one key
+  (``w`` waits 0.5 s, ``W`` waits 1 s; e.g. ``1w2W3``), or the tone form ``[0-9*#]+@[1-9][0-9]*`` (keys
+  played as one tone of that many milliseconds; e.g. ``123@1000``).
 """
 
 from __future__ import annotations
@@ -95,11 +95,13 @@ TERMINAL_STATUSES: frozenset[str] = frozenset(
 #: The most destinations one Make-Call request may carry.
 MAX_DESTINATIONS = 1000
 
-E164_PATTERN = re.compile(r"^\+?[1-9]\d{6,14}$")
+# ASCII digits only ("\d" also matches e.g. Arabic-Indic digits) and "\Z", not "$" (which also matches
+# before a trailing newline, so "14155551234\n" passed).
+E164_PATTERN = re.compile(r"^\+?[1-9][0-9]{6,14}\Z")
 SIP_URI_PATTERN = re.compile(
-    r"^sip:[A-Za-z0-9_.!~*'()&=+$;?/%-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::\d{1,5})?(?:;[^\s<>,]*)?$"
+    r"^sip:[A-Za-z0-9_.!~*'()&=+$;?/%-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?(?:;[^\s<>,]*)?\Z"
 )
-SEND_DIGITS_PATTERN = re.compile(r"^(?=[0-9*#wW]*[0-9*#])[0-9*#wW]+$|^[0-9*#]+@[1-9][0-9]*$")
+SEND_DIGITS_PATTERN = re.compile(r"^(?=[0-9*#wW]*[0-9*#])[0-9*#wW]+\Z|^[0-9*#]+@[1-9][0-9]*\Z")
 
 _ERROR = "vobiz_invalid"
 _MAX_PROBLEMS = 20  # problems listed in one error message (1000 bad destinations would flood the log)
