@@ -589,3 +589,20 @@ def test_an_error_of_the_whole_request_is_named_request_in_pydantic_words_lowerc
     assert format_validation_errors(info.value, MakeCallRequest) == (
         "request: input should be a valid dictionary or instance of MakeCallRequest"
     )
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "sip:alice@ab",  # a two-character host: first and last character, nothing between
+        "sip:alice@example.com;",  # an empty parameter list
+        "sip:alice@example.com:5",  # a one-digit port
+    ],
+)
+def test_sip_uris_at_the_edges_of_the_grammar_are_accepted(uri: str) -> None:
+    assert build(to=uri).to == (uri,)
+
+
+@pytest.mark.parametrize("uri", ["sip:alice@example.com:", "sip:alice@example.com:123456", "sip:alice@-x"])
+def test_sip_uris_with_an_empty_or_long_port_or_a_bad_host_are_refused(uri: str) -> None:
+    assert f"to[0]: {uri!r} is not an E.164 number or sip: URI" in refused(to=uri)
