@@ -99,6 +99,7 @@ _BINOP_SWAPS: dict[type[ast.operator], type[ast.operator]] = {
     ast.Div: ast.Mult,
     ast.FloorDiv: ast.Mult,
 }
+_DESCRIPTIVE_KEYWORDS = frozenset({"description", "title", "examples", "help", "metavar"})
 _LOG_METHODS = frozenset({"debug", "info", "warning", "error", "exception", "critical", "warn"})
 _LOGGER_NAMES = frozenset({"log", "logger", "_log", "_logger", "LOG"})
 _REGEX_FUNCTIONS = frozenset({"compile", "match", "fullmatch", "search", "sub", "subn", "split", "findall"})
@@ -211,11 +212,15 @@ class _Skips:
                 self._skip(node.slice)  # type arguments and indices: dict[str, int], row[0]
             elif isinstance(node, ast.JoinedStr):
                 self._skip(node)  # f-strings are messages
-            elif isinstance(node, ast.Call) and (
-                (isinstance(node.func, ast.Name) and node.func.id in {"TypeVar", "cast", "Field"})
-                or _is_log_call(node)
+            elif (isinstance(node, ast.Call) and getattr(node.func, "id", None) in {"TypeVar", "cast"}) or (
+                _is_log_call(node)
             ):
                 self._skip(node)
+            elif isinstance(node, ast.Call):
+                # pydantic's Field(ge=..., pattern=...) constraints are rules; its texts are not.
+                for keyword in node.keywords:
+                    if keyword.arg in _DESCRIPTIVE_KEYWORDS:
+                        self._skip(keyword)
 
     def _skip(self, node: ast.AST) -> None:
         self.ids.update(id(child) for child in ast.walk(node))
@@ -311,7 +316,7 @@ def _variants(
             out.append(("element", position, f"entry `{_short(label)}` removed"))
     elif isinstance(node, ast.Call):
         for position, keyword in enumerate(node.keywords):
-            if keyword.arg is not None:
+            if keyword.arg is not None and id(keyword) not in skips.ids:
                 out.append(("keyword", position, f"keyword `{keyword.arg}=` removed"))
     elif isinstance(node, ast.comprehension):
         for position, condition in enumerate(node.ifs):

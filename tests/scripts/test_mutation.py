@@ -196,3 +196,10 @@ def test_the_unmutated_tests_must_pass(tmp_path: Path) -> None:
     result = _run(_toy_project(tmp_path, "def test_broken():\n    assert False\n"))
     assert result.returncode == 2
     assert "fail without any mutant" in result.stdout
+
+
+def test_field_constraints_are_mutated_and_their_texts_are_not() -> None:
+    source = 'class M:\n    x: int = Field(ge=1, description="how many")\n'
+    descriptions = _descriptions(source)
+    assert "keyword `ge=` removed" in descriptions and "`1` → `2`" in descriptions
+    assert not any("description" in description or "how many" in description for description in descriptions)
