@@ -83,6 +83,30 @@ def start(stack: ExitStack, argv: list[str], *, env: dict[str, str], log: Path) 
     return proc
 
 
+def airflow_env(*, home: Path, dags: Path, receiver: str, store_url: str, connection: str) -> dict[str, str]:
+    """The environment of a private Airflow (SQLite in ``home``) whose tasks call back ``receiver``.
+
+    :param home: Its AIRFLOW_HOME.
+    :param dags: Its DAGs folder.
+    :param receiver: The callback receiver's public URL (``[vobiz] callback_base_url``).
+    :param store_url: The call ledger (``[vobiz] callback_store``).
+    :param connection: ``vobiz_default`` as JSON.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__DAGS_FOLDER=str(dags),
+        AIRFLOW__CORE__UNIT_TEST_MODE="False",
+        AIRFLOW__VOBIZ__CALLBACK_BASE_URL=receiver,
+        AIRFLOW__VOBIZ__CALLBACK_SECRET=secrets.token_urlsafe(32),
+        AIRFLOW__VOBIZ__CALLBACK_STORE=store_url,
+        AIRFLOW__VOBIZ__POLL_INTERVAL="0.5",
+        AIRFLOW_CONN_VOBIZ_DEFAULT=connection,
+    )
+    return env
+
+
 def recipients() -> list[str]:
     with RECIPIENTS_CSV.open(newline="") as handle:
         return [row["phone"].strip() for row in csv.DictReader(handle)]
@@ -181,17 +205,12 @@ def main() -> int:
     emulator = f"http://127.0.0.1:{emu_port}"
     receiver = f"http://127.0.0.1:{rcv_port}/vobiz"
     store_url = f"sqlite:///{home / 'vobiz_callbacks.db'}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update(
-        AIRFLOW_HOME=str(home),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__CORE__DAGS_FOLDER=str(DAGS),
-        AIRFLOW__CORE__UNIT_TEST_MODE="False",
-        AIRFLOW__VOBIZ__CALLBACK_BASE_URL=receiver,
-        AIRFLOW__VOBIZ__CALLBACK_SECRET=secrets.token_urlsafe(32),
-        AIRFLOW__VOBIZ__CALLBACK_STORE=store_url,
-        AIRFLOW__VOBIZ__POLL_INTERVAL="0.5",
-        AIRFLOW_CONN_VOBIZ_DEFAULT=(
+    env = airflow_env(
+        home=home,
+        dags=DAGS,
+        receiver=receiver,
+        store_url=store_url,
+        connection=(
             '{"conn_type": "vobiz", "login": "MA_DEMO00001", "password": "demo-auth-token", '
             f'"extra": {{"base_url": "{emulator}/api/v1", "cps": 5, "timezone": "Asia/Kolkata"}}}}'
         ),

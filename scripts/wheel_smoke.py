@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -24,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import metadata
 from pathlib import Path
 
-from demo import free_port, outcome_table, start, wait_http
+from demo import airflow_env, free_port, outcome_table, start, wait_http
 
 DIST = "airflow-provider-vobiz"
 DAG_ID = "example_vobiz_call"
@@ -112,19 +110,15 @@ def run_example_dag(home: Path, dags: Path, stack: ExitStack) -> None:
     stack.callback(answers.shutdown)
     answer_url = f"http://127.0.0.1:{answers.server_address[1]}/answer.xml"
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update(
-        AIRFLOW_HOME=str(home),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__CORE__DAGS_FOLDER=str(dags),
-        AIRFLOW__CORE__UNIT_TEST_MODE="False",
-        AIRFLOW__VOBIZ__CALLBACK_BASE_URL=receiver,
-        AIRFLOW__VOBIZ__CALLBACK_SECRET=secrets.token_urlsafe(32),
-        AIRFLOW__VOBIZ__CALLBACK_STORE=store_url,
-        AIRFLOW__VOBIZ__POLL_INTERVAL="0.5",
-        AIRFLOW_CONN_VOBIZ_DEFAULT=(
+    env = airflow_env(
+        home=home,
+        dags=dags,
+        receiver=receiver,
+        store_url=store_url,
+        # The emulator writes callback times in its account's timezone, Asia/Kolkata unless told otherwise.
+        connection=(
             '{"conn_type": "vobiz", "login": "MA_SMOKE0001", "password": "smoke-auth-token", '
-            f'"extra": {{"base_url": "{emulator}/api/v1"}}}}'
+            f'"extra": {{"base_url": "{emulator}/api/v1", "timezone": "Asia/Kolkata"}}}}'
         ),
     )
     check_registration(env)

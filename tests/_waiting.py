@@ -20,7 +20,12 @@ DEFAULT_TIMEOUT = 30.0
 
 
 def wait_until(
-    condition: Callable[[], Any], *, timeout: float = DEFAULT_TIMEOUT, interval: float = 0.01, what: str = ""
+    condition: Callable[[], Any],
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    interval: float = 0.01,
+    what: str = "",
+    message: Callable[[], str] | None = None,
 ) -> Any:
     """Call ``condition`` until it returns something truthy, and return that.
 
@@ -28,6 +33,7 @@ def wait_until(
     :param timeout: Seconds after which the wait fails with an :class:`AssertionError`.
     :param interval: Seconds between two calls of ``condition``.
     :param what: Description for the failure message.
+    :param message: Builds the whole failure message instead (called only on failure: e.g. a log's tail).
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -35,7 +41,7 @@ def wait_until(
         if result:
             return result
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
+            raise AssertionError(_failure(timeout, what or condition, message))
         time.sleep(interval)
 
 
@@ -49,5 +55,9 @@ async def async_wait_until(
         if result:
             return result
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
+            raise AssertionError(_failure(timeout, what or condition, None))
         await asyncio.sleep(interval)
+
+
+def _failure(timeout: float, what: object, message: Callable[[], str] | None) -> str:
+    return message() if message is not None else f"timed out after {timeout} s waiting for {what}"

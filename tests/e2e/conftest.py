@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from _waiting import wait_until
 
 from vobiz_provider.testing import RemoteEmulator
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
 DAGS_DIR = Path(__file__).resolve().parent / "dags"
 #: Seconds ``airflow standalone`` gets to become healthy and serve the plugin (~70 s on 2 busy cores).
@@ -100,20 +101,6 @@ def stop_process_group(process: subprocess.Popen[Any], grace: float = STOP_GRACE
         time.sleep(0.2)
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=5)
-
-
-def wait_until(
-    condition: Callable[[], Any], *, timeout: float, interval: float = 0.5, message: Callable[[], str]
-) -> Any:
-    """Call ``condition`` until it returns something truthy; fail with ``message()`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            pytest.fail(message(), pytrace=False)
-        time.sleep(interval)
 
 
 # ------------------------------------------------------------------------------------------ the emulator
