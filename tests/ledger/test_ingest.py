@@ -434,6 +434,19 @@ def test_nothing_to_claim_purges_nothing(short_store: CallLedger) -> None:
     assert set(_nonces(ledger)) == {"old"}
 
 
+def test_a_new_ledgers_first_batch_purges_whatever_the_clocks_origin(store_url: str) -> None:
+    # Half this window is longer than any uptime: time.monotonic() cannot stand for "never purged".
+    ledger = CallLedger(store_url, nonce_window=1e9)
+    try:
+        ledger.upgrade()
+        place(ledger, "r1")
+        _plant_nonce(ledger, "expired", utcnow() - dt.timedelta(seconds=1e9 + 1))
+        _results(ledger.ingest([_prep(ledger, "ring", ring("c1"), replay_keys=("k1",))]))
+        assert set(_nonces(ledger)) == {"k1"}
+    finally:
+        ledger.dispose()
+
+
 def test_the_purge_keeps_the_ledgers_window_and_the_longest_in_the_batch(store_url: str) -> None:
     ledger = CallLedger(store_url, nonce_window=600)
     try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -150,7 +151,7 @@ class Ingest(Calls):
         self.max_callbacks_per_call = max_callbacks_per_call
         self._committer: GroupCommitter[PreparedCallback, IngestResult] | None = None
         self._committer_lock = threading.Lock()
-        self._last_nonce_purge = 0.0
+        self._last_nonce_purge = -math.inf  # never: the first batch that claims a key purges
         # Built once and run with parameters: building an insert per callback costs far more than running it
         # (SQLAlchemy derives a cache key from every literal).
         insert_nonces = self._db.insert(nonces)
