@@ -56,10 +56,25 @@ def store(store_url: str) -> Any:
     ledger.dispose()
 
 
+@pytest.fixture(autouse=True)
+def _batches_commit_whole(request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture) -> Any:
+    """A batch of healthy items is written in one transaction: never item by item (which would hide an
+    error raised while writing it, the items then answering the same alone)."""
+    yield
+    if "expect_fallback" not in request.fixturenames:
+        messages = [record.getMessage() for record in caplog.get_records("call")]
+        assert [message for message in messages if "one by one" in message] == []
+
+
+@pytest.fixture
+def expect_fallback() -> None:
+    """The test makes a batch fall back to writing its items one by one."""
+
+
 @pytest.fixture
 def short_store(store_url: str) -> Any:
-    """A ledger whose own replay window is 60 s (the purge keeps at least the ledger's window)."""
-    ledger = CallLedger(store_url, nonce_window=60)
+    """A ledger whose own replay window is 40 s (the purge keeps at least the ledger's window)."""
+    ledger = CallLedger(store_url, nonce_window=40)
     ledger.upgrade()
     yield ledger
     ledger.dispose()
@@ -229,6 +244,21 @@ def test_an_event_field_longer_than_its_column_is_refused_by_name(
         _prep(store, "ring", ring("c1", **{field: "x" * (limit + 1)}))
 
 
+def test_a_call_value_longer_than_its_column_is_refused_by_name(store: CallLedger) -> None:
+    with pytest.raises(VobizValidationError, match=r"^callback field CallUUID is longer than 64 "):
+        _prep(store, "ring", ring("c" * 65))
+
+
+def test_a_hangup_without_call_status_ends_by_its_cause_and_whether_it_was_answered(
+    store: CallLedger,
+) -> None:
+    fields = hangup("c1", HangupCause="USER_BUSY", HangupCauseCode="3010")
+    del fields["CallStatus"]
+    assert _prep(store, "hangup", fields).status == "completed"  # answered (AnswerTime)
+    del fields["AnswerTime"]
+    assert _prep(store, "hangup", fields).status == "busy"
+
+
 def test_a_large_form_is_stored_capped(store: CallLedger) -> None:
     prepared = _prep(store, "ring", {**ring("c1"), **{f"Extra{n}": "v" * 100 for n in range(100)}})
     assert prepared.form["CallUUID"] == "c1"
@@ -384,19 +414,19 @@ def test_expired_nonces_are_purged_at_most_every_30_seconds(short_store: CallLed
     place(ledger, "r1")
     now = utcnow()
     _plant_nonce(ledger, "old", now - 1000 * SECOND)
-    _plant_nonce(ledger, "recent", now - 50 * SECOND)
+    _plant_nonce(ledger, "recent", now - 30 * SECOND)
     ledger._last_nonce_purge = time.monotonic() - 29.0
-    _results(ledger.ingest([_prep(ledger, "ring", ring("c1"), replay_keys=("k1",), nonce_window=60)]))
+    _results(ledger.ingest([_prep(ledger, "ring", ring("c1"), replay_keys=("k1",), nonce_window=40)]))
     assert set(_nonces(ledger)) == {"old", "recent", "k1"}  # purged 29 s ago: not yet
 
     ledger._last_nonce_purge = time.monotonic() - 30.5
     before = time.monotonic()
-    _results(ledger.ingest([_prep(ledger, "answer", answer("c1"), replay_keys=("k2",), nonce_window=60)]))
+    _results(ledger.ingest([_prep(ledger, "answer", answer("c1"), replay_keys=("k2",), nonce_window=40)]))
     assert set(_nonces(ledger)) == {"recent", "k1", "k2"}  # only what is past the window
     assert before <= ledger._last_nonce_purge <= time.monotonic()
 
     _plant_nonce(ledger, "old-again", now - 1000 * SECOND)
-    _results(ledger.ingest([_prep(ledger, "hangup", hangup("c1"), replay_keys=("k3",), nonce_window=60)]))
+    _results(ledger.ingest([_prep(ledger, "hangup", hangup("c1"), replay_keys=("k3",), nonce_window=40)]))
     assert "old-again" in _nonces(ledger)  # purged a moment ago: not again
 
 
@@ -681,6 +711,33 @@ def test_a_call_row_that_appears_under_the_writer_is_a_conflict(store: CallLedge
     assert _calls(store)[0]["status"] == "ringing"
 
 
+def test_concurrent_batches_on_one_file_all_commit(store: CallLedger, store_url: str) -> None:
+    requests = [f"r{n}" for n in range(8)]
+    for request in requests:
+        place(store, request)
+    errors: list[BaseException] = []
+    results: list[IngestResult | BaseException] = []
+
+    def writer(request: str) -> None:
+        try:
+            for kind, fields in (
+                ("ring", ring(f"c-{request}", request)),
+                ("answer", answer(f"c-{request}", request)),
+            ):
+                results.extend(store.ingest([_prep(store, kind, fields)]))
+        except BaseException as err:  # reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=writer, args=(request,)) for request in requests]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert [result.stored for result in _results(results)] == [True] * 16
+    assert {row["status"] for row in _calls(store)} == {"in-progress"}
+
+
 # -- a failing item --------------------------------------------------------------------------------------
 
 
@@ -690,7 +747,7 @@ def _broken(store: CallLedger, fields: dict[str, str], **kwargs: Any) -> Prepare
 
 
 def test_an_item_that_fails_on_its_own_is_retried_alone(
-    store: CallLedger, caplog: pytest.LogCaptureFixture
+    store: CallLedger, caplog: pytest.LogCaptureFixture, expect_fallback: None
 ) -> None:
     place(store, "r1")
     place(store, "r2")
@@ -760,3 +817,16 @@ def test_the_writer_resolves_futures_and_drains_its_queue_when_stopped(store: Ca
     again = store.submit_callback(_prep(store, "ring", ring("c1")))  # restarts the writer
     assert again.result(timeout=30) == IngestResult(stored=False, duplicate=True, call_uuid="c1")
     store._stop_writer(timeout=30)
+
+
+def test_stopping_the_writer_waits_at_most_its_timeout(store: CallLedger) -> None:
+    place(store, "r1")
+    write_lock = store._db._write_lock
+    assert write_lock is not None
+    with write_lock:  # another writer of this file holds it: the writer waits for its turn
+        future = store.submit_callback(_prep(store, "ring", ring("c1")))
+        started = time.monotonic()
+        store._stop_writer(timeout=0.2)
+        assert time.monotonic() - started < 3.0  # not the writer's busy_timeout (5 s)
+        assert not future.done()
+    assert future.result(timeout=30).stored  # the writer goes on with what it took
