@@ -819,14 +819,19 @@ def test_the_writer_resolves_futures_and_drains_its_queue_when_stopped(store: Ca
     store._stop_writer(timeout=30)
 
 
-def test_stopping_the_writer_waits_at_most_its_timeout(store: CallLedger) -> None:
-    place(store, "r1")
-    write_lock = store._db._write_lock
-    assert write_lock is not None
-    with write_lock:  # another writer of this file holds it: the writer waits for its turn
-        future = store.submit_callback(_prep(store, "ring", ring("c1")))
-        started = time.monotonic()
-        store._stop_writer(timeout=0.2)
-        assert time.monotonic() - started < 3.0  # not the writer's busy_timeout (5 s)
-        assert not future.done()
-    assert future.result(timeout=30).stored  # the writer goes on with what it took
+def test_stopping_the_writer_waits_at_most_its_timeout(tmp_path: Path) -> None:
+    store = CallLedger(f"sqlite:///{tmp_path / 'callbacks.db'}")  # SQLite: its writers take a lock in turn
+    try:
+        store.upgrade()
+        place(store, "r1")
+        write_lock = store._db._write_lock
+        assert write_lock is not None
+        with write_lock:  # another writer of this file holds it: the writer waits for its turn
+            future = store.submit_callback(_prep(store, "ring", ring("c1")))
+            started = time.monotonic()
+            store._stop_writer(timeout=0.2)
+            assert time.monotonic() - started < 3.0  # not the writer's busy_timeout (5 s)
+            assert not future.done()
+        assert future.result(timeout=30).stored  # the writer goes on with what it took
+    finally:
+        store.dispose()
