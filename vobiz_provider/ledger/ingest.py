@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -150,7 +151,7 @@ class Ingest(Calls):
         self.max_callbacks_per_call = max_callbacks_per_call
         self._committer: GroupCommitter[PreparedCallback, IngestResult] | None = None
         self._committer_lock = threading.Lock()
-        self._last_nonce_purge = 0.0
+        self._last_nonce_purge = -math.inf  # never: the first batch that claims a key purges
         # Built once and run with parameters: building an insert per callback costs far more than running it
         # (SQLAlchemy derives a cache key from every literal).
         insert_nonces = self._db.insert(nonces)
@@ -367,7 +368,10 @@ class Ingest(Calls):
             cutoff = now - dt.timedelta(seconds=window)
             rows = [{"nonce": key, "seen_at": now, "cutoff": cutoff} for key in batch_keys]
             fresh.update(conn.execute(self._claim_nonces, rows).scalars())
-            self._purge_nonces(conn, cutoff=cutoff, window=window)
+        if by_window:
+            # One table holds the keys of every window: purge only what is past the longest one in play (a
+            # short window's cutoff would forget keys still within a longer window, and accept their replay).
+            self._purge_nonces(conn, now=now, window=max(self.nonce_window, *by_window))
 
         # 2. Events: the first of each dedupe key among the items that claimed their keys (or are unsigned).
         inserting: list[int] = []
@@ -502,8 +506,8 @@ class Ingest(Calls):
             raise Conflict("a call row appeared while its writer held the locks")
         return records
 
-    def _purge_nonces(self, conn: Connection, *, cutoff: dt.datetime, window: float) -> None:
+    def _purge_nonces(self, conn: Connection, *, now: dt.datetime, window: float) -> None:
         # Purge expired nonces now and then, not on every callback.
         if time.monotonic() - self._last_nonce_purge > max(30.0, window / 2):
             self._last_nonce_purge = time.monotonic()
-            conn.execute(nonces.delete().where(nonces.c.seen_at < cutoff))
+            conn.execute(nonces.delete().where(nonces.c.seen_at < now - dt.timedelta(seconds=window)))
