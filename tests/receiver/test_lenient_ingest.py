@@ -1,0 +1,85 @@
+"""Lenient ingest, strict authentication (issue 9, part 1), over real HTTP.
+
+Once a callback is authentic (its token valid) and bound (it names a call its URL's try placed), it is
+stored whatever its values: the raw form is kept in the event row (control characters escaped), a value
+that does not parse leaves its typed column empty and is logged once, and the call's status still moves.
+Only requests that fail authentication or binding, or that are not callbacks at all, get a 4xx.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import sqlalchemy as sa
+from test_app import (
+    Receiver,
+    call_row,
+    hangup_fields,
+    new_uuid,
+)
+
+from vobiz_provider.ledger.schema import calls, events
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+# The receiver's connection is in Asia/Kolkata (UTC+05:30): a naive local time is read in it.
+IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
+
+
+def stored_forms(receiver: Receiver, call_uuid: str) -> list[dict[str, str]]:
+    """The forms kept in the event rows of ``call_uuid``, oldest first."""
+    query = sa.select(events.c.fields).where(events.c.call_uuid == call_uuid).order_by(events.c.id)
+    with receiver.store.engine.connect() as conn:
+        return [dict(fields) for fields in conn.execute(query).scalars()]
+
+
+def call_columns(receiver: Receiver, call_uuid: str) -> Mapping[str, Any]:
+    """The ``vobiz_calls`` row of ``call_uuid``, every column."""
+    with receiver.store.engine.connect() as conn:
+        return conn.execute(sa.select(calls).where(calls.c.call_uuid == call_uuid)).mappings().one()
+
+
+def utc(value: str | None) -> dt.datetime | None:
+    return None if value is None else dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+# -- the issue's first bug: SessionStart with a zone suffix --------------------------------------------------
+
+
+def test_a_hangup_whose_session_start_has_a_zone_suffix_is_stored(receiver: Receiver) -> None:
+    """The Make-a-call page prints ``SessionStart`` as ``2026-12-02 21:22:36.000000 UTC``: was 422."""
+    call_uuid = new_uuid()
+    fields = hangup_fields(call_uuid, SessionStart="2026-12-02 21:22:36.000000 UTC")
+    response = receiver.post("hangup", fields)
+    assert response.status_code == 200, response.text
+    assert call_row(receiver, call_uuid).status == "completed"
+    assert stored_forms(receiver, call_uuid)[0]["SessionStart"] == "2026-12-02 21:22:36.000000 UTC"
+
+
+# Each spelling of a time Vobiz's pages show, and what EndTime then is (the connection is in Asia/Kolkata).
+TIME_FORMATS = [
+    pytest.param("2026-12-02 21:22:36", "2026-12-02T15:52:36Z", id="local"),
+    pytest.param("2026-12-02 21:22:36.000000", "2026-12-02T15:52:36Z", id="local-fraction"),
+    pytest.param("2026-12-02 21:22:36 UTC", "2026-12-02T21:22:36Z", id="utc-suffix"),
+    pytest.param("2026-12-02 21:22:36.000000 UTC", "2026-12-02T21:22:36Z", id="fraction-utc-suffix"),
+    pytest.param("2026-12-02T21:22:36Z", "2026-12-02T21:22:36Z", id="iso-z"),
+    pytest.param("2026-12-02T21:22:36+05:30", "2026-12-02T15:52:36Z", id="iso-offset"),
+    pytest.param("2026-12-02T21:22:36.123456+00:00", "2026-12-02T21:22:36.123456Z", id="iso-fraction-offset"),
+    pytest.param("", None, id="blank"),
+    pytest.param("null", None, id="null"),
+    pytest.param("None", None, id="None"),
+]
+
+
+@pytest.mark.parametrize(("spelt", "end_time"), TIME_FORMATS)
+def test_every_time_format_is_read(receiver: Receiver, spelt: str, end_time: str | None) -> None:
+    call_uuid = new_uuid()
+    fields = hangup_fields(call_uuid, EndTime=spelt, SessionStart=spelt)
+    response = receiver.post("hangup", fields)
+    assert response.status_code == 200, response.text
+    record = call_row(receiver, call_uuid)
+    assert record.status == "completed"
+    assert utc(record.end_time) == utc(end_time)
