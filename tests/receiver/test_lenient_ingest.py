@@ -15,9 +15,12 @@ import pytest
 import sqlalchemy as sa
 from test_app import (
     Receiver,
+    answer_fields,
     call_row,
+    event_count,
     hangup_fields,
     new_uuid,
+    nothing_stored,
 )
 
 from vobiz_provider.ledger.schema import calls, events
@@ -83,3 +86,41 @@ def test_every_time_format_is_read(receiver: Receiver, spelt: str, end_time: str
     record = call_row(receiver, call_uuid)
     assert record.status == "completed"
     assert utc(record.end_time) == utc(end_time)
+
+
+# -- the issue's second bug: a machine detection or gather whose RequestUUID is "null" ----------------------
+
+
+@pytest.mark.parametrize("kind", ["machine-detection", "gather"])
+@pytest.mark.parametrize("request_uuid", ["null", "", "None"])
+def test_a_callback_whose_request_uuid_is_null_binds_by_its_call_uuid(
+    receiver: Receiver, kind: str, request_uuid: str
+) -> None:
+    """Was 403 (``null`` read as a RequestUUID the try never placed); before binding, a UNIQUE leg_key
+    failure and 503 on every retry."""
+    call_uuid = new_uuid()
+    assert receiver.post("answer", answer_fields(call_uuid)).status_code == 200
+    fields = {**answer_fields(call_uuid), "RequestUUID": request_uuid, "ALegRequestUUID": request_uuid}
+    if kind == "machine-detection":
+        fields.update(Event="MachineDetection", Machine="true")
+    else:
+        fields.update(Event="Gather", Digits="1", InputType="dtmf")
+    response = receiver.post(kind, fields, bind=False)
+    assert response.status_code == 200, response.text
+    assert event_count(receiver, call_uuid) == 2
+    row = call_columns(receiver, call_uuid)
+    assert row["request_uuid"] == f"req-{call_uuid}"  # not overwritten, nor a second row made
+    assert row["leg_key"] == f"req-{call_uuid}|919876543210"
+    if kind == "machine-detection":
+        assert row["machine"] is True
+    else:
+        assert row["digits"] == "1"
+
+
+def test_a_null_request_uuid_does_not_take_another_tasks_call(receiver: Receiver) -> None:
+    """Binding stays: with no RequestUUID, the CallUUID must be a call this try already stored."""
+    call_uuid = new_uuid()
+    fields = {**answer_fields(call_uuid), "RequestUUID": "null", "Event": "MachineDetection"}
+    response = receiver.post("machine-detection", fields, bind=False)
+    assert response.status_code == 403, response.text
+    assert nothing_stored(receiver, call_uuid)

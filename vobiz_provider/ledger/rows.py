@@ -126,6 +126,20 @@ def text(value: Any) -> str | None:
     return stripped or None
 
 
+#: How Vobiz spells "no UUID" (``RequestUUID=null`` on machine-detection and gather callbacks).
+_NO_UUID: Final = frozenset({"null", "none", "undefined"})
+
+
+def uuid_text(value: Any) -> str | None:
+    """A ``CallUUID``/``RequestUUID`` as :func:`text` reads it, ``None`` for ``null``, ``None`` and the like.
+
+    ``null`` is no request of the try's: read as one, it bound nothing (403) and, before binding, collided
+    with another call's leg (``null|<destination>``).
+    """
+    stripped = text(value)
+    return None if stripped is None or stripped.lower() in _NO_UUID else stripped
+
+
 def _api_text(value: Any) -> Any:
     """A value learnt from the Vobiz API: strings without control characters, anything else as it is."""
     return strip_controls(value) if isinstance(value, str) else value
@@ -188,8 +202,8 @@ def _plain_utc(value: dt.datetime) -> dt.datetime:
 
 #: Each call column a callback carries: the form field it comes from and how that is read.
 _FROM_FORM: Final[dict[str, tuple[str, Callable[[Any], Any]]]] = {
-    "call_uuid": ("CallUUID", text),
-    "request_uuid": ("RequestUUID", text),
+    "call_uuid": ("CallUUID", uuid_text),
+    "request_uuid": ("RequestUUID", uuid_text),
     "destination": ("To", text),
     "from_number": ("From", text),
     "hangup_cause": ("HangupCause", text),

@@ -46,6 +46,7 @@ from vobiz_provider.exceptions import (
     VobizValidationError,
 )
 from vobiz_provider.ledger import get_ledger
+from vobiz_provider.ledger.rows import uuid_text
 from vobiz_provider.models.callbacks import parse_callback
 from vobiz_provider.receiver.answer_xml import EMPTY_XML_RESPONSE, xml_response_for
 from vobiz_provider.receiver.signing_keys import DEFAULT_TTL, SigningKeyCache, load_signing_keys
@@ -337,8 +338,11 @@ class CallbackReceiver:
     @staticmethod
     def parse(kind: str, fields: Mapping[str, str], timezone: str) -> VobizCallback:
         """Validate the fields with the callback model of ``kind`` (422 naming the bad fields)."""
-        if not (fields.get("CallUUID") or "").strip():
-            raise CallbackRejected(422, "invalid callback fields: CallUUID is missing or empty")
+        if uuid_text(fields.get("CallUUID")) is None and uuid_text(fields.get("RequestUUID")) is None:
+            # Not a callback at all: it names no call (a machine detection may say RequestUUID=null).
+            raise CallbackRejected(
+                422, "invalid callback fields: CallUUID and RequestUUID are missing or empty"
+            )
         try:
             return parse_callback(fields, timezone=timezone, kind=kind)
         except ValueError as err:  # VobizValidationError: its message names every bad field
