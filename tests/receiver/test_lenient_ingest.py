@@ -9,11 +9,13 @@ Only requests that fail authentication or binding, or that are not callbacks at 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import sqlalchemy as sa
 from test_app import (
+    AUTH_TOKEN,
     Receiver,
     answer_fields,
     call_row,
@@ -24,6 +26,7 @@ from test_app import (
 )
 
 from vobiz_provider.ledger.schema import calls, events
+from vobiz_provider.signatures import signature_headers
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -124,3 +127,127 @@ def test_a_null_request_uuid_does_not_take_another_tasks_call(receiver: Receiver
     response = receiver.post("machine-detection", fields, bind=False)
     assert response.status_code == 403, response.text
     assert nothing_stored(receiver, call_uuid)
+
+
+# -- values that do not parse: stored, typed column empty, logged once, status applied ----------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "column"),
+    [
+        pytest.param({"EndTime": "2026-11-27 06:30:17\x00"}, "end_time_utc", id="nul-in-end-time"),
+        pytest.param({"EndTime": "yesterday at noon"}, "end_time_utc", id="unknown-time-format"),
+        pytest.param({"SessionStart": "2026-13-45 99:00:00"}, None, id="impossible-session-start"),
+        pytest.param({"Duration": "1" * 400 + ".0"}, "duration", id="400-digit-duration"),
+        pytest.param({"BillDuration": "9" * 400}, "bill_duration", id="400-digit-int"),
+        pytest.param({"BillRate": "1e999999999"}, None, id="huge-decimal"),
+        pytest.param({"TotalCost": "NaN"}, None, id="nan-decimal"),
+        pytest.param({"Duration": "ten"}, "duration", id="word-for-a-number"),
+        pytest.param({"HangupCauseCode": "Normal Hangup"}, "hangup_cause_code", id="name-for-a-code"),
+    ],
+)
+def test_an_authentic_callback_with_a_value_that_does_not_parse_is_stored(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture, overrides: dict[str, str], column: str | None
+) -> None:
+    """Was 400 (control character) or 422 (validation): the hangup was lost after Vobiz's retries."""
+    call_uuid = new_uuid()
+    with caplog.at_level(logging.WARNING, logger="vobiz_provider"):
+        response = receiver.post("hangup", hangup_fields(call_uuid, **overrides))
+    assert response.status_code == 200, response.text
+    assert event_count(receiver, call_uuid) == 1
+    row = call_columns(receiver, call_uuid)
+    assert row["status"] == "completed"
+    assert row["terminal"]
+    if column is not None:
+        assert row[column] is None
+    (name,) = overrides
+    unread = [message for record in caplog.records if "could not be read" in (message := record.getMessage())]
+    warnings = [message for message in unread if name in message]
+    assert len(warnings) == 1, caplog.text
+    assert "\x00" not in caplog.text
+    assert "1" * 201 not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("overrides", "stored"),
+    [
+        pytest.param({"HangupCauseName": "Normal\x00Hangup"}, "Normal\\x00Hangup", id="nul-in-cause"),
+        pytest.param({"HangupSource": "Callee\x1b[31m"}, "Callee\\x1b[31m", id="escape-sequence"),
+        pytest.param({"HangupCause": "USER_BUSY\r"}, "USER_BUSY\\r", id="cr-in-cause"),
+        pytest.param({"X-PH-Note": "a\x00b"}, "a\\x00b", id="nul-in-unknown-field"),
+    ],
+)
+def test_control_characters_are_escaped_in_what_is_stored(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture, overrides: dict[str, str], stored: str
+) -> None:
+    call_uuid = new_uuid()
+    with caplog.at_level(logging.WARNING, logger="vobiz_provider"):
+        response = receiver.post("hangup", hangup_fields(call_uuid, **overrides))
+    assert response.status_code == 200, response.text
+    ((name, _),) = overrides.items()
+    assert stored_forms(receiver, call_uuid)[0][name] == stored
+    assert call_row(receiver, call_uuid).status == "completed"
+    assert "\x00" not in caplog.text
+    assert "\x1b" not in caplog.text
+
+
+def test_a_control_character_in_a_field_name_is_escaped(receiver: Receiver) -> None:
+    call_uuid = new_uuid()
+    response = receiver.post("hangup", hangup_fields(call_uuid, **{"X-PH-\x00": "b"}))
+    assert response.status_code == 200, response.text
+    assert stored_forms(receiver, call_uuid)[0]["X-PH-\\x00"] == "b"
+
+
+def test_unknown_fields_are_kept(receiver: Receiver) -> None:
+    call_uuid = new_uuid()
+    response = receiver.post("hangup", hangup_fields(call_uuid, NewVobizField="42", **{"X-PH-Team": "ops"}))
+    assert response.status_code == 200, response.text
+    form = stored_forms(receiver, call_uuid)[0]
+    assert (form["NewVobizField"], form["X-PH-Team"]) == ("42", "ops")
+
+
+def test_blank_values_are_stored_as_empty(receiver: Receiver) -> None:
+    call_uuid = new_uuid()
+    blanks = {"AnswerTime": "", "Duration": "", "BillRate": "", "HangupCauseCode": "", "StartTime": "null"}
+    response = receiver.post("hangup", hangup_fields(call_uuid, **blanks))
+    assert response.status_code == 200, response.text
+    row = call_columns(receiver, call_uuid)
+    assert (row["answer_time_utc"], row["duration"], row["hangup_cause_code"]) == (None, None, None)
+    assert row["start_time_utc"] is None
+    assert row["status"] == "completed"
+
+
+def test_a_value_too_long_for_its_column_is_left_empty_and_the_callback_stored(receiver: Receiver) -> None:
+    """Was 422: a value the column cannot hold is kept in the event row, its column left empty."""
+    call_uuid = new_uuid()
+    response = receiver.post("hangup", hangup_fields(call_uuid, HangupCause="X" * 500))
+    assert response.status_code == 200, response.text
+    row = call_columns(receiver, call_uuid)
+    assert row["hangup_cause"] is None
+    assert row["status"] == "completed"
+    assert stored_forms(receiver, call_uuid)[0]["HangupCause"] == "X" * 500
+
+
+# -- still refused: not authentic, not bound, not a callback -------------------------------------------------
+
+
+def test_an_odd_value_does_not_let_an_unbound_callback_in(receiver: Receiver) -> None:
+    call_uuid = new_uuid()
+    response = receiver.post("hangup", hangup_fields(call_uuid, Duration="ten"), bind=False)
+    assert response.status_code == 403, response.text
+    assert nothing_stored(receiver, call_uuid)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"Event=Hangup&CallStatus=completed", id="no-uuid"),
+        pytest.param(b"CallUUID=null&RequestUUID=&Event=Hangup", id="null-uuids"),
+    ],
+)
+def test_a_form_naming_no_call_is_not_a_callback(receiver: Receiver, body: bytes) -> None:
+    url = receiver.url("hangup")
+    headers = {"Content-Type": "application/x-www-form-urlencoded", **signature_headers(url, AUTH_TOKEN)}
+    response = receiver.client.post(url, content=body, headers=headers)
+    assert response.status_code == 422, response.text
+    assert "CallUUID" in response.json()["detail"]
