@@ -23,9 +23,11 @@ from test_app import (
     hangup_fields,
     new_uuid,
     nothing_stored,
+    ti,
 )
 
 from vobiz_provider.ledger.schema import calls, events
+from vobiz_provider.models.record import CallRecord
 from vobiz_provider.signatures import signature_headers
 
 if TYPE_CHECKING:
@@ -251,3 +253,37 @@ def test_a_form_naming_no_call_is_not_a_callback(receiver: Receiver, body: bytes
     response = receiver.client.post(url, content=body, headers=headers)
     assert response.status_code == 422, response.text
     assert "CallUUID" in response.json()["detail"]
+
+
+# -- the leg_key collision, as Vobiz would meet it: 503 on every retry ---------------------------------------
+
+
+def test_a_callback_of_a_call_known_without_its_leg_does_not_take_another_calls_leg(
+    receiver: Receiver,
+) -> None:
+    """Call B is known from the API (reconciliation) without its request; call A holds the request's leg.
+
+    B's hangup then named the same request and destination: storing it set B's leg_key to A's, failed with
+    ``IntegrityError: UNIQUE constraint failed: vobiz_calls.leg_key`` and was answered 503 on every retry.
+    """
+    call_a, call_b = new_uuid(), new_uuid()
+    assert receiver.post("answer", answer_fields(call_a)).status_code == 200
+    correlation = ti()
+    receiver.store.cache_api_result(
+        CallRecord(
+            call_uuid=call_b,
+            status="in-progress",
+            dag_id=correlation.dag_id,
+            run_id=correlation.run_id,
+            task_id=correlation.task_id,
+            map_index=correlation.map_index,
+            try_number=correlation.try_number,
+            conn_id=correlation.conn_id,
+        )
+    )
+    fields = hangup_fields(call_b, RequestUUID=f"req-{call_a}", ALegRequestUUID=f"req-{call_a}")
+    response = receiver.post("hangup", fields, bind=False)
+    assert response.status_code == 200, response.text
+    assert call_columns(receiver, call_b)["leg_key"] is None
+    assert call_columns(receiver, call_a)["leg_key"] == f"req-{call_a}|919876543210"
+    assert call_row(receiver, call_b).status == "completed"
