@@ -20,18 +20,22 @@ from test_app import (
     answer_fields,
     call_row,
     event_count,
+    fire,
     hangup_fields,
     new_uuid,
     nothing_stored,
+    running_receiver,
     ti,
 )
 
 from vobiz_provider.ledger.schema import calls, events
 from vobiz_provider.models.record import CallRecord
 from vobiz_provider.signatures import signature_headers
+from vobiz_provider.testing import CallScript
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from pathlib import Path
 
 # The receiver's connection is in Asia/Kolkata (UTC+05:30): a naive local time is read in it.
 IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
@@ -57,12 +61,17 @@ def utc(value: str | None) -> dt.datetime | None:
 # -- the issue's first bug: SessionStart with a zone suffix --------------------------------------------------
 
 
-def test_a_hangup_whose_session_start_has_a_zone_suffix_is_stored(receiver: Receiver) -> None:
-    """The Make-a-call page prints ``SessionStart`` as ``2026-12-02 21:22:36.000000 UTC``: was 422."""
+def test_a_hangup_whose_session_start_has_a_zone_suffix_is_stored(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The Make-a-call page prints ``SessionStart`` as ``2026-12-02 21:22:36.000000 UTC``: was 422, and is
+    read (not merely tolerated: no field is left empty)."""
     call_uuid = new_uuid()
     fields = hangup_fields(call_uuid, SessionStart="2026-12-02 21:22:36.000000 UTC")
-    response = receiver.post("hangup", fields)
+    with caplog.at_level(logging.WARNING, logger="vobiz_provider"):
+        response = receiver.post("hangup", fields)
     assert response.status_code == 200, response.text
+    assert "could not be read" not in caplog.text
     assert call_row(receiver, call_uuid).status == "completed"
     assert stored_forms(receiver, call_uuid)[0]["SessionStart"] == "2026-12-02 21:22:36.000000 UTC"
 
@@ -287,3 +296,32 @@ def test_a_callback_of_a_call_known_without_its_leg_does_not_take_another_calls_
     assert call_columns(receiver, call_b)["leg_key"] is None
     assert call_columns(receiver, call_a)["leg_key"] == f"req-{call_a}|919876543210"
     assert call_row(receiver, call_b).status == "completed"
+
+
+# -- the emulator's variant: SessionStart as the Make-a-call page prints it ---------------------------------
+
+
+def test_emulated_callbacks_with_a_zoned_session_start_end_in_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vobiz_emulator_factory: Any
+) -> None:
+    emulator = vobiz_emulator_factory(session_start_format="utc-suffix")
+    destination = "919876543210"
+    emulator.script(destination, CallScript.answered(after=0.05, talk_for=0.05))
+    with running_receiver(monkeypatch, f"sqlite:///{tmp_path / 'cb.db'}") as receiver:
+        monkeypatch.setenv("AIRFLOW_CONN_VOBIZ_DEFAULT", emulator.connection_json(timezone="Asia/Kolkata"))
+        monkeypatch.setenv("AIRFLOW__VOBIZ__REQUIRE_SIGNATURES", "True")
+        request = {
+            "from": "911171366900",
+            "to": destination,
+            "answer_url": receiver.url("answer"),
+            "ring_url": receiver.url("ring"),
+            "hangup_url": receiver.url("hangup"),
+        }
+        [request_uuid] = fire(receiver, ti(), request)
+        [hangup] = emulator.wait_for_callbacks("hangup", timeout=20)
+        [row] = receiver.store.lookup(request_uuids=[request_uuid])
+    assert hangup.fields["SessionStart"].endswith(" UTC")
+    assert [(record.kind, record.status) for record in emulator.callbacks] == [
+        (record.kind, 200) for record in emulator.callbacks
+    ]
+    assert (row.call_uuid, row.status) == (hangup.call_uuid, "completed")
