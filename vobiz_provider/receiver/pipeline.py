@@ -376,7 +376,9 @@ class CallbackReceiver:
     ) -> tuple[CallbackSink, PreparedCallback]:
         """The ledger and what it will write for a checked callback (no database access).
 
-        :raises CallbackRejected: 422 when a value is too long for the ledger, naming the field.
+        A value too long for its column is no refusal: the column is left empty (lenient ingest).
+
+        :raises CallbackRejected: 422 if the ledger still cannot read the callback (no known case).
         """
         ledger = self.ledger(incoming.settings)
         try:
@@ -390,7 +392,7 @@ class CallbackReceiver:
                 max_callbacks_per_call=incoming.settings.max_callbacks_per_call,
                 callback=checked.callback,
             )
-        except VobizValidationError as err:  # a value the ledger cannot hold (too long), refused by name
+        except VobizValidationError as err:  # no known case: values it cannot hold are left empty
             raise CallbackRejected(422, str(err)) from None
         return ledger, prepared
 
