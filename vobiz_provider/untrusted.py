@@ -11,7 +11,9 @@ destination, digits...). So:
   input (a 422 never echoes 64 KiB back).
 * :func:`strip_controls` — text without C0/C1 control characters, for the ledger's columns (PostgreSQL
   refuses NUL).
-* :func:`control_character` — the first C0 control character of a text, for refusing it.
+* :func:`control_character` — the first C0 control character of a text.
+* :func:`escape_controls` — text with its C0 control characters written as ``\\x00``, ``\\r``...: what the
+  receiver keeps of a callback field that carries them.
 
 Imports nothing but :mod:`re`: DAG-facing modules use it at DAG-parse time.
 """
@@ -26,6 +28,7 @@ __all__ = [
     "MAX_NUMBER_LENGTH",
     "QUOTE_LIMIT",
     "control_character",
+    "escape_controls",
     "loggable",
     "quoted",
     "strip_controls",
@@ -92,3 +95,13 @@ def control_character(text: str, *, line_breaks: bool = False) -> str | None:
     """
     found = (_C0_BUT_LINE_BREAKS if line_breaks else _C0).search(text)
     return found.group() if found else None
+
+
+def escape_controls(text: str, *, line_breaks: bool = False) -> str:
+    """``text`` with each C0 control character escaped as ``repr`` writes it (``\\x00``, ``\\x1b``, ``\\r``).
+
+    :param text: A field name or value.
+    :param line_breaks: Whether tab, CR and LF are kept as they are (free text).
+    """
+    pattern = _C0_BUT_LINE_BREAKS if line_breaks else _C0
+    return pattern.sub(lambda found: repr(found.group())[1:-1], text)

@@ -17,7 +17,7 @@ from _ledger_helpers import store_callback
 
 from vobiz_provider.config import VobizSettings
 from vobiz_provider.correlation import CorrelationToken
-from vobiz_provider.exceptions import LedgerUnavailableError, VobizValidationError
+from vobiz_provider.exceptions import LedgerUnavailableError
 from vobiz_provider.ledger import CallLedger, dispose_ledgers, get_ledger
 from vobiz_provider.ledger.rows import dedupe_key
 from vobiz_provider.ledger.schema import SCHEMA_VERSION, calls, events, nonces, placements, schema_version
@@ -239,15 +239,19 @@ def test_machine_detection_and_gather_only_add_their_fields(store: CallLedger) -
     assert (record.status, record.terminal, record.digits, record.machine) == ("completed", True, "42", True)
 
 
-def test_oversized_fields_are_refused_by_name_or_dropped(store: CallLedger) -> None:
+def test_oversized_fields_are_left_empty_and_the_callback_stored(store: CallLedger) -> None:
+    """Lenient ingest (was VobizValidationError, 422): the value stays whole in the event row."""
     store.upgrade()
-    with pytest.raises(VobizValidationError, match="CallUUID is longer than 64"):
-        store_callback(store, "ring", ring("c" * 65, "r1"))
-    with pytest.raises(VobizValidationError, match="HangupCause is longer than 128"):
-        store_callback(store, "hangup", hangup("c1", HangupCause="X" * 129))
-    assert _count(store, events) == 0
-    store_callback(store, "hangup", hangup("c1", Duration="99999999999", BillDuration="abc"))
+    assert store_callback(store, "hangup", hangup("c1", HangupCause="X" * 129)).stored
     record = _one(store, call_uuids=["c1"])
+    assert (record.status, record.hangup_cause) == ("completed", None)
+    with store.engine.connect() as conn:
+        [form] = conn.execute(sa.select(events.c.fields)).scalars()
+    assert form["HangupCause"] == "X" * 129
+    assert store_callback(store, "ring", ring("c" * 65, "r1")).stored  # bound by its RequestUUID
+    assert _one(store, request_uuids=["r1"]).call_uuid is None
+    store_callback(store, "hangup", hangup("c2", Duration="99999999999", BillDuration="abc"))
+    record = _one(store, call_uuids=["c2"])
     assert (record.status, record.duration, record.bill_duration) == ("completed", None, None)
 
 

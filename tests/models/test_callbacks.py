@@ -17,6 +17,7 @@ from vobiz_provider.models.callbacks import (
     RingCallback,
     VobizCallback,
     parse_callback,
+    read_callback,
 )
 
 # The full Plivo hangup body (vobiz-api.md §2.4), with Vobiz's lowercase ``stir_verification`` and two
@@ -308,3 +309,63 @@ def test_model_dump_json_gives_iso_utc_times_for_storage() -> None:
     assert dumped["answer_time"] == "2026-11-27T04:30:05Z"
     assert dumped["total_cost"] == "0.01000"
     assert dumped["X-VH-Campaign"] == "spring"
+
+
+# -- lenient reading (issue 9) -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spelt", "expected"),
+    [
+        pytest.param("2026-12-02 21:22:36", "2026-12-02T15:52:36+00:00", id="local"),
+        pytest.param("2026-12-02 21:22:36.000000", "2026-12-02T15:52:36+00:00", id="local-fraction"),
+        pytest.param("2026-12-02 21:22:36 UTC", "2026-12-02T21:22:36+00:00", id="utc-suffix"),
+        pytest.param("2026-12-02 21:22:36.000000 UTC", "2026-12-02T21:22:36+00:00", id="fraction-utc"),
+        pytest.param("2026-12-02T21:22:36Z", "2026-12-02T21:22:36+00:00", id="iso-z"),
+        pytest.param("2026-12-02T21:22:36+05:30", "2026-12-02T15:52:36+00:00", id="iso-offset"),
+        pytest.param(
+            "2026-12-02T21:22:36.123456+00:00", "2026-12-02T21:22:36.123456+00:00", id="iso-fraction"
+        ),
+        pytest.param("", None, id="blank"),
+        pytest.param("null", None, id="null"),
+        pytest.param("None", None, id="None"),
+    ],
+)
+def test_local_and_session_times_read_every_spelling(spelt: str, expected: str | None) -> None:
+    form = {"CallUUID": "c1", "EndTime": spelt, "SessionStart": spelt}
+    parsed = parse_callback(form, timezone="Asia/Kolkata", kind="hangup")
+    assert isinstance(parsed, HangupCallback)
+    want = None if expected is None else dt.datetime.fromisoformat(expected)
+    assert parsed.end_time == want
+    # SessionStart is UTC when it names no zone, where EndTime is in the connection's timezone.
+    naive = want is not None and "T" not in spelt and "UTC" not in spelt
+    assert parsed.session_start == (want + dt.timedelta(hours=5, minutes=30) if naive else want)
+
+
+def test_read_callback_leaves_what_does_not_parse_empty_and_says_why() -> None:
+    form = {
+        "CallUUID": "c1",
+        "EndTime": "yesterday",
+        "Duration": "1" * 400,
+        "HangupCauseCode": "Normal Hangup",
+        "StartTime": "2026-12-02 21:22:36",
+        "X-PH-Note": "kept",
+    }
+    with pytest.raises(VobizValidationError, match="EndTime"):
+        parse_callback(form, kind="hangup")
+    parsed = read_callback(form, timezone="Asia/Kolkata", kind="hangup")
+    assert isinstance(parsed, HangupCallback)
+    assert (parsed.end_time, parsed.duration, parsed.hangup_cause_code) == (None, None, None)
+    assert parsed.start_time == dt.datetime(2026, 12, 2, 15, 52, 36, tzinfo=dt.timezone.utc)
+    assert set(parsed.unreadable_fields) == {"EndTime", "Duration", "HangupCauseCode"}
+    assert "400 characters" in parsed.unreadable_fields["Duration"]
+    assert parsed.model_extra == {"X-PH-Note": "kept"}
+
+
+def test_read_callback_with_an_unknown_timezone_leaves_the_local_times_empty() -> None:
+    parsed = read_callback(
+        {"CallUUID": "c1", "EndTime": "2026-12-02 21:22:36"}, timezone="Mars/Base", kind="hangup"
+    )
+    assert isinstance(parsed, HangupCallback)
+    assert parsed.end_time is None
+    assert "Mars/Base" in parsed.unreadable_fields["EndTime"]

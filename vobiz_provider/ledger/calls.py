@@ -144,7 +144,9 @@ class Calls(LedgerPart):
             return to_call_record(new_row)
 
         values = {column: value for column, value in values.items() if column in calls.c}
-        if leg and not row["leg_key"]:
+        if leg and not row["leg_key"] and self._first(conn, self._by_leg, leg) is None:
+            # Only a leg no other call holds (leg_key is UNIQUE: taking another call's leg failed the
+            # transaction on every retry).
             values["leg_key"] = leg
         changes = merge(row, values, status=status, source=source, overwrite=overwrite)
         if changes:

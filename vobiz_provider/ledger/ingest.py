@@ -25,27 +25,26 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from vobiz_provider.exceptions import LedgerUnavailableError, VobizValidationError
+from vobiz_provider.exceptions import LedgerUnavailableError
 from vobiz_provider.ledger.binding import Refusal, check, load_tries, note_stored, owner_of
 from vobiz_provider.ledger.calls import Calls
 from vobiz_provider.ledger.database import Conflict
 from vobiz_provider.ledger.group_commit import GroupCommitter
 from vobiz_provider.ledger.rows import (
     OVERWRITE_BY_KIND,
+    callback_columns,
     callback_status,
-    callback_values,
-    check_callback_lengths,
     correlation_values,
     dedupe_key,
+    log_unreadable,
     new_call_row,
     normalise_kind,
     stored_form,
-    text,
     to_call_record,
     utcnow,
 )
 from vobiz_provider.ledger.schema import UTCDateTime, calls, events, nonces
-from vobiz_provider.models.callbacks import parse_callback
+from vobiz_provider.models.callbacks import read_callback
 from vobiz_provider.models.record import leg_key
 
 if TYPE_CHECKING:
@@ -210,21 +209,15 @@ class Ingest(Calls):
         :param max_callbacks_per_call: The try's budget per destination (default: the ledger's).
         :param callback: The callback model already parsed from ``fields`` in ``timezone``
             (:func:`~vobiz_provider.models.callbacks.parse_callback`), so they are not parsed again.
-        :raises VobizValidationError: When a value is longer than its column (naming the field).
         :raises ValueError: For an unknown ``kind``.
         """
         kind = normalise_kind(kind)
         form = {str(key): "" if value is None else str(value) for key, value in fields.items()}
-        if callback is None:
-            try:
-                callback = parse_callback(form, timezone=timezone or "UTC", kind=kind)
-            except VobizValidationError as err:
-                # Keep the raw fields; only the UTC times are lost. The receiver validates before storing.
-                log.warning("Storing a %s callback whose fields could not all be parsed: %s", kind, err)
-        values = callback_values(kind, form, callback)
-        event = text(form.get("Event"))
-        call_status = text(form.get("CallStatus"))
-        check_callback_lengths((*values.items(), ("Event", event), ("CallStatus", call_status)))
+        if callback is None:  # a value that does not parse is left empty (the raw form is kept), logged once
+            callback = read_callback(form, timezone=timezone or "UTC", kind=kind)
+            if callback.unreadable_fields:
+                log_unreadable(kind, form, callback.unreadable_fields)
+        values, event, call_status = callback_columns(kind, form, callback)
         status = callback_status(
             kind,
             form,

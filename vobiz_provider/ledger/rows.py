@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from vobiz_provider.correlation import CALLBACK_KINDS
@@ -27,7 +28,7 @@ from vobiz_provider.models.record import (
     status_for_hangup_cause,
     status_rank,
 )
-from vobiz_provider.untrusted import MAX_NUMBER_LENGTH, strip_controls
+from vobiz_provider.untrusted import MAX_NUMBER_LENGTH, loggable, strip_controls
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from vobiz_provider.models.callbacks import VobizCallback
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 #: Largest number of values in one ``IN (...)`` list (SQLite allows 32766 bound parameters).
 MAX_IN_PARAMS: Final = 30_000
@@ -126,6 +129,20 @@ def text(value: Any) -> str | None:
     return stripped or None
 
 
+#: How Vobiz spells "no UUID" (``RequestUUID=null`` on machine-detection and gather callbacks).
+_NO_UUID: Final = frozenset({"null", "none", "undefined"})
+
+
+def uuid_text(value: Any) -> str | None:
+    """A ``CallUUID``/``RequestUUID`` as :func:`text` reads it, ``None`` for ``null``, ``None`` and the like.
+
+    ``null`` is no request of the try's: read as one, it bound nothing (403) and, before binding, collided
+    with another call's leg (``null|<destination>``).
+    """
+    stripped = text(value)
+    return None if stripped is None or stripped.lower() in _NO_UUID else stripped
+
+
 def _api_text(value: Any) -> Any:
     """A value learnt from the Vobiz API: strings without control characters, anything else as it is."""
     return strip_controls(value) if isinstance(value, str) else value
@@ -188,8 +205,8 @@ def _plain_utc(value: dt.datetime) -> dt.datetime:
 
 #: Each call column a callback carries: the form field it comes from and how that is read.
 _FROM_FORM: Final[dict[str, tuple[str, Callable[[Any], Any]]]] = {
-    "call_uuid": ("CallUUID", text),
-    "request_uuid": ("RequestUUID", text),
+    "call_uuid": ("CallUUID", uuid_text),
+    "request_uuid": ("RequestUUID", uuid_text),
     "destination": ("To", text),
     "from_number": ("From", text),
     "hangup_cause": ("HangupCause", text),
@@ -204,6 +221,22 @@ _FROM_FORM: Final[dict[str, tuple[str, Callable[[Any], Any]]]] = {
     "machine": ("Machine", _bool),
     "digits": ("Digits", text),
 }
+
+
+def log_unreadable(kind: str, fields: Mapping[str, str], problems: Mapping[str, str]) -> None:
+    """Log, once per callback and escaped, the fields stored raw but left empty because they did not parse.
+
+    :param kind: The callback route.
+    :param fields: The form fields (``CallUUID`` is named).
+    :param problems: Each unreadable field with why (:attr:`~vobiz_provider.models.callbacks.VobizCallback.
+        unreadable_fields`).
+    """
+    log.warning(
+        "Storing a Vobiz %s callback (CallUUID %s) with fields left empty because they could not be read: %s",
+        kind,
+        loggable(fields.get("CallUUID")),
+        loggable("; ".join(f"{name}: {why}" for name, why in problems.items()), limit=1_000),
+    )
 
 
 # -- keys -----------------------------------------------------------------------------------------------
@@ -264,18 +297,25 @@ def check_lengths(items: Iterable[tuple[str, sa.Column[Any], Any]]) -> None:
             raise VobizValidationError(f"callback field {field} is longer than {limit} characters")
 
 
-def check_callback_lengths(values: Iterable[tuple[str, Any]]) -> None:
-    """:func:`check_lengths` for a callback's call columns and event fields, named as Vobiz names them.
+def fit_callback_lengths(kind: str, fields: Mapping[str, str], values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with every text longer than its column left empty (``None``), each such field logged once.
 
-    :param values: ``(column or field name, value)`` pairs.
+    Lenient ingest: the value stays whole in the event row's raw form; only its column is empty (PostgreSQL
+    would otherwise fail the whole transaction).
+
+    :param kind: The callback route.
+    :param fields: The form fields as received.
+    :param values: ``{column or field name: value}`` (``event_call_status`` names ``Event``/``CallStatus``).
     """
-    for name, value in values:
+    problems: dict[str, str] = {}
+    for name, value in values.items():
         limit = _CALLBACK_LIMITS.get(name)
         if limit is not None and isinstance(value, str) and len(value) > limit:
-            raise VobizValidationError(
-                f"callback field {_FROM_FORM[name][0] if name in _FROM_FORM else name} is longer than "
-                f"{limit} characters"
-            )
+            values[name] = None
+            problems[_FROM_FORM[name][0] if name in _FROM_FORM else name] = f"longer than {limit} characters"
+    if problems:
+        log_unreadable(kind, fields, problems)
+    return values
 
 
 # -- callbacks ------------------------------------------------------------------------------------------
@@ -341,6 +381,21 @@ def callback_values(kind: str, fields: Mapping[str, str], parsed: VobizCallback 
         value = getattr(parsed, column, None) if parsed is not None and values[column] else None
         values[f"{column}_utc"] = _plain_utc(value) if isinstance(value, dt.datetime) else None
     return values
+
+
+def callback_columns(
+    kind: str, fields: Mapping[str, str], parsed: VobizCallback | None
+) -> tuple[dict[str, Any], str | None, str | None]:
+    """The call columns (:func:`callback_values`), ``Event`` and ``CallStatus`` a callback writes, each
+    value too long for its column left empty (:func:`fit_callback_lengths`).
+
+    :param kind: The normalised callback kind.
+    :param fields: The form fields as strings.
+    :param parsed: The callback model of ``fields``.
+    """
+    both = {"Event": text(fields.get("Event")), "CallStatus": text(fields.get("CallStatus"))}
+    values = fit_callback_lengths(kind, fields, {**callback_values(kind, fields, parsed), **both})
+    return values, values.pop("Event"), values.pop("CallStatus")
 
 
 def correlation_values(correlation: CorrelationToken | None) -> dict[str, Any]:

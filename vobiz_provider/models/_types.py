@@ -14,6 +14,10 @@ formats (see ``vobiz-api.md`` §0). These types absorb that variance once:
   validation context ``{"timezone": "Asia/Kolkata"}`` (default UTC); ``""`` and ``"0"`` mean "never"
   (e.g. an unanswered call's ``AnswerTime``).
 
+Both callback time types also read the other spellings Vobiz's pages show (:func:`read_time`): a fraction,
+a zone suffix (``2026-12-02 21:22:36.000000 UTC``), ISO 8601 with ``Z`` or an offset; a zone suffix or an
+offset overrides the assumed zone. ``"null"`` and ``"None"`` are blanks.
+
 Times are always held as UTC instants. When serialising with the context ``{"form": True, "timezone":
 ...}`` the two callback time types are rendered back in Vobiz's own format; otherwise as ISO-8601.
 """
@@ -50,6 +54,7 @@ __all__ = [
     "UtcDateTime",
     "UtcSessionTime",
     "blank_to_none",
+    "read_time",
     "resolve_timezone",
 ]
 
@@ -163,6 +168,47 @@ def _parse_utc(value: Any) -> pendulum.DateTime | None:
     raise PydanticCustomError("vobiz_time", f"{quoted(value)} is not an ISO-8601 time")
 
 
+#: A zone named after the time (``... UTC``, as the Make-a-call page prints ``SessionStart``), or ``Z``.
+_ZONE_SUFFIX: Final = re.compile(r"\s*(?:UTC|GMT|Z)\Z", re.IGNORECASE)
+#: The spellings of a time without a zone: Vobiz's own, with or without a fraction, and ISO 8601's.
+_NAIVE_FORMATS: Final = (
+    LOCAL_TIME_FORMAT,
+    SESSION_TIME_FORMAT,
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%dT%H:%M:%S.%f",
+)
+
+
+def read_time(text: str, assume: Any) -> pendulum.DateTime | None:
+    """The UTC instant a Vobiz time spells, or ``None`` when it spells none.
+
+    ``2026-12-02 21:22:36``, with a fraction (``.000000``), with a zone suffix (``UTC``, ``GMT``, ``Z``), with
+    ``T`` between date and time, or ISO 8601 with an offset (``+05:30``). A zone suffix or an offset
+    overrides ``assume``, the zone of a naive time.
+
+    :param text: The field's value.
+    :param assume: The pendulum timezone of a time that names none.
+    """
+    text = text.strip()
+    zone = assume
+    suffix = _ZONE_SUFFIX.search(text)
+    if suffix is not None:
+        text, zone = text[: suffix.start()], pendulum.UTC
+    for fmt in _NAIVE_FORMATS:
+        try:
+            return _to_utc(dt.datetime.strptime(text, fmt), zone)
+        except ValueError:
+            continue
+    try:
+        parsed: Any = dt.datetime.fromisoformat(text)  # an offset: +05:30, +00:00
+    except ValueError:
+        try:
+            parsed = pendulum.parse(text, tz=zone)
+        except Exception:
+            return None
+    return _to_utc(parsed, zone) if isinstance(parsed, dt.datetime) else None
+
+
 def _parse_session(value: Any) -> pendulum.DateTime | None:
     value = blank_to_none(value)
     if value is None:
@@ -170,13 +216,9 @@ def _parse_session(value: Any) -> pendulum.DateTime | None:
     if isinstance(value, dt.datetime):
         return _to_utc(value, pendulum.UTC)
     if isinstance(value, str):
-        text = value.strip()
-        for fmt in (SESSION_TIME_FORMAT, LOCAL_TIME_FORMAT):
-            try:
-                return _to_utc(dt.datetime.strptime(text, fmt), pendulum.UTC)
-            except ValueError:
-                continue
-        return _parse_utc(text)
+        parsed = read_time(value, pendulum.UTC)
+        if parsed is not None:
+            return parsed
     raise PydanticCustomError("vobiz_time", f"{quoted(value)} is not a UTC session time")
 
 
@@ -191,17 +233,9 @@ def _parse_local(value: Any, info: ValidationInfo) -> pendulum.DateTime | None:
     if isinstance(value, dt.datetime):
         return _to_utc(value, zone)
     if isinstance(value, str):
-        text = value.strip()
-        try:
-            return _to_utc(dt.datetime.strptime(text, LOCAL_TIME_FORMAT), zone)
-        except ValueError:
-            pass
-        try:
-            parsed = pendulum.parse(text, tz=zone)
-        except Exception:
-            parsed = None
-        if isinstance(parsed, dt.datetime):
-            return _to_utc(parsed, zone)
+        parsed = read_time(value, zone)
+        if parsed is not None:
+            return parsed
     raise PydanticCustomError("vobiz_time", f"{quoted(value)} is not a local time 'yyyy-MM-dd HH:mm:ss'")
 
 

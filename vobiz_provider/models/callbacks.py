@@ -48,6 +48,7 @@ __all__ = [
     "VobizCallback",
     "carries_free_text",
     "parse_callback",
+    "read_callback",
 ]
 
 CallbackKind = Literal["ring", "answer", "hangup", "machine-detection", "gather"]
@@ -87,6 +88,7 @@ class VobizCallback(BaseModel):
     kind: ClassVar[str | None] = None
     _parsed_from_form: bool = PrivateAttr(default=False)
     _blank_values: dict[str, str] = PrivateAttr(default_factory=dict)
+    _unreadable: dict[str, str] = PrivateAttr(default_factory=dict)
 
     call_uuid: str | None = Field(default=None, alias="CallUUID")
     request_uuid: str | None = Field(default=None, alias="RequestUUID")
@@ -119,19 +121,55 @@ class VobizCallback(BaseModel):
                 dict(form.items()), context={"timezone": timezone}, by_alias=True, by_name=False
             )
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(part) for part in err['loc']) or 'form'}: {err['msg']}"
-                for err in exc.errors(include_url=False)
-            )
+            problems = "; ".join(f"{name}: {message}" for name, message in _problems(exc).items())
             raise VobizValidationError(f"invalid {cls.__name__} callback: {problems}") from None
-        parsed._parsed_from_form = True
+        return parsed._from(form)
+
+    @classmethod
+    def read_form(cls, form: Mapping[str, Any], *, timezone: str = "UTC") -> Self:
+        """Like :meth:`from_form`, but a value that does not parse leaves its field empty instead of failing.
+
+        What was left empty, and why, is :attr:`unreadable_fields`. For callbacks that are already
+        authenticated: the ledger keeps their raw form whatever their values are.
+
+        :param form: The form (or query) fields as Vobiz sent them.
+        :param timezone: Timezone of the local times; an unknown one leaves the local times unreadable.
+        :raises VobizValidationError: only for a problem no single field explains (none is known).
+        """
+        values = dict(form.items())
+        unreadable: dict[str, str] = {}
+        for _ in range(len(values) + 1):
+            try:
+                parsed = cls.model_validate(
+                    values, context={"timezone": timezone}, by_alias=True, by_name=False
+                )
+            except ValidationError as exc:
+                problems = _problems(exc)
+                if not problems.keys() <= values.keys():
+                    raise VobizValidationError(f"invalid {cls.__name__} callback: {problems}") from None
+                unreadable.update(problems)
+                for name in problems:
+                    del values[name]
+                continue
+            parsed = parsed._from(form)
+            parsed._unreadable = unreadable
+            return parsed
+        raise VobizValidationError(f"invalid {cls.__name__} callback")  # pragma: no cover - finite form
+
+    def _from(self, form: Mapping[str, Any]) -> Self:
+        self._parsed_from_form = True
         # Remember how "no value" was spelled ("" or "0") so that to_form() gives back the same text.
-        parsed._blank_values = {
+        self._blank_values = {
             key: str(form[key])
-            for name, field in cls.model_fields.items()
-            if getattr(parsed, name) is None and (key := field.alias or name) in form
+            for name, field in type(self).model_fields.items()
+            if getattr(self, name) is None and (key := field.alias or name) in form
         }
-        return parsed
+        return self
+
+    @property
+    def unreadable_fields(self) -> Mapping[str, str]:
+        """The fields :meth:`read_form` left empty because their value did not parse, each with why."""
+        return dict(self._unreadable)
 
     def to_form(self, *, timezone: str = "UTC") -> dict[str, str]:
         """The form fields exactly as Vobiz sends them (local times rendered in ``timezone``).
@@ -261,6 +299,15 @@ class HangupCallback(VobizCallback):
         return self.stir_verification or self.stir_verification_lowercase
 
 
+def _problems(exc: ValidationError) -> dict[str, str]:
+    """Each field (by its Vobiz name) a validation error names, with what is wrong with it."""
+    problems: dict[str, str] = {}
+    for err in exc.errors(include_url=False):
+        name = str(err["loc"][0]) if err["loc"] else "form"
+        problems[name] = "; ".join(filter(None, (problems.get(name), err["msg"])))
+    return problems
+
+
 _BY_KIND: dict[str, type[VobizCallback]] = {
     "ring": RingCallback,
     "answer": AnswerCallback,
@@ -331,3 +378,18 @@ def parse_callback(
     :raises VobizValidationError: when a field cannot be read or the timezone is unknown.
     """
     return callback_model(form, kind=kind).from_form(form, timezone=timezone)
+
+
+def read_callback(
+    form: Mapping[str, Any], *, timezone: str = "UTC", kind: str | None = None
+) -> VobizCallback:
+    """:func:`parse_callback` for an authenticated callback: a value that does not parse is left empty.
+
+    The fields left empty, and why, are the model's :attr:`~VobizCallback.unreadable_fields`.
+
+    :param form: The form (or query) fields exactly as Vobiz sent them.
+    :param timezone: The account's timezone, for ``StartTime``/``AnswerTime``/``EndTime``.
+    :param kind: Force the model, as for :func:`parse_callback`.
+    :raises VobizValidationError: for an unknown ``kind``.
+    """
+    return callback_model(form, kind=kind).read_form(form, timezone=timezone)

@@ -50,7 +50,7 @@ from vobiz_provider.receiver.pipeline import (
 )
 from vobiz_provider.receiver.rate_limit import TokenRateLimiter
 from vobiz_provider.receiver.refusal_log import RefusalLog
-from vobiz_provider.untrusted import control_character, quoted
+from vobiz_provider.untrusted import control_character, escape_controls, loggable
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -79,8 +79,10 @@ _DUPLICATE_BODY: Final = b'{"status":"duplicate"}'
 
 
 def _parse_form(raw: bytes, *, what: str) -> dict[str, str]:
-    """The fields of a form-encoded body or query string; 400 when it is not UTF-8, not a form, or when a
-    field holds a C0 control character (tab, CR and LF only where free text may be: ``carries_free_text``).
+    """The fields of a form-encoded body or query string; 400 when it is not UTF-8 or not a form.
+
+    A C0 control character in a field (tab, CR and LF are allowed where free text may be:
+    ``carries_free_text``) is no refusal: it is escaped (``\\x00``), and the field logged once.
     """
     try:
         # Empty segments ("a=1&", "&&") carry nothing: tolerate them, but not a field without "=".
@@ -95,14 +97,23 @@ def _parse_form(raw: bytes, *, what: str) -> dict[str, str]:
         if "max_num_fields" in message or "Max number of fields" in message:
             raise CallbackRejected(400, f"{what} has more than {MAX_FIELDS} fields") from None
         raise CallbackRejected(400, f"{what} is not a valid form encoding") from None
-    # NUL (refused by PostgreSQL, failing the whole shared transaction), ESC, CR/LF...: never stored.
+    # NUL (refused by PostgreSQL, failing the whole shared transaction), ESC, CR/LF...: escaped, so that they
+    # reach no column, log line or event row; a value escaped so no longer parses and its field stays empty.
+    fields: dict[str, str] = {}
+    escaped: list[str] = []
     for name, value in pairs:
-        found = control_character(name) or control_character(value, line_breaks=carries_free_text(name))
-        if found is not None:
-            raise CallbackRejected(
-                400, f"{what} field {quoted(name, limit=40)} contains the control character {found!r}"
-            )
-    return dict(pairs)
+        free_text = carries_free_text(name)
+        if control_character(name) or control_character(value, line_breaks=free_text):
+            name, value = escape_controls(name), escape_controls(value, line_breaks=free_text)
+            escaped.append(name)
+        fields[name] = value
+    if escaped:
+        log.warning(
+            "Vobiz callback %s fields %s carried control characters: stored escaped",
+            what,
+            loggable(", ".join(escaped)),
+        )
+    return fields
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

@@ -8,7 +8,9 @@ In order (the first failing step answers; nothing is ever stored for a refused c
    ``[vobiz] require_signatures`` is on → 403. It is verified against the *public* URL,
    ``callback_base_url + /callbacks/{kind}`` (from ``[vobiz]`` or from the call's connection; the Host header
    is never trusted), and only when no base URL is configured against the URL of the request;
-3. fields that do not make a valid callback (``CallUUID`` missing...) → 422 naming the fields;
+3. fields that name no call (neither ``CallUUID`` nor ``RequestUUID``, ``null`` counting as none) → 422.
+   Any other value that does not parse is no refusal (lenient ingest): its field is left empty, logged
+   once, and the callback is stored with its raw form if step 4 binds it;
 4. the event, its signature's replay keys and the call's new state are written to the ledger in one
    transaction, shared with the callbacks that arrived meanwhile (group commit); only once it is committed
    is the callback answered. In that transaction the ledger first binds the callback to the calls its
@@ -46,7 +48,8 @@ from vobiz_provider.exceptions import (
     VobizValidationError,
 )
 from vobiz_provider.ledger import get_ledger
-from vobiz_provider.models.callbacks import parse_callback
+from vobiz_provider.ledger.rows import log_unreadable, uuid_text
+from vobiz_provider.models.callbacks import read_callback
 from vobiz_provider.receiver.answer_xml import EMPTY_XML_RESPONSE, xml_response_for
 from vobiz_provider.receiver.signing_keys import DEFAULT_TTL, SigningKeyCache, load_signing_keys
 from vobiz_provider.receiver.stored_log import StoredCallbackLog
@@ -336,14 +339,24 @@ class CallbackReceiver:
 
     @staticmethod
     def parse(kind: str, fields: Mapping[str, str], timezone: str) -> VobizCallback:
-        """Validate the fields with the callback model of ``kind`` (422 naming the bad fields)."""
-        if not (fields.get("CallUUID") or "").strip():
-            raise CallbackRejected(422, "invalid callback fields: CallUUID is missing or empty")
+        """Read the fields with the callback model of ``kind``: 422 only when they name no call at all.
+
+        Lenient ingest: a value that does not parse (an unknown time format, a name where a code is
+        expected, an absurd number, an escaped control character) leaves its field empty and is logged
+        once; the callback is still stored (with its raw form) once its binding is checked.
+        """
+        if uuid_text(fields.get("CallUUID")) is None and uuid_text(fields.get("RequestUUID")) is None:
+            # Not a callback at all: it names no call (a machine detection may say RequestUUID=null).
+            raise CallbackRejected(
+                422, "invalid callback fields: CallUUID and RequestUUID are missing or empty"
+            )
         try:
-            return parse_callback(fields, timezone=timezone, kind=kind)
-        except ValueError as err:  # VobizValidationError: its message names every bad field
-            # Each value it quotes is cut short already; the whole answer (and log line) stays short too.
+            callback = read_callback(fields, timezone=timezone, kind=kind)
+        except ValueError as err:  # VobizValidationError: no field to blame
             raise CallbackRejected(422, loggable(str(err), limit=1_000)) from None
+        if callback.unreadable_fields:
+            log_unreadable(kind, fields, callback.unreadable_fields)
+        return callback
 
     def check(self, incoming: IncomingCallback, *, refresh: bool = True) -> CheckedCallback:
         """Verify the signature and validate the fields (blocking: may read the signing connections).
@@ -363,7 +376,9 @@ class CallbackReceiver:
     ) -> tuple[CallbackSink, PreparedCallback]:
         """The ledger and what it will write for a checked callback (no database access).
 
-        :raises CallbackRejected: 422 when a value is too long for the ledger, naming the field.
+        A value too long for its column is no refusal: the column is left empty (lenient ingest).
+
+        :raises CallbackRejected: 422 if the ledger still cannot read the callback (no known case).
         """
         ledger = self.ledger(incoming.settings)
         try:
@@ -377,7 +392,7 @@ class CallbackReceiver:
                 max_callbacks_per_call=incoming.settings.max_callbacks_per_call,
                 callback=checked.callback,
             )
-        except VobizValidationError as err:  # a value the ledger cannot hold (too long), refused by name
+        except VobizValidationError as err:  # no known case: values it cannot hold are left empty
             raise CallbackRejected(422, str(err)) from None
         return ledger, prepared
 

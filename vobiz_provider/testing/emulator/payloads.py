@@ -91,9 +91,16 @@ def _common(call: EmulatedCall) -> dict[str, Any]:
     }
 
 
+def _session_start(form: dict[str, str], settings: EmulatorSettings) -> dict[str, str]:
+    """``form`` with ``SessionStart`` spelt as ``settings.session_start_format`` says."""
+    if settings.session_start_format == "utc-suffix" and form.get("SessionStart"):
+        form["SessionStart"] += " UTC"
+    return form
+
+
 def ring_fields(call: EmulatedCall, settings: EmulatorSettings) -> dict[str, str]:
     """Form fields of the Ring callback."""
-    return RingCallback(**_common(call)).to_form(timezone=settings.timezone)
+    return _session_start(RingCallback(**_common(call)).to_form(timezone=settings.timezone), settings)
 
 
 def answer_fields(call: EmulatedCall, settings: EmulatorSettings) -> dict[str, str]:
@@ -101,7 +108,9 @@ def answer_fields(call: EmulatedCall, settings: EmulatorSettings) -> dict[str, s
     extra: dict[str, Any] = {"a_leg_uuid": call.call_uuid, "STIRVerification": "Not Applicable"}
     if call.request.caller_name:
         extra["caller_name"] = call.request.caller_name
-    return AnswerCallback(**_common(call), **extra).to_form(timezone=settings.timezone)
+    return _session_start(
+        AnswerCallback(**_common(call), **extra).to_form(timezone=settings.timezone), settings
+    )
 
 
 def machine_detection_fields(call: EmulatedCall, settings: EmulatorSettings) -> dict[str, str]:
@@ -183,7 +192,7 @@ def hangup_fields(call: EmulatedCall, settings: EmulatorSettings) -> dict[str, s
     }
     if settings.main_account_token is not None:
         fields["parent_auth_id"] = "MA_PARENT0001"
-    return HangupCallback(**fields).to_form(timezone=settings.timezone)
+    return _session_start(HangupCallback(**fields).to_form(timezone=settings.timezone), settings)
 
 
 # ====================================================================== API JSON

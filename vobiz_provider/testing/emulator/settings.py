@@ -39,6 +39,9 @@ class EmulatorSettings:
     :param currency: Currency of the account.
     :param timezone: The "console" timezone: ``StartTime``/``AnswerTime``/``EndTime`` of callbacks and
         the call object are local times in it.
+    :param session_start_format: ``SessionStart`` of callbacks as the reference notes show it (``"plain"``,
+        ``2026-12-02 21:22:36.000000``) or as the Make-a-call page prints it (``"utc-suffix"``,
+        ``2026-12-02 21:22:36.000000 UTC``).
     :param sign_callbacks: Send ``X-Vobiz-Signature-V2/V3`` headers on callbacks and answer requests.
     :param callback_timeout: Seconds Vobiz waits for a callback or XML URL to answer (3 s documented).
     :param callback_retries: Retries after a failed callback (non-200 answer or no answer at all).
@@ -71,6 +74,7 @@ class EmulatorSettings:
     billing_pulse: int = 60
     currency: str = "INR"
     timezone: str = "Asia/Kolkata"
+    session_start_format: Literal["plain", "utc-suffix"] = "plain"
     sign_callbacks: bool = True
     callback_timeout: float = 3.0
     callback_retries: int = 3
@@ -94,6 +98,10 @@ class EmulatorSettings:
             raise ValueError(f"error_shape: must be 'flat' or 'envelope', got {self.error_shape!r}")
         if self.request_uuid_shape not in ("str", "list"):
             raise ValueError(f"request_uuid_shape: must be 'str' or 'list', got {self.request_uuid_shape!r}")
+        if self.session_start_format not in ("plain", "utc-suffix"):
+            raise ValueError(
+                f"session_start_format: must be 'plain' or 'utc-suffix', got {self.session_start_format!r}"
+            )
         for name in ("cps", "concurrency", "billing_pulse", "queued_list_limit"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)!r}")
