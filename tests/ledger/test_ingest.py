@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from _ledger_helpers import TEST_TRY, place
 
 from vobiz_provider.correlation import CorrelationToken
-from vobiz_provider.exceptions import LedgerUnavailableError, VobizValidationError
+from vobiz_provider.exceptions import LedgerUnavailableError
 from vobiz_provider.ledger import CallLedger, IngestResult, PreparedCallback
 from vobiz_provider.ledger.binding import Refusal
 from vobiz_provider.ledger.database import Conflict
@@ -227,26 +227,36 @@ def test_prepare_callback_parses_the_times_with_the_model_of_its_route(store: Ca
 def test_an_unparsable_field_is_kept_raw_with_a_warning(
     store: CallLedger, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="vobiz_provider.ledger.ingest"):
+    with caplog.at_level(logging.WARNING, logger="vobiz_provider.ledger"):
         prepared = _prep(store, "hangup", hangup("c1", StartTime="yesterday at noon"))
     assert prepared.values["start_time"] == "yesterday at noon"
     assert prepared.values["start_time_utc"] is None
-    [message] = [r.getMessage() for r in caplog.records if r.name == "vobiz_provider.ledger.ingest"]
-    assert message.startswith("Storing a hangup callback whose fields could not all be parsed: ")
+    assert prepared.status == "completed"  # the status is applied all the same
+    [message] = [r.getMessage() for r in caplog.records if r.name.startswith("vobiz_provider.ledger")]
+    assert message.startswith("Storing a Vobiz hangup callback (CallUUID ")
+    assert "with fields left empty because they could not be read: StartTime: " in message
 
 
 @pytest.mark.parametrize(("field", "limit"), [("Event", 64), ("CallStatus", 32)])
-def test_an_event_field_longer_than_its_column_is_refused_by_name(
-    store: CallLedger, field: str, limit: int
+def test_an_event_field_longer_than_its_column_is_left_empty_and_kept_in_the_form(
+    store: CallLedger, field: str, limit: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    assert _prep(store, "ring", ring("c1", **{field: "x" * limit})).form[field] == "x" * limit
-    with pytest.raises(VobizValidationError, match=f"^callback field {field} is longer than {limit} "):
-        _prep(store, "ring", ring("c1", **{field: "x" * (limit + 1)}))
+    column = "event" if field == "Event" else "call_status"
+    fits = _prep(store, "ring", ring("c1", **{field: "x" * limit}))
+    assert getattr(fits, column) == "x" * limit and fits.form[field] == "x" * limit
+    with caplog.at_level(logging.WARNING, logger="vobiz_provider.ledger"):
+        long = _prep(store, "ring", ring("c1", **{field: "x" * (limit + 1)}))
+    assert getattr(long, column) is None
+    assert long.form[field] == "x" * (limit + 1)  # the raw form keeps it whole
+    [message] = [r.getMessage() for r in caplog.records if r.name.startswith("vobiz_provider.ledger")]
+    assert f"{field}: longer than {limit} characters" in message
 
 
-def test_a_call_value_longer_than_its_column_is_refused_by_name(store: CallLedger) -> None:
-    with pytest.raises(VobizValidationError, match=r"^callback field CallUUID is longer than 64 "):
-        _prep(store, "ring", ring("c" * 65))
+def test_a_call_value_longer_than_its_column_is_left_empty_and_kept_in_the_form(store: CallLedger) -> None:
+    prepared = _prep(store, "ring", ring("c" * 65))
+    assert prepared.values["call_uuid"] is None
+    assert prepared.form["CallUUID"] == "c" * 65
+    assert _prep(store, "ring", ring("c" * 64)).values["call_uuid"] == "c" * 64
 
 
 def test_a_hangup_without_call_status_ends_by_its_cause_and_whether_it_was_answered(
