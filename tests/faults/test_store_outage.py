@@ -63,8 +63,9 @@ PACE = 0.25
 CALM_SECONDS = 2.0
 #: Vobiz waits this long for an answer.
 VOBIZ_BUDGET = 3.0
-#: A 503 to a request that began this long after the store was back is no longer the outage's.
-RECOVERY_GRACE = 3.0
+#: A 503 to a request that began this long after the store was back is no longer the outage's: one
+#: ``Retry-After`` (5 s), the time the receiver asks Vobiz to give it.
+RECOVERY_GRACE = 5.0
 #: The trigger's poll interval: many polls during the outage, so a warning per poll would show.
 POLL_INTERVAL = 0.5
 
