@@ -387,7 +387,7 @@ class VobizCallOperator(BaseOperator):
             return fired_result(placed.placement.request, placed.response)
 
         # A try that died between POST /Call/ and recording its calls: find them before dialling again.
-        recover_unrecorded_calls(
+        recovered = recover_unrecorded_calls(
             hook=self.hook,
             ledger=self.ledger,
             reader=self.ledger,
@@ -423,7 +423,8 @@ class VobizCallOperator(BaseOperator):
                     request_uuids=list(dict.fromkeys(r.request_uuid for r in previous if r.request_uuid))
                     or [r.call_uuid for r in previous if r.call_uuid],
                     destinations=[r.to for r in previous if r.to],
-                    use_store=base_url is not None and self.hangup_url is None,
+                    # Recovered calls: the receiver refused their callbacks until now, so ask the API.
+                    use_store=base_url is not None and self.hangup_url is None and not recovered,
                 )
             if resume.action == "return":
                 return xcom_result([record.to_event() for record in previous])
