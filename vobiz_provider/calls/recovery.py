@@ -9,6 +9,11 @@ calls that already ended - matching caller ID and destination, placed since the 
 not known to the ledger as another try's. What it finds it records as the dead try's calls, and the retry
 then resumes them like any earlier try's call (waits for it, or reports how it ended). Only when Vobiz
 knows no such call does the retry dial.
+
+Within one try, the client settles a ``POST /Call/`` whose answer was lost the same way, from the queued
+and live calls (:mod:`vobiz_provider.client._recovery`); this module does it across tries, once the process
+that sent the POST is gone - so also from the CDRs (the call may have ended since), and telling calls of
+other tries apart through the ledger rather than the memory of the process.
 """
 
 from __future__ import annotations
