@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -36,6 +37,33 @@ def test_remote_control_scripts_and_inspects_a_running_emulator(emulator, client
         remote.reset()
         assert remote.calls() == [] and remote.requests() == [] and remote.callbacks() == []
         assert emulator.emulator.scripts == {}
+
+
+def test_held_calls_stay_queued_until_released(emulator, client, receiver):
+    with RemoteEmulator(emulator.url) as remote:
+        remote.script("14155550101", CallScript.busy(after=0.01))
+        remote.hold_calls()
+        response = client.post(f"/Account/{emulator.auth_id}/Call/", json=receiver.call_body())
+        assert response.status_code == 201  # the API accepts the request at once
+        # Held: the passing of time is what is checked here. The script would ring within 10 ms.
+        time.sleep(0.5)
+        (call,) = remote.calls()
+        assert call["status"] == "queued" and remote.callbacks() == []
+        queued = client.get(
+            f"/Account/{emulator.auth_id}/Call/{call['call_uuid']}/", params={"status": "queued"}
+        )
+        assert queued.status_code == 200 and queued.json()["call_status"] == "queued"
+
+        remote.release_calls()
+        (hangup,) = remote.wait_for_callbacks("hangup", timeout=5)
+        assert hangup["fields"]["CallStatus"] == "busy"
+        assert [c["kind"] for c in remote.callbacks()] == ["ring", "hangup"]
+
+        # A reset releases too: a call placed while held is not stuck after the reset.
+        remote.hold_calls()
+        remote.reset()
+        assert client.post(f"/Account/{emulator.auth_id}/Call/", json=receiver.call_body()).status_code == 201
+        remote.wait_for_callbacks("hangup", timeout=5)
 
 
 def test_control_api_refuses_bad_settings_and_scripts(emulator):

@@ -96,6 +96,13 @@ class _Control:
     async def calls(self, request: Request) -> Response:
         return JSONResponse({"calls": [c.to_dict() for c in self.switchboard.calls.values()]})
 
+    async def hold(self, request: Request) -> Response:
+        if request.method == "POST":
+            self.switchboard.hold_calls()
+        elif request.method == "DELETE":
+            self.switchboard.release_calls()
+        return JSONResponse({"holding": self.switchboard.holding})
+
     async def reset(self, request: Request) -> Response:
         self.switchboard.reset()
         return JSONResponse({"ok": True})
@@ -136,6 +143,7 @@ def control_routes(switchboard: Switchboard) -> list[Route]:
         Route("/_emulator/requests", control.requests, methods=["GET"]),
         Route("/_emulator/callbacks", control.callbacks, methods=["GET"]),
         Route("/_emulator/calls", control.calls, methods=["GET"]),
+        Route("/_emulator/hold", control.hold, methods=["GET", "POST", "DELETE"]),
         Route("/_emulator/reset", control.reset, methods=["POST"]),
         Route("/_emulator/wait/callbacks", control.wait_callbacks, methods=["GET"]),
         Route("/_emulator/wait/idle", control.wait_idle, methods=["GET"]),

@@ -194,6 +194,7 @@ class CallLifecycle:
     async def _run(self) -> None:
         call, script = self.call, self.call.script
         request = call.request
+        await self.switchboard.until_released()  # queued while calls are held
         await asyncio.sleep(script.ring_after)
         if script.outcome == "failed":
             self.end(self._override(FAILED))

@@ -87,6 +87,14 @@ class RemoteEmulator:
         """Remove every injected fault."""
         self._call("DELETE", "/faults")
 
+    def hold_calls(self) -> None:
+        """Keep calls ``queued`` (not ringing) until :meth:`release_calls` (``Switchboard.hold_calls``)."""
+        self._call("POST", "/hold")
+
+    def release_calls(self) -> None:
+        """Let held calls ring."""
+        self._call("DELETE", "/hold")
+
     def reset(self) -> None:
         """Forget calls, records, scripts and faults."""
         self._call("POST", "/reset")

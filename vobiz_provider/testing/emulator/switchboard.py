@@ -73,6 +73,8 @@ class Switchboard:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._fired: deque[float] = deque()
         self._cdr_ids = 0
+        self._holding = False
+        self._held: list[asyncio.Future[None]] = []
 
     # ================================================================== scripting
 
@@ -91,6 +93,42 @@ class Switchboard:
         """The per-destination scripts (a copy)."""
         with self._cond:
             return dict(self._scripts)
+
+    # ================================================================== holding calls
+
+    def hold_calls(self) -> None:
+        """Keep every call that has not started ringing ``queued`` until :meth:`release_calls`.
+
+        As when Vobiz queues calls behind the account's limits: the API accepts the request at once, the
+        phone rings only later. Lets a test place many calls and choose the moment they all start.
+        """
+        with self._cond:
+            self._holding = True
+
+    def release_calls(self) -> None:
+        """Let held calls (and calls placed from now on) go on: each rings after its script's
+        ``ring_after``, counted from now."""
+        with self._cond:
+            self._holding = False
+            held, self._held = self._held, []
+        for waiter in held:
+            with contextlib.suppress(RuntimeError):  # its loop closed meanwhile
+                waiter.get_loop().call_soon_threadsafe(_wake, waiter)
+
+    @property
+    def holding(self) -> bool:
+        """Whether calls are held in ``queued`` (:meth:`hold_calls`)."""
+        with self._cond:
+            return self._holding
+
+    async def until_released(self) -> None:
+        """Return at once, or when :meth:`release_calls` (or :meth:`reset`) is called."""
+        with self._cond:
+            if not self._holding:
+                return
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._held.append(waiter)
+        await waiter
 
     def configure(self, **changes: Any) -> None:
         """Change settings (validated), e.g. ``emulator.configure(error_shape="envelope")``."""
@@ -180,6 +218,7 @@ class Switchboard:
             self._faults.clear()
             self._fired.clear()
             self._cond.notify_all()
+        self.release_calls()
         for task in tasks:
             loop = task.get_loop()
             try:
@@ -416,3 +455,8 @@ class Switchboard:
         """Take an ended call's cost from the balance."""
         with self._cond:
             self.settings.balance = round(self.settings.balance - call.total_cost, 5)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
