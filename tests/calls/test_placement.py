@@ -160,7 +160,10 @@ def test_a_ledger_that_cannot_open_the_placement_places_no_call(
     monkeypatch.setattr(ledger, "open_placement", broken)
     planned = placer.plan(_request(), correlation=_token(), callback_base_url=BASE)  # hangup and ring only
     assert planned.routed == ("hangup", "ring")
-    with pytest.raises(VobizError, match="the receiver would refuse its callbacks; no call was placed"):
+    with pytest.raises(
+        VobizError,
+        match="the receiver would refuse its callbacks and a retry could not find it; no call was placed",
+    ):
         placer.place(planned)
     assert vobiz_emulator.requests == []
 

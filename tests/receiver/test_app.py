@@ -581,6 +581,24 @@ def test_store_unavailable_is_503_with_retry_after(monkeypatch: pytest.MonkeyPat
     assert int(response.headers["Retry-After"]) > 0
 
 
+def test_store_outage_is_logged_once_not_per_503(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # During an outage every callback and every Vobiz retry is a 503: one warning per request made 30 s of
+    # outage ~4,600 identical lines (tests/faults/test_store_outage.py); now once per interval.
+    with (
+        running_receiver(monkeypatch, "postgresql://nobody@127.0.0.1:1/x") as receiver,
+        caplog.at_level(logging.INFO, logger="vobiz_provider"),
+    ):
+        statuses = [
+            receiver.post("hangup", hangup_fields(new_uuid()), bind=False).status_code for _ in range(12)
+        ]
+    assert statuses == [503] * 12
+    outage_lines = [r for r in caplog.records if "callback store is unavailable" in r.getMessage()]
+    assert len(outage_lines) == 1, [r.getMessage() for r in outage_lines]
+    assert outage_lines[0].levelno == logging.WARNING
+
+
 def test_unexpected_error_is_503_logged_without_secrets(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

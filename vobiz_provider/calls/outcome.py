@@ -3,8 +3,8 @@
 The operator and the notifier place calls; whether the task then succeeds is decided here, from the final
 call records (``CallRecord.to_event()`` dicts): :class:`SuccessRule`. A retry (or a clear in the UI) of a
 task that placed a call looks at the calls of the newest earlier try first (:func:`previous_attempt`) and
-:func:`decide_resume` says what to do: wait for a call still up, return a call that already succeeded, or
-dial again.
+:func:`decide_resume` says what to do: wait for a call still up, return a call that already succeeded, report
+how a call ended when the try that placed it died before saying so, or dial again.
 
 Nothing here imports a model, the client or the ledger at run time. What is checked when a DAG is parsed
 (``expected_digits`` among it) is in :mod:`vobiz_provider.calls.templating`.
@@ -191,25 +191,35 @@ def previous_attempt(ledger: PlacementLedger, correlation: CorrelationToken) -> 
 class Resume:
     """What a new try does about the calls of an earlier try (:func:`decide_resume`).
 
-    :param action: ``wait`` for a call still up, ``return`` the calls that succeeded, or ``dial`` again.
+    :param action: ``wait`` for a call still up, ``return`` the calls that succeeded, ``report`` (fail
+        with) the outcome of calls that failed but whose outcome no try reported yet, or ``dial`` again.
     :param calls: The earlier try's calls.
     :param message: The log line saying so.
     """
 
-    action: Literal["wait", "return", "dial"]
+    action: Literal["wait", "return", "report", "dial"]
     calls: list[CallRecord]
     message: str
 
 
 def decide_resume(
-    previous: list[CallRecord], *, try_number: int, rule: SuccessRule, redial: str = "failed"
+    previous: list[CallRecord],
+    *,
+    try_number: int,
+    rule: SuccessRule,
+    redial: str = "failed",
+    settled: bool = True,
 ) -> Resume:
-    """Re-attach to a call still up, return one that succeeded (unless ``redial="always"``), else dial.
+    """Re-attach to a call still up, return one that succeeded (unless ``redial="always"``), report the
+    outcome of a failed call nobody reported (the try that placed it died first), else dial.
 
     :param previous: The calls of the newest earlier try (:func:`previous_attempt`), not empty.
     :param try_number: The current try.
     :param rule: What counts as success.
     :param redial: ``failed`` (default) or ``always``.
+    :param settled: Whether a try already reported how these calls ended (the ledger's ``settled_at`` of
+        their placement); a try that died while waiting did not, and its failed call is then this try's
+        outcome rather than a reason to dial again.
     """
     earlier = previous[0].try_number
     described = "; ".join(
@@ -237,6 +247,14 @@ def decide_resume(
             calls=previous,
             message=f"Try {try_number}: the call placed by try {earlier} ended successfully ({described}), "
             "but redial='always': dialling again",
+        )
+    if not settled:
+        return Resume(
+            action="report",
+            calls=previous,
+            message=f"Try {try_number}: the call placed by try {earlier} ended without success "
+            f"({described}) but try {earlier} died before reporting it; reporting that outcome instead of "
+            "dialling again (the next retry dials)",
         )
     return Resume(
         action="dial",

@@ -8,8 +8,9 @@ Placing a call takes these steps, in this order:
    (:func:`~vobiz_provider.correlation.token_lifetime` of the call's ring timeout and time limit);
 3. point ``answer_url`` at the receiver when the call says something (``message``/``gather``), and the
    callback URLs the user left empty (hangup, ring, machine detection);
-4. open the try's placement in the ledger (so the receiver binds callbacks to this try's calls) and store
-   what the call says — before dialling, since Vobiz calls back as soon as the phone rings;
+4. open the try's placement in the ledger (so the receiver binds callbacks to this try's calls, and a retry
+   knows this try may have dialled) and store what the call says — before dialling, since Vobiz calls back
+   as soon as the phone rings;
 5. ``POST /Call/``;
 6. record the fired calls in the ledger: from then on their callbacks, and no others, are stored for this
    try; the wait and a later retry find them.
@@ -267,15 +268,20 @@ class CallPlacer:
         return await asyncio.to_thread(self._placed, placement, response)
 
     def _open(self, placement: Placement) -> None:
-        """Before dialling: the try's placement (when the call has receiver URLs) and its answer spec."""
+        """Before dialling: the try's placement (whenever its calls are recorded) and its answer spec.
+
+        Also without receiver URLs: a later try that finds the placement opened but no call recorded knows
+        this try may have dialled (:mod:`vobiz_provider.calls.recovery`)."""
         correlation = placement.correlation
-        if correlation is None or placement.expires_at is None:
+        if correlation is None or not placement.register:
             return
+        request = placement.request
+        expires_at = placement.expires_at or time.time() + token_lifetime(
+            ring_timeout=request.ring_timeout, time_limit=request.time_limit
+        )
         try:
             self.ledger.open_placement(
-                correlation,
-                destinations=len(placement.request.destinations),
-                expires_at=placement.expires_at,
+                correlation, destinations=len(request.destinations), expires_at=expires_at
             )
             if placement.spec is not None:
                 self.ledger.save_answer(
@@ -284,7 +290,7 @@ class CallPlacer:
         except Exception as exc:
             raise VobizError(
                 f"could not record the call in the Vobiz call ledger before dialling ({type(exc).__name__}): "
-                "the receiver would refuse its callbacks; no call was placed"
+                "the receiver would refuse its callbacks and a retry could not find it; no call was placed"
             ) from exc
         if placement.spec is None:
             return

@@ -9,22 +9,42 @@ through it (:mod:`vobiz_provider.ledger.binding`).
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 from vobiz_provider.correlation import token_lifetime
 from vobiz_provider.ledger.database import LedgerPart
-from vobiz_provider.ledger.rows import check_lengths, utcnow
-from vobiz_provider.ledger.schema import placements
+from vobiz_provider.ledger.rows import check_lengths, chunks, utcnow
+from vobiz_provider.ledger.schema import calls, placements
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from sqlalchemy.engine import Connection
 
     from vobiz_provider.correlation import CorrelationToken
     from vobiz_provider.ledger.database import Database
 
-__all__ = ["Placements", "mark_registered"]
+__all__ = ["PlacementState", "Placements", "mark_registered"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlacementState:
+    """What the ledger knows of one try's placement (:meth:`Placements.last_placement`).
+
+    :param try_number: The try.
+    :param opened_at: When it last opened its placement (before dialling).
+    :param registered_at: When it recorded the calls Vobiz accepted (``None``: it never did, so it died
+        or failed between opening and recording: whether ``POST /Call/`` reached Vobiz is unknown).
+    :param settled_at: When a try of the task reported how its calls ended (``None``: nobody did yet).
+    """
+
+    try_number: int
+    opened_at: dt.datetime
+    registered_at: dt.datetime | None
+    settled_at: dt.datetime | None
 
 
 def mark_registered(
@@ -105,3 +125,58 @@ class Placements(LedgerPart):
             )
 
         self._db.run(work, write=True)
+
+    def last_placement(self, ti_key: str, *, before_try: int) -> PlacementState | None:
+        """The placement of the newest try of ``ti_key`` before ``before_try`` that opened one, if any.
+
+        :param ti_key: ``dag_id/run_id/task_id/map_index`` (:attr:`CorrelationToken.ti_key`).
+        :param before_try: The current try: only earlier tries count.
+        """
+        statement = (
+            sa.select(placements)
+            .where(placements.c.ti_key == ti_key, placements.c.try_number < before_try)
+            .order_by(placements.c.try_number.desc())
+            .limit(1)
+        )
+        row = self._db.run(lambda conn: conn.execute(statement).mappings().first(), write=False)
+        if row is None:
+            return None
+        return PlacementState(
+            try_number=row["try_number"],
+            opened_at=row["opened_at"],
+            registered_at=row["registered_at"],
+            settled_at=row["settled_at"],
+        )
+
+    def settle_calls(self, request_uuids: Sequence[str]) -> int:
+        """Record that the outcome of these calls was reported (the task failed or succeeded with it).
+
+        Marks the placement of every try that recorded one of them; a later try then knows the outcome was
+        seen, and a call that failed is dialled again rather than reported a second time. Returns how many
+        placements were marked.
+
+        :param request_uuids: Request (or call) UUIDs of the calls.
+        """
+        wanted = [uuid for uuid in dict.fromkeys(request_uuids) if uuid]
+        if not wanted:
+            return 0
+
+        def work(conn: Connection) -> int:
+            tries: set[tuple[str, int]] = set()
+            for chunk in chunks(wanted):
+                statement = sa.select(calls.c.ti_key, calls.c.try_number).where(
+                    calls.c.request_uuid.in_(chunk) | calls.c.call_uuid.in_(chunk),
+                    calls.c.ti_key.is_not(None),
+                    calls.c.try_number.is_not(None),
+                )
+                tries.update((row.ti_key, row.try_number) for row in conn.execute(statement))
+            now = utcnow()
+            for ti_key, try_number in sorted(tries):
+                conn.execute(
+                    placements.update()
+                    .where(placements.c.ti_key == ti_key, placements.c.try_number == try_number)
+                    .values(settled_at=now)
+                )
+            return len(tries)
+
+        return self._db.run(work, write=True)

@@ -9,7 +9,8 @@ role                       who                                  writes
 :class:`CallbackSink`      the receiver                         callback events, signature nonces, call rows
                                                                 (``source=callback``) of its try's calls only
 :class:`PlacementLedger`   call placement (operator, notifier)  placements, answer specs, fired calls
-                                                                (``source=fired``), notification claims
+                                                                (``source=fired``), settlements, notification
+                                                                claims
 :class:`CallReader`        triggers, the sensor, the operator   API outcomes only (``source=api``), through
                            when it resumes                      :meth:`CallReader.cache_api_result`
 :class:`LedgerMaintenance` ``vobiz-callbacks db upgrade|prune``  the schema; deletes old rows
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from vobiz_provider.ledger.answers import AnswerEntry
     from vobiz_provider.ledger.feed import CallChange
     from vobiz_provider.ledger.ingest import IngestResult, PreparedCallback
+    from vobiz_provider.ledger.placements import PlacementState
     from vobiz_provider.models.answer import AnswerSpec
     from vobiz_provider.models.callbacks import VobizCallback
     from vobiz_provider.models.record import CallRecord
@@ -93,6 +95,14 @@ class PlacementLedger(Protocol):
         self, *, dag_id: str, run_id: str, task_id: str, map_index: int = -1, before_try: int | None = None
     ) -> list[CallRecord]:
         """See :meth:`vobiz_provider.ledger.calls.Calls.find_attempts`."""
+        ...
+
+    def last_placement(self, ti_key: str, *, before_try: int) -> PlacementState | None:
+        """See :meth:`vobiz_provider.ledger.placements.Placements.last_placement`."""
+        ...
+
+    def settle_calls(self, request_uuids: Sequence[str]) -> int:
+        """See :meth:`vobiz_provider.ledger.placements.Placements.settle_calls`."""
         ...
 
     def claim_notification(self, key: str, *, window: dt.timedelta) -> bool:

@@ -178,6 +178,9 @@ placements = sa.Table(
     sa.Column("registered_at", UTCDateTime),
     sa.Column("expires_at", UTCDateTime, nullable=False, index=True),
     sa.Column("destinations", sa.Integer, nullable=False),
+    # When a try of the task reported the outcome of this try's calls (schema 4): a retry that finds the
+    # calls ended but unsettled knows the try that placed them died before saying how they ended.
+    sa.Column("settled_at", UTCDateTime),
 )
 
 #: Notifications recently placed, by the SHA-256 of their dedupe key: a callback that Airflow fires twice
@@ -207,8 +210,16 @@ def _step_3(conn: Connection) -> None:
     events_of_try.create(conn, checkfirst=True)
 
 
+def _step_4(conn: Connection) -> None:
+    """Version 4: when each placement's outcome was reported (``settled_at``)."""
+    columns = {column["name"] for column in sa.inspect(conn).get_columns(placements.name)}
+    if "settled_at" not in columns:
+        column_type = sa.DateTime(timezone=True).compile(dialect=conn.dialect)  # UTCDateTime's column
+        conn.execute(sa.text(f"ALTER TABLE {placements.name} ADD COLUMN settled_at {column_type}"))
+
+
 #: The upgrade steps, in order; step ``i`` (0-based) brings the schema to version ``i + 1``.
-STEPS: tuple[Callable[[Connection], None], ...] = (_step_1, _step_2, _step_3)
+STEPS: tuple[Callable[[Connection], None], ...] = (_step_1, _step_2, _step_3, _step_4)
 
 #: The version this code expects.
 SCHEMA_VERSION = len(STEPS)

@@ -361,6 +361,7 @@ class VobizCallOperator(BaseOperator):
     def execute(self, context: Context) -> Any:
         # Execute-time modules (see the module docstring): their dataclasses cost DAG-parse time (B4).
         from vobiz_provider.calls.outcome import decide_resume, fired_result, previous_attempt, xcom_result
+        from vobiz_provider.calls.recovery import recover_unrecorded_calls
         from vobiz_provider.correlation import CorrelationToken
 
         request = self.build_request()
@@ -385,19 +386,45 @@ class VobizCallOperator(BaseOperator):
             placed = self._place(placement)
             return fired_result(placed.placement.request, placed.response)
 
+        # A try that died between POST /Call/ and recording its calls: find them before dialling again.
+        recovered = recover_unrecorded_calls(
+            hook=self.hook,
+            ledger=self.ledger,
+            reader=self.ledger,
+            correlation=correlation,
+            destinations=list(request.destinations),
+            from_number=request.from_number,
+            log=self.log,
+        )
         previous = previous_attempt(self.ledger, correlation)
         if previous:
             resume = decide_resume(
-                previous, try_number=correlation.try_number, rule=self.success_rule, redial=self.redial
+                previous,
+                try_number=correlation.try_number,
+                rule=self.success_rule,
+                redial=self.redial,
+                settled=self._settled(correlation.ti_key, previous[0].try_number),
             )
             self.log.info("%s", resume.message)
+            if resume.action == "report":
+                calls = [record.to_event() for record in previous]
+                self._settle(calls)
+                raise VobizCallFailedError(
+                    "; ".join(
+                        self.success_rule.describe_failure(call)
+                        for call in calls
+                        if not self.success_rule.succeeded(call)
+                    ),
+                    calls=calls,
+                )
             if resume.action == "wait":
                 return self._wait(
                     context,
                     request_uuids=list(dict.fromkeys(r.request_uuid for r in previous if r.request_uuid))
                     or [r.call_uuid for r in previous if r.call_uuid],
                     destinations=[r.to for r in previous if r.to],
-                    use_store=base_url is not None and self.hangup_url is None,
+                    # Recovered calls: the receiver refused their callbacks until now, so ask the API.
+                    use_store=base_url is not None and self.hangup_url is None and not recovered,
                 )
             if resume.action == "return":
                 return xcom_result([record.to_event() for record in previous])
@@ -520,10 +547,32 @@ class VobizCallOperator(BaseOperator):
         rule = self.success_rule
         failed = [call for call in calls if not rule.succeeded(call)]
         if failed:
+            self._settle(calls)
             raise VobizCallFailedError("; ".join(rule.describe_failure(call) for call in failed), calls=calls)
         for call in calls:
             self.log.info("%s", describe_outcome(call))
         return xcom_result(calls)
+
+    def _settled(self, ti_key: str, try_number: int | None) -> bool:
+        """Whether the outcome of ``try_number``'s calls was reported (its placement's ``settled_at``); a
+        try with no placement of its own (calls recorded by older code) counts as settled."""
+        if try_number is None:
+            return True
+        state = self.ledger.last_placement(ti_key, before_try=try_number + 1)
+        return state is None or state.try_number != try_number or state.settled_at is not None
+
+    def _settle(self, calls: Sequence[Mapping[str, Any]]) -> None:
+        """Record in the ledger that these calls' outcome was reported: the next retry dials again, rather
+        than report it a second time (best effort: without it, the next retry reports it once more)."""
+        uuids = [uuid for call in calls for uuid in (call.get("request_uuid"), call.get("call_uuid")) if uuid]
+        try:
+            self.ledger.settle_calls(uuids)
+        except Exception as exc:
+            self.log.warning(
+                "Could not record in the Vobiz call ledger that the call's outcome was reported (%s: %s)",
+                type(exc).__name__,
+                exc,
+            )
 
     # -- killing
 

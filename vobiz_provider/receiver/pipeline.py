@@ -55,7 +55,7 @@ from vobiz_provider.ledger.rows import log_unreadable, uuid_text
 from vobiz_provider.models.callbacks import read_callback
 from vobiz_provider.receiver.answer_xml import EMPTY_XML_RESPONSE, xml_response_for
 from vobiz_provider.receiver.signing_keys import DEFAULT_TTL, SigningKeyCache, load_signing_keys
-from vobiz_provider.receiver.stored_log import StoredCallbackLog
+from vobiz_provider.receiver.stored_log import LOG_SUMMARY_INTERVAL, StoredCallbackLog
 from vobiz_provider.signatures import verify_signature
 from vobiz_provider.untrusted import loggable
 
@@ -237,6 +237,9 @@ class CallbackReceiver:
         self.signing_keys = signing_keys
         self.xml_responder = xml_responder
         self.stored_log = StoredCallbackLog()
+        # When the store-outage warning was last logged: once per LOG_SUMMARY_INTERVAL, not once per 503
+        # (every refusal is also counted, and summarised, by the app's refusal log).
+        self._outage_logged_at: float | None = None
 
     # -- configuration -------------------------------------------------------------------------------------
 
@@ -446,6 +449,27 @@ class CallbackReceiver:
 
     # -- the whole request ---------------------------------------------------------------------------------
 
+    def _store_unavailable(self, kind: str, err: Exception) -> CallbackRejected:
+        """The 503 for a store that cannot take the callback; the cause is logged at most once per
+        :data:`~vobiz_provider.receiver.stored_log.LOG_SUMMARY_INTERVAL` seconds, since during an outage
+        every callback Vobiz sends or retries lands here (30 s of outage was ~4,600 identical lines)."""
+        now = time.monotonic()
+        last = self._outage_logged_at
+        if last is None or now - last >= LOG_SUMMARY_INTERVAL:
+            self._outage_logged_at = now
+            log.warning(
+                "Vobiz %s callback not stored, the callback store is unavailable (logged once every %.0f s "
+                "while it lasts; each 503 is counted in the refusal summary): %s",
+                kind,
+                LOG_SUMMARY_INTERVAL,
+                err,
+            )
+        else:
+            log.debug("Vobiz %s callback not stored, the callback store is unavailable: %s", kind, err)
+        return CallbackRejected(
+            503, "callback store unavailable, retry later", retry_after=RETRY_AFTER_SECONDS
+        )
+
     async def ahandle(self, incoming: IncomingCallback) -> tuple[StoredCallback, str | None]:
         """Verify, validate and store one callback; for ``answer``/``gather``, also the XML to answer with.
 
@@ -479,7 +503,7 @@ class CallbackReceiver:
                 await asyncio.sleep(delay)
                 result = await asyncio.wrap_future(ledger.submit_callback(prepared))
         except LedgerUnavailableError as err:
-            raise _store_unavailable(incoming.kind, err) from None
+            raise self._store_unavailable(incoming.kind, err) from None
 
         def finish() -> tuple[StoredCallback, str | None]:
             return self.finish(incoming, ledger=ledger, checked=checked, result=result)
@@ -501,8 +525,3 @@ async def within(seconds: float, awaitable: Awaitable[T]) -> T:
             return await awaitable
     with anyio.fail_after(seconds):  # pragma: no cover - Python 3.10
         return await awaitable
-
-
-def _store_unavailable(kind: str, err: Exception) -> CallbackRejected:
-    log.warning("Vobiz %s callback not stored, the callback store is unavailable: %s", kind, err)
-    return CallbackRejected(503, "callback store unavailable, retry later", retry_after=RETRY_AFTER_SECONDS)

@@ -1,0 +1,208 @@
+"""A retry after a try that died around ``POST /Call/``: it finds the call instead of dialling again.
+
+Regression tests of the crash fault scenario (``tests/faults/test_task_crash.py``), against the emulator over
+loopback HTTP and a SQLite ledger, with the operator run in-process. The dead try is reproduced by doing
+exactly what it did before dying: opening its placement, and (or not) ``POST /Call/`` through the hook,
+without recording the call. Before the fix, the retry dialled a second time in each case: it only looked
+for calls an earlier try had recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from _waiting import wait_until
+
+from vobiz_provider.calls.outcome import SuccessRule, decide_resume
+from vobiz_provider.calls.recovery import CLOCK_SLACK, find_placed_calls
+from vobiz_provider.correlation import CorrelationToken
+from vobiz_provider.exceptions import VobizCallFailedError, VobizError
+from vobiz_provider.hooks.vobiz import VobizHook
+from vobiz_provider.ledger import dispose_ledgers, get_ledger
+from vobiz_provider.models.call import MakeCallRequest
+from vobiz_provider.models.record import CallRecord
+from vobiz_provider.operators.call import VobizCallOperator
+from vobiz_provider.testing import CallScript
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from vobiz_provider.ledger import CallLedger
+    from vobiz_provider.testing import EmulatorHandle
+
+CALLER = "+14155550100"
+TO = "+14155550177"
+ANSWER_URL = "https://example.com/answer.xml"
+log = logging.getLogger("test_recovery")
+
+
+@pytest.fixture
+def ledger(
+    vobiz_emulator: EmulatorHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[CallLedger]:
+    """The ledger the operator uses (``[vobiz] callback_store``), no receiver; the emulator is Vobiz."""
+    monkeypatch.setenv("AIRFLOW__VOBIZ__CALLBACK_STORE", f"sqlite:///{tmp_path / 'callbacks.db'}")
+    monkeypatch.delenv("AIRFLOW__VOBIZ__CALLBACK_BASE_URL", raising=False)
+    monkeypatch.setenv("AIRFLOW__VOBIZ__REQUIRE_SIGNATURES", "true")
+    ledger = get_ledger()
+    ledger.upgrade()
+    yield ledger
+    dispose_ledgers()
+
+
+def _token(try_number: int, run_id: str = "r1") -> CorrelationToken:
+    return CorrelationToken(dag_id="alerts", run_id=run_id, task_id="call", try_number=try_number)
+
+
+def _run(try_number: int, run_id: str = "r1", **kwargs: Any) -> Any:
+    """Run the task's ``execute`` as try ``try_number`` waits in the worker (as a retry would)."""
+    operator = VobizCallOperator(
+        task_id="call",
+        to=TO,
+        from_number=CALLER,
+        answer_url=ANSWER_URL,
+        deferrable=False,
+        poll_interval=0.05,
+        timeout=60,
+        **kwargs,
+    )
+    ti = SimpleNamespace(dag_id="alerts", run_id=run_id, task_id="call", map_index=-1, try_number=try_number)
+    return operator.execute({"ti": ti})  # type: ignore[arg-type]
+
+
+def _posts(emulator: EmulatorHandle) -> list[Any]:
+    return [r for r in emulator.requests if r.method == "POST" and r.path.endswith("/Call/")]
+
+
+def _die_after_post(ledger: CallLedger, try_number: int = 1, run_id: str = "r1") -> str:
+    """What a try that died right after Vobiz accepted its call did: opened its placement, POSTed."""
+    ledger.open_placement(_token(try_number, run_id), destinations=1, expires_at=time.time() + 3600)
+    hook = VobizHook()
+    try:
+        fired = hook.make_call(MakeCallRequest.build(from_number=CALLER, to=TO, answer_url=ANSWER_URL))
+    finally:
+        hook.close()
+    return fired.request_uuids[0]
+
+
+@pytest.mark.parametrize("stage", ["queued", "live", "ended"])
+def test_a_retry_finds_the_call_a_dead_try_placed_and_did_not_record(
+    vobiz_emulator: EmulatorHandle, ledger: CallLedger, stage: str
+) -> None:
+    # Found among the queued (ringing) calls, the live calls, or the CDRs, wherever it is by then.
+    talk = {"queued": 0.5, "live": 0.8, "ended": 0.05}[stage]
+    vobiz_emulator.script(TO, CallScript.answered(after=0.6 if stage == "queued" else 0.05, talk_for=talk))
+    uuid = _die_after_post(ledger)
+    want = {"queued": ("queued", "ringing"), "live": ("in-progress",), "ended": ("completed",)}[stage]
+    wait_until(lambda: vobiz_emulator.calls[uuid].status in want, what=f"the call {stage}")
+
+    result = _run(try_number=2)
+
+    assert len(_posts(vobiz_emulator)) == 1  # before the fix: 2, the callee rang twice
+    assert result["call_uuid"] == uuid and result["status"] == "completed"
+    [stored] = ledger.find_attempts(dag_id="alerts", run_id="r1", task_id="call", before_try=3)
+    assert (stored.call_uuid, stored.try_number, stored.status) == (uuid, 1, "completed")
+
+
+def test_a_retry_dials_when_the_dead_try_never_reached_vobiz(
+    vobiz_emulator: EmulatorHandle, ledger: CallLedger
+) -> None:
+    vobiz_emulator.script(TO, CallScript.answered())
+    ledger.open_placement(_token(1), destinations=1, expires_at=time.time() + 3600)  # then died
+
+    result = _run(try_number=2)
+
+    [post] = _posts(vobiz_emulator)
+    assert post.body["to"] == TO and result["status"] == "completed" and result["to"] == TO
+
+
+def test_another_tasks_call_to_the_same_number_is_not_taken_for_the_dead_trys(
+    vobiz_emulator: EmulatorHandle, ledger: CallLedger
+) -> None:
+    # Another task instance called the same number from the same caller ID, and recorded its call.
+    vobiz_emulator.script(TO, CallScript.answered(after=0.05, talk_for=0.6))
+    other = _die_after_post(ledger, run_id="other")
+    ledger.register_fired_calls(
+        request_uuids=[other], destinations=[TO], from_number=CALLER, correlation=_token(1, "other")
+    )
+    ledger.open_placement(_token(1), destinations=1, expires_at=time.time() + 3600)  # ours died before POST
+
+    result = _run(try_number=2)
+
+    assert len(_posts(vobiz_emulator)) == 2
+    assert result["call_uuid"] != other and result["status"] == "completed"
+
+
+def test_when_vobiz_cannot_be_asked_the_retry_does_not_dial(
+    vobiz_emulator: EmulatorHandle, ledger: CallLedger
+) -> None:
+    vobiz_emulator.script(TO, CallScript.answered())
+    ledger.open_placement(_token(1), destinations=1, expires_at=time.time() + 3600)
+    vobiz_emulator.inject_fault(method="GET", path_contains="/Call/", status=401, count=None)
+
+    with pytest.raises(VobizError, match="not dialling, so that the callee is not called twice"):
+        _run(try_number=2)
+
+    assert _posts(vobiz_emulator) == []
+
+
+def test_find_placed_calls_matches_caller_destination_and_time(vobiz_emulator: EmulatorHandle) -> None:
+    vobiz_emulator.script(TO, CallScript.answered(after=0.05, talk_for=0.05))
+    hook = VobizHook()
+    try:
+        mine = hook.make_call(MakeCallRequest.build(from_number=CALLER, to=TO, answer_url=ANSWER_URL))
+        hook.make_call(MakeCallRequest.build(from_number="+14155550999", to=TO, answer_url=ANSWER_URL))
+        hook.make_call(MakeCallRequest.build(from_number=CALLER, to="+14155550178", answer_url=ANSWER_URL))
+        wait_until(lambda: all(c.finished for c in vobiz_emulator.calls.values()), what="calls ended")
+        import datetime as dt
+
+        now = dt.datetime.now(dt.timezone.utc)
+        found = find_placed_calls(hook, destinations=[TO.lstrip("+")], from_number=CALLER, since=now)
+        later = now + dt.timedelta(seconds=CLOCK_SLACK + 60)
+        too_late = find_placed_calls(hook, destinations=[TO], from_number=CALLER, since=later)
+    finally:
+        hook.close()
+    assert [(c.uuid, c.to) for c in found] == [(mine.request_uuids[0], TO.lstrip("+"))]
+    assert too_late == []  # placed long before the dead try opened its placement: not its call
+
+
+def test_a_failed_call_whose_try_died_is_reported_once_then_the_next_retry_dials(
+    vobiz_emulator: EmulatorHandle, ledger: CallLedger
+) -> None:
+    vobiz_emulator.script(TO, CallScript.busy())
+    uuid = _die_after_post(ledger)
+    ledger.register_fired_calls(
+        request_uuids=[uuid], destinations=[TO], from_number=CALLER, correlation=_token(1)
+    )
+    wait_until(lambda: vobiz_emulator.calls[uuid].finished, what="the busy call ended")
+    # Its end reached the ledger (the receiver stored the hangup); try 1 died before failing with it.
+    ledger.cache_api_result(
+        CallRecord(
+            call_uuid=uuid, request_uuid=uuid, to=TO, status="busy", terminal=True, hangup_cause_code=3010
+        )
+    )
+
+    with pytest.raises(VobizCallFailedError, match="busy") as failed:
+        _run(try_number=2)
+    assert failed.value.calls[0]["call_uuid"] == uuid
+    assert len(_posts(vobiz_emulator)) == 1  # before the fix: try 2 dialled again, its outcome not the call's
+
+    with pytest.raises(VobizCallFailedError, match="busy") as again:
+        _run(try_number=3)  # the outcome was reported: a retry is for dialling again
+    assert len(_posts(vobiz_emulator)) == 2
+    assert again.value.calls[0]["call_uuid"] != uuid
+
+
+def test_decide_resume_reports_an_unsettled_failure_and_dials_after_a_settled_one() -> None:
+    busy = [CallRecord(call_uuid="c1", request_uuid="c1", to=TO, status="busy", terminal=True, try_number=1)]
+    rule = SuccessRule(success_statuses=("completed",))
+    unsettled = decide_resume(busy, try_number=2, rule=rule, settled=False)
+    assert unsettled.action == "report" and "died before reporting it" in unsettled.message
+    assert decide_resume(busy, try_number=2, rule=rule).action == "dial"
+    done = [CallRecord(call_uuid="c1", to=TO, status="completed", terminal=True, try_number=1)]
+    assert decide_resume(done, try_number=2, rule=rule, settled=False).action == "return"
