@@ -400,7 +400,7 @@ def stage_costs(url: str, *, samples: int) -> dict[str, float]:
     The same functions the receiver calls, without HTTP: correlation token, signatures, callback model,
     and the store's transaction (nonce + event + call row).
     """
-    from vobiz_provider.correlation import KINDS_OF_URL, CorrelationToken
+    from vobiz_provider.correlation import KINDS_OF_URL, CorrelationToken, with_callback_credentials
     from vobiz_provider.ledger import CallLedger
     from vobiz_provider.models.callbacks import parse_callback
     from vobiz_provider.signatures import signature_headers, verify_signature
@@ -423,7 +423,9 @@ def stage_costs(url: str, *, samples: int) -> dict[str, float]:
             started = time.perf_counter()
             correlation = CorrelationToken.decode(token, [BENCH_SECRET], kind="hangup")
             decoded = time.perf_counter()
-            check = verify_signature(headers, public_url, [BENCH_AUTH_TOKEN])
+            # As the receiver does: the URL as issued, with the credentials derived from the token.
+            issued = with_callback_credentials(public_url, token, BENCH_SECRET)
+            check = verify_signature(headers, issued, [BENCH_AUTH_TOKEN])
             verified = time.perf_counter()
             callback = parse_callback(form, timezone="Asia/Kolkata", kind="hangup")
             parsed = time.perf_counter()

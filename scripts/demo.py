@@ -5,7 +5,8 @@ Run it through ``./scripts/demo`` (which prepares the virtualenv). It
 1. makes a throw-away AIRFLOW_HOME with a SQLite metadata DB (``airflow db migrate``),
 2. starts the Vobiz emulator (``python -m vobiz_provider.testing.emulator``) and scripts what each
    recipient does (answers and presses a key, is busy, does not answer),
-3. starts the standalone callback receiver (``vobiz-callbacks serve``) that Vobiz's callbacks reach,
+3. starts the standalone callback receiver (``vobiz-callbacks serve``) that Vobiz's callbacks reach
+   (signed, as the provider's callback URLs carry credentials; the receiver requires signatures by default),
 4. runs the DAG with ``airflow dags test`` (real Airflow: the operator fires, defers, the trigger waits
    for the hangup in the callback store),
 5. prints each call's timeline as the emulator saw it and the outcome table as the provider recorded it,

@@ -4,7 +4,8 @@ a directory outside the checkout, so only the wheel's files can be imported.
 1. the installed package holds every file of the source package (a module, ``py.typed``...);
 2. ``airflow providers get airflow-provider-vobiz`` and the ``vobiz`` connection type (Airflow's CLI);
 3. the emulator (``python -m vobiz_provider.testing.emulator``) and ``vobiz-callbacks serve`` start;
-4. ``airflow dags test example_vobiz_call`` against them succeeds, and the receiver stored the hangup.
+4. ``airflow dags test example_vobiz_call`` against them succeeds, and the receiver stored the hangup,
+   which the emulator signed (its URL carried credentials) and the receiver verified (on by default).
 
 Processes are started and stopped the way ``scripts/demo.py`` does it (its helpers are reused).
 """
@@ -166,6 +167,14 @@ def run_example_dag(home: Path, dags: Path, stack: ExitStack) -> None:
     hangups = [row for row in rows if row.get("to") == TO and row.get("status") == "completed"]
     if not hangups:
         fail(f"the receiver stored no completed call to {TO}: {rows}\n{text[-3000:]}")
+    # Secure by default: the operator's hangup URL carried credentials, so the emulator signed the callback
+    # as Vobiz does, and the receiver (signatures required by default) accepted it.
+    with RemoteEmulator(emulator) as api:
+        attempts = api.callbacks("hangup")
+    if not attempts or attempts[-1]["status"] != 200:
+        fail(f"the receiver did not accept the hangup callback: {attempts}")
+    if not all("X-Vobiz-Signature-V3" in attempt["headers"] for attempt in attempts):
+        fail("the hangup callback was not signed: its URL carried no credentials")
     print(f"wheel-smoke: airflow dags test {DAG_ID} succeeded; the receiver stored: {hangups[0]}")
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from vobiz_provider.correlation import KINDS_OF_URL, CorrelationToken, callback_url
+from vobiz_provider.correlation import CREDENTIALS_USER, KINDS_OF_URL, CorrelationToken, callback_url
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -49,8 +50,9 @@ def token_for(
 
 
 def url_for(base_url: str, correlation: CorrelationToken, kind: str, *, secret: str = TEST_SECRET) -> str:
-    """The receiver URL of ``kind`` for ``correlation``'s call, as the placer builds it."""
-    return callback_url(base_url, kind, token_for(correlation, kind, secret=secret))
+    """The receiver URL of ``kind`` for ``correlation``'s call, as the placer builds it (with the
+    credentials that make Vobiz sign it)."""
+    return callback_url(base_url, kind, token_for(correlation, kind, secret=secret), secret=secret)
 
 
 def _prepare(
@@ -92,3 +94,11 @@ async def astore_callback(
     """:func:`store_callback` through the group-commit writer, awaited without blocking the loop."""
     prepared = await asyncio.to_thread(_prepare, ledger, kind, fields, bind=bind, **kwargs)
     return await asyncio.wrap_future(ledger.submit_callback(prepared))
+
+
+def bare_url(url: str) -> str:
+    """``url`` as issued by the provider, without its ``vobiz:<password>@`` (asserted to be there: it is
+    what makes Vobiz sign the callbacks)."""
+    parts = urlsplit(url)
+    assert parts.username == CREDENTIALS_USER and parts.password, f"no callback credentials in {url!r}"
+    return url.replace(f"{parts.username}:{parts.password}@", "", 1)

@@ -31,6 +31,8 @@ os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_HOME / 'airflo
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(_HOME / "dags")
 os.environ.setdefault("AIRFLOW__VOBIZ__CALLBACK_SECRET", "test-callback-secret-0123456789abcdef")
 os.environ.setdefault("AIRFLOW__VOBIZ__CALLBACK_STORE", f"sqlite:///{_HOME / 'vobiz_callbacks.db'}")
+# The suite runs with the default (signatures required) unless a test switches it off and says why.
+os.environ.pop("AIRFLOW__VOBIZ__REQUIRE_SIGNATURES", None)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

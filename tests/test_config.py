@@ -56,7 +56,7 @@ def test_defaults_without_any_configuration(clean_env: pytest.MonkeyPatch) -> No
     assert settings == VobizSettings()
     assert settings.callback_base_url is None
     assert settings.callback_secret is None
-    assert settings.require_signatures is False
+    assert settings.require_signatures is True  # secure by default: the callback URLs carry credentials
     assert settings.max_body_bytes == 65536
     assert settings.nonce_window == 7 * 86400.0
     assert settings.max_callbacks_per_call == 50
@@ -74,7 +74,7 @@ def test_airflow_configuration_is_read_without_env(clean_env: pytest.MonkeyPatch
 
     settings = get_settings()
     assert settings.max_body_bytes == conf.getint("vobiz", "max_body_bytes", fallback=65536)
-    assert settings.require_signatures == conf.getboolean("vobiz", "require_signatures", fallback=False)
+    assert settings.require_signatures == conf.getboolean("vobiz", "require_signatures", fallback=True)
     assert settings.callback_secret is None
 
 
@@ -83,7 +83,7 @@ def test_values_from_environment(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("AIRFLOW__VOBIZ__CALLBACK_SECRET", NEW)
     clean_env.setenv("AIRFLOW__VOBIZ__CALLBACK_SECRET_FALLBACKS", f"{OLD1}, {OLD2}")
     clean_env.setenv("AIRFLOW__VOBIZ__CALLBACK_STORE", "postgresql://u@db/vobiz")
-    clean_env.setenv("AIRFLOW__VOBIZ__REQUIRE_SIGNATURES", "True")
+    clean_env.setenv("AIRFLOW__VOBIZ__REQUIRE_SIGNATURES", "False")  # the documented switch
     clean_env.setenv("AIRFLOW__VOBIZ__MAX_BODY_BYTES", "1024")
     clean_env.setenv("AIRFLOW__VOBIZ__NONCE_WINDOW", "1209600")
     clean_env.setenv("AIRFLOW__VOBIZ__MAX_CALLBACKS_PER_CALL", "20")
@@ -96,7 +96,7 @@ def test_values_from_environment(clean_env: pytest.MonkeyPatch) -> None:
     assert settings.signing_secret == NEW
     assert settings.verification_secrets == (NEW, OLD1, OLD2)
     assert settings.callback_store == "postgresql://u@db/vobiz"
-    assert settings.require_signatures is True
+    assert settings.require_signatures is False
     assert settings.max_body_bytes == 1024
     assert settings.nonce_window == 1209600.0
     assert settings.max_callbacks_per_call == 20

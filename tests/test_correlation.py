@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 from types import SimpleNamespace
 from typing import Any
@@ -11,12 +13,15 @@ import pytest
 
 from vobiz_provider.correlation import (
     CALLBACK_KINDS,
+    CREDENTIALS_USER,
     KINDS_OF_URL,
     MAX_CALL_SECONDS,
     CorrelationToken,
     InvalidCorrelationTokenError,
+    callback_credentials,
     callback_url,
     token_lifetime,
+    with_callback_credentials,
 )
 
 TOKEN = CorrelationToken(
@@ -555,3 +560,63 @@ def test_a_token_cannot_be_changed_once_built() -> None:
 def test_an_empty_or_non_string_token_is_malformed_as_empty(token: Any) -> None:
     with pytest.raises(InvalidCorrelationTokenError, match="malformed correlation token: empty"):
         _decode(token)
+
+
+# -- credentials in callback URLs (Vobiz signs only URLs that carry some) ------------------------------------
+
+CRED_SECRET = "credentials-test-callback-secret-0123456789"
+
+
+def test_callback_credentials_are_an_hmac_of_the_token_under_the_secret() -> None:
+    token = _encode()
+    digest = hmac.new(
+        CRED_SECRET.encode(), f"callback-url-credentials\n{token}".encode(), hashlib.sha256
+    ).digest()
+    expected = base64.urlsafe_b64encode(digest[:24]).rstrip(b"=").decode()
+    assert callback_credentials(token, CRED_SECRET) == ("vobiz", expected) == (CREDENTIALS_USER, expected)
+    assert len(expected) == 32  # 24 bytes, no padding: only URL-safe characters
+    # Another token or another secret: other credentials; never derived from anything else.
+    assert callback_credentials(_encode(kinds=("ring",)), CRED_SECRET) != callback_credentials(
+        token, CRED_SECRET
+    )
+    assert callback_credentials(token, CRED_SECRET + "x") != callback_credentials(token, CRED_SECRET)
+    # Non-ASCII secrets are keyed as UTF-8.
+    assert (
+        callback_credentials(token, "é" * 20)[1]
+        == base64.urlsafe_b64encode(
+            hmac.new(
+                "é".encode() * 20, f"callback-url-credentials\n{token}".encode(), hashlib.sha256
+            ).digest()[:24]
+        )
+        .rstrip(b"=")
+        .decode()
+    )
+
+
+def test_callback_url_with_a_secret_carries_the_credentials() -> None:
+    token = _encode()
+    user, password = callback_credentials(token, CRED_SECRET)
+    url = callback_url(
+        "https://hooks.example.com:8443/vobiz?route=eu#top", "hangup", token, secret=CRED_SECRET
+    )
+    assert (
+        url == f"https://{user}:{password}@hooks.example.com:8443/vobiz/callbacks/hangup?route=eu&t={token}"
+    )
+    assert callback_url("https://hooks.example.com/vobiz", "hangup", token) == (
+        f"https://hooks.example.com/vobiz/callbacks/hangup?t={token}"
+    )
+
+
+def test_a_base_url_with_its_own_credentials_keeps_them() -> None:
+    """A proxy's basic auth in ``callback_base_url`` stays: any credentials make Vobiz sign."""
+    token = _encode()
+    url = callback_url("https://proxy:pw@hooks.example.com/vobiz", "ring", token, secret=CRED_SECRET)
+    assert url == f"https://proxy:pw@hooks.example.com/vobiz/callbacks/ring?t={token}"
+    assert with_callback_credentials(url, token, CRED_SECRET) == url
+
+
+def test_with_callback_credentials_keeps_the_rest_of_the_url() -> None:
+    user, password = callback_credentials("a.b", CRED_SECRET)
+    assert with_callback_credentials("http://127.0.0.1:9/cb/hangup?x=1&t=a.b#f", "a.b", CRED_SECRET) == (
+        f"http://{user}:{password}@127.0.0.1:9/cb/hangup?x=1&t=a.b"
+    )

@@ -79,7 +79,8 @@ class VobizSettings:
         to sign. Comma-separated in the configuration.
     :param callback_store: SQLAlchemy URL of the callback store (SQLite file by default; PostgreSQL when the
         receiver and the triggerers run on several hosts).
-    :param require_signatures: Refuse callbacks without a valid ``X-Vobiz-Signature-V2/V3`` header.
+    :param require_signatures: Refuse callbacks without a valid ``X-Vobiz-Signature-V2/V3`` header (on by
+        default; callback URLs carry credentials so that Vobiz signs them).
     :param max_body_bytes: Largest callback body the receiver accepts.
     :param nonce_window: Seconds a signature nonce is remembered to refuse replays (at least
         :data:`MIN_NONCE_WINDOW`: signatures never expire, so this must outlive every callback URL).
@@ -96,7 +97,7 @@ class VobizSettings:
     callback_secret: str | None = field(default=None, repr=False)
     callback_secret_fallbacks: tuple[str, ...] = field(default=(), repr=False)
     callback_store: str = field(default_factory=default_store_url, repr=False)
-    require_signatures: bool = False
+    require_signatures: bool = True
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     nonce_window: float = DEFAULT_NONCE_WINDOW
     max_callbacks_per_call: int = DEFAULT_MAX_CALLBACKS_PER_CALL
@@ -170,7 +171,7 @@ class VobizSettings:
             callback_secret=get("callback_secret"),
             callback_secret_fallbacks=_split_list(get("callback_secret_fallbacks")),
             callback_store=get("callback_store") or default_store_url(),
-            require_signatures=config.getboolean(SECTION, "require_signatures", fallback=False),
+            require_signatures=config.getboolean(SECTION, "require_signatures", fallback=True),
             max_body_bytes=config.getint(SECTION, "max_body_bytes", fallback=DEFAULT_MAX_BODY_BYTES),
             nonce_window=config.getfloat(SECTION, "nonce_window", fallback=DEFAULT_NONCE_WINDOW),
             max_callbacks_per_call=config.getint(

@@ -256,12 +256,51 @@ def token_lifetime(*, ring_timeout: float | None, time_limit: float | None) -> f
     return QUEUE_ALLOWANCE + ring + min(limit, MAX_CALL_SECONDS) + CALLBACK_RETRY_SPAN
 
 
-def callback_url(base_url: str, kind: str, token: str) -> str:
+#: The user name of the credentials put in every callback URL (:func:`callback_credentials`).
+CREDENTIALS_USER: Final = "vobiz"
+
+
+def callback_credentials(token: str, secret: str) -> tuple[str, str]:
+    """The ``user:password`` put in front of the host of a callback URL, so that Vobiz signs its callbacks.
+
+    Vobiz sends signature headers only for callback URLs that carry credentials. These are derived, not
+    stored: the password is ``base64url(HMAC-SHA256(secret, "callback-url-credentials\\n" + token))`` cut
+    to 24 bytes, so the receiver can rebuild the URL it issued (to check a signature made over the URL with
+    its credentials) from the correlation token and ``[vobiz] callback_secret`` alone. They are no secret
+    beyond the URL they travel in and never contain the auth token.
+
+    :param token: The encoded correlation token of the URL.
+    :param secret: The callback secret (the one that signs new tokens, or a fallback when checking).
+    """
+    digest = hmac.new(
+        secret.encode("utf-8"), f"callback-url-credentials\n{token}".encode(), hashlib.sha256
+    ).digest()
+    return CREDENTIALS_USER, _b64encode(digest[:24])
+
+
+def with_callback_credentials(url: str, token: str, secret: str) -> str:
+    """``url`` with :func:`callback_credentials` in front of its host, unless it carries credentials already
+    (a ``callback_base_url`` with its own ``user:password@``, e.g. for a proxy's basic auth, keeps them).
+
+    :param url: An absolute http(s) URL.
+    :param token: The encoded correlation token of the URL.
+    :param secret: The callback secret to derive the password with.
+    """
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        return url
+    user, password = callback_credentials(token, secret)
+    return urlunsplit((parts.scheme, f"{user}:{password}@{parts.netloc}", parts.path, parts.query, ""))
+
+
+def callback_url(base_url: str, kind: str, token: str, *, secret: str | None = None) -> str:
     """The URL Vobiz calls for one kind of callback: ``{base}/callbacks/{kind}?t={token}``.
 
     :param base_url: Public URL of the receiver root (see ``resolve_callback_base_url``).
     :param kind: One of :data:`CALLBACK_KINDS`.
     :param token: The encoded :class:`CorrelationToken`.
+    :param secret: The callback secret: when given, the URL carries :func:`callback_credentials`
+        (``https://vobiz:<password>@host/...``), which is what makes Vobiz sign its callbacks.
     """
     if kind not in CALLBACK_KINDS:
         raise ValueError(f"unknown callback kind {kind!r}; expected one of {', '.join(CALLBACK_KINDS)}")
@@ -272,4 +311,5 @@ def callback_url(base_url: str, kind: str, token: str) -> str:
     query = urlencode({TOKEN_PARAM: token})
     if parts.query:
         query = f"{parts.query}&{query}"
-    return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
+    url = urlunsplit((parts.scheme, parts.netloc, path, query, ""))
+    return url if secret is None else with_callback_credentials(url, token, secret)

@@ -154,13 +154,15 @@ def _config() -> dict[str, Any]:
                     sensitive=True,
                 ),
                 "require_signatures": option(
-                    "Refuse callbacks that carry no valid X-Vobiz-Signature-V3/V2 header (403). Off by "
-                    "default because Vobiz signs callbacks only when auth credentials are configured on "
-                    "the callback URL; without signatures, whoever holds a callback URL can report that "
-                    "URL's own call (and nothing else). Turn it on once your callbacks arrive signed.",
+                    "Refuse callbacks that carry no valid X-Vobiz-Signature-V3/V2 header (403). On by "
+                    "default: Vobiz signs callbacks only when the callback URL carries credentials, so the "
+                    "provider issues every callback URL with user:password@ derived from the correlation "
+                    "token and callback_secret (never the auth token). Set False only where callbacks "
+                    "cannot arrive signed (a proxy that strips the credentials or the signature headers): "
+                    "then whoever holds a callback URL can report that URL's own call.",
                     type_="boolean",
-                    example="True",
-                    default="False",
+                    example="False",
+                    default="True",
                 ),
                 "max_body_bytes": option(
                     "Largest callback body, in bytes, the receiver accepts; larger requests get 413.",

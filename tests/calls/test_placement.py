@@ -12,8 +12,8 @@ import sqlalchemy as sa
 
 from vobiz_provider.calls.placement import CallPlacer
 from vobiz_provider.calls.templating import RECEIVER_ANSWER_PLACEHOLDER
-from vobiz_provider.config import VobizSettings
-from vobiz_provider.correlation import CorrelationToken, token_lifetime
+from vobiz_provider.config import MIN_NONCE_WINDOW, VobizSettings
+from vobiz_provider.correlation import CorrelationToken, callback_credentials, token_lifetime
 from vobiz_provider.exceptions import InvalidCorrelationTokenError, VobizError, VobizValidationError
 from vobiz_provider.hooks.vobiz import VobizHook
 from vobiz_provider.ledger import CallLedger
@@ -64,6 +64,12 @@ def _tokens(url: str) -> list[str]:
     return parse_qs(urlsplit(url).query)["t"]
 
 
+def _bare(url: str) -> str:
+    """``url`` without the ``user:password@`` the placer puts in it."""
+    parts = urlsplit(url)
+    return url.replace(f"{parts.username}:{parts.password}@", "", 1)
+
+
 def test_plan_points_the_empty_callback_urls_at_the_receiver(placer: CallPlacer) -> None:
     own = "https://example.com/my-hangup"
     spec = AnswerSpec.build(message="Hello")
@@ -73,11 +79,19 @@ def test_plan_points_the_empty_callback_urls_at_the_receiver(placer: CallPlacer)
     )
 
     request = planned.request
-    assert request.answer_url.startswith(f"{BASE}/callbacks/answer?t=")
-    assert request.hangup_url is not None and request.hangup_url.startswith(f"{BASE}/callbacks/hangup?t=")
-    assert request.ring_url is not None and request.ring_url.startswith(f"{BASE}/callbacks/ring?t=")
+    assert _bare(request.answer_url).startswith(f"{BASE}/callbacks/answer?t=")
+    assert request.hangup_url is not None and _bare(request.hangup_url).startswith(
+        f"{BASE}/callbacks/hangup?t="
+    )
+    assert request.ring_url is not None and _bare(request.ring_url).startswith(f"{BASE}/callbacks/ring?t=")
     assert request.machine_detection_url is None  # machine detection is off
     tokens = {kind: _tokens(getattr(request, f"{kind}_url"))[0] for kind in ("answer", "hangup", "ring")}
+    # Each URL carries credentials, so that Vobiz signs its callbacks: derived from its token and the
+    # callback secret (nothing stored), never the auth token.
+    for kind, token in tokens.items():
+        parts = urlsplit(getattr(request, f"{kind}_url"))
+        assert (parts.username, parts.password) == callback_credentials(token, SECRET)
+    assert len({urlsplit(getattr(request, f"{kind}_url")).password for kind in tokens}) == 3
     assert CorrelationToken.decode(tokens["answer"], SECRET, kind="answer") == _token()
     assert CorrelationToken.decode(tokens["answer"], SECRET, kind="gather") == _token()
     # One token per URL, each opening its own route only (finding 5).
@@ -98,6 +112,17 @@ def test_plan_points_the_empty_callback_urls_at_the_receiver(placer: CallPlacer)
     # The user's own hangup URL stays theirs: the receiver never hears the hangup.
     assert kept.request.hangup_url == own
     assert kept.routed == ("ring", "machine-detection") and not kept.receiver_hears_hangup
+
+
+def test_callback_urls_never_outlive_the_memory_of_signature_nonces(placer: CallPlacer) -> None:
+    """A signature never expires: its nonce is remembered as long as its URL works (Vobiz retries too)."""
+    longest = token_lifetime(ring_timeout=None, time_limit=10**9)  # time limit capped at Vobiz's 24 h
+    assert longest == 3600 + 120 + 86400 + 3600 < MIN_NONCE_WINDOW <= VobizSettings().nonce_window
+    planned = placer.plan(_request(time_limit=10**9), correlation=_token(), callback_base_url=BASE)
+    assert planned.expires_at is not None and planned.expires_at - time.time() < MIN_NONCE_WINDOW
+    # Only a ring timeout of days could go further: refused before anything is issued or dialled.
+    with pytest.raises(VobizValidationError, match="longer than \\[vobiz\\] nonce_window"):
+        placer.plan(_request(ring_timeout=7 * 86400), correlation=_token(), callback_base_url=BASE)
 
 
 def test_place_stores_the_answer_first_then_dials_then_records_the_fired_call(

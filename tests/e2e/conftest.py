@@ -160,7 +160,7 @@ def _standalone_env(home: Path, *, api_port: int, connection: dict[str, Any]) ->
             "AIRFLOW__VOBIZ__CALLBACK_BASE_URL": f"{api_url}/vobiz",
             "AIRFLOW__VOBIZ__CALLBACK_SECRET": CALLBACK_SECRET,
             "AIRFLOW__VOBIZ__CALLBACK_STORE": f"sqlite:///{home / 'vobiz_callbacks.db'}",
-            "AIRFLOW__VOBIZ__REQUIRE_SIGNATURES": "True",
+            # [vobiz] require_signatures is left at its default (on): the e2e run proves the default.
             "AIRFLOW__VOBIZ__POLL_INTERVAL": "1",
             "PYTHONUNBUFFERED": "1",
         }

@@ -1,7 +1,8 @@
 """Leaked callback URLs against real DAG runs (security review findings 1 and 2), end to end.
 
 ``dag.test()`` places the calls with the emulator (real HTTP on loopback), the emulator posts its callbacks
-to the standalone receiver, and the attacker posts to the same receiver with a URL of another try. Before
+to the standalone receiver, and the attacker posts to the same receiver with a URL of another try, unsigned,
+with ``require_signatures`` switched off (the binding must hold where signatures cannot be had). Before
 the fix, the forged callbacks made a different DAG's task succeed (finding 1), and a phantom call planted
 under try 1 made try 2 wait for it instead of dialling (finding 2).
 """
@@ -23,6 +24,14 @@ from vobiz_provider.operators.call import VobizCallOperator
 from vobiz_provider.testing import CallScript
 
 pytestmark = pytest.mark.airflow_db
+
+
+@pytest.fixture(autouse=True)
+def _signatures_not_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The attacker posts unsigned, which the default refuses first: switch signatures off (the documented
+    setting for setups without them) so that these tests prove the binding holds on its own."""
+    monkeypatch.setenv("AIRFLOW__VOBIZ__REQUIRE_SIGNATURES", "False")
+
 
 START = datetime.datetime(2025, 1, 1, tzinfo=datetime.timezone.utc)
 CALLER = "+14155550100"

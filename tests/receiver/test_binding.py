@@ -1,9 +1,10 @@
 """A callback URL authorizes its own call and nothing else (security review findings 1, 2, 3 and 5).
 
 Each test is a finding of the review reproduced over real HTTP against the receiver on loopback, in the
-default configuration (``require_signatures`` off): with one valid callback URL, the attacker tries to
-reach another task's call, to plant calls under the URL's try, to fill the store, or to read the spoken
-message. On the code before the fix every one of these succeeded.
+weakest configuration (``require_signatures = False``, set by the fixture below; the default was off when
+the review ran): with one valid callback URL, the attacker tries to reach another task's call, to plant
+calls under the URL's try, to fill the store, or to read the spoken message. The binding must hold on its
+own where Vobiz signatures cannot be had. On the code before the fix every one of these succeeded.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
+import pytest
 import sqlalchemy as sa
 from _ledger_helpers import token_for
 from test_app import (
@@ -38,7 +40,12 @@ from vobiz_provider.receiver.pipeline import SETTINGS_TTL
 if TYPE_CHECKING:
     from pathlib import Path
 
-    import pytest
+
+@pytest.fixture(autouse=True)
+def _signatures_not_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The documented switch for setups without signatures: what a URL holder can do there is bounded."""
+    monkeypatch.setenv("AIRFLOW__VOBIZ__REQUIRE_SIGNATURES", "False")
+
 
 #: The try that holds the leaked URL, and the try whose call it goes after.
 ATTACKER = ti(dag_id="marketing", task_id="newsletter_call")

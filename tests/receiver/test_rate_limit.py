@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 from _ledger_helpers import place, token_for
+from pydantic import SecretStr
 
 from vobiz_provider.config import (
     DEFAULT_CALLBACK_RATE_BURST,
@@ -18,12 +19,14 @@ from vobiz_provider.correlation import CorrelationToken, callback_url
 from vobiz_provider.receiver.app import create_app
 from vobiz_provider.receiver.rate_limit import TokenRateLimiter
 from vobiz_provider.receiver.signing_keys import SigningKeyCache, SigningKeys
+from vobiz_provider.signatures import signature_headers
 
 if TYPE_CHECKING:
     from vobiz_provider.ledger import CallLedger
 
 SECRET = "rate-limit-test-callback-secret-0123456789"
 OTHER_SECRET = "another-callback-secret-0123456789abcdef"
+AUTH_TOKEN = "rate-limit-test-auth-token"
 
 
 class FakeClock:
@@ -102,7 +105,9 @@ def receiver_client(store: CallLedger, store_url: str, **settings: float) -> htt
     app = create_app(
         settings=VobizSettings(callback_secret=SECRET, callback_store=store_url, **settings),  # type: ignore[arg-type]
         ledger=store,
-        signing_keys=SigningKeyCache(loader=lambda conn_id: SigningKeys(conn_id=conn_id)),
+        signing_keys=SigningKeyCache(
+            loader=lambda conn_id: SigningKeys(conn_id=conn_id, auth_token=SecretStr(AUTH_TOKEN))
+        ),
         response_deadline=20.0,
     )
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://receiver", timeout=30)
@@ -113,7 +118,9 @@ async def post_hangup(
 ) -> httpx.Response:
     """The hangup of a call ``correlation``'s try placed (recorded first, as the operator does)."""
     await asyncio.to_thread(place, store, f"req-{call_uuid}", correlation=correlation)
-    url = callback_url("http://receiver", "hangup", token_for(correlation, "hangup", secret=SECRET))
+    url = callback_url(
+        "http://receiver", "hangup", token_for(correlation, "hangup", secret=SECRET), secret=SECRET
+    )
     fields = {
         "CallUUID": call_uuid,
         "RequestUUID": f"req-{call_uuid}",
@@ -122,7 +129,9 @@ async def post_hangup(
         "CallStatus": "completed",
         "HangupCauseCode": "4000",
     }
-    return await client.post(url, data=fields)
+    return await client.post(
+        url, data=fields, headers=signature_headers(url, AUTH_TOKEN)
+    )  # as Vobiz signs it
 
 
 def stored(store: CallLedger, *call_uuids: str) -> set[str]:

@@ -10,7 +10,7 @@ import pytest
 from _ledger_helpers import place, store_callback, token_for
 
 from vobiz_provider.config import VobizSettings
-from vobiz_provider.correlation import CorrelationToken, callback_url
+from vobiz_provider.correlation import CorrelationToken, callback_credentials, callback_url
 from vobiz_provider.ledger import CallLedger
 from vobiz_provider.models.answer import AnswerSpec
 from vobiz_provider.receiver.answer_xml import answer_response_for, gather_response_for, xml_response_for
@@ -83,8 +83,10 @@ def test_the_gather_action_points_at_the_stored_receiver_with_the_token_as_recei
     assert xml is not None
     gather = _children(xml)[1]
     action = urlsplit(gather.attrib["action"])
-    assert f"{action.scheme}://{action.netloc}{action.path}" == f"{BASE}/callbacks/gather"
+    assert f"{action.scheme}://{action.hostname}{action.path}" == f"{BASE}/callbacks/gather"
     assert parse_qs(action.query)["t"] == [token]
+    # With credentials, so that Vobiz signs the action too; they grant nothing (the token is checked).
+    assert (action.username, action.password) == callback_credentials(token, settings.signing_secret)
 
 
 def test_answer_uses_the_settings_base_url_when_none_was_stored(
@@ -94,10 +96,11 @@ def test_answer_uses_the_settings_base_url_when_none_was_stored(
     _live_call(store)
     xml = _answer(store, settings)
     assert xml is not None
-    assert (
-        _children(xml)[0]
-        .attrib["action"]
-        .startswith("https://fallback.example.com/vobiz/callbacks/gather?t=")
+    action = urlsplit(_children(xml)[0].attrib["action"])
+    assert (action.hostname, action.path, action.username) == (
+        "fallback.example.com",
+        "/vobiz/callbacks/gather",
+        "vobiz",
     )
 
 

@@ -23,6 +23,7 @@ from test_app import (
     ring_fields,
 )
 
+from vobiz_provider.correlation import MAX_CALL_SECONDS, token_lifetime
 from vobiz_provider.ledger.schema import nonces
 from vobiz_provider.signatures import (
     HEADER_MA_V2,
@@ -69,9 +70,13 @@ def test_a_captured_signature_is_refused_long_after_it_was_first_seen(receiver: 
     _require_signatures(receiver)
     call_uuid = new_uuid()
     captured = _captured_ring(receiver, call_uuid)
-    # An hour later: five minutes was the whole memory of the receiver before the fix.
+    # As late as the longest-lived URL can still be called, Vobiz's retries included (~26 h): five minutes
+    # was the whole memory of the receiver before the fix.
+    longest = token_lifetime(ring_timeout=None, time_limit=MAX_CALL_SECONDS)
     with receiver.store.engine.begin() as conn:
-        conn.execute(nonces.update().values(seen_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)))
+        conn.execute(
+            nonces.update().values(seen_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=longest))
+        )
     replayed = receiver.post(
         "ring", ring_fields(new_uuid()), token=None, url=receiver.url("ring"), headers=captured
     )

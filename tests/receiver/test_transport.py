@@ -24,6 +24,7 @@ from _receiver_server import ServedReceiver, readable, serve_subprocess
 
 from vobiz_provider.correlation import CorrelationToken, callback_url
 from vobiz_provider.ledger import CallLedger
+from vobiz_provider.signatures import signature_headers
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -254,9 +255,8 @@ def test_a_legitimate_request_gets_through_while_idle_connections_exhaust_the_fd
             start = time.monotonic()
             with httpx.Client(timeout=10) as client:
                 health = client.get(f"{running.origin}/vobiz/health")
-                stored = client.post(
-                    callback_url(f"{running.origin}/vobiz", "hangup", correlation), data=fields
-                )
+                url = callback_url(f"{running.origin}/vobiz", "hangup", correlation, secret=SECRET)
+                stored = client.post(url, data=fields, headers=signature_headers(url, AUTH_TOKEN))
             elapsed = time.monotonic() - start
             assert health.status_code == 200, health.text
             assert stored.status_code == 200, stored.text

@@ -84,6 +84,12 @@ def test_settings_are_validated():
         EmulatorSettings(success_status=204)
     with pytest.raises(ValueError, match="timezone"):
         VobizEmulator(timezone="Mars/Olympus")
+    with pytest.raises(ValueError, match="sign_callbacks"):
+        EmulatorSettings(sign_callbacks="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="signed_url_form"):
+        EmulatorSettings(signed_url_form="host")  # type: ignore[arg-type]
+    assert EmulatorSettings().sign_callbacks == "credentials"  # as Vobiz
+    assert EmulatorSettings(sign_callbacks=True).sign_callbacks == "always"  # type: ignore[arg-type]
 
 
 def test_cli_arguments_become_settings():
@@ -113,6 +119,13 @@ def test_cli_arguments_become_settings():
     assert (settings.auth_id, settings.success_status, settings.error_shape) == ("SA_X1", 200, "envelope")
     assert (settings.request_uuid_shape, settings.cps, settings.concurrency) == ("list", 3, 4)
     assert (settings.balance, settings.timezone, settings.retry_after) == (5.0, "UTC", 2.0)
+    assert (settings.sign_callbacks, settings.signed_url_form) == ("credentials", "stripped")
+    signing = build_parser().parse_args(["--sign-callbacks", "always", "--signed-url-form", "kept"])
+    assert (settings_from_args(signing).sign_callbacks, settings_from_args(signing).signed_url_form) == (
+        "always",
+        "kept",
+    )
+    assert settings_from_args(build_parser().parse_args(["--no-sign-callbacks"])).sign_callbacks == "never"
 
 
 def test_cli_scripts_destinations():

@@ -269,10 +269,31 @@ def _expected(url: str, nonce: str, token: str, version: str) -> str:
     return base64.b64encode(hmac.new(token.encode(), message.encode(), hashlib.sha256).digest()).decode()
 
 
+#: What the provider puts in front of the host of its callback URLs (any credentials will do for Vobiz).
+CREDENTIALS = "vobiz:s3cret-derived"
+
+
+def _credentialed(url: str) -> str:
+    return url.replace("http://", f"http://{CREDENTIALS}@", 1)
+
+
+def _credentialed_body(receiver, **fields):
+    urls = {"answer_url": "/answer", "hangup_url": "/hangup", "ring_url": "/ring"}
+    body = receiver.call_body(**{name: _credentialed(receiver.url(path)) for name, path in urls.items()})
+    body.update({name: value for name, value in fields.items()})
+    return body
+
+
+def _signed(hit) -> bool:
+    return any(k.startswith("x-vobiz-signature") for k in hit.headers)
+
+
 def test_callbacks_are_signed_as_documented(make_emulator, connect, receiver):
     handle = make_emulator(main_account_token="parent-token")
     receiver.xml("/answer", "<Response/>")
-    body = receiver.call_body(hangup_url=receiver.url("/hangup?x=1"), hangup_method="GET")
+    body = _credentialed_body(
+        receiver, hangup_url=_credentialed(receiver.url("/hangup?x=1")), hangup_method="GET"
+    )
     call_uuid = _place(connect(handle), handle, body)
     handle.wait_for_call(call_uuid)
     assert len(receiver.hits) == 3
@@ -281,20 +302,59 @@ def test_callbacks_are_signed_as_documented(make_emulator, connect, receiver):
         nonce = headers["x-vobiz-signature-v3-nonce"]
         assert len(nonce) == 20 and nonce.isdigit()
         assert headers["x-vobiz-signature-v2-nonce"] == nonce
+        # the URL as the receiver sees it: no user:password@ (Vobiz's Node/Go/Ruby samples, the default)
         assert headers["x-vobiz-signature-v2"] == _expected(hit.url, nonce, handle.auth_token, "v2")
         assert headers["x-vobiz-signature-v3"] == _expected(hit.url, nonce, handle.auth_token, "v3")
         assert headers["x-vobiz-signature-ma-v2"] == _expected(hit.url, nonce, "parent-token", "v2")
         assert headers["x-vobiz-signature-ma-v3"] == _expected(hit.url, nonce, "parent-token", "v3")
+        # an HTTP client sends a URL's credentials as basic auth
+        assert headers["authorization"] == "Basic " + base64.b64encode(CREDENTIALS.encode()).decode()
     nonces = {hit.headers["x-vobiz-signature-v3-nonce"] for hit in receiver.hits}
     assert len(nonces) == 3
 
 
-def test_unsigned_callbacks_when_signing_is_off(make_emulator, connect, receiver):
-    handle = make_emulator(sign_callbacks=False)
+def test_only_urls_with_credentials_are_signed_by_default(emulator, client, receiver):
+    """As Vobiz: "Signature headers are emitted only when the callback URL has auth credentials"."""
+    receiver.xml("/answer", "<Response/>")
+    body = receiver.call_body(hangup_url=_credentialed(receiver.url("/hangup")))  # ring and answer: none
+    emulator.wait_for_call(_place(client, emulator, body))
+    signed = {hit.path: _signed(hit) for hit in receiver.hits}
+    assert signed == {"/ring": False, "/answer": False, "/hangup": True}
+    (hangup,) = receiver.hits_for("/hangup")
+    nonce = hangup.headers["x-vobiz-signature-v3-nonce"]
+    assert hangup.headers["x-vobiz-signature-v3"] == _expected(hangup.url, nonce, emulator.auth_token, "v3")
+
+
+def test_signing_always_signs_urls_without_credentials(make_emulator, connect, receiver):
+    handle = make_emulator(sign_callbacks="always")
     receiver.xml("/answer", "<Response/>")
     handle.wait_for_call(_place(connect(handle), handle, receiver.call_body()))
-    assert receiver.hits
-    assert not any(k.startswith("x-vobiz-signature") for hit in receiver.hits for k in hit.headers)
+    assert len(receiver.hits) == 3
+    assert all(_signed(hit) for hit in receiver.hits)
+
+
+def test_signatures_over_the_url_with_its_credentials_kept(make_emulator, connect, receiver):
+    """Vobiz's Python sample signs ``scheme://user:password@host/path``."""
+    handle = make_emulator(signed_url_form="kept")
+    receiver.xml("/answer", "<Response/>")
+    handle.wait_for_call(_place(connect(handle), handle, _credentialed_body(receiver)))
+    assert len(receiver.hits) == 3
+    for hit in receiver.hits:
+        kept = _credentialed(hit.url)
+        nonce = hit.headers["x-vobiz-signature-v3-nonce"]
+        assert hit.headers["x-vobiz-signature-v2"] == _expected(kept, nonce, handle.auth_token, "v2")
+        assert hit.headers["x-vobiz-signature-v3"] == _expected(kept, nonce, handle.auth_token, "v3")
+        assert hit.headers["x-vobiz-signature-v3"] != _expected(hit.url, nonce, handle.auth_token, "v3")
+
+
+@pytest.mark.parametrize("off", ["never", False])
+def test_unsigned_callbacks_when_signing_is_off(make_emulator, connect, receiver, off):
+    handle = make_emulator(sign_callbacks=off)
+    assert handle.emulator.settings.sign_callbacks == "never"
+    receiver.xml("/answer", "<Response/>")
+    handle.wait_for_call(_place(connect(handle), handle, _credentialed_body(receiver)))
+    assert len(receiver.hits) == 3
+    assert not any(_signed(hit) for hit in receiver.hits)
 
 
 # ---------------------------------------------------------------------------------------------- answer XML

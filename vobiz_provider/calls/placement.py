@@ -198,13 +198,21 @@ class CallPlacer:
         expires_at = None
         if callback_base_url is not None and correlation is not None and (spec is not None or route):
             secret = self.settings.signing_secret
-            expires_at = time.time() + token_lifetime(
-                ring_timeout=request.ring_timeout, time_limit=request.time_limit
-            )
+            lifetime = token_lifetime(ring_timeout=request.ring_timeout, time_limit=request.time_limit)
+            if lifetime > self.settings.nonce_window:
+                # Vobiz's signatures never expire: one whose nonce is forgotten while its URL still works
+                # could be replayed.
+                raise VobizValidationError(
+                    f"with this ring_timeout the callback URLs would stay valid for {lifetime:.0f} s, longer "
+                    f"than [vobiz] nonce_window ({self.settings.nonce_window:.0f} s) remembers signatures: "
+                    "lower ring_timeout or raise nonce_window"
+                )
+            expires_at = time.time() + lifetime
 
             def url(kind: str) -> str:
                 token = correlation.encode(secret, kinds=KINDS_OF_URL[kind], expires_at=expires_at)
-                return callback_url(callback_base_url, kind, token)
+                # With credentials (derived from the token and the secret): Vobiz signs only such URLs.
+                return callback_url(callback_base_url, kind, token, secret=secret)
 
             if spec is not None:
                 updates.update(answer_url=url("answer"), answer_method="POST")

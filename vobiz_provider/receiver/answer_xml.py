@@ -74,7 +74,8 @@ def answer_response_for(
                 "cannot point the keypad prompt at the receiver: no callback_base_url was stored with the "
                 "spoken message and [vobiz] callback_base_url is not set"
             )
-        action = callback_url(base, "gather", token)
+        # With credentials, as the task's own URLs, so that Vobiz signs the action too.
+        action = callback_url(base, "gather", token, secret=settings.signing_secret)
     return render_answer(entry.spec, gather_action_url=action)
 
 

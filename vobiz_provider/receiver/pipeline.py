@@ -5,9 +5,12 @@ In order (the first failing step answers; nothing is ever stored for a refused c
 1. the correlation token of the URL: missing, malformed, tampered, signed with another secret, expired, or
    issued for another route (a hangup URL's token on ``/callbacks/answer``) → 403;
 2. Vobiz's signature (``X-Vobiz-Signature-V2/V3`` and ``-MA-``): present but invalid → 403; absent while
-   ``[vobiz] require_signatures`` is on → 403. It is verified against the *public* URL,
-   ``callback_base_url + /callbacks/{kind}`` (from ``[vobiz]`` or from the call's connection; the Host header
-   is never trusted), and only when no base URL is configured against the URL of the request;
+   ``[vobiz] require_signatures`` is on (the default) → 403. It is verified against the *public* URL as it
+   was issued, ``callback_base_url + /callbacks/{kind}`` (from ``[vobiz]`` or from the call's connection; the
+   Host header is never trusted; only when no base URL is configured, the URL of the request), with and
+   without the ``user:password@`` the URL was issued with
+   (:func:`~vobiz_provider.correlation.callback_credentials`, under each callback secret). An
+   ``Authorization`` header is not checked: it would repeat credentials derived from the URL's own token;
 3. fields that name no call (neither ``CallUUID`` nor ``RequestUUID``, ``null`` counting as none) → 422.
    Any other value that does not parse is no refusal (lenient ingest): its field is left empty, logged
    once, and the callback is stored with its raw form if step 4 binds it;
@@ -40,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import anyio
 
 from vobiz_provider.config import get_settings
-from vobiz_provider.correlation import TOKEN_PARAM, CorrelationToken
+from vobiz_provider.correlation import TOKEN_PARAM, CorrelationToken, with_callback_credentials
 from vobiz_provider.exceptions import (
     InvalidCorrelationTokenError,
     LedgerUnavailableError,
@@ -189,6 +192,16 @@ def _public_url(base_url: str, kind: str) -> str:
     return f"{base_url.rstrip('/')}/callbacks/{kind}"
 
 
+def _issued_forms(urls: Iterable[str], token: str, settings: VobizSettings) -> list[str]:
+    """The URLs a signature may have been made over: each public URL as issued, with the credentials
+    derived from the token under each callback secret (a URL issued before a rotation keeps the old one's).
+
+    :func:`~vobiz_provider.signatures.verify_signature` tries each with and without its ``user:password@``.
+    """
+    secrets = settings.verification_secrets
+    return list(dict.fromkeys(with_callback_credentials(url, token, key) for url in urls for key in secrets))
+
+
 class CallbackReceiver:
     """The request handling behind :func:`create_app`, independent of the web framework.
 
@@ -308,9 +321,10 @@ class CallbackReceiver:
                 k.main_account_token.get_secret_value() for k in keys if k.main_account_token is not None
             ]
             bases = [settings.callback_base_url, own.callback_base_url if own else None]
-            urls = [_public_url(base, kind) for base in dict.fromkeys(b for b in bases if b)] or [
+            public = [_public_url(base, kind) for base in dict.fromkeys(b for b in bases if b)] or [
                 incoming.request_url
             ]
+            urls = _issued_forms(public, incoming.token, settings)
             check = None
             for url in urls:
                 check = verify_signature(headers, url, tokens, main_account_tokens=main_tokens)

@@ -45,7 +45,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--time-scale", type=float, default=defaults.time_scale, help="factor for request/XML durations"
     )
-    parser.add_argument("--no-sign-callbacks", action="store_true", help="send callbacks without signatures")
+    parser.add_argument(
+        "--sign-callbacks",
+        choices=("credentials", "always", "never"),
+        default=defaults.sign_callbacks,
+        help="when callbacks carry signatures: only to URLs with user:password@ (Vobiz), always or never",
+    )
+    parser.add_argument(
+        "--no-sign-callbacks",
+        action="store_const",
+        const="never",
+        dest="sign_callbacks",
+        help="send callbacks without signatures (--sign-callbacks never)",
+    )
+    parser.add_argument(
+        "--signed-url-form",
+        choices=("stripped", "kept"),
+        default=defaults.signed_url_form,
+        help="sign the URL without user:password@ (Vobiz's Node/Go/Ruby samples) or with it (Python sample)",
+    )
     parser.add_argument(
         "--callback-backoff", type=float, default=defaults.callback_backoff, help="first callback retry delay"
     )
@@ -78,7 +96,8 @@ def settings_from_args(args: argparse.Namespace) -> EmulatorSettings:
         timezone=args.timezone,
         retry_after=args.retry_after,
         time_scale=args.time_scale,
-        sign_callbacks=not args.no_sign_callbacks,
+        sign_callbacks=args.sign_callbacks,
+        signed_url_form=args.signed_url_form,
         callback_backoff=args.callback_backoff,
     )
 

@@ -69,14 +69,20 @@ class CallbackSender:
         self._settings = settings
         self._log = log
 
+    def _signs(self, url: str) -> bool:
+        mode = self._settings.sign_callbacks
+        # Vobiz: "Signature headers are emitted only when the callback URL has auth credentials configured".
+        return mode == "always" or (mode == "credentials" and "@" in urlsplit(url).netloc)
+
     def _headers(self, url: str) -> dict[str, str]:
         headers = {"User-Agent": USER_AGENT}
-        if self._settings.sign_callbacks:
+        if self._signs(url):
             headers.update(
                 signature_headers(
                     url,
                     self._settings.auth_token,
                     main_account_token=self._settings.main_account_token,
+                    keep_userinfo=self._settings.signed_url_form == "kept",
                 )
             )
         return headers

@@ -42,7 +42,11 @@ class EmulatorSettings:
     :param session_start_format: ``SessionStart`` of callbacks as the reference notes show it (``"plain"``,
         ``2026-12-02 21:22:36.000000``) or as the Make-a-call page prints it (``"utc-suffix"``,
         ``2026-12-02 21:22:36.000000 UTC``).
-    :param sign_callbacks: Send ``X-Vobiz-Signature-V2/V3`` headers on callbacks and answer requests.
+    :param sign_callbacks: When to send ``X-Vobiz-Signature-V2/V3`` headers on callbacks and XML fetches:
+        ``"credentials"`` (as Vobiz: only to URLs that carry ``user:password@``), ``"always"`` or
+        ``"never"``. ``True`` and ``False`` are read as ``"always"`` and ``"never"``.
+    :param signed_url_form: The URL a signature covers: ``"stripped"`` (without ``user:password@``, as
+        Vobiz's Node, Go and Ruby samples verify) or ``"kept"`` (with it, as its Python sample does).
     :param callback_timeout: Seconds Vobiz waits for a callback or XML URL to answer (3 s documented).
     :param callback_retries: Retries after a failed callback (non-200 answer or no answer at all).
     :param callback_backoff: First retry delay in seconds; doubled on every further retry.
@@ -75,7 +79,8 @@ class EmulatorSettings:
     currency: str = "INR"
     timezone: str = "Asia/Kolkata"
     session_start_format: Literal["plain", "utc-suffix"] = "plain"
-    sign_callbacks: bool = True
+    sign_callbacks: Literal["credentials", "always", "never"] = "credentials"
+    signed_url_form: Literal["stripped", "kept"] = "stripped"
     callback_timeout: float = 3.0
     callback_retries: int = 3
     callback_backoff: float = 0.2
@@ -98,6 +103,14 @@ class EmulatorSettings:
             raise ValueError(f"error_shape: must be 'flat' or 'envelope', got {self.error_shape!r}")
         if self.request_uuid_shape not in ("str", "list"):
             raise ValueError(f"request_uuid_shape: must be 'str' or 'list', got {self.request_uuid_shape!r}")
+        if isinstance(self.sign_callbacks, bool):
+            self.sign_callbacks = "always" if self.sign_callbacks else "never"
+        if self.sign_callbacks not in ("credentials", "always", "never"):
+            raise ValueError(
+                f"sign_callbacks: must be 'credentials', 'always' or 'never', got {self.sign_callbacks!r}"
+            )
+        if self.signed_url_form not in ("stripped", "kept"):
+            raise ValueError(f"signed_url_form: must be 'stripped' or 'kept', got {self.signed_url_form!r}")
         if self.session_start_format not in ("plain", "utc-suffix"):
             raise ValueError(
                 f"session_start_format: must be 'plain' or 'utc-suffix', got {self.session_start_format!r}"
