@@ -60,6 +60,9 @@ class VobizCallOperator(BaseOperator):
     other outcome raises :class:`~vobiz_provider.exceptions.VobizCallFailedError`, so ``retries`` dial
     again. A retry or a clear first looks at the earlier try's call in the call ledger: still up, it waits
     for it; ended successfully, it returns it (unless ``redial="always"``); otherwise it dials again.
+    With ``wait_for_completion=False`` the task succeeds once Vobiz accepted the call; a retry returns the
+    call of a try that died before returning it, without dialling. Every mode needs the call ledger
+    (``[vobiz] callback_store``) before it dials: unreachable, the task fails without dialling.
 
     The XCom value is the final call record (``CallRecord.to_event()``; a list for several destinations),
     or, with ``wait_for_completion=False``, ``{"request_uuid", "request_uuids", "to", "from_number",
@@ -127,7 +130,9 @@ class VobizCallOperator(BaseOperator):
     :param hangup_on_kill: Hang up the call when the task is killed (or its wait times out).
     :param redial: On a retry whose earlier try's call already ended successfully: ``"failed"`` (default)
         returns that call without dialling; ``"always"`` dials again. A call still up is always waited
-        for, and a call that failed is always dialled again.
+        for, and a call that failed is always dialled again. With ``wait_for_completion=False``, a call
+        whose end the ledger does not know counts as still up but ``"always"`` dials again; the call of a
+        try that died before returning it is returned whatever ``redial`` says.
     """
 
     template_fields: Sequence[str] = (
