@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from _waiting import wait_until
 
-from vobiz_provider.calls.outcome import SuccessRule, decide_resume
+from vobiz_provider.calls.outcome import SuccessRule, decide_fired_resume, decide_resume
 from vobiz_provider.calls.recovery import CLOCK_SLACK, find_placed_calls
 from vobiz_provider.correlation import CorrelationToken
-from vobiz_provider.exceptions import VobizCallFailedError, VobizError
+from vobiz_provider.exceptions import LedgerUnavailableError, VobizCallFailedError, VobizError
 from vobiz_provider.hooks.vobiz import VobizHook
 from vobiz_provider.ledger import dispose_ledgers, get_ledger
 from vobiz_provider.models.call import MakeCallRequest
@@ -206,3 +206,111 @@ def test_decide_resume_reports_an_unsettled_failure_and_dials_after_a_settled_on
     assert decide_resume(busy, try_number=2, rule=rule).action == "dial"
     done = [CallRecord(call_uuid="c1", to=TO, status="completed", terminal=True, try_number=1)]
     assert decide_resume(done, try_number=2, rule=rule, settled=False).action == "return"
+
+
+# -- wait_for_completion=False (fire and forget) -------------------------------------------------------------
+# Before the fix a fire-and-forget try recorded nothing: its retry dialled again in every case below.
+
+
+def _fire(try_number: int, run_id: str = "r1", **kwargs: Any) -> Any:
+    """Run the task's ``execute`` as try ``try_number`` with ``wait_for_completion=False``."""
+    return _run(try_number, run_id, wait_for_completion=False, **kwargs)
+
+
+def _fired_value(uuid: str) -> dict[str, Any]:
+    """What a fire-and-forget try returns for the call ``uuid`` when an earlier try placed it."""
+    return {"request_uuid": uuid, "request_uuids": [uuid], "to": TO, "from_number": CALLER, "api_id": None}
+
+
+def test_fire_and_forget_records_and_settles_its_call(
+    vobiz_emulator: EmulatorHandle, ledger: CallLedger
+) -> None:
+    vobiz_emulator.script(TO, CallScript.answered(after=0.05, talk_for=0.05))
+
+    result = _fire(try_number=1)
+
+    [call] = vobiz_emulator.calls.values()
+    assert result["request_uuid"] == call.request_uuid and result["api_id"]
+    [stored] = ledger.find_attempts(dag_id="alerts", run_id="r1", task_id="call", before_try=2)
+    assert (stored.request_uuid, stored.try_number) == (call.request_uuid, 1)
+    state = ledger.last_placement(_token(1).ti_key, before_try=2)
+    assert state is not None and state.registered_at is not None and state.settled_at is not None
+
+
+@pytest.mark.parametrize("recorded", [False, True], ids=["died-after-post", "died-after-record"])
+def test_a_fire_and_forget_retry_returns_the_call_a_dead_try_placed(
+    vobiz_emulator: EmulatorHandle, ledger: CallLedger, recorded: bool
+) -> None:
+    vobiz_emulator.script(TO, CallScript.busy(after=0.05))
+    uuid = _die_after_post(ledger)
+    if recorded:  # died after recording the call, before returning it
+        ledger.register_fired_calls(
+            request_uuids=[uuid], destinations=[TO], from_number=CALLER, correlation=_token(1)
+        )
+    # Its end is known (busy): the dead try would still have returned the call, so the retry does.
+    wait_until(lambda: vobiz_emulator.calls[uuid].finished, what="the busy call ended")
+    ledger.cache_api_result(
+        CallRecord(call_uuid=uuid, request_uuid=uuid, to=TO, status="busy", terminal=True)
+    )
+
+    result = _fire(try_number=2)
+
+    assert len(_posts(vobiz_emulator)) == 1  # before the fix: 2, the callee rang twice
+    assert result == _fired_value(uuid)
+
+    # That try returned it: a clear (try 3) dials again, as the call is known to have failed.
+    vobiz_emulator.script(TO, CallScript.answered(after=0.05, talk_for=0.05))
+    again = _fire(try_number=3)
+    assert len(_posts(vobiz_emulator)) == 2 and again["request_uuid"] != uuid
+
+
+def test_a_fire_and_forget_clear_after_a_returned_call(
+    vobiz_emulator: EmulatorHandle, ledger: CallLedger
+) -> None:
+    # The end of the call is not known (no VobizCallSensor waited for it): it may still ring, so a clear
+    # returns it.
+    vobiz_emulator.script(TO, CallScript.answered(after=0.05, talk_for=0.05))
+    first = _fire(try_number=1)
+    uuid = first["request_uuid"]
+    assert _fire(try_number=2) == _fired_value(uuid)
+    assert len(_posts(vobiz_emulator)) == 1
+    # Known to have succeeded (a sensor recorded it): still returned; redial="always" dials again.
+    wait_until(lambda: vobiz_emulator.calls[uuid].finished, what="the call ended")
+    ledger.cache_api_result(
+        CallRecord(call_uuid=uuid, request_uuid=uuid, to=TO, status="completed", terminal=True)
+    )
+    assert _fire(try_number=3) == _fired_value(uuid)
+    assert len(_posts(vobiz_emulator)) == 1
+    redialled = _fire(try_number=4, redial="always")
+    assert len(_posts(vobiz_emulator)) == 2 and redialled["request_uuid"] != uuid
+
+
+def test_fire_and_forget_does_not_dial_when_the_ledger_is_unreachable(
+    vobiz_emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW__VOBIZ__CALLBACK_STORE", "postgresql://postgres@127.0.0.1:1/nowhere")
+    monkeypatch.delenv("AIRFLOW__VOBIZ__CALLBACK_BASE_URL", raising=False)
+    monkeypatch.setenv("AIRFLOW__VOBIZ__REQUIRE_SIGNATURES", "true")
+    vobiz_emulator.script(TO, CallScript.answered())
+    try:
+        with pytest.raises(LedgerUnavailableError):
+            _fire(try_number=1)
+    finally:
+        dispose_ledgers()
+
+    assert _posts(vobiz_emulator) == []  # before the fix: dialled, with nothing for a retry to find
+
+
+def test_decide_fired_resume_returns_a_dead_trys_call_and_follows_redial_after_a_returned_one() -> None:
+    rule = SuccessRule(success_statuses=("completed",))
+    busy = [CallRecord(call_uuid="c1", request_uuid="c1", to=TO, status="busy", terminal=True, try_number=1)]
+    fired = [CallRecord(request_uuid="c1", to=TO, status="queued", terminal=False, try_number=1)]
+    done = [CallRecord(call_uuid="c1", to=TO, status="completed", terminal=True, try_number=1)]
+    for calls in (busy, fired, done):  # died before returning: return it, whatever it became or redial says
+        dead = decide_fired_resume(calls, try_number=2, rule=rule, redial="always", settled=False)
+        assert dead.action == "return" and "died before returning it" in dead.message
+    assert decide_fired_resume(busy, try_number=2, rule=rule).action == "dial"
+    assert decide_fired_resume(fired, try_number=2, rule=rule).action == "return"
+    assert decide_fired_resume(done, try_number=2, rule=rule).action == "return"
+    assert decide_fired_resume(fired, try_number=2, rule=rule, redial="always").action == "dial"
+    assert decide_fired_resume(done, try_number=2, rule=rule, redial="always").action == "dial"

@@ -8,7 +8,8 @@ try - and it writes what happened to the file ``out``.
 
 Jobs (``job["phase"]``):
 
-* ``execute``: build the ``VobizCallOperator`` and run ``execute`` with the context of try ``try_number``
+* ``execute``: build the ``VobizCallOperator`` (``deferrable``; ``wait`` false: ``wait_for_completion=False``)
+  and run ``execute`` with the context of try ``try_number``
   (the operator reads only ``context["ti"]``: dag_id, run_id, task_id, map_index, try_number). Writes
   ``returned`` (the XCom value), ``failed`` (``VobizCallFailedError``: its calls), ``error`` (any other
   exception) or ``deferred`` (the trigger, serialised as the triggerer receives it).
@@ -24,12 +25,15 @@ child then sends itself SIGKILL - a real process death, nothing runs after it (n
 ``before-open`` before the try opens its placement in the ledger (``CallPlacer._open``)
 ``before-post`` placement opened, before ``POST /Call/`` (``VobizHook.make_call``)
 ``after-post``  Vobiz accepted the call, before the fired call is recorded (after ``make_call`` returned)
-``after-record`` the fired call is recorded, before waiting or deferring (after ``register_fired_calls``)
+``after-record`` the fired call is recorded, before waiting, deferring or (fire and forget) returning
+              (after ``register_fired_calls``)
 ``deferring``   in ``defer`` (deferrable): the deferral never reaches Airflow
 ``waiting``     while waiting in the worker (``deferrable=False``): at the trigger's first look at the call
 ``resuming``    in the task process resuming after the deferral, at ``execute_complete``
 ``after-outcome`` the call's end is known and written to the ledger, before the task reports it
               (after ``cache_api_outcomes``): the retry finds the call ended, outcome unreported
+``after-settle`` ``wait_for_completion=False``: the fired call is recorded and the try marked as about to
+              return it, before it returns (after ``settle_calls``)
 ============== =========================================================================================
 """
 
@@ -73,6 +77,7 @@ POINTS: dict[str, tuple[Any, str, bool]] = {
     "waiting": (VobizCallHangupTrigger, "_observe", True),
     "resuming": (VobizCallOperator, "execute_complete", True),
     "after-outcome": (vobiz_provider.calls.outcome, "cache_api_outcomes", False),
+    "after-settle": (vobiz_provider.ledger.CallLedger, "settle_calls", False),
 }
 
 
@@ -103,6 +108,7 @@ def _operator(job: dict[str, Any]) -> VobizCallOperator:
         from_number=job["from_number"],
         answer_url=job["answer_url"],
         deferrable=job["deferrable"],
+        wait_for_completion=job.get("wait", True),
         poll_interval=0.05,
         timeout=job.get("timeout", 60),
     )

@@ -3,7 +3,9 @@
 Each injected crash is one task instance: try 1 runs in a process of its own and dies by SIGKILL at one point
 (``_crash_zygote.POINTS``): before the placement, before ``POST /Call/``, after it before the fired call
 is recorded, after that before waiting or deferring, in ``defer``, while waiting in the worker, in the
-process resuming after the deferral, and once the call's end is in the ledger but not yet reported. Try 2,
+process resuming after the deferral, and once the call's end is in the ledger but not yet reported; with
+``wait_for_completion=False`` (fire and forget), before ``POST /Call/``, after it, after the record and
+after marking the try as returning its call, before it returns. Try 2,
 the retry Airflow runs (same dag/run/task/map index, try number + 1), then runs in a new process, through
 its own deferral if it defers. The emulator (real HTTP on loopback, in this process) and the real store
 (SQLite file or PostgreSQL schema) are shared by both tries, as Vobiz and the callback store are in
@@ -12,8 +14,9 @@ production.
 Checked per task instance: the emulator received exactly one ``POST /Call/`` for its destination (more is a
 double dial), and the retry ended with the real outcome of that one call - its XCom value names the call and
 ``completed``, or it failed with ``VobizCallFailedError`` carrying the call's ``busy``/``no-answer`` status
-- and the ledger holds that call with that status. Outcomes, crash points and both waiting modes
-(``deferrable`` True/False) rotate over the crashes.
+- and the ledger holds that call with that status. Fire and forget, the retry returns the value a try
+returns once Vobiz accepted the call, naming that one call, and the ledger holds it. Outcomes, crash
+points and the three modes (waiting in the worker, deferrable, fire and forget) rotate over the crashes.
 
 The operator runs as Airflow's worker runs it - a fresh process per try, ``execute`` with a context whose
 ``ti`` names the try, the trigger in another process (the triggerer's part), ``execute_complete`` in a third
@@ -56,20 +59,26 @@ TASK_ID = "call"
 #: Longest a single try (or trigger) may take: generous for a loaded 2-core machine.
 JOB_TIMEOUT = 120.0
 
-#: (deferrable, crash point): every point of execute, in both waiting modes where it exists.
-COMBOS: tuple[tuple[bool, str], ...] = (
-    (False, "before-open"),
-    (False, "before-post"),
-    (False, "after-post"),
-    (False, "after-record"),
-    (False, "waiting"),
-    (True, "before-post"),
-    (True, "after-post"),
-    (True, "after-record"),
-    (True, "deferring"),
-    (True, "resuming"),
-    (False, "after-outcome"),
-    (True, "after-outcome"),
+IN_WORKER, DEFERRABLE, FIRE = "in-worker", "deferrable", "fire-and-forget"
+#: (mode, crash point): every point of execute, in each mode (waiting in the worker, deferring, or
+#: ``wait_for_completion=False``) where it exists.
+COMBOS: tuple[tuple[str, str], ...] = (
+    (IN_WORKER, "before-open"),
+    (IN_WORKER, "before-post"),
+    (IN_WORKER, "after-post"),
+    (IN_WORKER, "after-record"),
+    (IN_WORKER, "waiting"),
+    (DEFERRABLE, "before-post"),
+    (DEFERRABLE, "after-post"),
+    (DEFERRABLE, "after-record"),
+    (DEFERRABLE, "deferring"),
+    (DEFERRABLE, "resuming"),
+    (IN_WORKER, "after-outcome"),
+    (DEFERRABLE, "after-outcome"),
+    (FIRE, "before-post"),
+    (FIRE, "after-post"),
+    (FIRE, "after-record"),
+    (FIRE, "after-settle"),
 )
 #: The callee's behaviour: answered and hung up (task succeeds), busy and no answer (task fails).
 OUTCOMES: dict[str, CallScript] = {
@@ -168,8 +177,19 @@ def run_try(
     return False, result
 
 
-def real_outcome_matches(result: dict[str, Any], call: Any) -> bool:
-    """Whether the retry's result is the outcome the emulator gave ``call``."""
+def real_outcome_matches(result: dict[str, Any], call: Any, *, fire: bool) -> bool:
+    """Whether the retry's result is the outcome the emulator gave ``call`` (fire and forget: that the
+    call was placed - the value a try returns once Vobiz accepted it, naming that call)."""
+    if fire:
+        value = result.get("value")
+        return (
+            result.get("kind") == "returned"
+            and isinstance(value, dict)
+            and value.get("request_uuid") == call.request_uuid
+            and value.get("request_uuids") == [call.request_uuid]
+            and normalise_destination(str(value.get("to"))) == normalise_destination(call.to)
+            and value.get("from_number") == CALLER
+        )
     if result.get("kind") == "returned":
         value = result["value"]
         return (
@@ -214,7 +234,8 @@ def crash_and_retry(
     tally: Tally,
 ) -> None:
     """Crash #``i``: try 1 killed at its point, the retry run to its end, the outcome checked."""
-    deferrable, point = COMBOS[i % len(COMBOS)]
+    mode, point = COMBOS[i % len(COMBOS)]
+    fire = mode == FIRE
     outcomes = list(OUTCOMES)
     outcome = outcomes[(i + i // len(COMBOS)) % len(outcomes)]
     to = f"+1415666{i:04d}"
@@ -226,10 +247,11 @@ def crash_and_retry(
         "to": to,
         "from_number": CALLER,
         "answer_url": answer,
-        "deferrable": deferrable,
+        "deferrable": mode == DEFERRABLE,
+        "wait": not fire,
     }
     was_killed, _ = run_try(zyg, {**job, "try_number": 1}, env, crash=point)
-    assert was_killed, f"crash {i} ({point}, deferrable={deferrable}) was not injected"
+    assert was_killed, f"crash {i} ({point}, {mode}) was not injected"
     tally.killed += 1
     retry_killed, result = run_try(zyg, {**job, "try_number": 2}, env, crash=None)
     assert not retry_killed
@@ -243,15 +265,16 @@ def crash_and_retry(
     ]
     tally.double_dials += max(0, len(posts) - 1)
     calls = [c for c in emulator.calls.values() if normalise_destination(c.to) == normalise_destination(to)]
-    if len(calls) == 1 and real_outcome_matches(result, calls[0]):
+    if len(calls) == 1 and real_outcome_matches(result, calls[0], fire=fire):
         tally.acknowledged += 1
     else:
         tally.lost += 1
-        tally.wrong.append(f"#{i} {point} deferrable={deferrable} {outcome}: {len(posts)} POST(s), {result}")
+        tally.wrong.append(f"#{i} {point} {mode} {outcome}: {len(posts)} POST(s), {result}")
     attempts = ledger.find_attempts(dag_id=DAG_ID, run_id=job["run_id"], task_id=TASK_ID, before_try=3)
     tally.duplicated += max(0, len({r.call_uuid or r.request_uuid for r in attempts}) - 1)
+    # Fire and forget: nothing learns how the call ends, so the ledger holds it as placed.
     if calls and any(
-        (r.call_uuid or r.request_uuid) == calls[0].call_uuid and r.status == calls[0].status
+        (r.call_uuid or r.request_uuid) == calls[0].call_uuid and (fire or r.status == calls[0].status)
         for r in attempts
     ):
         tally.stored += 1
@@ -265,7 +288,7 @@ def test_task_crash_then_retry_never_dials_twice(
     answer_url: str,  # noqa: F811 (fixture)
     zygote: Zygote,
 ) -> None:
-    crashes = size(ci=len(COMBOS), full=60)
+    crashes = size(ci=len(COMBOS), full=4 * len(COMBOS))
     ledger = CallLedger(fault_store_url)
     ledger.upgrade()
     env: dict[str, str | None] = {
@@ -301,7 +324,7 @@ def test_task_crash_then_retry_never_dials_twice(
             lost=tally.lost,
             duplicated=tally.duplicated,
             double_dials=tally.double_dials,
-            note=f"{tally.killed} SIGKILLs, {len(COMBOS)} crash point x waiting mode pairs, 3 outcomes; "
+            note=f"{tally.killed} SIGKILLs, {len(COMBOS)} crash point x mode pairs, 3 outcomes; "
             f"{elapsed:.0f} s",
         )
     )

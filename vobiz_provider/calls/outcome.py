@@ -30,11 +30,13 @@ __all__ = [
     "Resume",
     "SuccessRule",
     "cache_api_outcomes",
+    "decide_fired_resume",
     "decide_resume",
     "describe_failure",
     "describe_outcome",
     "fill_stored_digits",
     "fired_result",
+    "fired_result_of",
     "previous_attempt",
     "xcom_result",
 ]
@@ -88,6 +90,29 @@ def fired_result(request: MakeCallRequest, response: CallFiredResponse) -> dict[
         "to": destinations[0] if len(destinations) == 1 else destinations,
         "from_number": request.from_number,
         "api_id": response.api_id,
+    }
+
+
+def fired_result_of(records: list[CallRecord], destinations: list[str]) -> dict[str, Any]:
+    """The XCom value of calls placed without waiting, from the ledger: what the earlier try that recorded
+    them returned (or would have, had it not died). ``api_id`` is ``None``: it names that try's request,
+    which the ledger does not keep.
+
+    :param records: The earlier try's calls (:func:`previous_attempt`), not empty.
+    :param destinations: The task's destinations, in the order of its request's ``to`` (orders the calls).
+    """
+    from vobiz_provider.models.record import normalise_destination  # pydantic: not at DAG-parse time (B4)
+
+    order = {normalise_destination(d): i for i, d in enumerate(destinations)}
+    ordered = sorted(records, key=lambda r: order.get(normalise_destination(r.to or ""), len(order)))
+    request_uuids = list(dict.fromkeys(uuid for r in ordered if (uuid := r.request_uuid or r.call_uuid)))
+    to = [r.to for r in ordered if r.to]
+    return {
+        "request_uuid": request_uuids[0] if len(request_uuids) == 1 else request_uuids,
+        "request_uuids": request_uuids,
+        "to": to[0] if len(to) == 1 else to,
+        "from_number": ordered[0].from_number,
+        "api_id": None,
     }
 
 
@@ -261,4 +286,65 @@ def decide_resume(
         calls=previous,
         message=f"Try {try_number}: the call placed by try {earlier} did not succeed ({described}); "
         "dialling again",
+    )
+
+
+def decide_fired_resume(
+    previous: list[CallRecord],
+    *,
+    try_number: int,
+    rule: SuccessRule,
+    redial: str = "failed",
+    settled: bool = True,
+) -> Resume:
+    """:func:`decide_resume` for ``wait_for_completion=False``, where a try succeeds once Vobiz accepted
+    its call (the task never learns how the call ends; the ledger may, e.g. from a ``VobizCallSensor``).
+
+    An earlier try that died before returning (``settled`` false) would have returned its call: so does
+    this try, without dialling, whatever the call became and whatever ``redial`` says - dialling now is
+    exactly the double dial. Once a try returned its call (a clear, or a retry for another reason), the
+    waiting modes' rules apply to what the ledger knows: a call known to have ended without success is
+    dialled again; a call that succeeded, or whose end is not known (it may still ring), is returned -
+    ``redial="always"`` dials again instead.
+
+    :param previous: The calls of the newest earlier try (:func:`previous_attempt`), not empty.
+    :param try_number: The current try.
+    :param rule: What counts as success.
+    :param redial: ``failed`` (default) or ``always``.
+    :param settled: Whether the earlier try returned its calls (its placement's ``settled_at``).
+    """
+    earlier = previous[0].try_number
+    described = "; ".join(
+        f"{loggable(record.to or '?')} ({loggable(record.call_uuid or record.request_uuid)}): "
+        f"{loggable(record.status)}"
+        for record in previous
+    )
+    if not settled:
+        return Resume(
+            action="return",
+            calls=previous,
+            message=f"Try {try_number}: try {earlier} placed the call ({described}) but died before "
+            "returning it; returning it without dialling again",
+        )
+    if all(record.terminal for record in previous) and not all(
+        rule.succeeded(record.to_event()) for record in previous
+    ):
+        return Resume(
+            action="dial",
+            calls=previous,
+            message=f"Try {try_number}: the call placed by try {earlier} did not succeed ({described}); "
+            "dialling again",
+        )
+    if redial == "always":
+        return Resume(
+            action="dial",
+            calls=previous,
+            message=f"Try {try_number}: try {earlier} placed a call ({described}), but redial='always': "
+            "dialling again",
+        )
+    return Resume(
+        action="return",
+        calls=previous,
+        message=f"Try {try_number}: try {earlier} already placed the call ({described}) and it did not "
+        f"fail; returning it without dialling again (redial={redial!r})",
     )

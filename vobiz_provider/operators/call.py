@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     from vobiz_provider.calls.outcome import SuccessRule
     from vobiz_provider.calls.placement import CallPlacer, PlacedCall, Placement
+    from vobiz_provider.correlation import CorrelationToken
     from vobiz_provider.hooks.vobiz import VobizHook
     from vobiz_provider.ledger import CallLedger
     from vobiz_provider.models.answer import AnswerSpec, GatherSpec
@@ -59,6 +60,9 @@ class VobizCallOperator(BaseOperator):
     other outcome raises :class:`~vobiz_provider.exceptions.VobizCallFailedError`, so ``retries`` dial
     again. A retry or a clear first looks at the earlier try's call in the call ledger: still up, it waits
     for it; ended successfully, it returns it (unless ``redial="always"``); otherwise it dials again.
+    With ``wait_for_completion=False`` the task succeeds once Vobiz accepted the call; a retry returns the
+    call of a try that died before returning it, without dialling. Every mode needs the call ledger
+    (``[vobiz] callback_store``) before it dials: unreachable, the task fails without dialling.
 
     The XCom value is the final call record (``CallRecord.to_event()``; a list for several destinations),
     or, with ``wait_for_completion=False``, ``{"request_uuid", "request_uuids", "to", "from_number",
@@ -126,7 +130,9 @@ class VobizCallOperator(BaseOperator):
     :param hangup_on_kill: Hang up the call when the task is killed (or its wait times out).
     :param redial: On a retry whose earlier try's call already ended successfully: ``"failed"`` (default)
         returns that call without dialling; ``"always"`` dials again. A call still up is always waited
-        for, and a call that failed is always dialled again.
+        for, and a call that failed is always dialled again. With ``wait_for_completion=False``, a call
+        whose end the ledger does not know counts as still up but ``"always"`` dials again; the call of a
+        try that died before returning it is returned whatever ``redial`` says.
     """
 
     template_fields: Sequence[str] = (
@@ -360,7 +366,7 @@ class VobizCallOperator(BaseOperator):
 
     def execute(self, context: Context) -> Any:
         # Execute-time modules (see the module docstring): their dataclasses cost DAG-parse time (B4).
-        from vobiz_provider.calls.outcome import decide_resume, fired_result, previous_attempt, xcom_result
+        from vobiz_provider.calls.outcome import decide_resume, previous_attempt, xcom_result
         from vobiz_provider.calls.recovery import recover_unrecorded_calls
         from vobiz_provider.correlation import CorrelationToken
 
@@ -374,19 +380,8 @@ class VobizCallOperator(BaseOperator):
                 base_url, what=f"Task {self.task_id!r}", instead="pass your own answer_url"
             )
         correlation = CorrelationToken.from_task_instance(context["ti"], conn_id=self.vobiz_conn_id)
-        if not self.wait_for_completion:
-            placement = placer.plan(
-                request,
-                correlation=correlation,
-                callback_base_url=base_url,
-                spec=spec,
-                route=(),
-                register=False,
-            )
-            placed = self._place(placement)
-            return fired_result(placed.placement.request, placed.response)
-
-        # A try that died between POST /Call/ and recording its calls: find them before dialling again.
+        # A try that died between POST /Call/ and recording its calls: find them before dialling again. Also
+        # without waiting: the ledger is needed before any dial (unreachable, the try fails undialled).
         recovered = recover_unrecorded_calls(
             hook=self.hook,
             ledger=self.ledger,
@@ -396,6 +391,9 @@ class VobizCallOperator(BaseOperator):
             from_number=request.from_number,
             log=self.log,
         )
+        if not self.wait_for_completion:
+            return self._fire(request, spec=spec, base_url=base_url, correlation=correlation)
+
         previous = previous_attempt(self.ledger, correlation)
         if previous:
             resume = decide_resume(
@@ -438,6 +436,48 @@ class VobizCallOperator(BaseOperator):
             destinations=placed.destinations,
             use_store=placement.receiver_hears_hangup,
         )
+
+    def _fire(
+        self,
+        request: MakeCallRequest,
+        *,
+        spec: AnswerSpec | None,
+        base_url: str | None,
+        correlation: CorrelationToken,
+    ) -> dict[str, Any]:
+        """``wait_for_completion=False``: return the call an earlier try placed (see
+        :func:`~vobiz_provider.calls.outcome.decide_fired_resume`), else place one, record it, and mark
+        the try's placement settled once the call is recorded (it returns it next): a retry then knows
+        whether this try got that far."""
+        from vobiz_provider.calls.outcome import (
+            decide_fired_resume,
+            fired_result,
+            fired_result_of,
+            previous_attempt,
+        )
+
+        destinations = list(request.destinations)
+        previous = previous_attempt(self.ledger, correlation)
+        if previous:
+            settled = self._settled(correlation.ti_key, previous[0].try_number)
+            resume = decide_fired_resume(
+                previous,
+                try_number=correlation.try_number,
+                rule=self.success_rule,
+                redial=self.redial,
+                settled=settled,
+            )
+            self.log.info("%s", resume.message)
+            if resume.action == "return":
+                if not settled:  # returned now: the next retry applies the rules of a returned call
+                    self._settle([record.to_event() for record in previous])
+                return fired_result_of(previous, destinations)
+        placement = self.placer.plan(
+            request, correlation=correlation, callback_base_url=base_url, spec=spec, route=()
+        )
+        placed = self._place(placement)
+        self._settle([{"request_uuid": uuid} for uuid in placed.request_uuids])
+        return fired_result(placed.placement.request, placed.response)
 
     def _place(self, placement: Placement) -> PlacedCall:
         try:
