@@ -8,6 +8,7 @@ token of the ``vobiz_default`` connection (an ``AIRFLOW_CONN_*`` variable, as in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -87,8 +88,16 @@ class ReceiverProcess:
         assert self.process is None or self.process.poll() is not None, "already running"
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [*cli_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
-                + ["--log-level", "warning"],
+                [
+                    *cli_command(),
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "warning",
+                ],
                 env=self.env(),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -124,10 +133,8 @@ class ReceiverProcess:
         process = self.process
         if process is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         process.wait(timeout=30)
 
     def stop(self) -> None:
@@ -151,10 +158,8 @@ class ReceiverProcess:
         # The whole group, whatever state the test left it in: nothing may outlive the test.
         self.stop()
         if self.process is not None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def signed_post(

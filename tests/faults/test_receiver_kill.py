@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 #: Callbacks sent (three per call), SIGKILLs of the receiver, concurrent senders.
-CALLBACKS = size(ci=600, full=4_500)
+CALLBACKS = size(ci=300, full=4_500)
 KILLS = size(ci=2, full=6)
 SENDERS = 64
 KINDS = ("ring", "answer", "hangup")
@@ -143,12 +143,20 @@ def place_calls(store_url: str, count: int) -> list[Callback]:
 
 
 def send_once(client: httpx.Client, receiver: ReceiverProcess, callback: Callback) -> tuple[int | None, str]:
-    """POST ``callback`` signed with a fresh nonce: its status, or ``None`` and why when no answer came."""
+    """POST ``callback`` signed with a fresh nonce: its status, or ``None`` and why when no answer came.
+
+    The reason of a 200 says whether the callback was new (``stored``) or stored before (``duplicate``:
+    committed before a kill cut its answer), or that it was answered with XML (``answer``).
+    """
     try:
         response = signed_post(client, receiver, callback.kind, callback.correlation, callback.fields())
     except httpx.TransportError as err:
         return None, type(err).__name__
-    return response.status_code, str(response.status_code)
+    what = str(response.status_code)
+    if response.status_code == 200:
+        is_json = response.headers.get("content-type", "").startswith("application/json")
+        what += f" {response.json()['status']}" if is_json else " xml"
+    return response.status_code, what
 
 
 def stored_counts(store_url: str) -> dict[tuple[str, str], int]:
@@ -174,7 +182,9 @@ def killed_receiver(fault_store_url: str, tmp_path: Path) -> Iterator[ReceiverPr
 def test_receiver_kill(store_kind: str, fault_store_url: str, killed_receiver: ReceiverProcess) -> None:
     receiver = killed_receiver
     seed = int(os.environ.get("VOBIZ_FAULTS_SEED") or time.time_ns() % 1_000_000)
-    print(f"receiver kill -9 on {store_kind}: seed {seed} (VOBIZ_FAULTS_SEED={seed} replays the kill moments)")
+    print(
+        f"receiver kill -9 on {store_kind}: seed {seed} (VOBIZ_FAULTS_SEED={seed} replays the kill moments)"
+    )
     rng = random.Random(seed)
     callbacks = place_calls(fault_store_url, CALLBACKS // len(KINDS))
     rng.shuffle(callbacks)
