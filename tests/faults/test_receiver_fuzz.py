@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 #: Generated requests per store: >= 10,000 under ./scripts/faults; CI's size keeps the file within ~90 s.
-EXAMPLES = size(ci=1_000, full=10_000)
+EXAMPLES = size(ci=800, full=10_000)
 #: The receiver's body (and query string) limit during the fuzz, a quarter of the default so that
 #: oversize query strings still fit the 64 KiB URLs httpx sends.
 MAX_BODY = 16_384
@@ -227,6 +227,7 @@ class Tally:
     answered_200: int = 0
     unexpected_5xx: int = 0
     slowest: float = 0.0
+    slow: list[tuple[float, str]] = field(default_factory=list)  # the five slowest answers, and to what
     statuses: dict[int, int] = field(default_factory=dict)
     # seq of each callback answered 200 -> the replay keys of its answered sends
     acknowledged: dict[int, set[str]] = field(default_factory=dict)
@@ -595,6 +596,7 @@ def test_receiver_fuzz(store_kind: str, fault_store_url: str, fuzzed_receiver: R
             status = response.status_code
             tally.statuses[status] = tally.statuses.get(status, 0) + 1
             what = f"#{request.seq} {request.method} {request.kind!r} -> {status} {response.text[:200]!r}"
+            tally.slow = sorted([*tally.slow, (elapsed, f"{what} ({len(request.body)} bytes)")])[-5:]
             if status >= 500:
                 tally.unexpected_5xx += 1
                 tally.violations.append(f"5xx: {what}")
@@ -676,7 +678,9 @@ def test_receiver_fuzz(store_kind: str, fault_store_url: str, fuzzed_receiver: R
             ),
         )
     )
-    print(f"receiver fuzz on {store_kind}: {tally.sent} requests in {duration:.1f} s")
+    print(f"receiver fuzz on {store_kind}: {tally.sent} requests in {duration:.1f} s; slowest answers:")
+    for elapsed, what in reversed(tally.slow):
+        print(f"  {elapsed:.3f} s: {what}")
     assert tally.sent >= EXAMPLES
     assert not tally.violations, f"{len(tally.violations)} violations, first ones:\n" + "\n".join(
         tally.violations[:20]
