@@ -153,6 +153,8 @@ def send_once(client: httpx.Client, receiver: ReceiverProcess, callback: Callbac
     except httpx.TransportError as err:
         return None, type(err).__name__
     what = str(response.status_code)
+    if response.status_code >= 500:  # say why: the reason is part of the figures
+        what += f" {response.text[:100]!r}"
     if response.status_code == 200:
         is_json = response.headers.get("content-type", "").startswith("application/json")
         what += f" {response.json()['status']}" if is_json else " xml"
