@@ -236,6 +236,7 @@ def test_serve_answers_health_and_stores_a_signed_callback(
 
 @pytest.mark.postgres
 def test_db_upgrade_and_prune_on_postgresql(cli_env: dict[str, str], pg_schema_url: str) -> None:
+    # A schema of its own: the shared database may hold another branch's (newer) store.
     env = {**cli_env, "AIRFLOW__VOBIZ__CALLBACK_STORE": pg_schema_url}
     upgraded = run_cli("db", "upgrade", env=env)
     assert upgraded.returncode == 0, upgraded.stderr[-2000:]
