@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from _suite_secrets import E2E_CALLBACK_SECRET
 from _waiting import wait_until
 
 from vobiz_provider.testing import RemoteEmulator
@@ -36,7 +37,7 @@ DAGS_DIR = Path(__file__).resolve().parent / "dags"
 STARTUP_TIMEOUT = 240.0
 #: Seconds a process group gets to exit after SIGTERM before it is killed.
 STOP_GRACE = 15.0
-CALLBACK_SECRET = "e2e-callback-secret-0123456789abcdef"
+CALLBACK_SECRET = E2E_CALLBACK_SECRET
 
 
 def free_port() -> int:
