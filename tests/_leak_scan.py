@@ -3,6 +3,10 @@ test wrote or logged during the session.
 
 What it scans (``tests/conftest.py`` wires it in):
 
+* **captured output**: what each test's code wrote to stdout/stderr, as pytest captured it - both the part a
+  test read itself (``capfd``/``capsys.readouterr()``) and the rest (the report's captured sections). Under
+  ``dag.test()`` a task's own log (``self.log``, structlog in Airflow 3) goes there, not through
+  :mod:`logging`;
 * **log records**: a :class:`~vobiz_provider.testing.secret_scan.SecretLogHandler` on the root logger and on
   every ``airflow*`` / ``vobiz_provider*`` logger that does not propagate, re-attached before each test
   (Airflow's logging setup replaces the root's handlers); it sees every record of ``vobiz_provider.*`` and
@@ -73,6 +77,11 @@ class SessionLeakScan:
         for logger in loggers:
             if self.handler not in logger.handlers:
                 logger.addHandler(self.handler)
+
+    def scan_output(self, text: str, where: str) -> None:
+        """Scan output the code wrote to stdout/stderr during a test (task logs under ``dag.test()``)."""
+        if text:
+            self.findings.extend(self.scanner.scan_text(text, where))
 
     def all_findings(self) -> list[Finding]:
         """The findings of the scans so far and of the log records."""

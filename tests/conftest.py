@@ -41,6 +41,27 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 LEAK_SCAN = SessionLeakScan()
 
 
+def _scanning_readouterr(self: Any) -> Any:
+    """``capfd``/``capsys.readouterr()``, scanning what it returns: output a test reads is gone from its
+    report, and under ``dag.test()`` it holds the task's log (structlog writes to stdout, not to logging)."""
+    result = _READOUTERR(self)
+    request = getattr(self, "request", None)
+    where = f"output read by {getattr(getattr(request, 'node', None), 'nodeid', '?')}"
+    LEAK_SCAN.scan_output(f"{result.out}{result.err}", where)
+    return result
+
+
+_READOUTERR = pytest.CaptureFixture.readouterr
+pytest.CaptureFixture.readouterr = _scanning_readouterr  # type: ignore[method-assign]
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Scan the output each test phase left in its report (what the test did not read itself)."""
+    for name, content in report.sections:
+        if name.startswith(("Captured stdout", "Captured stderr")):
+            LEAK_SCAN.scan_output(content, f"{name} of {report.nodeid}")
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     LEAK_SCAN.attach()  # again before each test: Airflow's logging setup replaces the root's handlers

@@ -8,7 +8,7 @@ import base64
 import logging
 from typing import TYPE_CHECKING
 
-from _suite_secrets import EMULATOR_AUTH_TOKEN, SESSION_CALLBACK_SECRET
+from _suite_secrets import E2E_CALLBACK_SECRET, EMULATOR_AUTH_TOKEN, SESSION_CALLBACK_SECRET
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -16,6 +16,10 @@ if TYPE_CHECKING:
 
 def test_logs_the_callback_secret() -> None:
     logging.getLogger("vobiz_provider.planted").warning("signing with %s", SESSION_CALLBACK_SECRET)
+
+
+def test_prints_the_e2e_secret() -> None:
+    print(f"callback to https://x/?s={E2E_CALLBACK_SECRET}")
 
 
 def test_writes_the_auth_token_in_base64(tmp_path: Path) -> None:

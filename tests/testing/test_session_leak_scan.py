@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _suite_secrets import EMULATOR_AUTH_TOKEN, SESSION_CALLBACK_SECRET
+from _suite_secrets import E2E_CALLBACK_SECRET, EMULATOR_AUTH_TOKEN, SESSION_CALLBACK_SECRET
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,9 +41,12 @@ def test_a_session_that_leaks_fails_naming_each_place() -> None:
     finally:
         shutil.rmtree(basetemp, ignore_errors=True)
     output = result.stdout + result.stderr
-    assert "2 passed" in output, output  # the cases themselves pass: the scan alone fails the session
+    assert "3 passed" in output, output  # the cases themselves pass: the scan alone fails the session
     assert result.returncode == 1, output
     assert "log record of vobiz_provider.planted" in output
     assert "callback secret (tests/conftest.py)" in output
     assert "task.log @ offset" in output and "auth token (the emulator) (base64)" in output
-    assert SESSION_CALLBACK_SECRET not in output and EMULATOR_AUTH_TOKEN not in output
+    printed = "Captured stdout call of tests/testing/_planted_leak_cases.py::test_prints_the_e2e_secret"
+    assert printed in output and "callback secret (tests/e2e/conftest.py) (raw)" in output
+    for secret in (SESSION_CALLBACK_SECRET, EMULATOR_AUTH_TOKEN, E2E_CALLBACK_SECRET):
+        assert secret not in output
