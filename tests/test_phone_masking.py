@@ -3,13 +3,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from vobiz_provider.calls.outcome import SuccessRule, decide_resume, describe_failure
+from vobiz_provider.calls.tracker import CallTracker
 from vobiz_provider.config import VobizSettings
 from vobiz_provider.exceptions import VobizValidationError
 from vobiz_provider.get_provider_info import get_provider_info
 from vobiz_provider.models.call import MakeCallRequest
+from vobiz_provider.models.record import CallRecord
 from vobiz_provider.phone_masking import country_code_length, mask_number, masked_number, masked_numbers
+from vobiz_provider.sensors.call import _describe as describe_sensor_call
 
 SETTING = "AIRFLOW__VOBIZ__MASK_PHONE_NUMBERS"
 
@@ -89,3 +95,40 @@ def test_the_setting_is_documented_in_the_provider_info() -> None:
     option = get_provider_info()["config"]["vobiz"]["options"]["mask_phone_numbers"]
     assert option["default"] == "True" and option["type"] == "boolean"
     assert "+91******3210" in option["description"]
+
+
+def _record(**fields: Any) -> CallRecord:
+    base = {
+        "call_uuid": "c-1",
+        "request_uuid": "r-1",
+        "to": "+919876543210",
+        "status": "busy",
+        "terminal": True,
+    }
+    return CallRecord.model_validate({**base, **fields})
+
+
+@pytest.mark.parametrize(("setting", "shown"), [(None, "+91******3210"), ("false", "+919876543210")])
+def test_every_call_text_for_logs_shows_the_number_per_the_setting(
+    monkeypatch: pytest.MonkeyPatch, setting: str | None, shown: str
+) -> None:
+    if setting is None:
+        monkeypatch.delenv(SETTING, raising=False)
+    else:
+        monkeypatch.setenv(SETTING, setting)
+    record = _record(try_number=1)
+    texts = {
+        "resume message": decide_resume(
+            [record], try_number=2, rule=SuccessRule(success_statuses=("x",))
+        ).message,
+        "sensor failure": describe_sensor_call(record),
+        "failure": describe_failure(record.to_event()),
+        "timeline": "\n".join(
+            CallTracker(request_uuids=["r-1"], destinations=[], call_uuids=[]).observe([record])
+        ),
+    }
+    for name, text in texts.items():
+        assert shown in text, (name, text)
+        if setting is None:
+            assert "+919876543210" not in text, (name, text)
+    assert record.to_event()["to"] == "+919876543210"  # the record (XCom, trigger event) keeps it whole
