@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from _leak_scan import SessionLeakScan
+from _suite_secrets import SESSION_CALLBACK_SECRET
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -29,12 +31,75 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_HOME / 'airflow.db'}"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(_HOME / "dags")
-os.environ.setdefault("AIRFLOW__VOBIZ__CALLBACK_SECRET", "test-callback-secret-0123456789abcdef")
+os.environ.setdefault("AIRFLOW__VOBIZ__CALLBACK_SECRET", SESSION_CALLBACK_SECRET)
 os.environ.setdefault("AIRFLOW__VOBIZ__CALLBACK_STORE", f"sqlite:///{_HOME / 'vobiz_callbacks.db'}")
 # The suite runs with the default (signatures required) unless a test switches it off and says why.
 os.environ.pop("AIRFLOW__VOBIZ__REQUIRE_SIGNATURES", None)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: The session's leak scan (tests/_leak_scan.py): log records as they are emitted, files and databases at
+#: the end of the session, PostgreSQL schemas before they are dropped.
+LEAK_SCAN = SessionLeakScan()
+
+
+def _scanning_readouterr(self: Any) -> Any:
+    """``capfd``/``capsys.readouterr()``, scanning what it returns: output a test reads is gone from its
+    report, and under ``dag.test()`` it holds the task's log (structlog writes to stdout, not to logging)."""
+    result = _READOUTERR(self)
+    request = getattr(self, "request", None)
+    where = f"output read by {getattr(getattr(request, 'node', None), 'nodeid', '?')}"
+    LEAK_SCAN.scan_output(f"{result.out}{result.err}", where)
+    return result
+
+
+_READOUTERR = pytest.CaptureFixture.readouterr
+pytest.CaptureFixture.readouterr = _scanning_readouterr  # type: ignore[method-assign]
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Scan the output each test phase left in its report (what the test did not read itself)."""
+    for name, content in report.sections:
+        if name.startswith(("Captured stdout", "Captured stderr")):
+            LEAK_SCAN.scan_output(content, f"{name} of {report.nodeid}")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    LEAK_SCAN.attach()  # again before each test: Airflow's logging setup replaces the root's handlers
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    LEAK_SCAN.attach()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Scan the session's AIRFLOW_HOME and pytest's basetemp; fail the session on any finding."""
+    import time
+
+    started = time.monotonic()
+    scan = LEAK_SCAN
+    scan.findings.extend(scan.scanner.scan_tree(_HOME))
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    basetemp = getattr(factory, "_basetemp", None)  # only if the session made one (never create it here)
+    if basetemp is not None and Path(basetemp).is_dir():
+        scan.findings.extend(scan.scanner.scan_tree(basetemp))
+    findings = scan.all_findings()
+    counts = scan.scanner.counts
+    summary = (
+        f"leak scan: {counts.files} files ({counts.bytes} bytes), {counts.tables} tables ({counts.rows} "
+        f"rows), {counts.records} log records, {counts.texts} texts scanned in "
+        f"{time.monotonic() - started:.1f} s at the end of the session: {len(findings)} secret(s) found"
+    )
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = [summary, *(f"  {finding}" for finding in findings[:200])]
+    if reporter is not None:
+        reporter.write_line("\n".join(lines))
+    else:
+        print("\n".join(lines), file=sys.stderr)
+    if findings and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")
@@ -106,6 +171,16 @@ def pg_schema_url(postgres_url: str) -> Iterator[str]:
     try:
         yield url.render_as_string(hide_password=False)
     finally:
+        # The store's tables are gone once the schema is dropped: scan them now.
+        LEAK_SCAN.findings.extend(
+            LEAK_SCAN.scanner.scan_database(
+                sa.engine.make_url(postgres_url)
+                .set(drivername="postgresql+psycopg2")
+                .render_as_string(hide_password=False),
+                schema=schema,
+                label=f"postgresql schema {schema}",
+            )
+        )
         with admin.begin() as conn:
             conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
         admin.dispose()

@@ -164,6 +164,15 @@ def _config() -> dict[str, Any]:
                     example="False",
                     default="True",
                 ),
+                "mask_phone_numbers": option(
+                    "Show phone numbers masked in logs and in the exception texts that reach them: the "
+                    "country code and the last 4 digits (+91******3210), each destination of a '<' list, the "
+                    "user part of a SIP URI. XCom and the callback store keep numbers whole. Turn it off to "
+                    "log numbers whole.",
+                    type_="boolean",
+                    example="False",
+                    default="True",
+                ),
                 "max_body_bytes": option(
                     "Largest callback body, in bytes, the receiver accepts; larger requests get 413.",
                     type_="integer",

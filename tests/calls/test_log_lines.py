@@ -84,11 +84,11 @@ def test_outcome_texts_of_ordinary_calls_are_unchanged() -> None:
         digits="1",
     )
     assert describe_failure(call) == (
-        "Vobiz call to +14155550101 (c-1) ended with status 'busy' (hangup cause 3010 Busy Line, hung up by "
+        "Vobiz call to +1******0101 (c-1) ended with status 'busy' (hangup cause 3010 Busy Line, hung up by "
         "Carrier)"
     )
     assert describe_outcome(call) == (
-        "Vobiz call to +14155550101 (c-1) ended with status 'busy' (hangup cause 3010 Busy Line, hung up by "
+        "Vobiz call to +1******0101 (c-1) ended with status 'busy' (hangup cause 3010 Busy Line, hung up by "
         "Carrier, 3 s); the callee pressed '1'"
     )
 

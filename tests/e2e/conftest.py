@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 from _processes import EmulatorProcess, emulator_subprocess, free_port, redact, stop_process_group, tail
+from _suite_secrets import E2E_CALLBACK_SECRET
 from _waiting import wait_until
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 DAGS_DIR = Path(__file__).resolve().parent / "dags"
 #: Seconds ``airflow standalone`` gets to become healthy and serve the plugin (~70 s on 2 busy cores).
 STARTUP_TIMEOUT = 240.0
-CALLBACK_SECRET = "e2e-callback-secret-0123456789abcdef"
+CALLBACK_SECRET = E2E_CALLBACK_SECRET
 
 
 #: Access-log lines of the REST requests the tests themselves make (polling states, reading logs).

@@ -21,8 +21,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from _e2e_leak_scan import scan_for_leaks
 from _ledger_helpers import bare_url
 
+from vobiz_provider.phone_masking import mask_number
 from vobiz_provider.testing import CallScript
 
 if TYPE_CHECKING:
@@ -217,7 +219,7 @@ def test_deferred_call_resumes_from_the_plugin_receiver_under_a_real_triggerer(
     log = airflow.task_log(DAG_ID, run_id, "call", 1)
     assert re.search(r"attempt=1\.log\.trigger\.\d+\.log", log), f"no trigger log among the sources:\n{log}"
     leg = re.escape(f"({call['call_uuid']})")
-    to = re.escape(TO)
+    to = re.escape(mask_number(TO))  # logs show numbers masked ([vobiz] mask_phone_numbers, on by default)
     timeline = {
         "fired": rf"Vobiz accepted the call to {to}: request_uuid {re.escape(call['request_uuid'])}",
         "deferred": rf"Deferring until the call to {to} hangs up",
@@ -262,6 +264,8 @@ def test_deferred_call_resumes_from_the_plugin_receiver_under_a_real_triggerer(
         if secret in text
     ]
     assert not leaks, f"secrets leaked: {leaks}"
+    assert TO not in log, "the task log shows the destination whole (it must be masked)"
+    assert record["to"] == TO, "XCom keeps the destination whole"
 
     # The busy line failed its run: the trigger saw the busy hangup, and the resumed task raised
     # VobizCallFailedError naming the cause, in its first and only try.
@@ -277,8 +281,23 @@ def test_deferred_call_resumes_from_the_plugin_receiver_under_a_real_triggerer(
     assert busy_tis["report"]["state"] == "upstream_failed", diagnostics(busy_run_id)
     busy_log = airflow.task_log(DAG_ID, busy_run_id, "call", 1)
     code = busy["hangup_cause_code"]
+    busy_to = re.escape(mask_number(BUSY_TO))
     for pattern in (
-        rf"Call to {re.escape(BUSY_TO)} \(\S+\): hung up \(status=busy, cause=[^,]* {code}, .*via=callback\)",
+        rf"Call to {busy_to} \(\S+\): hung up \(status=busy, cause=[^,]* {code}, .*via=callback\)",
         rf"VobizCallFailedError: .*ended with status 'busy' \(hangup cause {code} ",
     ):
         assert re.search(pattern, busy_log), f"the busy task's log lacks {pattern!r}:\n{busy_log}"
+
+    # Nothing the run wrote holds the callback secret or the auth token, in any encoding: the AIRFLOW_HOME
+    # (task and trigger logs, standalone.log, the metadata DB table by table, the callback store) and the
+    # emulator's output (tests/e2e/conftest.py::scan_for_leaks).
+    scan = scan_for_leaks(airflow, emulator)
+    counts = scan.counts
+    print(
+        f"e2e leak scan: {counts.files} files ({counts.bytes} bytes), {counts.tables} tables ({counts.rows} "
+        f"rows; {scan.metadata_rows}), {counts.texts} texts: {len(scan.findings)} finding(s)"
+    )
+    assert all(
+        scan.metadata_rows[table] for table in ("xcom", "rendered_task_instance_fields", "task_instance")
+    )
+    assert not scan.findings, "secrets found after the run:\n" + "\n".join(map(str, scan.findings))

@@ -16,6 +16,13 @@ REQUIRED: dict[str, Any] = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _numbers_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests check the validation rules and quote the refused numbers: logs show them masked by
+    default, which ``tests/test_phone_masking.py`` checks (also for these messages)."""
+    monkeypatch.setenv("AIRFLOW__VOBIZ__MASK_PHONE_NUMBERS", "false")
+
+
 def build(**overrides: Any) -> MakeCallRequest:
     return MakeCallRequest.build(**{**REQUIRED, **overrides})
 

@@ -136,7 +136,8 @@ def test_the_same_callback_fired_twice_phones_once(
 
     assert len(_call_posts(vobiz_emulator)) == 1
     log = "".join(capfd.readouterr())
-    assert "Not phoning 919876543210" in log
+    assert "Not phoning 91******3210" in log  # the destination masked, in the dedupe key too
+    assert "919876543210" not in log
     assert "nightly/manual__2026-11-27/load" in log
 
 
@@ -281,7 +282,8 @@ def test_tokens_never_reach_the_logs(
     (post,) = _call_posts(vobiz_emulator)
     (token,) = parse_qs(urlsplit(post.body["answer_url"]).query)["t"]
     log = "".join(capfd.readouterr()) + caplog.text  # structlog (Airflow) and stdlib logging
-    assert "Vobiz notification call placed from 918000000000 to 919876543210" in log
+    assert "Vobiz notification call placed from 91******0000 to 91******3210" in log
+    assert "919876543210" not in log and "918000000000" not in log
     assert token not in log
     assert token.split(".")[1] not in log  # not even its signature
     assert vobiz_emulator.auth_token not in log

@@ -144,7 +144,7 @@ def test_failed_call_names_destination_status_and_cause():
     with pytest.raises(VobizCallFailedError) as err:
         _operator().execute_complete({}, _event(calls=[busy]))
     message = str(err.value)
-    assert "Vobiz call to +14155550101 (c-1) ended with status 'busy'" in message
+    assert "Vobiz call to +1******0101 (c-1) ended with status 'busy'" in message
     assert "hangup cause 3010 Busy Line, hung up by Carrier" in message
     assert err.value.calls == [busy]
 
@@ -169,7 +169,7 @@ def test_call_text_cannot_forge_lines_in_the_failure_or_the_log(capsys):
 
 def test_one_failed_destination_fails_the_task():
     calls = [_call(), _call(call_uuid="c-2", to="+14155550102", status="no-answer", hangup_cause_code=3000)]
-    with pytest.raises(VobizCallFailedError, match=r"\+14155550102 \(c-2\) ended with status 'no-answer'"):
+    with pytest.raises(VobizCallFailedError, match=r"\+1\*{6}0102 \(c-2\) ended with status 'no-answer'"):
         _operator().execute_complete({}, _event(calls=calls))
 
 

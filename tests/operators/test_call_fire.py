@@ -67,7 +67,8 @@ def test_fires_one_call_with_the_rendered_request(vobiz_emulator, dag_runner, an
     assert xcom["api_id"]
 
     log = "".join(capfd.readouterr())
-    assert "+14155550101" in log
+    assert "+1******0101" in log  # the task log shows the destination masked; XCom keeps it whole
+    assert "+14155550101" not in log
     assert call.request_uuid in log
     token = vobiz_emulator.auth_token
     assert token not in log
@@ -166,4 +167,4 @@ def test_templated_bad_value_fails_before_any_request(vobiz_emulator, dag_runner
     assert vobiz_emulator.requests == []
     log = "".join(capfd.readouterr())
     assert "VobizValidationError" in log
-    assert "invalid Make-Call request: to[0]: '+1 415 555' is not an E.164 number" in log
+    assert "invalid Make-Call request: to[0]: '+* **5 555' is not an E.164 number" in log

@@ -20,6 +20,7 @@ from airflow.sdk import DAG
 from vobiz_provider.exceptions import VobizCallFailedError, VobizValidationError
 from vobiz_provider.models.answer import GatherSpec
 from vobiz_provider.operators.call import VobizCallOperator
+from vobiz_provider.phone_masking import mask_number
 from vobiz_provider.testing import CallScript
 
 START = datetime.datetime(2025, 1, 1, tzinfo=datetime.timezone.utc)
@@ -169,7 +170,7 @@ def test_other_or_no_digits_fail_the_task_naming_what_was_pressed(digits, proble
     with pytest.raises(VobizCallFailedError) as err:
         operator.execute_complete({}, _event(_record(digits=digits)))
     assert problem in str(err.value)
-    assert f"Vobiz call to {TO} (c-1)" in str(err.value)
+    assert f"Vobiz call to {mask_number(TO)} (c-1)" in str(err.value)
     assert err.value.calls[0]["digits"] == digits
 
 

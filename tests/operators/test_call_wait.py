@@ -14,6 +14,7 @@ from _ledger_helpers import bare_url
 from airflow.sdk import DAG, task
 
 from vobiz_provider.operators.call import VobizCallOperator
+from vobiz_provider.phone_masking import mask_number
 from vobiz_provider.testing import CallScript
 
 pytestmark = pytest.mark.airflow_db
@@ -72,7 +73,7 @@ def test_completed_call_reaches_downstream_task(
 
     token = _token(post.body["hangup_url"])
     log = "".join(capfd.readouterr())
-    assert f"Vobiz call to {to}" in log
+    assert f"Vobiz call to {mask_number(to)}" in log
     for secret in (token, vobiz_emulator.auth_token):
         assert secret not in log
         assert secret not in json.dumps(record)
@@ -103,7 +104,7 @@ def test_unsuccessful_call_fails_the_task_naming_status_and_cause(
     [emulated] = vobiz_emulator.calls.values()
     log = "".join(capfd.readouterr())
     assert "VobizCallFailedError" in log
-    assert f"Vobiz call to {to}" in log
+    assert f"Vobiz call to {mask_number(to)}" in log
     assert f"ended with status '{status}' (hangup cause {cause}, hung up by {emulated.hangup_source})" in log
 
 

@@ -160,7 +160,9 @@ async def test_deadline_in_the_past_gives_an_immediate_timeout(store: CallLedger
     assert time.monotonic() - started < 5  # did not wait for a 60 s poll interval
     [call] = payload["calls"]  # the latest (non-terminal) state is included
     assert call["status"] == "ringing"
-    assert "919000000002" in payload["message"]
+    assert "91******0002" in payload["message"]  # the pending destination, masked (an exception text)
+    assert "919000000002" not in payload["message"]
+    assert call["to"] == "919000000002"  # the event's record keeps it whole
 
 
 async def test_deadline_passes_while_waiting(store: CallLedger) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from vobiz_provider.phone_masking import masked_number
 from vobiz_provider.untrusted import loggable, quoted
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ def _cause(call: Mapping[str, Any]) -> str:
 
 
 def _call(call: Mapping[str, Any]) -> str:
-    to = loggable(call.get("to") or "?")
+    to = loggable(masked_number(call.get("to") or None))
     return f"Vobiz call to {to} ({loggable(call.get('call_uuid') or call.get('request_uuid'))})"
 
 
@@ -248,7 +249,8 @@ def decide_resume(
     """
     earlier = previous[0].try_number
     described = "; ".join(
-        f"{loggable(record.to or '?')} ({loggable(record.call_uuid or record.request_uuid)}): "
+        f"{loggable(masked_number(record.to or None))} "
+        f"({loggable(record.call_uuid or record.request_uuid)}): "
         f"{loggable(record.status)}"
         for record in previous
     )

@@ -33,6 +33,7 @@ from vobiz_provider.config import get_settings, resolve_callback_base_url
 from vobiz_provider.correlation import KINDS_OF_URL, callback_url, token_lifetime
 from vobiz_provider.exceptions import VobizError, VobizValidationError
 from vobiz_provider.ledger import get_ledger
+from vobiz_provider.phone_masking import masked_number, masked_numbers
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -303,14 +304,16 @@ class CallPlacer:
     def _log_placing(self, placement: Placement) -> None:
         request = placement.request
         self.log.info(
-            "Placing a Vobiz call from %s to %s", request.from_number, ", ".join(request.destinations)
+            "Placing a Vobiz call from %s to %s",
+            masked_number(request.from_number),
+            masked_numbers(request.destinations),
         )
 
     def _placed(self, placement: Placement, response: CallFiredResponse) -> PlacedCall:
         placed = PlacedCall(placement=placement, response=response)
         self.log.info(
             "Vobiz accepted the call to %s: request_uuid %s (api_id %s, message %r)",
-            ", ".join(placed.destinations),
+            masked_numbers(placed.destinations),
             ", ".join(placed.request_uuids),
             response.api_id,
             response.message,

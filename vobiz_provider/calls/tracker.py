@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from vobiz_provider.models.record import normalise_destination
+from vobiz_provider.phone_masking import masked_number
 from vobiz_provider.untrusted import loggable
 
 if TYPE_CHECKING:
@@ -130,7 +131,7 @@ class CallTracker:
 
 
 def _describe_leg(record: CallRecord) -> str:
-    to = loggable(record.to) if record.to else "?"
+    to = loggable(masked_number(record.to or None))
     return f"Call to {to} ({loggable(record.call_uuid or record.request_uuid)})"
 
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from vobiz_provider.client.retry import describe_exception
 from vobiz_provider.exceptions import VobizCallOutcomeUnknownError
 from vobiz_provider.models.responses import CallFiredResponse
+from vobiz_provider.phone_masking import masked_number, masked_numbers
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -200,8 +201,8 @@ def settle_outcome(
             request.label,
             describe_exception(cause),
             uuids[0],
-            "<".join(call.to),
-            call.from_number,
+            masked_numbers(call.to, separator="<"),
+            masked_number(call.from_number),
             f" (ignoring earlier call(s) {', '.join(ruled_out)})" if ruled_out else "",
         )
         return CallFiredResponse.model_validate(
@@ -232,7 +233,8 @@ def settle_outcome(
         )
     raise VobizCallOutcomeUnknownError(
         redact(
-            f"Vobiz {request.label} to {'<'.join(call.to)} from {call.from_number}: the outcome is "
+            f"Vobiz {request.label} to {masked_numbers(call.to, separator='<')} from "
+            f"{masked_number(call.from_number)}: the outcome is "
             f"unknown after {describe_exception(cause)}. The request was NOT re-sent, because a "
             f"re-send could ring the destination twice; {reason}. Check the Vobiz console or the "
             "CDRs before placing the call again."

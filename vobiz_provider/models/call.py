@@ -44,6 +44,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from vobiz_provider.exceptions import VobizValidationError
+from vobiz_provider.phone_masking import masked_number
 from vobiz_provider.untrusted import quoted
 
 __all__ = [
@@ -128,7 +129,9 @@ def _phone_number(value: Any) -> str:
     if not isinstance(value, str):
         raise _fail(f"{quoted(value)} is not a string")
     if not E164_PATTERN.match(value):
-        raise _fail(f"{quoted(value)} is not an E.164 number (7-15 digits, optional leading '+')")
+        raise _fail(
+            f"{quoted(masked_number(value))} is not an E.164 number (7-15 digits, optional leading '+')"
+        )
     return value
 
 
@@ -139,12 +142,12 @@ def _destination(value: Any) -> str:
     text: str = value.strip()
     if "," in text:
         raise _fail(
-            f"{quoted(text)} is not an E.164 number or sip: URI "
+            f"{quoted(masked_number(text))} is not an E.164 number or sip: URI "
             "(separate destinations with '<' or pass a list)"
         )
     if E164_PATTERN.match(text) or SIP_URI_PATTERN.match(text):
         return text
-    raise _fail(f"{quoted(text)} is not an E.164 number or sip: URI")
+    raise _fail(f"{quoted(masked_number(text))} is not an E.164 number or sip: URI")
 
 
 def _split_destinations(value: Any) -> Any:

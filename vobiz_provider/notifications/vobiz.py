@@ -56,6 +56,7 @@ from vobiz_provider.calls.templating import (
 )
 from vobiz_provider.exceptions import VobizCallOutcomeUnknownError, VobizError, VobizValidationError
 from vobiz_provider.models.call import MakeCallRequest
+from vobiz_provider.phone_masking import masked_number, masked_numbers
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -85,6 +86,14 @@ def _attr(source: Any, name: str) -> Any:
     if isinstance(source, dict):
         return source.get(name)
     return getattr(source, name, None)
+
+
+def _shown_key(dedupe_key: str) -> str:
+    """The dedupe key for a log line: the destinations it ends with (``|to=a,b``) masked."""
+    base, sep, destinations = dedupe_key.rpartition("|to=")
+    if not sep:
+        return dedupe_key
+    return f"{base}|to={masked_numbers(destinations.split(','), separator=',')}"
 
 
 class VobizNotifier(BaseNotifier):
@@ -285,8 +294,8 @@ class VobizNotifier(BaseNotifier):
             return True
         self.log.info(
             "Not phoning %s: a Vobiz notification with dedupe key %r was already placed within the last %s",
-            ", ".join(destinations),
-            dedupe_key,
+            masked_numbers(destinations),
+            _shown_key(dedupe_key),
             self.dedupe_window,
         )
         return False
@@ -304,8 +313,8 @@ class VobizNotifier(BaseNotifier):
         self.log.info(
             "Vobiz notification call placed from %s to %s (request_uuid %s); the receiver at %s speaks the "
             "message",
-            placed.placement.request.from_number,
-            ", ".join(placed.destinations),
+            masked_number(placed.placement.request.from_number),
+            masked_numbers(placed.destinations),
             ", ".join(placed.request_uuids),
             placed.placement.callback_base_url,
         )

@@ -27,6 +27,7 @@ from vobiz_provider.calls.templating import (
 )
 from vobiz_provider.exceptions import VobizCallFailedError, VobizValidationError
 from vobiz_provider.models.call import MakeCallRequest
+from vobiz_provider.phone_masking import masked_numbers
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -528,7 +529,7 @@ class VobizCallOperator(BaseOperator):
             use_store=use_store,
             hangup_on_kill=self.hangup_on_kill,
         )
-        where = ", ".join(destinations)
+        where = masked_numbers(destinations)
         if self.deferrable:
             self.log.info("Deferring until the call to %s hangs up (at most %.0f s)", where, window.timeout)
             self.defer(

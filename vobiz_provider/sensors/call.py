@@ -24,6 +24,7 @@ from airflow.sdk.exceptions import (
 
 from vobiz_provider.exceptions import LedgerUnavailableError, VobizCallFailedFinalError, VobizError
 from vobiz_provider.models.call import TERMINAL_STATUSES
+from vobiz_provider.phone_masking import masked_number
 from vobiz_provider.untrusted import loggable
 
 if TYPE_CHECKING:
@@ -65,7 +66,8 @@ def _describe(record: CallRecord) -> str:
     code = f" ({record.hangup_cause_code})" if record.hangup_cause_code is not None else ""
     source = f", hung up by {loggable(record.hangup_source)}" if record.hangup_source else ""
     uuid = loggable(record.call_uuid or record.request_uuid)
-    return f"call {uuid} to {loggable(record.to or '?')}: {loggable(record.status)}, {cause}{code}{source}"
+    to = loggable(masked_number(record.to or None))
+    return f"call {uuid} to {to}: {loggable(record.status)}, {cause}{code}{source}"
 
 
 class VobizCallSensor(BaseSensorOperator):

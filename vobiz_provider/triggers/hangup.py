@@ -39,6 +39,7 @@ from vobiz_provider.calls.tracker import CallTracker
 from vobiz_provider.exceptions import VobizAuthError
 from vobiz_provider.hooks.vobiz import VobizHook
 from vobiz_provider.ledger import get_ledger
+from vobiz_provider.phone_masking import masked_number, masked_numbers
 from vobiz_provider.triggers.poller import configured_store_url, subscribe
 from vobiz_provider.untrusted import loggable
 
@@ -173,6 +174,10 @@ class VobizCallHangupTrigger(BaseTrigger):
             "message": message,
         }
 
+    def _shown_leg(self, key: str) -> str:
+        """A leg's key for a message: a destination masked (:func:`masked_number`), a call UUID whole."""
+        return masked_number(key) if key in self._tracker.destinations else key
+
     def _describe_target(self) -> str:
         parts = []
         if self.request_uuids:
@@ -180,7 +185,7 @@ class VobizCallHangupTrigger(BaseTrigger):
         if self.call_uuids:
             parts.append(f"call {', '.join(self.call_uuids)}")
         if self.destinations:
-            parts.append(f"to {', '.join(self.destinations)}")
+            parts.append(f"to {masked_numbers(self.destinations)}")
         return "; ".join(parts)
 
     def _observe(self, records: Iterable[CallRecord]) -> None:
@@ -197,7 +202,7 @@ class VobizCallHangupTrigger(BaseTrigger):
         return self._payload(
             "timeout",
             f"Deadline {_iso(self.deadline)} passed before {len(pending)} call leg(s) hung up: "
-            f"{', '.join(loggable(key) for key in pending)}",
+            f"{', '.join(loggable(self._shown_leg(key)) for key in pending)}",
         )
 
     async def _wait(self) -> dict[str, Any]:
