@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from vobiz_provider.calls.outcome import SuccessRule, decide_resume, describe_failure
+from vobiz_provider.calls.outcome import SuccessRule, decide_fired_resume, decide_resume, describe_failure
 from vobiz_provider.calls.tracker import CallTracker
 from vobiz_provider.config import VobizSettings
 from vobiz_provider.exceptions import VobizValidationError
@@ -120,6 +120,9 @@ def test_every_call_text_for_logs_shows_the_number_per_the_setting(
     texts = {
         "resume message": decide_resume(
             [record], try_number=2, rule=SuccessRule(success_statuses=("x",))
+        ).message,
+        "fire-and-forget resume message": decide_fired_resume(
+            [record], try_number=2, rule=SuccessRule(success_statuses=("x",)), settled=False
         ).message,
         "sensor failure": describe_sensor_call(record),
         "failure": describe_failure(record.to_event()),

@@ -18,7 +18,7 @@ import pytest
 from _waiting import wait_until
 
 from vobiz_provider.calls.outcome import SuccessRule, decide_fired_resume, decide_resume
-from vobiz_provider.calls.recovery import CLOCK_SLACK, find_placed_calls
+from vobiz_provider.calls.recovery import CLOCK_SLACK, find_placed_calls, recover_unrecorded_calls
 from vobiz_provider.correlation import CorrelationToken
 from vobiz_provider.exceptions import LedgerUnavailableError, VobizCallFailedError, VobizError
 from vobiz_provider.hooks.vobiz import VobizHook
@@ -107,6 +107,49 @@ def test_a_retry_finds_the_call_a_dead_try_placed_and_did_not_record(
     assert result["call_uuid"] == uuid and result["status"] == "completed"
     [stored] = ledger.find_attempts(dag_id="alerts", run_id="r1", task_id="call", before_try=3)
     assert (stored.call_uuid, stored.try_number, stored.status) == (uuid, 1, "completed")
+
+
+def test_the_recovery_log_lines_mask_the_numbers(
+    vobiz_emulator: EmulatorHandle,
+    ledger: CallLedger,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.delenv("AIRFLOW__VOBIZ__MASK_PHONE_NUMBERS", raising=False)
+    vobiz_emulator.script(TO, CallScript.answered(talk_for=0.05))
+    uuid = _die_after_post(ledger)
+    wait_until(lambda: vobiz_emulator.calls[uuid].status == "completed", what="the call ended")
+    # Another task instance (run r2) dialled the same number and died before POST /Call/: the call the
+    # first recovery recorded (by its request UUID only) is not taken for r2's - r2 dials.
+    ledger.open_placement(_token(3, "r2"), destinations=1, expires_at=time.time() + 3600)
+    hook = VobizHook()
+    try:
+        with caplog.at_level(logging.INFO, logger="test_recovery"):
+            found = recover_unrecorded_calls(
+                hook=hook,
+                ledger=ledger,
+                reader=ledger,
+                correlation=_token(2),
+                destinations=[TO],
+                from_number=CALLER,
+                log=log,
+            )
+            none = recover_unrecorded_calls(
+                hook=hook,
+                ledger=ledger,
+                reader=ledger,
+                correlation=_token(4, "r2"),
+                destinations=[TO],
+                from_number=CALLER,
+                log=log,
+            )
+    finally:
+        hook.close()
+    assert (found, none) == (1, 0)
+    assert uuid in caplog.text  # the "found" line
+    assert "knows no call" in caplog.text  # the "never dialled" line
+    assert "+1******0177" in caplog.text and "+1******0100" in caplog.text
+    assert TO not in caplog.text and CALLER not in caplog.text
 
 
 def test_a_retry_dials_when_the_dead_try_never_reached_vobiz(

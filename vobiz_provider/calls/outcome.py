@@ -213,6 +213,16 @@ def previous_attempt(ledger: PlacementLedger, correlation: CorrelationToken) -> 
     return [record for record in records if record.try_number == newest]
 
 
+def _describe(previous: list[CallRecord]) -> str:
+    """The earlier try's calls for a log line: destination (masked as configured), UUID, status."""
+    return "; ".join(
+        f"{loggable(masked_number(record.to or None))} "
+        f"({loggable(record.call_uuid or record.request_uuid)}): "
+        f"{loggable(record.status)}"
+        for record in previous
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class Resume:
     """What a new try does about the calls of an earlier try (:func:`decide_resume`).
@@ -248,12 +258,7 @@ def decide_resume(
         outcome rather than a reason to dial again.
     """
     earlier = previous[0].try_number
-    described = "; ".join(
-        f"{loggable(masked_number(record.to or None))} "
-        f"({loggable(record.call_uuid or record.request_uuid)}): "
-        f"{loggable(record.status)}"
-        for record in previous
-    )
+    described = _describe(previous)
     if not all(record.terminal for record in previous):
         return Resume(
             action="wait",
@@ -316,11 +321,7 @@ def decide_fired_resume(
     :param settled: Whether the earlier try returned its calls (its placement's ``settled_at``).
     """
     earlier = previous[0].try_number
-    described = "; ".join(
-        f"{loggable(record.to or '?')} ({loggable(record.call_uuid or record.request_uuid)}): "
-        f"{loggable(record.status)}"
-        for record in previous
-    )
+    described = _describe(previous)
     if not settled:
         return Resume(
             action="return",

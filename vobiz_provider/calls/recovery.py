@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from vobiz_provider.exceptions import VobizError
 from vobiz_provider.models.record import normalise_destination
+from vobiz_provider.phone_masking import masked_number, masked_numbers
 from vobiz_provider.untrusted import loggable
 
 if TYPE_CHECKING:
@@ -178,7 +179,12 @@ def recover_unrecorded_calls(
         ) from err
     known = {
         uuid
-        for record in reader.lookup(call_uuids=[c.uuid for c in candidates])
+        # By call UUID and by request UUID: a call recorded from POST /Call/'s answer (or by an earlier
+        # recovery) is known by its request UUID only until a callback or the API names its call UUID.
+        for record in reader.lookup(
+            call_uuids=[c.uuid for c in candidates],
+            request_uuids=[uuid for c in candidates for uuid in (c.uuid, c.request_uuid) if uuid],
+        )
         if record.try_number is not None
         for uuid in (record.call_uuid, record.request_uuid)
         if uuid
@@ -192,8 +198,8 @@ def recover_unrecorded_calls(
         log.info(
             "Try %s: Vobiz knows no call from %s to %s since try %s opened its placement: it never dialled",
             correlation.try_number,
-            loggable(from_number),
-            ", ".join(loggable(d) for d in destinations),
+            loggable(masked_number(from_number)),
+            loggable(masked_numbers(destinations)),
             earlier,
         )
         return 0
@@ -208,6 +214,6 @@ def recover_unrecorded_calls(
         "Try %s: found the call(s) try %s placed without recording them (%s); resuming instead of dialling",
         correlation.try_number,
         earlier,
-        ", ".join(f"{loggable(call.to)}: {loggable(call.uuid)}" for call in calls),
+        ", ".join(f"{loggable(masked_number(call.to))}: {loggable(call.uuid)}" for call in calls),
     )
     return len(calls)
