@@ -43,6 +43,17 @@ _CALLBACK_SECRETS = {
     "tests/receiver/test_transport.py": "transport-test-callback-secret-0123456789",
     "tests/receiver/test_refusals.py": "refusal-test-callback-secret-0123456789",
     "tests/test_config.py": "very-private-value",
+    "tests/test_correlation.py": "credentials-test-callback-secret-0123456789",
+    "tests/receiver/test_secure_default.py": "the-callback-secret-before-rotation-0123456789",
+    "tests/faults/_airflow_processes.py": "faults-callback-secret-0123456789abcdef",
+    "tests/faults/_receiver_process.py": "faults-receiver-callback-secret-0123456789abcdef",
+}
+
+#: Other secrets of Airflow itself that tests set (where, value).
+_OTHER_SECRETS = {
+    "Airflow API JWT secret (tests/faults/_airflow_processes.py)": (
+        "faults-jwt-secret-0123456789abcdef0123456789"
+    ),
 }
 
 #: ``(where, auth_id or None, token)`` of the auth tokens (connection passwords, main-account tokens).
@@ -65,6 +76,14 @@ _AUTH_TOKENS: list[tuple[str, str | None, str]] = [
     ("tests/client/test_client_async.py", None, "tok-async-999"),
     ("tests/client/test_client_async.py (wrong)", None, "wrong-token-1234"),
     ("tests/testing/test_emulator_lifecycle.py (parent)", None, "parent-token"),
+    ("tests/receiver/test_rate_limit.py", None, "rate-limit-test-auth-token"),
+    (
+        "tests/receiver/test_secure_default.py (migrated connection)",
+        None,
+        "auth-token-of-the-migrated-connection",
+    ),
+    ("tests/faults/_receiver_process.py", None, "faults-receiver-auth-token"),
+    ("tests/faults/test_store_outage.py", None, "outage-test-auth-token"),
 ]
 
 #: Every secret of the suite, named by where it is defined.
@@ -74,6 +93,7 @@ SUITE_SECRETS: tuple[Secret, ...] = (
         Secret(name=f"auth token ({where})", value=value, auth_id=auth_id)
         for where, auth_id, value in _AUTH_TOKENS
     ),
+    *(Secret(name=where, value=value) for where, value in _OTHER_SECRETS.items()),
 )
 
 #: Literals the completeness check would take for secrets but that the scan must not look for, with why.
