@@ -56,6 +56,22 @@ def tail(path: Path, lines: int = 80, *, skip: re.Pattern[str] | None = None) ->
     return redact("\n".join(kept[-lines:]))
 
 
+def components_healthy(health: dict[str, Any], names: tuple[str, ...]) -> bool:
+    """Whether every component ``names`` of an Airflow ``/monitor/health`` answer says ``healthy``."""
+    return all((health.get(name) or {}).get("status") == "healthy" for name in names)
+
+
+def execution_api_warm(api_url: str, timeout: float) -> bool:
+    """Make the API server build its Execution API routes, which it does on their first request (20-40 s on
+    2 busy cores, during which nothing else answers): paid for while starting rather than while tasks run.
+    ``True`` once it answered without a server error."""
+    try:
+        warm = httpx.get(f"{api_url}/execution/health", timeout=timeout)
+    except httpx.HTTPError:
+        return False
+    return warm.status_code < 500
+
+
 def group_alive(pgid: int) -> bool:
     """Whether a process of group ``pgid`` is still running (zombies waiting to be reaped do not count)."""
     proc = Path("/proc")

@@ -20,7 +20,16 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from _processes import EmulatorProcess, emulator_subprocess, free_port, redact, stop_process_group, tail
+from _processes import (
+    EmulatorProcess,
+    components_healthy,
+    emulator_subprocess,
+    execution_api_warm,
+    free_port,
+    redact,
+    stop_process_group,
+    tail,
+)
 from _suite_secrets import E2E_CALLBACK_SECRET
 from _waiting import wait_until
 
@@ -227,19 +236,9 @@ def standalone_airflow(
             components = health.json()
             if (components.get("dag_processor") or {"status": "healthy"}).get("status") != "healthy":
                 return False
-            if not all(
-                (components.get(name) or {}).get("status") == "healthy"
-                for name in ("metadatabase", "scheduler", "triggerer")
-            ):
-                return False
-            # The Execution API builds its versioned routes on its first request, on the API server's event
-            # loop: 20-40 s on 2 busy cores, during which nothing else (REST API, /vobiz) answers. Pay for
-            # it here rather than in the middle of the run.
-            try:
-                warm = httpx.get(f"{airflow.api_url}/execution/health", timeout=STARTUP_TIMEOUT)
-            except httpx.HTTPError:
-                return False
-            return warm.status_code < 500
+            return components_healthy(
+                components, ("metadatabase", "scheduler", "triggerer")
+            ) and execution_api_warm(airflow.api_url, STARTUP_TIMEOUT)
 
         wait_until(
             healthy,

@@ -29,7 +29,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from _processes import free_port, group_alive, redact, stop_process_group, tail
+from _processes import (
+    components_healthy,
+    execution_api_warm,
+    free_port,
+    group_alive,
+    redact,
+    stop_process_group,
+    tail,
+)
 from _waiting import wait_until
 
 if TYPE_CHECKING:
@@ -252,19 +260,9 @@ def airflow_processes(
                 return False
             if health.status_code != 200:
                 return False
-            components = health.json()
-            if not all(
-                (components.get(name) or {}).get("status") == "healthy"
-                for name in ("metadatabase", "dag_processor")
-            ):
-                return False
-            # The Execution API builds its routes on its first request (20-40 s on 2 busy cores), during
-            # which nothing else answers: pay for it here rather than while tasks run.
-            try:
-                warm = httpx.get(f"{airflow.api_url}/execution/health", timeout=STARTUP_TIMEOUT)
-            except httpx.HTTPError:
-                return False
-            return warm.status_code < 500
+            return components_healthy(
+                health.json(), ("metadatabase", "dag_processor")
+            ) and execution_api_warm(airflow.api_url, STARTUP_TIMEOUT)
 
         wait_until(
             healthy,
