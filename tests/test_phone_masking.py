@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from vobiz_provider.calls.outcome import SuccessRule, decide_fired_resume, decide_resume, describe_failure
+from vobiz_provider.calls.outcome import SuccessRule, describe_failure
+from vobiz_provider.calls.resumption import decide_fired_resume, decide_resume
 from vobiz_provider.calls.tracker import CallTracker
 from vobiz_provider.config import VobizSettings
 from vobiz_provider.exceptions import VobizValidationError
