@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from vobiz_provider.config import DEFAULT_MAX_CALLBACKS_PER_CALL, DEFAULT_NONCE_WINDOW, get_settings
 from vobiz_provider.ledger.answers import AnswerEntry, Answers
+from vobiz_provider.ledger.call_views import CallViews
 from vobiz_provider.ledger.claims import NotificationClaims
 from vobiz_provider.ledger.database import Database
 from vobiz_provider.ledger.feed import CallChange, ChangeFeed
@@ -51,7 +52,7 @@ __all__ = [
 ]
 
 
-class CallLedger(Ingest, Placements, ChangeFeed, Answers, NotificationClaims, Maintenance):
+class CallLedger(Ingest, Placements, ChangeFeed, Answers, NotificationClaims, Maintenance, CallViews):
     """The ledger at one SQLAlchemy URL (``sqlite:///...`` or ``postgresql://...``); thread-safe.
 
     It plays every role of :mod:`vobiz_provider.ledger.roles`.
