@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
-
-import pytest
 
 from vobiz_provider.get_provider_info import get_provider_info
 from vobiz_provider.links.call import VobizCallLink
 from vobiz_provider.operators.call import VobizCallOperator
+
+if TYPE_CHECKING:
+    import pytest
 
 
 def _ti(map_index: int = -1) -> SimpleNamespace:

@@ -49,7 +49,7 @@ def test_list_filters_and_masks(seeded: CallLedger, capsys: pytest.CaptureFixtur
     assert TO not in out and mask_number(TO) in out
 
     assert main(["calls", "list", "--dag", "reminders", "--status", "busy", "--since", "1d"]) == 0
-    [header, only] = capsys.readouterr().out.splitlines()
+    [_header, only] = capsys.readouterr().out.splitlines()
     assert only.split()[:2] == ["call-1", "reminders"] and "USER_BUSY" in only
 
     assert main(["calls", "list", "--run", "run-2", "--limit", "2"]) == 0

@@ -10,10 +10,12 @@ unit tests' database holds no DAGs).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
-from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+if TYPE_CHECKING:
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 
 
 class DagScopedAuthManager(SimpleAuthManager):
