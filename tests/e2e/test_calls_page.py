@@ -30,6 +30,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from vobiz_provider.phone_masking import mask_number
 from vobiz_provider.testing import CallScript
+from vobiz_provider.testing.emulator.settings import EmulatorSettings
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -92,6 +93,14 @@ def airflow(
         "AIRFLOW__API_AUTH__JWT_SECRET": CALLS_PAGE_JWT_SECRET,
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "plugins"),
         "VOBIZ_TEST_DAG_GRANTS": f"nina={DAG_A}",
+        # The emulator writes callback times in its console timezone: say which, so the page's times are
+        # the calls' real times (checked below).
+        "AIRFLOW_CONN_VOBIZ_DEFAULT": json.dumps(
+            {
+                **emulator_process.connection,
+                "extra": {**emulator_process.connection["extra"], "timezone": EmulatorSettings().timezone},
+            }
+        ),
     }
 
     def authenticate(standalone: StandaloneAirflow) -> None:
@@ -172,8 +181,21 @@ def test_calls_page_in_the_browser(
         f"/dags/{DAG_A}/dagRuns/{quote(runs[DAG_A], safe='')}/taskInstances/call/links",
         params={"map_index": 1},
     )
-    link = links["Vobiz call"]
+    link = links["extra_links"]["Vobiz call"]
     assert link.startswith("/vobiz-calls/?"), links
+
+    # The page's JSON, as the admin sees it: the answered call's times are in order, in UTC.
+    admin_api = {"Authorization": f"Bearer {_token(airflow.api_url, 'admin')}"}
+    answered = httpx.get(f"{base}api/calls/{uuid_of[ANSWERED]}", headers=admin_api, timeout=30).json()
+    call = answered["call"]
+    assert call["placed_at"] < call["answer_time"] < call["end_time"], call
+    assert [step["step"] for step in answered["timeline"]] == [
+        "queued",
+        "ringing",
+        "answered",
+        "keys 1",
+        "hangup NORMAL_CLEARING",
+    ]
 
     # Anonymous: refused by Airflow's authentication, in the browser and through the JSON API.
     assert httpx.get(f"{base}api/calls", timeout=30).status_code == 401

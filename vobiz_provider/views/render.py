@@ -128,7 +128,7 @@ def timeline_chart(steps: Sequence[TimelineStep]) -> str:
     """A call's timeline as a picture (SVG): one dot per step on a time axis, the seconds between them."""
     if not steps:
         return '<p class="muted">No timeline yet: nothing was recorded for this call.</p>'
-    width, left, right = 760, 40, 40
+    width, left, right = 760, 12, 12
     start, end = steps[0].at, steps[-1].at
     span = max((end - start).total_seconds(), 1e-9)
     parts = [f'<line x1="{left}" y1="60" x2="{width - right}" y2="60" stroke="#9aa3ad" stroke-width="2"/>']
@@ -138,10 +138,13 @@ def timeline_chart(steps: Sequence[TimelineStep]) -> str:
         if len(steps) == 1:
             x = left
         label_y = 40 if index % 2 == 0 else 90
+        # The first and last labels grow inwards, so that none is cut at the picture's edges.
+        anchor = "start" if index == 0 else "end" if index == len(steps) - 1 else "middle"
         parts.append(
             f'<circle cx="{x:.1f}" cy="60" r="7" fill="#1f5fbf" '
             f'data-step="{escape(step.label, quote=True)}"/>'
-            f'<text x="{x:.1f}" y="{label_y}" font-size="12" text-anchor="middle">{escape(step.label)}</text>'
+            f'<text x="{x:.1f}" y="{label_y}" font-size="12" text-anchor="{anchor}">'
+            f"{escape(step.label)}</text>"
         )
         if previous_x is not None and step.seconds_since_previous is not None:
             middle = (previous_x + x) / 2
