@@ -46,7 +46,7 @@ async def current_user(request: Request, bearer: _BearerDep) -> Any:
     """
     from airflow.api_fastapi.core_api.security import get_user
 
-    return await get_user(request, None, bearer)
+    return await get_user(request, bearer_credentials=bearer)
 
 
 def _auth_manager() -> BaseAuthManager[Any]:

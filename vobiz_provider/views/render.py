@@ -116,11 +116,12 @@ def summary_chart(counts: Mapping[str, int], *, title: str) -> str:
             f'fill="{_COLOURS[outcome]}" data-outcome="{escape(outcome)}" data-count="{count}"></rect>'
             f'<text x="{label_width + max(length, 1) + 6}" y="{y + 16}" font-size="13">{count}</text>'
         )
-    height = 28 + len(OUTCOMES) * (bar_height + 6)
+    height = 28 + len(OUTCOMES) * (bar_height + 6) - 22
     return (
+        f"<h2>{escape(title)}</h2>"
         f'<svg class="run-summary" role="img" aria-label="{escape(title, quote=True)}" width="{width}" '
-        f'height="{height}" xmlns="http://www.w3.org/2000/svg">'
-        f'<text x="0" y="16" font-size="14" font-weight="600">{escape(title)}</text>{"".join(rows)}</svg>'
+        f'height="{height}" viewBox="0 22 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
+        f"{''.join(rows)}</svg>"
     )
 
 
