@@ -163,6 +163,12 @@ def _measure(url: str, repeat: int) -> dict[str, float]:
             ),
             repeat,
         ),
+        "first page of a user who may read 1 DAG of 50": _median_ms(
+            lambda: page(CallFilter(allowed_dag_ids=frozenset({"dag_33"}))), repeat
+        ),
+        "filtered: status failed, one DAG": _median_ms(
+            lambda: page(CallFilter(allowed_dag_ids=dags, dag_id="dag_12", status="failed")), repeat
+        ),
         "deep page (keyset cursor, middle of the ledger)": _median_ms(
             lambda: page(readable, before=middle), repeat
         ),
