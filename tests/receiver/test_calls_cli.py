@@ -72,7 +72,7 @@ def test_show_prints_the_timeline(seeded: CallLedger, capsys: pytest.CaptureFixt
     assert TO not in out and mask_number(TO) in out
 
     assert main(["calls", "show", "no-such-call"]) == 3
-    assert "no call 'no-such-call'" in capsys.readouterr().out
+    assert "no call 'no-such-call'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

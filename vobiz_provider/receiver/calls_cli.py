@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import TYPE_CHECKING
 
 from vobiz_provider.ledger.call_views import MAX_PAGE_SIZE, CallFilter, outcome_of, parse_age
@@ -117,7 +118,9 @@ def _list(args: argparse.Namespace, ledger: CallLedger) -> int:
 def _show(args: argparse.Namespace, ledger: CallLedger) -> int:
     detail = ledger.call_detail(args.call_uuid)
     if detail is None:
-        print(f"vobiz-callbacks: error: no call {args.call_uuid[:64]!r} in the callback store")
+        print(
+            f"vobiz-callbacks: error: no call {args.call_uuid[:64]!r} in the callback store", file=sys.stderr
+        )
         return 3
     r = detail.listed.record
     for label, value in (
