@@ -14,8 +14,10 @@ chart too; the user may read all 50 DAGs (their ids are in the query, as for a r
 median of ``--repeat`` requests after one warm-up, in milliseconds. The baseline, measured in the same run,
 is the same deep page fetched with ``OFFSET`` instead of the keyset cursor.
 
-Not included: Airflow's authentication and ``get_authorized_dag_ids`` (a query of Airflow's own metadata
-database, the same for every page of every plugin).
+The two ``HTTP GET`` rows are the same pages requested through the app's FastAPI routes (parsing the
+filters, the HTML response) with Airflow's authentication replaced by a fixed user. Not included anywhere:
+Airflow's authentication and ``get_authorized_dag_ids`` (a query of Airflow's own metadata database, the
+same for every page of every plugin).
 """
 
 from __future__ import annotations
@@ -141,6 +143,20 @@ def _measure(url: str, repeat: int) -> dict[str, float]:
         with ledger.engine.connect() as conn:
             [_listed(row._mapping) for row in conn.execute(query)]
 
+    from fastapi.testclient import TestClient
+
+    from vobiz_provider.views.access import current_user
+    from vobiz_provider.views.app import _viewer, create_app
+
+    app = create_app(ledger=ledger)
+    app.dependency_overrides[current_user] = lambda: None
+    app.dependency_overrides[_viewer] = lambda: viewer
+    client = TestClient(app)
+
+    def http(path: str) -> None:
+        response = client.get(path)
+        assert response.status_code == 200, response.text
+
     readable = CallFilter(allowed_dag_ids=dags)
     figures = {
         "first page (all calls)": _median_ms(lambda: page(readable), repeat),
@@ -173,7 +189,12 @@ def _measure(url: str, repeat: int) -> dict[str, float]:
             lambda: page(readable, before=middle), repeat
         ),
         "baseline: the same deep page with OFFSET": _median_ms(offset_page, repeat),
+        "HTTP GET / (the app's routes, a fixed user)": _median_ms(lambda: http("/"), repeat),
+        "HTTP GET /?dag_id=dag_07&run_id=run_03 (with chart)": _median_ms(
+            lambda: http("/?dag_id=dag_07&run_id=run_03"), repeat
+        ),
     }
+    client.close()
     ledger.dispose()
     return figures
 

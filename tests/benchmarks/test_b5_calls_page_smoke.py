@@ -24,6 +24,6 @@ def test_b5_runs_on_a_small_store() -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "### B5 calls page, 2,000 calls, sqlite" in result.stdout
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "ms" not in line]
-    assert len(rows) == 8, result.stdout
+    assert len(rows) == 10, result.stdout
     assert all(float(row.rsplit("|", 2)[1]) > 0 for row in rows), result.stdout
     assert "postgresql" not in result.stdout
