@@ -30,7 +30,13 @@ from vobiz_provider.ledger.feed import CallChange, ChangeFeed
 from vobiz_provider.ledger.ingest import Ingest, IngestResult, PreparedCallback
 from vobiz_provider.ledger.maintenance import Maintenance
 from vobiz_provider.ledger.placements import Placements
-from vobiz_provider.ledger.roles import CallbackSink, CallReader, LedgerMaintenance, PlacementLedger
+from vobiz_provider.ledger.roles import (
+    CallbackSink,
+    CallBrowser,
+    CallReader,
+    LedgerMaintenance,
+    PlacementLedger,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
@@ -39,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AnswerEntry",
+    "CallBrowser",
     "CallChange",
     "CallLedger",
     "CallReader",

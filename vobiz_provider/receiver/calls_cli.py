@@ -23,7 +23,7 @@ from vobiz_provider.phone_masking import masked_number
 if TYPE_CHECKING:
     import datetime as dt
 
-    from vobiz_provider.ledger import CallLedger
+    from vobiz_provider.ledger import CallBrowser
 
 __all__ = ["add_calls_parser", "run_calls"]
 
@@ -70,7 +70,7 @@ def _cell(value: object) -> str:
     return "-" if value is None or value == "" else str(value)
 
 
-def _list(args: argparse.Namespace, ledger: CallLedger) -> int:
+def _list(args: argparse.Namespace, ledger: CallBrowser) -> int:
     import datetime as dt
 
     since = dt.datetime.now(dt.timezone.utc) - args.since if args.since else None
@@ -115,7 +115,7 @@ def _list(args: argparse.Namespace, ledger: CallLedger) -> int:
     return 0
 
 
-def _show(args: argparse.Namespace, ledger: CallLedger) -> int:
+def _show(args: argparse.Namespace, ledger: CallBrowser) -> int:
     detail = ledger.call_detail(args.call_uuid)
     if detail is None:
         print(
@@ -148,7 +148,7 @@ def _show(args: argparse.Namespace, ledger: CallLedger) -> int:
     return 0
 
 
-def run_calls(args: argparse.Namespace, ledger: CallLedger) -> int:
+def run_calls(args: argparse.Namespace, ledger: CallBrowser) -> int:
     """Run ``calls list`` or ``calls show``; the exit code (3: no such call).
 
     :param args: The parsed arguments.

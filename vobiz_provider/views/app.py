@@ -25,7 +25,7 @@ from vobiz_provider.views.access import Viewer, current_user, viewer_of
 from vobiz_provider.views.render import call_page, list_page
 
 if TYPE_CHECKING:
-    from vobiz_provider.ledger import CallLedger
+    from vobiz_provider.ledger import CallBrowser
     from vobiz_provider.ledger.call_views import CallDetail, ListedCall
 
 __all__ = ["create_app"]
@@ -120,7 +120,7 @@ def _detail_json(detail: CallDetail, viewer: Viewer) -> dict[str, Any]:
     }
 
 
-def create_app(*, ledger: CallLedger | None = None) -> FastAPI:
+def create_app(*, ledger: CallBrowser | None = None) -> FastAPI:
     """The calls page app.
 
     :param ledger: The ledger to read; ``[vobiz] callback_store`` (shared, :func:`get_ledger`) when omitted,
@@ -134,7 +134,7 @@ def create_app(*, ledger: CallLedger | None = None) -> FastAPI:
         dependencies=[Depends(current_user)],
     )
 
-    def store() -> CallLedger:
+    def store() -> CallBrowser:
         if ledger is not None:
             return ledger
         from vobiz_provider.ledger import get_ledger

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from vobiz_provider.ledger.call_views import CallDetail, CallPage, ListedCall, TimelineStep
     from vobiz_provider.views.access import Viewer
 
-__all__ = ["SINCE_CHOICES", "STATUSES", "call_page", "list_page"]
+__all__ = ["SINCE_CHOICES", "STATUSES", "call_page", "list_page", "summary_chart", "timeline_chart"]
 
 #: The statuses the filter offers.
 STATUSES: Final = ("queued", "ringing", "in-progress", "completed", "busy", "no-answer", "failed", "cancel")
