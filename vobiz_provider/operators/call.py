@@ -26,6 +26,7 @@ from vobiz_provider.calls.templating import (
     positive_seconds,
 )
 from vobiz_provider.exceptions import VobizCallFailedError, VobizValidationError
+from vobiz_provider.links.call import VobizCallLink
 from vobiz_provider.models.call import MakeCallRequest
 from vobiz_provider.phone_masking import masked_numbers
 
@@ -151,6 +152,7 @@ class VobizCallOperator(BaseOperator):
         "send_digits",
     )
     ui_color = "#e8f4fd"
+    operator_extra_links = (VobizCallLink(),)
 
     # Set in __init__ from MAKE_CALL_FIELDS (templated ones may hold a rendered value of another type).
     to: str | Sequence[str]
