@@ -1,9 +1,9 @@
-"""B5: the "Vobiz calls" page's server time with 100,000 calls in the ledger (SQLite and PostgreSQL).
+"""B6: the "Vobiz calls" page's server time with 100,000 calls in the ledger (SQLite and PostgreSQL).
 
 Run on its own (it is not part of ``./scripts/bench``'s targets, it reports figures)::
 
     VOBIZ_BENCH_POSTGRES_URL=postgresql://postgres@127.0.0.1:5432/test \
-        .venv/bin/python -m benchmarks.b5_calls_page
+        .venv/bin/python -m benchmarks.b6_calls_page
     [--calls 100000] [--repeat 21]
 
 The store is seeded in bulk with ``--calls`` call rows (50 DAGs, 20 runs each, 100 mapped calls per run, the
@@ -201,7 +201,7 @@ def _measure(url: str, repeat: int) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     """Seed, measure, print a markdown table per backend."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.b5_calls_page", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.b6_calls_page", description=__doc__)
     parser.add_argument("--calls", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=21)
     args = parser.parse_args(argv)
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             _seed(url, args.calls)
             seeded = time.perf_counter() - started
             figures = _measure(url, args.repeat)
-        print(f"\n### B5 calls page, {args.calls:,} calls, {backend} (seeded in {seeded:.0f} s)\n")
+        print(f"\n### B6 calls page, {args.calls:,} calls, {backend} (seeded in {seeded:.0f} s)\n")
         print("| page | median server time (ms) |\n|---|---|")
         for name, value in figures.items():
             print(f"| {name} | {value:.1f} |")
