@@ -64,9 +64,8 @@ def check_outlet_extra(task_id: str, outlet_extra: Any) -> dict[str, Any] | None
     if outlet_extra is None:
         return None
     if not isinstance(outlet_extra, dict) or not all(isinstance(key, str) for key in outlet_extra):
-        raise ValueError(
-            f"Task {task_id!r}: outlet_extra must be a dict with string keys, got {type(outlet_extra).__name__}"
-        )
+        kind = type(outlet_extra).__name__
+        raise ValueError(f"Task {task_id!r}: outlet_extra must be a dict with string keys, got {kind}")
     return dict(outlet_extra)
 
 
