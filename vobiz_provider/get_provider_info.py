@@ -260,7 +260,7 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [_modules("vobiz_provider.hooks.vobiz")],
         "operators": [_modules("vobiz_provider.operators.call")],
         "sensors": [_modules("vobiz_provider.sensors.call")],
-        "triggers": [_modules("vobiz_provider.triggers.hangup")],
+        "triggers": [_modules("vobiz_provider.triggers.hangup", "vobiz_provider.triggers.inbound")],
         "notifications": ["vobiz_provider.notifications.vobiz.VobizNotifier"],
         "plugins": [{"name": "vobiz", "plugin-class": "vobiz_provider.plugins.vobiz.VobizPlugin"}],
         "connection-types": [
