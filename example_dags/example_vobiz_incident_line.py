@@ -26,8 +26,9 @@ into an asset event, and this DAG runs for it and acknowledges the incident.
    ```
 
 The asset event's payload (`triggering_asset_events[...][i].extra["payload"]`) holds the call's
-`call_uuid`, the masked caller number, the `digits` and `event_id`. Several presses that arrive between two
-scheduler loops can share one run: `acknowledge` handles every event of the run.
+`call_uuid`, the masked caller number, the `digits` and `event_id`. A run can carry several events (Airflow
+gives an event that arrives while the previous one's run is being queued to the next run): `acknowledge`
+handles every event of the run.
 """
 
 from __future__ import annotations

@@ -29,8 +29,9 @@ event carries ``event_id`` and ``call_uuid`` to recognise it then.
 
 Two limits of Airflow's shared streams apply: a watcher that joins a running stream receives the events
 broadcast after it joined (set ``[triggerer] shared_stream_cohort_grace_period`` so that the watchers
-restarting together join together), and Airflow may create one DAG run for several asset events that
-arrive between two scheduler loops (read every ``triggering_asset_events`` entry).
+restarting together join together), and Airflow gives an asset event that arrives while the run of an
+earlier one is being queued to the next event's run, not a run of its own (read every
+``triggering_asset_events`` entry).
 
 The asset event's ``extra`` is ``{"from_trigger": True, "payload": {...}}`` with the payload::
 
