@@ -39,7 +39,7 @@ from starlette.routing import Route
 
 from vobiz_provider.correlation import CALLBACK_KINDS, TOKEN_PARAM
 from vobiz_provider.models.callbacks import carries_free_text
-from vobiz_provider.receiver.inbound import InboundApplications, add_inbound_routes
+from vobiz_provider.receiver.inbound import INBOUND_REFUSAL_KINDS, InboundApplications, add_inbound_routes
 from vobiz_provider.receiver.pipeline import (
     RETRY_AFTER_SECONDS,
     CallbackReceiver,
@@ -180,7 +180,7 @@ def create_app(
 
     def refuse(kind: str, err: CallbackRejected) -> Response:
         # ``kind`` comes from the URL: log it only once it is known to be one of ours.
-        shown = kind if kind in CALLBACK_KINDS else "(unknown kind)"
+        shown = kind if kind in CALLBACK_KINDS or kind in INBOUND_REFUSAL_KINDS else "(unknown kind)"
         refusals.refused(kind=shown, status=err.status_code, reason=err.reason)
         headers = {"Retry-After": str(err.retry_after)} if err.retry_after is not None else {}
         if err.status_code == 408:

@@ -56,12 +56,15 @@ if TYPE_CHECKING:
     from vobiz_provider.ledger import InboundStored
     from vobiz_provider.receiver.pipeline import CallbackReceiver
 
-__all__ = ["InboundApplications", "add_inbound_routes"]
+__all__ = ["INBOUND_REFUSAL_KINDS", "InboundApplications", "add_inbound_routes"]
 
 log = logging.getLogger(__name__)
 
 #: The callback model each inbound route's fields are read with.
 _MODEL_KIND: Final = {"call": "answer", "digits": "gather", "hangup": "hangup"}
+
+#: How the inbound routes' refusals are counted and logged.
+INBOUND_REFUSAL_KINDS: Final = frozenset({"inbound", *(f"inbound-{kind}" for kind in INBOUND_KINDS)})
 
 #: Seconds for which the parsed ``[vobiz] inbound_applications`` is reused.
 APPLICATIONS_TTL: Final = 2.0
