@@ -170,7 +170,7 @@ def _check_and_store(
         raise CallbackRejected(422, f"invalid callback fields: {err}") from None
     ledger = receiver.ledger(settings)
     try:
-        stored = ledger.store_inbound(  # type: ignore[attr-defined]
+        stored = ledger.store_inbound(
             application=application.name,
             kind=kind,
             call_uuid=call_uuid,
