@@ -26,6 +26,11 @@ up and whose line was busy.
   fails its task, is retried once, and shows up in the summary as "call failed". (If you would rather have
   Airflow re-dial busy lines, leave `success_statuses` at its default and set `retries`: the summary then
   lists those as "call failed" too, since a failed task leaves no XCom.)
+* **Answers as asset events:** each call task has `outlets=[REMINDER_ANSWERS]`; when it succeeds, the asset
+  event's `extra` holds the call's outcome (status, hangup cause, duration, the key pressed, the masked
+  number, the DAG/run/task/map index) plus the row's `outlet_extra` (the patient's name and appointment,
+  never the phone number). The DAG `example_vobiz_reschedule` is scheduled on that asset: a patient who
+  pressed **2** starts it, and it books them a new slot.
 * `summarise` runs whatever happened (`trigger_rule="all_done"`) and prints one line per recipient; its
   return value (XCom) holds the counts.
 
@@ -39,12 +44,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, Asset, Param, task
 
 from vobiz_provider.operators.call import VobizCallOperator
 
 #: The demo list of recipients, shipped next to this file.
 RECIPIENTS_CSV = Path(__file__).resolve().parent / "data" / "reminders.csv"
+
+#: The answers of the reminder calls, one asset event per call (``example_vobiz_reschedule`` runs on it).
+REMINDER_ANSWERS = Asset("vobiz://example/reminder-answers")
 
 #: What each key means in the summary.
 ANSWERS = {"1": "confirmed", "2": "reschedule"}
@@ -71,7 +79,7 @@ with DAG(
 
     @task
     def read_recipients(params: dict[str, Any]) -> list[dict[str, str]]:
-        """One ``{"to", "message"}`` per CSV row: the keyword arguments of one mapped call."""
+        """One ``{"to", "message", "outlet_extra"}`` per CSV row: the keyword arguments of one mapped call."""
         path = Path(params["recipients_file"])
         with path.open(newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
@@ -90,6 +98,11 @@ with DAG(
                         f"Hello {row['name'].strip()}. This is {params['clinic']}, reminding you of your "
                         f"appointment on {row['appointment'].strip()}."
                     ),
+                    # Who this call was for, in the asset event (the number there is masked).
+                    "outlet_extra": {
+                        "patient": row["name"].strip(),
+                        "appointment": row["appointment"].strip(),
+                    },
                 }
             )
         print(f"{len(calls)} reminder call(s) to place")
@@ -113,6 +126,7 @@ with DAG(
         max_active_tis_per_dagrun=5,
         retries=1,
         retry_delay=timedelta(minutes=5),
+        outlets=[REMINDER_ANSWERS],
     ).expand_kwargs(recipients)
 
     @task(trigger_rule="all_done")

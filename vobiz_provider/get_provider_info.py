@@ -164,6 +164,17 @@ def _config() -> dict[str, Any]:
                     example="False",
                     default="True",
                 ),
+                "inbound_applications": option(
+                    "Inbound Vobiz applications the receiver answers at /inbound/{application}: a JSON "
+                    'object mapping each application name to {"conn_id": the Vobiz connection whose auth '
+                    'token verifies the signatures (default vobiz_default), "message", "gather" (as the '
+                    'operator\'s message and gather arguments), "voice", "language"}. Print the answer '
+                    "URL to paste into the Vobiz console with ``vobiz-callbacks inbound-url APPLICATION``.",
+                    type_="string",
+                    example='{"incident-line": {"message": "Incident line.", '
+                    '"gather": {"prompt": "Press 1 to acknowledge the incident.", "num_digits": 1}}}',
+                    default=None,
+                ),
                 "mask_phone_numbers": option(
                     "Show phone numbers masked in logs and in the exception texts that reach them: the "
                     "country code and the last 4 digits (+91******3210), each destination of a '<' list, the "
@@ -249,7 +260,7 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [_modules("vobiz_provider.hooks.vobiz")],
         "operators": [_modules("vobiz_provider.operators.call")],
         "sensors": [_modules("vobiz_provider.sensors.call")],
-        "triggers": [_modules("vobiz_provider.triggers.hangup")],
+        "triggers": [_modules("vobiz_provider.triggers.hangup", "vobiz_provider.triggers.inbound")],
         "notifications": ["vobiz_provider.notifications.vobiz.VobizNotifier"],
         "plugins": [{"name": "vobiz", "plugin-class": "vobiz_provider.plugins.vobiz.VobizPlugin"}],
         "extra-links": ["vobiz_provider.links.call.VobizCallLink"],

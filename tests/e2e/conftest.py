@@ -41,13 +41,20 @@ DAGS_DIR = Path(__file__).resolve().parent / "dags"
 #: Seconds ``airflow standalone`` gets to become healthy and serve the plugin (~70 s on 2 busy cores).
 STARTUP_TIMEOUT = 240.0
 CALLBACK_SECRET = E2E_CALLBACK_SECRET
+#: ``[vobiz] inbound_applications`` of the run: the incident line of ``dags/vobiz_e2e_inbound.py``.
+INBOUND_APPLICATIONS = {
+    "e2e-line": {
+        "message": "This is the e2e incident line.",
+        "gather": {"prompt": "Press 1 to acknowledge the incident.", "num_digits": 1, "timeout": 5},
+    }
+}
 
 
 #: Access-log lines of the REST requests the tests themselves make (polling states, reading logs).
 _POLLING = re.compile(r"\[http\.access\].* method=GET path=/api/v2/")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def emulator_process() -> Iterator[EmulatorProcess]:
     """The emulator as a separate process on a free loopback port."""
     try:
@@ -173,6 +180,10 @@ def _standalone_env(home: Path, *, api_port: int, connection: dict[str, Any]) ->
             "AIRFLOW__VOBIZ__CALLBACK_STORE": f"sqlite:///{home / 'vobiz_callbacks.db'}",
             # [vobiz] require_signatures is left at its default (on): the e2e run proves the default.
             "AIRFLOW__VOBIZ__POLL_INTERVAL": "1",
+            # Watchers of one shared stream (tests/e2e/dags/vobiz_e2e_inbound.py) join before it polls.
+            "AIRFLOW__TRIGGERER__SHARED_STREAM_COHORT_GRACE_PERIOD": "5",
+            # The inbound application of tests/e2e/test_standalone_inbound.py.
+            "AIRFLOW__VOBIZ__INBOUND_APPLICATIONS": json.dumps(INBOUND_APPLICATIONS),
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -276,10 +287,14 @@ def run_standalone(
         stop_process_group(process)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def standalone_airflow(
     tmp_path_factory: pytest.TempPathFactory, emulator_process: EmulatorProcess
 ) -> Iterator[StandaloneAirflow]:
-    """``airflow standalone`` in a fresh AIRFLOW_HOME with the e2e DAGs, healthy and serving ``/vobiz``."""
+    """``airflow standalone`` in a fresh AIRFLOW_HOME with the e2e DAGs, healthy and serving ``/vobiz``.
+
+    Session-scoped: every e2e module that needs no settings of its own shares the one run (it takes ~70 s
+    to start on 2 cores).
+    """
     with run_standalone(tmp_path_factory.mktemp("standalone-airflow-home"), emulator_process) as airflow:
         yield airflow

@@ -106,3 +106,43 @@ def test_a_call_that_cannot_be_placed_is_summarised_as_failed(
     assert (states[("call", 0)][0], states[("call", 1)][0]) == ("success", "failed")
     assert states[("summarise", -1)][0] == "success"
     assert dag_runner.xcoms(dag_run, "summarise")[-1] == {"reschedule": 1, "call failed": 1}
+
+
+@pytest.mark.airflow_db
+def test_each_answer_is_an_asset_event_and_a_2_reschedules_that_patient(
+    vobiz_emulator, callback_receiver, dag_runner, tmp_path, capfd
+):
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    recipients = tmp_path / "recipients.csv"
+    recipients.write_text(f"name,phone,appointment\nAsha,{ASHA},Monday\nDana,{DANA},Friday\n")
+    vobiz_emulator.configure(time_scale=0.01)
+    vobiz_emulator.script(ASHA, CallScript.answered(after=0.05, talk_for=None, digits="1"))
+    vobiz_emulator.script(DANA, CallScript.answered(after=0.05, talk_for=None, digits="2"))
+    dag = load_example_dag(DAG_ID)
+    dag.get_task("call").partial_kwargs["poll_interval"] = 0.05
+
+    dag_run = dag_runner.run(dag, run_conf={"recipients_file": str(recipients)})
+
+    with create_session() as session:
+        events = session.scalars(
+            select(AssetEvent).where(AssetEvent.source_run_id == dag_run.run_id).order_by(AssetEvent.id)
+        ).all()
+        extras = sorted((dict(event.extra) for event in events), key=lambda extra: extra["map_index"])
+        assert {event.asset.uri for event in events} == {"vobiz://example/reminder-answers"}
+    assert [(e["patient"], e["digits"], e["map_index"], e["task_id"]) for e in extras] == [
+        ("Asha", "1", 0, "call"),
+        ("Dana", "2", 1, "call"),
+    ]
+    assert all(ASHA not in str(e) and DANA not in str(e) for e in extras)  # numbers masked
+    # The downstream DAG, as Airflow runs it when the asset is updated: fed the stored events.
+    reschedule = load_example_dag("example_vobiz_reschedule")
+    [asset] = reschedule.timetable.asset_condition.objects
+    assert asset.uri == "vobiz://example/reminder-answers"
+    pick = reschedule.get_task("pick_patients").python_callable
+    triggering = {asset: events}
+    assert pick(triggering_asset_events=triggering) == [
+        {"patient": "Dana", "appointment": "Friday", "call": extras[1]["call_uuid"]}
+    ]

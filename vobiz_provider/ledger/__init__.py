@@ -27,6 +27,7 @@ from vobiz_provider.ledger.call_views import CallViews
 from vobiz_provider.ledger.claims import NotificationClaims
 from vobiz_provider.ledger.database import Database
 from vobiz_provider.ledger.feed import CallChange, ChangeFeed
+from vobiz_provider.ledger.inbound import InboundCalls, InboundEvent, InboundStored
 from vobiz_provider.ledger.ingest import Ingest, IngestResult, PreparedCallback
 from vobiz_provider.ledger.maintenance import Maintenance
 from vobiz_provider.ledger.placements import Placements
@@ -50,6 +51,8 @@ __all__ = [
     "CallLedger",
     "CallReader",
     "CallbackSink",
+    "InboundEvent",
+    "InboundStored",
     "IngestResult",
     "LedgerMaintenance",
     "PlacementLedger",
@@ -59,7 +62,9 @@ __all__ = [
 ]
 
 
-class CallLedger(Ingest, Placements, ChangeFeed, Answers, NotificationClaims, Maintenance, CallViews):
+class CallLedger(
+    Ingest, Placements, ChangeFeed, Answers, NotificationClaims, Maintenance, CallViews, InboundCalls
+):
     """The ledger at one SQLAlchemy URL (``sqlite:///...`` or ``postgresql://...``); thread-safe.
 
     It plays every role of :mod:`vobiz_provider.ledger.roles`.

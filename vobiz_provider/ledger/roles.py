@@ -7,7 +7,8 @@ role it plays, so what it may write is visible in its types:
 role                       who                                  writes
 =========================  ===================================  =============================================
 :class:`CallbackSink`      the receiver                         callback events, signature nonces, call rows
-                                                                (``source=callback``) of its try's calls only
+                                                                (``source=callback``) of its try's calls only;
+                                                                inbound calls, key presses and hangups
 :class:`PlacementLedger`   call placement (operator, notifier)  placements, answer specs, fired calls
                                                                 (``source=fired``), settlements, notification
                                                                 claims
@@ -21,7 +22,7 @@ role                       who                                  writes
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from vobiz_provider.ledger.answers import AnswerEntry
     from vobiz_provider.ledger.call_views import CallDetail, CallFilter, CallPage
     from vobiz_provider.ledger.feed import CallChange
+    from vobiz_provider.ledger.inbound import InboundStored
     from vobiz_provider.ledger.ingest import IngestResult, PreparedCallback
     from vobiz_provider.ledger.placements import PlacementState
     from vobiz_provider.models.answer import AnswerSpec
@@ -61,6 +63,20 @@ class CallbackSink(Protocol):
 
     def submit_callback(self, prepared: PreparedCallback) -> Future[IngestResult]:
         """See :meth:`vobiz_provider.ledger.ingest.Ingest.submit_callback`."""
+        ...
+
+    def store_inbound(
+        self,
+        *,
+        application: str,
+        kind: str,
+        call_uuid: str,
+        values: Mapping[str, Any],
+        fields: Mapping[str, str],
+        replay_keys: Sequence[str],
+        nonce_window: float,
+    ) -> InboundStored:
+        """Store one inbound call, key press or hangup with its replay keys (one transaction)."""
         ...
 
     def load_answer_for_call(

@@ -33,6 +33,8 @@ __all__ = [
     "calls",
     "events",
     "events_of_try",
+    "inbound_cursors",
+    "inbound_events",
     "metadata",
     "nonces",
     "notifications",
@@ -194,6 +196,38 @@ notifications = sa.Table(
 )
 
 
+#: Calls *to* an inbound application (``/inbound/{application}``): one row per call, per key press and per
+#: hangup (issue 12). ``id`` orders them for the event trigger's cursor; ``dedupe_key`` drops Vobiz's retries.
+inbound_events = sa.Table(
+    "vobiz_inbound_events",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("received_at", UTCDateTime, nullable=False, index=True),
+    sa.Column("application", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("call_uuid", sa.String(64), nullable=False),
+    sa.Column("from_number", sa.String(128)),
+    sa.Column("to_number", sa.String(128)),
+    sa.Column("digits", sa.String(256)),
+    sa.Column("call_status", sa.String(32)),
+    sa.Column("hangup_cause_code", sa.Integer),
+    sa.Column("hangup_cause_name", sa.String(128)),
+    sa.Column("duration", sa.Integer),
+    sa.Column("dedupe_key", sa.String(64), nullable=False, unique=True),
+    sa.Column("fields", _JSON, nullable=False),
+)
+
+#: How far each inbound-event stream has been delivered as Airflow asset events (the event trigger's
+#: cursor, advanced only once Airflow confirmed it stored the events: it survives triggerer restarts).
+inbound_cursors = sa.Table(
+    "vobiz_inbound_cursors",
+    metadata,
+    sa.Column("stream", sa.String(128), primary_key=True),
+    sa.Column("last_id", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+
 def _step_1(conn: Connection) -> None:
     """Version 1: the callback events, the calls and the nonces."""
     metadata.create_all(conn, tables=[events, calls, nonces], checkfirst=True)
@@ -235,8 +269,20 @@ def _step_5(conn: Connection) -> None:
         conn.execute(sa.text(f"CREATE INDEX IF NOT EXISTS {name} ON {calls.name} ({columns})"))
 
 
+def _step_6(conn: Connection) -> None:
+    """Version 6: the inbound calls, key presses and hangups, and the event trigger's cursors (issue 12)."""
+    metadata.create_all(conn, tables=[inbound_events, inbound_cursors], checkfirst=True)
+
+
 #: The upgrade steps, in order; step ``i`` (0-based) brings the schema to version ``i + 1``.
-STEPS: tuple[Callable[[Connection], None], ...] = (_step_1, _step_2, _step_3, _step_4, _step_5)
+STEPS: tuple[Callable[[Connection], None], ...] = (
+    _step_1,
+    _step_2,
+    _step_3,
+    _step_4,
+    _step_5,
+    _step_6,
+)
 
 #: The version this code expects.
 SCHEMA_VERSION = len(STEPS)

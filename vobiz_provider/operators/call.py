@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from airflow.sdk import BaseOperator, conf
 from airflow.sdk.exceptions import AirflowException
 
+from vobiz_provider.calls.asset_extra import check_outlet_extra
 from vobiz_provider.calls.templating import (
     RECEIVER_ANSWER_PLACEHOLDER,
     build_answer_spec,
@@ -136,6 +137,10 @@ class VobizCallOperator(BaseOperator):
         for, and a call that failed is always dialled again. With ``wait_for_completion=False``, a call
         whose end the ledger does not know counts as still up but ``"always"`` dials again; the call of a
         try that died before returning it is returned whatever ``redial`` says.
+    :param outlet_extra: Your own keys (e.g. ``{"patient_id": "{{ params.patient }}"}``) added to the extra
+        of the asset events of ``outlets=[Asset(...)]``, next to the call's outcome (status, hangup cause,
+        duration, digits, masked numbers, the task instance: :mod:`vobiz_provider.calls.asset_extra`).
+        Templated.
     """
 
     template_fields: Sequence[str] = (
@@ -150,6 +155,7 @@ class VobizCallOperator(BaseOperator):
         "machine_detection_url",
         "caller_name",
         "send_digits",
+        "outlet_extra",
     )
     ui_color = "#e8f4fd"
     operator_extra_links = (VobizCallLink(),)
@@ -221,6 +227,7 @@ class VobizCallOperator(BaseOperator):
         success_statuses: Sequence[str] = ("completed",),
         hangup_on_kill: bool = False,
         redial: Literal["failed", "always"] = "failed",
+        outlet_extra: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -251,6 +258,7 @@ class VobizCallOperator(BaseOperator):
         self.success_statuses = tuple(str(status).strip().lower() for status in success_statuses)
         self.hangup_on_kill = hangup_on_kill
         self.redial = redial
+        self.outlet_extra = check_outlet_extra(self.task_id, outlet_extra)
         self._waiting_for: list[str] = []
         self._validate_static_fields()
 
@@ -411,7 +419,9 @@ class VobizCallOperator(BaseOperator):
                 use_store=base_url is not None and self.hangup_url is None and not recovered,
             )
         if resume is not None and resume.action == "return":
-            return xcom_result([record.to_event() for record in resume.calls])
+            returned = [record.to_event() for record in resume.calls]
+            self._attach_outcome(context, returned)
+            return xcom_result(returned)
 
         placement = placer.plan(request, correlation=correlation, callback_base_url=base_url, spec=spec)
         self._log_callback_routes(placement.callback_base_url, placement.routed)
@@ -572,7 +582,14 @@ class VobizCallOperator(BaseOperator):
             raise VobizCallFailedError("; ".join(rule.describe_failure(call) for call in failed), calls=calls)
         for call in calls:
             self.log.info("%s", describe_outcome(call))
+        self._attach_outcome(context, calls)
         return xcom_result(calls)
+
+    def _attach_outcome(self, context: Context, calls: Sequence[Mapping[str, Any]]) -> None:
+        """The outcome as the extra of the task's asset events (``outlets``; see ``calls.asset_extra``)."""
+        from vobiz_provider.calls.asset_extra import attach_outcome
+
+        attach_outcome(context, self.outlets, calls, outlet_extra=self.outlet_extra)
 
     # -- killing
 

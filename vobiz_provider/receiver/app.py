@@ -39,6 +39,7 @@ from starlette.routing import Route
 
 from vobiz_provider.correlation import CALLBACK_KINDS, TOKEN_PARAM
 from vobiz_provider.models.callbacks import carries_free_text
+from vobiz_provider.receiver.inbound import INBOUND_REFUSAL_KINDS, InboundApplications, add_inbound_routes
 from vobiz_provider.receiver.pipeline import (
     RETRY_AFTER_SECONDS,
     CallbackReceiver,
@@ -156,6 +157,7 @@ def create_app(
     signing_keys: SigningKeyCache | None = None,
     xml_responder: Callable[[StoredCallback], str] = answer_xml,
     response_deadline: float = RESPONSE_DEADLINE,
+    inbound: InboundApplications | None = None,
 ) -> FastAPI:
     """Build the receiver app (no settings read, no store opened, until a callback arrives).
 
@@ -164,6 +166,8 @@ def create_app(
     :param signing_keys: Cache of the connections' auth tokens (a fresh one by default).
     :param xml_responder: Decides the XML answered to ``answer``/``gather`` callbacks (:func:`answer_xml`).
     :param response_deadline: Seconds allowed for reading, verifying and storing a callback (then 408/503).
+    :param inbound: The inbound applications served under ``/inbound`` (:mod:`.inbound`); by default
+        ``[vobiz] inbound_applications``.
     """
     receiver = CallbackReceiver(
         settings=settings, ledger=ledger, signing_keys=signing_keys, xml_responder=xml_responder
@@ -176,7 +180,7 @@ def create_app(
 
     def refuse(kind: str, err: CallbackRejected) -> Response:
         # ``kind`` comes from the URL: log it only once it is known to be one of ours.
-        shown = kind if kind in CALLBACK_KINDS else "(unknown kind)"
+        shown = kind if kind in CALLBACK_KINDS or kind in INBOUND_REFUSAL_KINDS else "(unknown kind)"
         refusals.refused(kind=shown, status=err.status_code, reason=err.reason)
         headers = {"Retry-After": str(err.retry_after)} if err.retry_after is not None else {}
         if err.status_code == 408:
@@ -268,6 +272,28 @@ def create_app(
             name="vobiz_callback",
             include_in_schema=False,
         )
+    )
+
+    async def read_fields(request: Request, current: VobizSettings, seconds: float) -> dict[str, str]:
+        if request.method == "GET":
+            if len(request.scope.get("query_string", b"")) > current.max_body_bytes:
+                raise CallbackRejected(414, f"query string longer than {current.max_body_bytes} bytes")
+            return _request_fields(request, b"")
+        try:
+            body = await within(seconds, _read_body(request, current.max_body_bytes))
+        except TimeoutError:
+            raise CallbackRejected(
+                408, f"callback body not received within {response_deadline:g} s"
+            ) from None
+        return _request_fields(request, body)
+
+    add_inbound_routes(
+        app,
+        receiver=receiver,
+        read_fields=read_fields,
+        refuse=refuse,
+        response_deadline=response_deadline,
+        applications=inbound,
     )
 
     @app.get("/health", include_in_schema=False)

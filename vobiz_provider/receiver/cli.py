@@ -9,6 +9,7 @@ Commands::
     vobiz-callbacks prune --older-than 7d
     vobiz-callbacks calls list [--dag ID] [--run ID] [--status S] [--since 1d]
     vobiz-callbacks calls show CALL_UUID        (vobiz_provider.receiver.calls_cli)
+    vobiz-callbacks inbound-url APPLICATION [--base-url URL]
 
 ``serve`` is for deployments that expose only the receiver to the internet instead of the Airflow API server:
 it serves the same app as the plugin, under ``/vobiz`` too (``callback_base_url`` =
@@ -39,7 +40,11 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from vobiz_provider.config import get_settings
-from vobiz_provider.exceptions import LedgerUnavailableError, MissingCallbackSecretError
+from vobiz_provider.exceptions import (
+    LedgerUnavailableError,
+    MissingCallbackSecretError,
+    VobizValidationError,
+)
 from vobiz_provider.ledger import CallLedger, get_ledger
 from vobiz_provider.receiver.app import MOUNT_PATH, create_app
 from vobiz_provider.receiver.calls_cli import add_calls_parser, run_calls
@@ -189,7 +194,47 @@ def build_parser() -> argparse.ArgumentParser:
         "--older-than", type=parse_duration, required=True, metavar="DURATION", help="e.g. 30m, 12h, 7d"
     )
     add_calls_parser(commands)
+    inbound = commands.add_parser(
+        "inbound-url",
+        help="print the answer and hangup URLs of an inbound application, for the Vobiz console",
+    )
+    inbound.add_argument("application", help="its name in [vobiz] inbound_applications")
+    inbound.add_argument(
+        "--base-url", default=None, help="the receiver root (default: [vobiz] callback_base_url)"
+    )
     return parser
+
+
+def _inbound_urls(args: argparse.Namespace, settings: VobizSettings) -> int:
+    """Print the URLs to paste into the Vobiz application (they carry its token: keep them private)."""
+    from airflow.configuration import conf  # read where the command runs, like [vobiz] itself
+
+    from vobiz_provider.models.inbound import inbound_url, parse_applications
+
+    try:
+        applications = parse_applications(conf.get("vobiz", "inbound_applications", fallback=None))
+    except VobizValidationError as err:
+        print(f"vobiz-callbacks: error: {err}", file=sys.stderr)
+        return 2
+    if args.application not in applications:
+        known = ", ".join(sorted(applications)) or "none"
+        print(
+            f"vobiz-callbacks: error: no inbound application {args.application!r} in [vobiz] "
+            f"inbound_applications (configured: {known})",
+            file=sys.stderr,
+        )
+        return 2
+    base = args.base_url or settings.callback_base_url
+    if not base:
+        print(
+            "vobiz-callbacks: error: no receiver URL: set [vobiz] callback_base_url or pass --base-url",
+            file=sys.stderr,
+        )
+        return 2
+    secret = settings.signing_secret
+    print(f"Answer URL (method POST): {inbound_url(base, args.application, secret)}")
+    print(f"Hangup URL (method POST): {inbound_url(base, args.application, secret, kind='hangup')}")
+    return 0
 
 
 def safe_url(url: str) -> str:
@@ -316,6 +361,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if args.command == "serve":
             return _serve(args, settings)
+        if args.command == "inbound-url":
+            return _inbound_urls(args, settings)
         ledger = _open_ledger(settings)
         if args.command == "db":
             print(f"Callback store {safe_url(settings.callback_store)} is up to date.")

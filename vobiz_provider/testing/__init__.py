@@ -8,6 +8,7 @@ The ``vobiz_emulator`` pytest fixture is registered automatically (``pytest11`` 
 from __future__ import annotations
 
 from vobiz_provider.testing.emulator.core import VobizEmulator
+from vobiz_provider.testing.emulator.inbound import InboundCallResult, place_inbound_call
 from vobiz_provider.testing.emulator.remote import RemoteEmulator
 from vobiz_provider.testing.emulator.script import OUTCOMES, CallScript
 from vobiz_provider.testing.emulator.server import EmulatorHandle, run_emulator
@@ -22,8 +23,10 @@ __all__ = [
     "EmulatorHandle",
     "EmulatorSettings",
     "Fault",
+    "InboundCallResult",
     "ReceivedRequest",
     "RemoteEmulator",
     "VobizEmulator",
+    "place_inbound_call",
     "run_emulator",
 ]
