@@ -31,18 +31,26 @@ from vobiz_provider.xml.document import (
     gather_response,
     message_response,
 )
+from vobiz_provider.xml.bridges import Conference, Dial, Number, User
+from vobiz_provider.xml.media import Record, Stream
 from vobiz_provider.xml.verbs import DTMF, Gather, Hangup, Play, PreAnswer, Redirect, Speak, Wait
 
 __all__ = [
     "DTMF",
     "MAX_XML_BYTES",
+    "Conference",
+    "Dial",
     "XML_DECLARATION",
     "Gather",
     "Hangup",
+    "Number",
     "Play",
     "PreAnswer",
+    "Record",
     "Redirect",
     "Speak",
+    "Stream",
+    "User",
     "VobizXML",
     "Wait",
     "gather_response",
