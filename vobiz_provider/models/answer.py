@@ -219,7 +219,10 @@ class AnswerSpec(_Spec):
             render_answer(self, gather_action_url=_PLACEHOLDER_ACTION)
             for keys in self.gather.connect if self.gather is not None else ():
                 render_gather_reply(
-                    self, digits=keys, dial_callback_url=_PLACEHOLDER_DIAL, record_callback_url=_PLACEHOLDER_RECORD
+                    self,
+                    digits=keys,
+                    dial_callback_url=_PLACEHOLDER_DIAL,
+                    record_callback_url=_PLACEHOLDER_RECORD,
                 )
         except VobizValidationError as err:
             raise ValueError(str(err)) from None

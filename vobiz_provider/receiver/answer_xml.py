@@ -109,7 +109,9 @@ def gather_response_for(
     if gather is not None and (digits or "").strip() in gather.connect:
         base = entry.callback_base_url or (settings.callback_base_url if settings else None)
         if base is None or token is None or settings is None:
-            raise VobizValidationError("cannot point the <Dial> callbacks at the receiver: no callback_base_url")
+            raise VobizValidationError(
+                "cannot point the <Dial> callbacks at the receiver: no callback_base_url"
+            )
         for kind in ("dial", "record"):
             urls[kind] = callback_url(base, kind, token, secret=settings.signing_secret)
     return render_gather_reply(

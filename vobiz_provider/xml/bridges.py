@@ -29,7 +29,7 @@ from vobiz_provider.xml.checks import (
     _text_max,
     _url,
 )
-from vobiz_provider.xml.verbs import HttpMethod, _Container, _V, _Verb
+from vobiz_provider.xml.verbs import _V, HttpMethod, _Container, _Verb
 
 __all__ = ["Conference", "Dial", "Number", "User"]
 

@@ -315,11 +315,26 @@ def _check_values(verb: Verb) -> None:
         _choice_attr(verb, "contentType", _STREAM_CONTENT_TYPES)
         _int_attr(verb, "streamTimeout", 1, 86400)
         _int_attr(verb, "maxRetries", 0, 100)
-    for attr in ("action", "callbackUrl", "transcriptionUrl", "statusCallbackUrl", "confirmSound", "waitSound"):
+    for attr in (
+        "action",
+        "callbackUrl",
+        "transcriptionUrl",
+        "statusCallbackUrl",
+        "confirmSound",
+        "waitSound",
+    ):
         if attr in verb.attributes:
             _url_text(verb, verb.attributes[attr], f"its {attr} attribute")
 
 
+_URL_ATTRIBUTES = (
+    "action",
+    "callbackUrl",
+    "transcriptionUrl",
+    "statusCallbackUrl",
+    "confirmSound",
+    "waitSound",
+)
 _STREAM_CONTENT_TYPES = (
     "audio/x-l16;rate=8000",
     "audio/x-l16;rate=16000",

@@ -67,6 +67,8 @@ class EmulatorSettings:
         Script timings (:class:`~vobiz_provider.testing.emulator.script.CallScript`) are never scaled.
     :param queued_list_limit: Most UUIDs in ``GET /Call/?status=queued`` (20 documented).
     :param region: ``region`` of CDRs.
+    :param recording_base_url: Where the recordings of ``<Record>`` are said to be (``RecordUrl`` is
+        ``{recording_base_url}/{auth_id}/{RecordingID}.{mp3|wav}``); nothing is served there.
     """
 
     auth_id: str = "MA_EMULATOR1"
@@ -99,6 +101,7 @@ class EmulatorSettings:
     time_scale: float = 1.0
     queued_list_limit: int = 20
     region: str = "ap-south-1"
+    recording_base_url: str = "https://recordings.vobiz-emulator.invalid"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -112,7 +115,9 @@ class EmulatorSettings:
         if self.request_uuid_shape not in ("str", "list"):
             raise ValueError(f"request_uuid_shape: must be 'str' or 'list', got {self.request_uuid_shape!r}")
         if not isinstance(self.require_answer_method, bool):
-            raise ValueError(f"require_answer_method: must be true or false, got {self.require_answer_method!r}")
+            raise ValueError(
+                f"require_answer_method: must be true or false, got {self.require_answer_method!r}"
+            )
         if isinstance(self.sign_callbacks, bool):
             self.sign_callbacks = "always" if self.sign_callbacks else "never"
         if self.sign_callbacks not in ("credentials", "always", "never"):
