@@ -125,7 +125,7 @@ def test_upgrade_from_version_1_keeps_the_data(store_url: str) -> None:
     try:
         assert store.upgrade() == SCHEMA_VERSION
         with store.engine.connect() as conn:
-            assert conn.execute(sa.select(schema_version.c.version)).scalar() == 4
+            assert conn.execute(sa.select(schema_version.c.version)).scalar() == SCHEMA_VERSION
             assert conn.execute(sa.select(nonces.c.nonce)).scalars().all() == ["kept"]
             tables = set(sa.inspect(conn).get_table_names())
             assert {"vobiz_answers", "vobiz_notifications", "vobiz_placements"} <= tables
