@@ -178,8 +178,7 @@ def test_record_max_length_cuts_a_long_recording(fast, connect, receiver):
 def test_a_session_recording_started_on_dial_answer_covers_the_bridge(fast, connect, receiver):
     document = (
         '<Response><Record recordSession="true" startOnDialAnswer="true" '
-        f'callbackUrl="{receiver.url("/record")}"/>'
-        + _dial(receiver).removeprefix("<Response>")
+        f'callbackUrl="{receiver.url("/record")}"/>' + _dial(receiver).removeprefix("<Response>")
     )
     _run(fast, connect(fast), receiver, document, _14155550122=CallScript.answered(after=0.01, talk_for=0.2))
     [stop_hit] = receiver.hits_for("/record")
