@@ -13,6 +13,8 @@ import pytest
 from _ledger_helpers import bare_url
 from airflow.sdk import DAG
 
+from vobiz_provider.config import get_settings
+from vobiz_provider.ledger import get_ledger
 from vobiz_provider.operators.call import VobizCallOperator
 from vobiz_provider.testing import CallScript
 
@@ -36,7 +38,7 @@ def fast_xml(vobiz_emulator: Any) -> Any:
     return vobiz_emulator
 
 
-def _run(dag_runner: Any, dag_id: str) -> tuple[Any, dict[str, Any]]:
+def _run(dag_runner: Any, dag_id: str, state: str = "success") -> tuple[Any, dict[str, Any] | None]:
     with DAG(dag_id=dag_id, schedule=None, start_date=START, catchup=False) as dag:
         VobizCallOperator(
             task_id="call",
@@ -49,8 +51,8 @@ def _run(dag_runner: Any, dag_id: str) -> tuple[Any, dict[str, Any]]:
             **FAST,
         )
     dag_run = dag_runner.run(dag)
-    assert dag_runner.states(dag_run)[("call", -1)] == ("success", 1)
-    return dag_run, dag_runner.xcoms(dag_run, "call")[-1]
+    assert dag_runner.states(dag_run)[("call", -1)] == (state, 1)
+    return dag_run, dag_runner.xcoms(dag_run, "call")[-1] if state == "success" else None
 
 
 @pytest.mark.airflow_db
@@ -65,6 +67,7 @@ def test_pressing_2_connects_the_secondary_and_the_record_says_how_it_went(
     vobiz_emulator.script(SECONDARY, CallScript.answered(after=0.05, talk_for=0.2))
 
     _, record = _run(dag_runner, f"vobiz_connect_answered_{signed_url_form}")
+    assert record is not None
 
     [gather_reply] = [r for r in vobiz_emulator.callbacks if r.kind == "gather" and r.ok]
     root = ET.fromstring(gather_reply.body)
@@ -83,12 +86,18 @@ def test_pressing_2_connects_the_secondary_and_the_record_says_how_it_went(
 
 
 @pytest.mark.airflow_db
-def test_a_busy_secondary_is_reported_on_the_record(fast_xml, callback_receiver, dag_runner):
+def test_a_busy_secondary_fails_the_task_and_is_on_the_record(fast_xml, callback_receiver, dag_runner, capfd):
+    """Keys that connect count only when the other number answered."""
     vobiz_emulator = fast_xml
     vobiz_emulator.script(PRIMARY, CallScript.answered(after=0.05, talk_for=None, digits="2"))
     vobiz_emulator.script(SECONDARY, CallScript.busy(after=0.05))
 
-    _, record = _run(dag_runner, "vobiz_connect_busy")
+    _run(dag_runner, "vobiz_connect_busy", state="failed")
+
+    assert "the number it connects to did not answer (dial status 'busy')" in "".join(capfd.readouterr())
+    [call] = vobiz_emulator.calls.values()
+    [stored] = get_ledger(get_settings().callback_store).lookup(call_uuids=[call.call_uuid])
+    record = stored.to_event()
 
     assert (record["digits"], record["dial_status"], record["dial_hangup_cause"]) == (
         "2",
@@ -107,6 +116,7 @@ def test_pressing_1_does_not_dial(fast_xml, callback_receiver, dag_runner):
     vobiz_emulator.script(PRIMARY, CallScript.answered(after=0.05, talk_for=None, digits="1"))
 
     _, record = _run(dag_runner, "vobiz_connect_acknowledged")
+    assert record is not None
 
     assert record["digits"] == "1"
     assert record["dial_status"] is None
