@@ -131,6 +131,20 @@ def test_dial_with_redirect_runs_the_action_document(fast, connect, receiver):
     assert not any("after the dial" in line for line in call.xml_log)
 
 
+def test_the_caller_hanging_up_ends_the_bridge_and_reports_it(fast, connect, receiver):
+    fast.script(TO, CallScript.answered(after=0.01, talk_for=0.15))  # the A leg hangs up mid-bridge
+    fast.script(SECONDARY, CallScript.answered(after=0.01, talk_for=None))
+    receiver.xml("/answer", _dial(receiver))
+    response = connect(fast).post(f"/Account/{fast.auth_id}/Call/", json=receiver.call_body())
+    fast.wait_for_call(response.json()["request_uuid"])
+    order = [hit.path for hit in receiver.hits if hit.path in ("/dial", "/dial-action", "/hangup")]
+    assert order == ["/dial", "/dial", "/hangup", "/dial", "/dial-action"]
+    hangup_event = parse_callback(receiver.hits_for("/dial")[-1].form)
+    assert isinstance(hangup_event, DialCallback)
+    assert (hangup_event.event, hangup_event.dial_b_leg_hangup_source) == ("DialHangup", "Caller")
+    assert receiver.hits_for("/dial-action")[0].form["DialStatus"] == "completed"
+
+
 def test_dial_time_limit_ends_the_bridge(fast, connect, receiver):
     _run(
         fast,

@@ -7,8 +7,9 @@ uses (timers, ordered notifications, XML fetches) and runs ``<Dial>``, ``<Record
 * ``<Dial>`` rings each ``<Number>``/``<User>`` as its destination's :class:`CallScript` says (answered,
   busy, no answer, failed); the first to answer within ``timeout`` is bridged for its ``talk_for`` (at most
   ``timeLimit``). ``callbackUrl`` gets ``DialAnswer``, ``DialConnected`` and ``DialHangup``; ``action``
-  gets ``DialStatus`` once the B leg ended, and its XML runs next unless ``redirect="false"``. The losing
-  legs of a simultaneous dial send no events.
+  gets ``DialStatus`` once the B leg ended, and its XML runs next unless ``redirect="false"``. When the A
+  leg ends during the bridge, ``DialHangup`` and the action follow its Hangup callback. The losing legs of
+  a simultaneous dial send no events.
 * ``<Record>`` lasts the callee's ``record_for`` plus the silence ``timeout`` (at most ``maxLength``);
   ``recordSession`` records in the background until the call ends, or, with ``startOnDialAnswer``, from
   the next ``<Dial>``'s answer to the end of its bridge (the reference does not say when such a recording
@@ -83,6 +84,8 @@ class CallSteps:
         self._chain: asyncio.Task[Any] | None = None
         #: Recordings running: each ``<Record>`` verb with when it started (``None``: waits for a Dial).
         self._recordings: list[tuple[Verb, datetime | None]] = []
+        #: The bridge in progress: the ``<Dial>``, its B leg and when it was answered.
+        self._bridge: tuple[Verb, dict[str, Any], float] | None = None
 
     @property
     def _settings(self) -> EmulatorSettings:
@@ -196,7 +199,9 @@ class CallSteps:
             self._start_dial_recordings()
             limit = self._scaled(verb.integer("timeLimit", 14400))
             talk = limit if script.talk_for is None else min(script.talk_for, limit)
+            self._bridge = (verb, b_leg, asyncio.get_running_loop().time())
             await asyncio.sleep(talk)
+            self._bridge = None
             code = 4000 if script.talk_for is not None and script.talk_for <= limit else 6000
             status, rang = "completed", True
             b_leg.update(duration=math.ceil(talk), source="Callee" if code == 4000 else "Vobiz")
@@ -225,6 +230,37 @@ class CallSteps:
             b_leg_uuid=b_leg["uuid"] if answering else None,
         )
         return await self._action(verb, "dial-action", fields, redirect=verb.flag("redirect", True))
+
+    def _close_bridge(self) -> None:
+        """The A leg ended during a bridge: the B leg goes with it (``DialHangup``, then the action)."""
+        if self._bridge is None:
+            return
+        verb, b_leg, answered = self._bridge
+        self._bridge = None
+        cause = describe_hangup_cause(4000)
+        b_leg.update(
+            duration=math.ceil(asyncio.get_running_loop().time() - answered),
+            source="Caller",
+            cause_code=cause.code,
+            cause=cause.sip_cause,
+            cause_name=cause.name,
+        )
+        call, settings = self.call, self._settings
+        callback = verb.attributes.get("callbackUrl")
+        if callback:
+            fields = dial_event_fields(call, settings, event="DialHangup", b_leg=b_leg)
+            self._notify("dial", callback, verb.attributes.get("callbackMethod"), fields)
+        action = verb.attributes.get("action")
+        if action:
+            fields = dial_action_fields(
+                call,
+                settings,
+                dial_status="completed",
+                rang=True,
+                hangup_cause=cause.sip_cause,
+                b_leg_uuid=b_leg["uuid"],
+            )
+            self._notify("dial-action", action, verb.attributes.get("method"), fields)
 
     # ------------------------------------------------------------------ <Record>
 

@@ -104,6 +104,7 @@ class CallLifecycle(CallSteps):
         hangup_url = call.request.hangup_url
         if hangup_url:
             self._notify("hangup", hangup_url, call.request.hangup_method, hangup_fields(call, settings))
+        self._close_bridge()
         self._close_recordings()
         self._after_chain(self.done.set)
         self.switchboard.call_ended(call)
