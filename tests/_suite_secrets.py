@@ -49,8 +49,12 @@ _CALLBACK_SECRETS = {
     "tests/faults/_receiver_process.py": "faults-receiver-callback-secret-0123456789abcdef",
 }
 
+#: The Airflow API JWT secret of the calls-page tests (tests/views, tests/ui/test_calls_page.py).
+CALLS_PAGE_JWT_SECRET = "calls-page-jwt-secret-0123456789abcdef-0123456789abcdef-0123456789"
+
 #: Other secrets of Airflow itself that tests set (where, value).
 _OTHER_SECRETS = {
+    "Airflow API JWT secret (tests/views, tests/ui/test_calls_page.py)": CALLS_PAGE_JWT_SECRET,
     "Airflow API JWT secret (tests/faults/_airflow_processes.py)": (
         "faults-jwt-secret-0123456789abcdef0123456789"
     ),

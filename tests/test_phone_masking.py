@@ -7,14 +7,20 @@ from typing import Any
 
 import pytest
 
-from vobiz_provider.calls.outcome import SuccessRule, decide_fired_resume, decide_resume, describe_failure
+from vobiz_provider.calls.outcome import SuccessRule, describe_failure
+from vobiz_provider.calls.resumption import decide_fired_resume, decide_resume
 from vobiz_provider.calls.tracker import CallTracker
-from vobiz_provider.config import VobizSettings
 from vobiz_provider.exceptions import VobizValidationError
 from vobiz_provider.get_provider_info import get_provider_info
 from vobiz_provider.models.call import MakeCallRequest
 from vobiz_provider.models.record import CallRecord
-from vobiz_provider.phone_masking import country_code_length, mask_number, masked_number, masked_numbers
+from vobiz_provider.phone_masking import (
+    country_code_length,
+    mask_number,
+    masked_number,
+    masked_numbers,
+    masking_enabled,
+)
 from vobiz_provider.sensors.call import _describe as describe_sensor_call
 
 SETTING = "AIRFLOW__VOBIZ__MASK_PHONE_NUMBERS"
@@ -61,19 +67,20 @@ def test_numbers_are_masked_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     assert masked_number("+919876543210") == "+91******3210"
     assert masked_numbers(["+919876543210", "+14155550101"]) == "+91******3210, +1******0101"
     assert masked_number(None) == "?"
-    assert VobizSettings.from_config().mask_phone_numbers is True
+    assert masking_enabled() is True
 
 
 def test_the_setting_off_shows_numbers_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(SETTING, "false")
     assert masked_number("+919876543210") == "+919876543210"
     assert masked_numbers(["+919876543210", "sip:alice@pbx"], separator="<") == "+919876543210<sip:alice@pbx"
-    assert VobizSettings.from_config().mask_phone_numbers is False
+    assert masking_enabled() is False
 
 
 def test_an_unreadable_setting_masks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(SETTING, "perhaps")
     assert masked_number("+919876543210") == "+91******3210"
+    assert masking_enabled() is True
 
 
 @pytest.mark.parametrize(("setting", "shown"), [(None, "'+** ***** *3210'"), ("false", "'+91 98765 43210'")])

@@ -91,9 +91,6 @@ class VobizSettings:
         correlation token (one task try); ``0`` turns the limit off. Beyond it: 429 with ``Retry-After``.
     :param callback_rate_burst: Callbacks one correlation token may send at once before
         ``callback_rate_limit`` applies.
-    :param mask_phone_numbers: Show phone numbers masked in logs and exception texts
-        (:mod:`vobiz_provider.phone_masking`, which reads this setting itself); XCom and the store keep them
-        whole.
     """
 
     callback_base_url: str | None = None
@@ -108,7 +105,6 @@ class VobizSettings:
     poll_interval: float = DEFAULT_POLL_INTERVAL
     callback_rate_limit: float = DEFAULT_CALLBACK_RATE_LIMIT
     callback_rate_burst: int = DEFAULT_CALLBACK_RATE_BURST
-    mask_phone_numbers: bool = True
 
     def __post_init__(self) -> None:
         if self.max_body_bytes <= 0:
@@ -189,7 +185,6 @@ class VobizSettings:
             callback_rate_burst=config.getint(
                 SECTION, "callback_rate_burst", fallback=DEFAULT_CALLBACK_RATE_BURST
             ),
-            mask_phone_numbers=config.getboolean(SECTION, "mask_phone_numbers", fallback=True),
         )
 
 

@@ -252,6 +252,7 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [_modules("vobiz_provider.triggers.hangup")],
         "notifications": ["vobiz_provider.notifications.vobiz.VobizNotifier"],
         "plugins": [{"name": "vobiz", "plugin-class": "vobiz_provider.plugins.vobiz.VobizPlugin"}],
+        "extra-links": ["vobiz_provider.links.call.VobizCallLink"],
         "connection-types": [
             {
                 "connection-type": "vobiz",

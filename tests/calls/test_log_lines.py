@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from vobiz_provider.calls.outcome import SuccessRule, decide_resume, describe_failure, describe_outcome
+from vobiz_provider.calls.outcome import SuccessRule, describe_failure, describe_outcome
+from vobiz_provider.calls.resumption import decide_resume
 from vobiz_provider.calls.tracker import CallTracker
 from vobiz_provider.models.record import CallRecord
 

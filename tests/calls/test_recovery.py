@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from _waiting import wait_until
 
-from vobiz_provider.calls.outcome import SuccessRule, decide_fired_resume, decide_resume
+from vobiz_provider.calls.outcome import SuccessRule
 from vobiz_provider.calls.recovery import CLOCK_SLACK, find_placed_calls, recover_unrecorded_calls
+from vobiz_provider.calls.resumption import decide_fired_resume, decide_resume
 from vobiz_provider.correlation import CorrelationToken
 from vobiz_provider.exceptions import LedgerUnavailableError, VobizCallFailedError, VobizError
 from vobiz_provider.hooks.vobiz import VobizHook

@@ -8,6 +8,7 @@ outlives the test.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -34,7 +35,7 @@ from _suite_secrets import E2E_CALLBACK_SECRET
 from _waiting import wait_until
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator, Mapping
 
 DAGS_DIR = Path(__file__).resolve().parent / "dags"
 #: Seconds ``airflow standalone`` gets to become healthy and serve the plugin (~70 s on 2 busy cores).
@@ -178,15 +179,30 @@ def _standalone_env(home: Path, *, api_port: int, connection: dict[str, Any]) ->
     return env
 
 
-@pytest.fixture(scope="module")
-def standalone_airflow(
-    tmp_path_factory: pytest.TempPathFactory, emulator_process: EmulatorProcess
+@contextlib.contextmanager
+def run_standalone(
+    home: Path,
+    emulator: EmulatorProcess,
+    *,
+    dags_dir: Path = DAGS_DIR,
+    env_overrides: Mapping[str, str | None] | None = None,
+    authenticate: Callable[[StandaloneAirflow], None] | None = None,
 ) -> Iterator[StandaloneAirflow]:
-    """``airflow standalone`` in a fresh AIRFLOW_HOME with the e2e DAGs, healthy and serving ``/vobiz``."""
-    home = tmp_path_factory.mktemp("standalone-airflow-home")
-    shutil.copytree(DAGS_DIR, home / "dags", ignore=shutil.ignore_patterns("__pycache__"))
+    """``airflow standalone`` in ``home`` with the DAGs of ``dags_dir``, healthy and serving ``/vobiz``.
+
+    :param env_overrides: Settings changed (``None``: removed) from :func:`_standalone_env`'s, e.g. real
+        logins instead of ``simple_auth_manager_all_admins``.
+    :param authenticate: Gives ``airflow.api`` its credentials once the API server answers (for a run with
+        real logins), before the plugin check that lists plugins through the REST API.
+    """
+    shutil.copytree(dags_dir, home / "dags", ignore=shutil.ignore_patterns("__pycache__"))
     api_port = free_port()
-    env = _standalone_env(home, api_port=api_port, connection=emulator_process.connection)
+    env = _standalone_env(home, api_port=api_port, connection=emulator.connection)
+    for key, value in (env_overrides or {}).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
     log_path = home / "standalone.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
@@ -206,9 +222,11 @@ def standalone_airflow(
         callback_base_url=env["AIRFLOW__VOBIZ__CALLBACK_BASE_URL"],
         callback_store=env["AIRFLOW__VOBIZ__CALLBACK_STORE"],
     )
+    authenticated = authenticate is None
     try:
 
         def healthy() -> bool:
+            nonlocal authenticated
             if process.poll() is not None:
                 pytest.fail(
                     f"airflow standalone exited with {process.returncode}:\n{airflow.log_tail()}",
@@ -217,6 +235,9 @@ def standalone_airflow(
             try:
                 health = airflow.api.get("/monitor/health")
                 plugin = httpx.get(f"{airflow.callback_base_url}/health", timeout=5.0)
+                if health.status_code == 200 and not authenticated and authenticate is not None:
+                    authenticate(airflow)
+                    authenticated = True
             except httpx.HTTPError:
                 return False
             # The UI answers 200 (its HTML page) on unknown paths: only the receiver's JSON proves it is up.
@@ -253,3 +274,12 @@ def standalone_airflow(
     finally:
         airflow.close()
         stop_process_group(process)
+
+
+@pytest.fixture(scope="module")
+def standalone_airflow(
+    tmp_path_factory: pytest.TempPathFactory, emulator_process: EmulatorProcess
+) -> Iterator[StandaloneAirflow]:
+    """``airflow standalone`` in a fresh AIRFLOW_HOME with the e2e DAGs, healthy and serving ``/vobiz``."""
+    with run_standalone(tmp_path_factory.mktemp("standalone-airflow-home"), emulator_process) as airflow:
+        yield airflow

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 def test_plugin_declares_the_receiver_app_at_vobiz() -> None:
     assert VobizPlugin.name == "vobiz"
-    [entry] = VobizPlugin.fastapi_apps
+    entry, calls_page = VobizPlugin.fastapi_apps
+    assert (calls_page["url_prefix"], calls_page["name"]) == ("/vobiz-calls", "Vobiz calls")
     assert entry["url_prefix"] == "/vobiz"
     assert entry["name"] == "Vobiz callback receiver"
     app = entry["app"]
@@ -57,7 +58,8 @@ def test_airflow_lists_the_plugin_without_touching_the_store(tmp_path: Path) -> 
     [vobiz] = [plugin for plugin in plugins if plugin["name"] == "vobiz"]
     assert "vobiz_provider.plugins.vobiz:VobizPlugin" in vobiz["source"]
     assert vobiz["fastapi_apps"] == [
-        {"app": "fastapi.applications.FastAPI", "url_prefix": "/vobiz", "name": "Vobiz callback receiver"}
+        {"app": "fastapi.applications.FastAPI", "url_prefix": "/vobiz", "name": "Vobiz callback receiver"},
+        {"app": "fastapi.applications.FastAPI", "url_prefix": "/vobiz-calls", "name": "Vobiz calls"},
     ]
     assert not store_file.exists()
 
@@ -141,6 +143,8 @@ def test_receiver_on_the_api_server_verifies_with_a_metadata_db_connection(
         }
         with httpx.Client(timeout=30) as client:
             health = client.get(f"{origin}/vobiz/health")
+            # The calls page on the same server is Airflow's to authenticate: anonymous is refused.
+            anonymous_page = client.get(f"{origin}/vobiz-calls/api/calls")
             response = client.post(
                 callback_url(f"{origin}/vobiz", "hangup", token),
                 data=fields,
@@ -156,6 +160,7 @@ def test_receiver_on_the_api_server_verifies_with_a_metadata_db_connection(
         process.wait(timeout=30)
 
     assert health.status_code == 200
+    assert anonymous_page.status_code == 401, anonymous_page.text
     assert response.status_code == 200, response.text
     assert forged.status_code == 403
     store = CallLedger(store_url)

@@ -1,10 +1,8 @@
-"""When a call counts as a success, how its outcome reads, and what a retry does about an earlier call.
+"""When a call counts as a success, how its outcome reads, and what the task returns.
 
 The operator and the notifier place calls; whether the task then succeeds is decided here, from the final
-call records (``CallRecord.to_event()`` dicts): :class:`SuccessRule`. A retry (or a clear in the UI) of a
-task that placed a call looks at the calls of the newest earlier try first (:func:`previous_attempt`) and
-:func:`decide_resume` says what to do: wait for a call still up, return a call that already succeeded, report
-how a call ended when the try that placed it died before saying so, or dial again.
+call records (``CallRecord.to_event()`` dicts): :class:`SuccessRule`. What a retry does about an earlier
+try's calls is in :mod:`vobiz_provider.calls.resumption`.
 
 Nothing here imports a model, the client or the ledger at run time. What is checked when a DAG is parsed
 (``expected_digits`` among it) is in :mod:`vobiz_provider.calls.templating`.
@@ -13,7 +11,7 @@ Nothing here imports a model, the client or the ledger at run time. What is chec
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from vobiz_provider.phone_masking import masked_number
 from vobiz_provider.untrusted import loggable, quoted
@@ -21,24 +19,19 @@ from vobiz_provider.untrusted import loggable, quoted
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from vobiz_provider.correlation import CorrelationToken
-    from vobiz_provider.ledger import CallReader, PlacementLedger
+    from vobiz_provider.ledger import CallReader
     from vobiz_provider.models.call import MakeCallRequest
     from vobiz_provider.models.record import CallRecord
     from vobiz_provider.models.responses import CallFiredResponse
 
 __all__ = [
-    "Resume",
     "SuccessRule",
     "cache_api_outcomes",
-    "decide_fired_resume",
-    "decide_resume",
     "describe_failure",
     "describe_outcome",
     "fill_stored_digits",
     "fired_result",
     "fired_result_of",
-    "previous_attempt",
     "xcom_result",
 ]
 
@@ -99,7 +92,8 @@ def fired_result_of(records: list[CallRecord], destinations: list[str]) -> dict[
     them returned (or would have, had it not died). ``api_id`` is ``None``: it names that try's request,
     which the ledger does not keep.
 
-    :param records: The earlier try's calls (:func:`previous_attempt`), not empty.
+    :param records: The earlier try's calls
+        (:func:`~vobiz_provider.calls.resumption.previous_attempt`), not empty.
     :param destinations: The task's destinations, in the order of its request's ``to`` (orders the calls).
     """
     from vobiz_provider.models.record import normalise_destination  # pydantic: not at DAG-parse time (B4)
@@ -198,165 +192,3 @@ def cache_api_outcomes(ledger: CallReader, calls: list[dict[str, Any]], *, log: 
             ledger.cache_api_result(CallRecord.from_event(call))
     except Exception as exc:
         log.warning("Could not record the call's outcome in the Vobiz call ledger: %s", exc)
-
-
-# -- retries -----------------------------------------------------------------------------------------------
-
-
-def previous_attempt(ledger: PlacementLedger, correlation: CorrelationToken) -> list[CallRecord]:
-    """The calls of the newest earlier try of this task instance that placed a call (may be empty).
-
-    :param ledger: The call ledger.
-    :param correlation: The current try.
-    """
-    records = ledger.find_attempts(
-        dag_id=correlation.dag_id,
-        run_id=correlation.run_id,
-        task_id=correlation.task_id,
-        map_index=correlation.map_index,
-        before_try=correlation.try_number,
-    )
-    if not records:
-        return []
-    newest = records[0].try_number
-    return [record for record in records if record.try_number == newest]
-
-
-def _describe(previous: list[CallRecord]) -> str:
-    """The earlier try's calls for a log line: destination (masked as configured), UUID, status."""
-    return "; ".join(
-        f"{loggable(masked_number(record.to or None))} "
-        f"({loggable(record.call_uuid or record.request_uuid)}): "
-        f"{loggable(record.status)}"
-        for record in previous
-    )
-
-
-@dataclass(frozen=True, kw_only=True)
-class Resume:
-    """What a new try does about the calls of an earlier try (:func:`decide_resume`).
-
-    :param action: ``wait`` for a call still up, ``return`` the calls that succeeded, ``report`` (fail
-        with) the outcome of calls that failed but whose outcome no try reported yet, or ``dial`` again.
-    :param calls: The earlier try's calls.
-    :param message: The log line saying so.
-    """
-
-    action: Literal["wait", "return", "report", "dial"]
-    calls: list[CallRecord]
-    message: str
-
-
-def decide_resume(
-    previous: list[CallRecord],
-    *,
-    try_number: int,
-    rule: SuccessRule,
-    redial: str = "failed",
-    settled: bool = True,
-) -> Resume:
-    """Re-attach to a call still up, return one that succeeded (unless ``redial="always"``), report the
-    outcome of a failed call nobody reported (the try that placed it died first), else dial.
-
-    :param previous: The calls of the newest earlier try (:func:`previous_attempt`), not empty.
-    :param try_number: The current try.
-    :param rule: What counts as success.
-    :param redial: ``failed`` (default) or ``always``.
-    :param settled: Whether a try already reported how these calls ended (the ledger's ``settled_at`` of
-        their placement); a try that died while waiting did not, and its failed call is then this try's
-        outcome rather than a reason to dial again.
-    """
-    earlier = previous[0].try_number
-    described = _describe(previous)
-    if not all(record.terminal for record in previous):
-        return Resume(
-            action="wait",
-            calls=previous,
-            message=f"Try {try_number}: the call placed by try {earlier} is still up ({described}); waiting "
-            "for it instead of dialling again",
-        )
-    if all(rule.succeeded(record.to_event()) for record in previous):
-        if redial != "always":
-            return Resume(
-                action="return",
-                calls=previous,
-                message=f"Try {try_number}: the call placed by try {earlier} already ended successfully "
-                f"({described}); returning its outcome without dialling again (redial={redial!r})",
-            )
-        return Resume(
-            action="dial",
-            calls=previous,
-            message=f"Try {try_number}: the call placed by try {earlier} ended successfully ({described}), "
-            "but redial='always': dialling again",
-        )
-    if not settled:
-        return Resume(
-            action="report",
-            calls=previous,
-            message=f"Try {try_number}: the call placed by try {earlier} ended without success "
-            f"({described}) but try {earlier} died before reporting it; reporting that outcome instead of "
-            "dialling again (the next retry dials)",
-        )
-    return Resume(
-        action="dial",
-        calls=previous,
-        message=f"Try {try_number}: the call placed by try {earlier} did not succeed ({described}); "
-        "dialling again",
-    )
-
-
-def decide_fired_resume(
-    previous: list[CallRecord],
-    *,
-    try_number: int,
-    rule: SuccessRule,
-    redial: str = "failed",
-    settled: bool = True,
-) -> Resume:
-    """:func:`decide_resume` for ``wait_for_completion=False``, where a try succeeds once Vobiz accepted
-    its call (the task never learns how the call ends; the ledger may, e.g. from a ``VobizCallSensor``).
-
-    An earlier try that died before returning (``settled`` false) would have returned its call: so does
-    this try, without dialling, whatever the call became and whatever ``redial`` says - dialling now is
-    exactly the double dial. Once a try returned its call (a clear, or a retry for another reason), the
-    waiting modes' rules apply to what the ledger knows: a call known to have ended without success is
-    dialled again; a call that succeeded, or whose end is not known (it may still ring), is returned -
-    ``redial="always"`` dials again instead.
-
-    :param previous: The calls of the newest earlier try (:func:`previous_attempt`), not empty.
-    :param try_number: The current try.
-    :param rule: What counts as success.
-    :param redial: ``failed`` (default) or ``always``.
-    :param settled: Whether the earlier try returned its calls (its placement's ``settled_at``).
-    """
-    earlier = previous[0].try_number
-    described = _describe(previous)
-    if not settled:
-        return Resume(
-            action="return",
-            calls=previous,
-            message=f"Try {try_number}: try {earlier} placed the call ({described}) but died before "
-            "returning it; returning it without dialling again",
-        )
-    if all(record.terminal for record in previous) and not all(
-        rule.succeeded(record.to_event()) for record in previous
-    ):
-        return Resume(
-            action="dial",
-            calls=previous,
-            message=f"Try {try_number}: the call placed by try {earlier} did not succeed ({described}); "
-            "dialling again",
-        )
-    if redial == "always":
-        return Resume(
-            action="dial",
-            calls=previous,
-            message=f"Try {try_number}: try {earlier} placed a call ({described}), but redial='always': "
-            "dialling again",
-        )
-    return Resume(
-        action="return",
-        calls=previous,
-        message=f"Try {try_number}: try {earlier} already placed the call ({described}) and it did not "
-        f"fail; returning it without dialling again (redial={redial!r})",
-    )

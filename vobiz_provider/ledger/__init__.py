@@ -23,13 +23,20 @@ from typing import TYPE_CHECKING
 
 from vobiz_provider.config import DEFAULT_MAX_CALLBACKS_PER_CALL, DEFAULT_NONCE_WINDOW, get_settings
 from vobiz_provider.ledger.answers import AnswerEntry, Answers
+from vobiz_provider.ledger.call_views import CallViews
 from vobiz_provider.ledger.claims import NotificationClaims
 from vobiz_provider.ledger.database import Database
 from vobiz_provider.ledger.feed import CallChange, ChangeFeed
 from vobiz_provider.ledger.ingest import Ingest, IngestResult, PreparedCallback
 from vobiz_provider.ledger.maintenance import Maintenance
 from vobiz_provider.ledger.placements import Placements
-from vobiz_provider.ledger.roles import CallbackSink, CallReader, LedgerMaintenance, PlacementLedger
+from vobiz_provider.ledger.roles import (
+    CallbackSink,
+    CallBrowser,
+    CallReader,
+    LedgerMaintenance,
+    PlacementLedger,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
@@ -38,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AnswerEntry",
+    "CallBrowser",
     "CallChange",
     "CallLedger",
     "CallReader",
@@ -51,7 +59,7 @@ __all__ = [
 ]
 
 
-class CallLedger(Ingest, Placements, ChangeFeed, Answers, NotificationClaims, Maintenance):
+class CallLedger(Ingest, Placements, ChangeFeed, Answers, NotificationClaims, Maintenance, CallViews):
     """The ledger at one SQLAlchemy URL (``sqlite:///...`` or ``postgresql://...``); thread-safe.
 
     It plays every role of :mod:`vobiz_provider.ledger.roles`.

@@ -14,6 +14,8 @@ role                       who                                  writes
 :class:`CallReader`        triggers, the sensor, the operator   API outcomes only (``source=api``), through
                            when it resumes                      :meth:`CallReader.cache_api_result`
 :class:`LedgerMaintenance` ``vobiz-callbacks db upgrade|prune``  the schema; deletes old rows
+:class:`CallBrowser`       the calls page, ``vobiz-callbacks``  nothing (reads calls and callbacks for people)
+                           ``calls``
 =========================  ===================================  =============================================
 """
 
@@ -23,11 +25,12 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     import datetime as dt
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Collection, Mapping, Sequence
     from concurrent.futures import Future
 
     from vobiz_provider.correlation import CorrelationToken
     from vobiz_provider.ledger.answers import AnswerEntry
+    from vobiz_provider.ledger.call_views import CallDetail, CallFilter, CallPage
     from vobiz_provider.ledger.feed import CallChange
     from vobiz_provider.ledger.ingest import IngestResult, PreparedCallback
     from vobiz_provider.ledger.placements import PlacementState
@@ -35,7 +38,7 @@ if TYPE_CHECKING:
     from vobiz_provider.models.callbacks import VobizCallback
     from vobiz_provider.models.record import CallRecord
 
-__all__ = ["CallReader", "CallbackSink", "LedgerMaintenance", "PlacementLedger"]
+__all__ = ["CallBrowser", "CallReader", "CallbackSink", "LedgerMaintenance", "PlacementLedger"]
 
 
 class CallbackSink(Protocol):
@@ -147,4 +150,22 @@ class LedgerMaintenance(Protocol):
 
     def prune(self, *, older_than: dt.timedelta) -> int:
         """See :meth:`vobiz_provider.ledger.maintenance.Maintenance.prune`."""
+        ...
+
+
+class CallBrowser(Protocol):
+    """The calls page and ``vobiz-callbacks calls``: read-only views of the calls for people."""
+
+    def list_calls(self, where: CallFilter, *, limit: int = 50, before: int | None = None) -> CallPage:
+        """See :meth:`vobiz_provider.ledger.call_views.CallViews.list_calls`."""
+        ...
+
+    def call_detail(
+        self, call_uuid: str, *, allowed_dag_ids: Collection[str] | None = None
+    ) -> CallDetail | None:
+        """See :meth:`vobiz_provider.ledger.call_views.CallViews.call_detail`."""
+        ...
+
+    def run_summary(self, dag_id: str, run_id: str) -> dict[str, int]:
+        """See :meth:`vobiz_provider.ledger.call_views.CallViews.run_summary`."""
         ...

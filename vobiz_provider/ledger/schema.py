@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Dialect
 
 __all__ = [
+    "CALL_VIEW_INDEXES",
     "SCHEMA_VERSION",
     "STEPS",
     "UTCDateTime",
@@ -232,8 +233,24 @@ def _step_4(conn: Connection) -> None:
         conn.execute(sa.text(f"ALTER TABLE {placements.name} ADD COLUMN settled_at {column_type}"))
 
 
+#: The indexes the calls page and ``vobiz-callbacks calls list`` walk, newest first, per filter (schema 5:
+#: ``vobiz_provider.ledger.call_views``). Plain DDL rather than ``sa.Index`` on the table, so that step 1
+#: keeps creating the old shape.
+CALL_VIEW_INDEXES: tuple[tuple[str, str], ...] = (
+    ("ix_vobiz_calls_view_dag", "dag_id, id"),
+    ("ix_vobiz_calls_view_run", "run_id, id"),
+    ("ix_vobiz_calls_view_status", "status, id"),
+)
+
+
+def _step_5(conn: Connection) -> None:
+    """Version 5: the calls by DAG, run and status, newest first (the calls page's filtered pages)."""
+    for name, columns in CALL_VIEW_INDEXES:
+        conn.execute(sa.text(f"CREATE INDEX IF NOT EXISTS {name} ON {calls.name} ({columns})"))
+
+
 def _step_dial_record(conn: Connection) -> None:
-    """Version 5: what the ``<Dial>`` and ``<Record>`` callbacks report on the call (B leg, recording)."""
+    """Version 6: what the ``<Dial>`` and ``<Record>`` callbacks report on the call (B leg, recording)."""
     present = {column["name"] for column in sa.inspect(conn).get_columns(calls.name)}
     for name in _DIAL_RECORD_COLUMNS:
         if name not in present:
@@ -242,7 +259,14 @@ def _step_dial_record(conn: Connection) -> None:
 
 
 #: The upgrade steps, in order; step ``i`` (0-based) brings the schema to version ``i + 1``.
-STEPS: tuple[Callable[[Connection], None], ...] = (_step_1, _step_2, _step_3, _step_4, _step_dial_record)
+STEPS: tuple[Callable[[Connection], None], ...] = (
+    _step_1,
+    _step_2,
+    _step_3,
+    _step_4,
+    _step_5,
+    _step_dial_record,
+)
 
 #: The version this code expects.
 SCHEMA_VERSION = len(STEPS)

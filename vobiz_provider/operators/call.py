@@ -26,6 +26,7 @@ from vobiz_provider.calls.templating import (
     positive_seconds,
 )
 from vobiz_provider.exceptions import VobizCallFailedError, VobizValidationError
+from vobiz_provider.links.call import VobizCallLink
 from vobiz_provider.models.call import MakeCallRequest
 from vobiz_provider.phone_masking import masked_numbers
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
     from vobiz_provider.calls.outcome import SuccessRule
     from vobiz_provider.calls.placement import CallPlacer, PlacedCall, Placement
+    from vobiz_provider.calls.resumption import TryHistory
     from vobiz_provider.correlation import CorrelationToken
     from vobiz_provider.hooks.vobiz import VobizHook
     from vobiz_provider.ledger import CallLedger
@@ -150,6 +152,7 @@ class VobizCallOperator(BaseOperator):
         "send_digits",
     )
     ui_color = "#e8f4fd"
+    operator_extra_links = (VobizCallLink(),)
 
     # Set in __init__ from MAKE_CALL_FIELDS (templated ones may hold a rendered value of another type).
     to: str | Sequence[str]
@@ -367,7 +370,7 @@ class VobizCallOperator(BaseOperator):
 
     def execute(self, context: Context) -> Any:
         # Execute-time modules (see the module docstring): their dataclasses cost DAG-parse time (B4).
-        from vobiz_provider.calls.outcome import decide_resume, previous_attempt, xcom_result
+        from vobiz_provider.calls.outcome import xcom_result
         from vobiz_provider.calls.recovery import recover_unrecorded_calls
         from vobiz_provider.correlation import CorrelationToken
 
@@ -392,41 +395,23 @@ class VobizCallOperator(BaseOperator):
             from_number=request.from_number,
             log=self.log,
         )
+        history = self._history(correlation)
         if not self.wait_for_completion:
-            return self._fire(request, spec=spec, base_url=base_url, correlation=correlation)
+            return self._fire(request, spec=spec, base_url=base_url, history=history)
 
-        previous = previous_attempt(self.ledger, correlation)
-        if previous:
-            resume = decide_resume(
-                previous,
-                try_number=correlation.try_number,
-                rule=self.success_rule,
-                redial=self.redial,
-                settled=self._settled(correlation.ti_key, previous[0].try_number),
+        resume = history.resume_waiting()  # raises for "report": the earlier call's outcome
+        if resume is not None and resume.action == "wait":
+            previous = resume.calls
+            return self._wait(
+                context,
+                request_uuids=list(dict.fromkeys(r.request_uuid for r in previous if r.request_uuid))
+                or [r.call_uuid for r in previous if r.call_uuid],
+                destinations=[r.to for r in previous if r.to],
+                # Recovered calls: the receiver refused their callbacks until now, so ask the API.
+                use_store=base_url is not None and self.hangup_url is None and not recovered,
             )
-            self.log.info("%s", resume.message)
-            if resume.action == "report":
-                calls = [record.to_event() for record in previous]
-                self._settle(calls)
-                raise VobizCallFailedError(
-                    "; ".join(
-                        self.success_rule.describe_failure(call)
-                        for call in calls
-                        if not self.success_rule.succeeded(call)
-                    ),
-                    calls=calls,
-                )
-            if resume.action == "wait":
-                return self._wait(
-                    context,
-                    request_uuids=list(dict.fromkeys(r.request_uuid for r in previous if r.request_uuid))
-                    or [r.call_uuid for r in previous if r.call_uuid],
-                    destinations=[r.to for r in previous if r.to],
-                    # Recovered calls: the receiver refused their callbacks until now, so ask the API.
-                    use_store=base_url is not None and self.hangup_url is None and not recovered,
-                )
-            if resume.action == "return":
-                return xcom_result([record.to_event() for record in previous])
+        if resume is not None and resume.action == "return":
+            return xcom_result([record.to_event() for record in resume.calls])
 
         placement = placer.plan(request, correlation=correlation, callback_base_url=base_url, spec=spec)
         self._log_callback_routes(placement.callback_base_url, placement.routed)
@@ -438,46 +423,40 @@ class VobizCallOperator(BaseOperator):
             use_store=placement.receiver_hears_hangup,
         )
 
+    def _history(self, correlation: CorrelationToken) -> TryHistory:
+        """The earlier tries of this task instance, for the try ``correlation`` names."""
+        from vobiz_provider.calls.resumption import TryHistory  # execute time only: see the module docstring
+
+        return TryHistory(
+            ledger=self.ledger,
+            correlation=correlation,
+            rule=self.success_rule,
+            redial=self.redial,
+            log=self.log,
+        )
+
     def _fire(
         self,
         request: MakeCallRequest,
         *,
         spec: AnswerSpec | None,
         base_url: str | None,
-        correlation: CorrelationToken,
+        history: TryHistory,
     ) -> dict[str, Any]:
         """``wait_for_completion=False``: return the call an earlier try placed (see
-        :func:`~vobiz_provider.calls.outcome.decide_fired_resume`), else place one, record it, and mark
-        the try's placement settled once the call is recorded (it returns it next): a retry then knows
+        :meth:`~vobiz_provider.calls.resumption.TryHistory.resume_firing`), else place one, record it, and
+        mark the try's placement settled once the call is recorded (it returns it next): a retry then knows
         whether this try got that far."""
-        from vobiz_provider.calls.outcome import (
-            decide_fired_resume,
-            fired_result,
-            fired_result_of,
-            previous_attempt,
-        )
+        from vobiz_provider.calls.outcome import fired_result, fired_result_of
 
-        destinations = list(request.destinations)
-        previous = previous_attempt(self.ledger, correlation)
-        if previous:
-            settled = self._settled(correlation.ti_key, previous[0].try_number)
-            resume = decide_fired_resume(
-                previous,
-                try_number=correlation.try_number,
-                rule=self.success_rule,
-                redial=self.redial,
-                settled=settled,
-            )
-            self.log.info("%s", resume.message)
-            if resume.action == "return":
-                if not settled:  # returned now: the next retry applies the rules of a returned call
-                    self._settle([record.to_event() for record in previous])
-                return fired_result_of(previous, destinations)
+        resume = history.resume_firing()
+        if resume is not None and resume.action == "return":
+            return fired_result_of(resume.calls, list(request.destinations))
         placement = self.placer.plan(
-            request, correlation=correlation, callback_base_url=base_url, spec=spec, route=()
+            request, correlation=history.correlation, callback_base_url=base_url, spec=spec, route=()
         )
         placed = self._place(placement)
-        self._settle([{"request_uuid": uuid} for uuid in placed.request_uuids])
+        history.settle([{"request_uuid": uuid} for uuid in placed.request_uuids])
         return fired_result(placed.placement.request, placed.response)
 
     def _place(self, placement: Placement) -> PlacedCall:
@@ -560,6 +539,7 @@ class VobizCallOperator(BaseOperator):
             fill_stored_digits,
             xcom_result,
         )
+        from vobiz_provider.calls.resumption import settle_calls
 
         if not isinstance(event, dict) or event.get("status") not in _EVENT_STATUSES:
             raise AirflowException(
@@ -588,32 +568,11 @@ class VobizCallOperator(BaseOperator):
         rule = self.success_rule
         failed = [call for call in calls if not rule.succeeded(call)]
         if failed:
-            self._settle(calls)
+            settle_calls(self.ledger, calls, log=self.log)
             raise VobizCallFailedError("; ".join(rule.describe_failure(call) for call in failed), calls=calls)
         for call in calls:
             self.log.info("%s", describe_outcome(call))
         return xcom_result(calls)
-
-    def _settled(self, ti_key: str, try_number: int | None) -> bool:
-        """Whether the outcome of ``try_number``'s calls was reported (its placement's ``settled_at``); a
-        try with no placement of its own (calls recorded by older code) counts as settled."""
-        if try_number is None:
-            return True
-        state = self.ledger.last_placement(ti_key, before_try=try_number + 1)
-        return state is None or state.try_number != try_number or state.settled_at is not None
-
-    def _settle(self, calls: Sequence[Mapping[str, Any]]) -> None:
-        """Record in the ledger that these calls' outcome was reported: the next retry dials again, rather
-        than report it a second time (best effort: without it, the next retry reports it once more)."""
-        uuids = [uuid for call in calls for uuid in (call.get("request_uuid"), call.get("call_uuid")) if uuid]
-        try:
-            self.ledger.settle_calls(uuids)
-        except Exception as exc:
-            self.log.warning(
-                "Could not record in the Vobiz call ledger that the call's outcome was reported (%s: %s)",
-                type(exc).__name__,
-                exc,
-            )
 
     # -- killing
 

@@ -7,6 +7,8 @@ Commands::
                           [--max-connections N] [--backlog N]
     vobiz-callbacks db upgrade
     vobiz-callbacks prune --older-than 7d
+    vobiz-callbacks calls list [--dag ID] [--run ID] [--status S] [--since 1d]
+    vobiz-callbacks calls show CALL_UUID        (vobiz_provider.receiver.calls_cli)
 
 ``serve`` is for deployments that expose only the receiver to the internet instead of the Airflow API server:
 it serves the same app as the plugin, under ``/vobiz`` too (``callback_base_url`` =
@@ -18,7 +20,7 @@ do not send a complete request head within ``--header-timeout`` seconds and keep
 (:mod:`~vobiz_provider.receiver.connection_guard`); the defaults follow ``ulimit -n``
 (:class:`~vobiz_provider.receiver.server_limits.ServerLimits`).
 
-Exit codes: 0 success, 1 the store cannot be reached, 2 bad arguments or configuration.
+Exit codes: 0 success, 1 the store cannot be reached, 2 bad arguments or configuration, 3 no such call.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from vobiz_provider.config import get_settings
 from vobiz_provider.exceptions import LedgerUnavailableError, MissingCallbackSecretError
 from vobiz_provider.ledger import CallLedger, get_ledger
 from vobiz_provider.receiver.app import MOUNT_PATH, create_app
+from vobiz_provider.receiver.calls_cli import add_calls_parser, run_calls
 from vobiz_provider.receiver.connection_guard import ConnectionGuard, guarded_protocol
 from vobiz_provider.receiver.server_limits import (
     DEFAULT_BACKLOG,
@@ -185,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument(
         "--older-than", type=parse_duration, required=True, metavar="DURATION", help="e.g. 30m, 12h, 7d"
     )
+    add_calls_parser(commands)
     return parser
 
 
@@ -316,6 +320,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.command == "db":
             print(f"Callback store {safe_url(settings.callback_store)} is up to date.")
             return 0
+        if args.command == "calls":
+            return run_calls(args, ledger)
         deleted = ledger.prune(older_than=args.older_than)
         print(
             f"Deleted {deleted} rows older than {format_duration(args.older_than)} "

@@ -1,0 +1,1 @@
+"""Operator extra links (the package init imports nothing)."""
