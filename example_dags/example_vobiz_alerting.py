@@ -9,8 +9,11 @@ two bad rows, so the check fails every time). When it fails:
    the call: it is a heads-up, and Airflow callbacks should not block. If Airflow runs the callback twice,
    the line is still phoned once (the notifier deduplicates its calls in the callback store).
 2. **Escalation.** `page_primary` (`trigger_rule="one_failed"`) phones the primary engineer, says what
-   failed and asks them to **press 1 to acknowledge**. With `expected_digits="1"` the task succeeds only if
-   they do; no answer, a busy line, another key or no key at all fails it.
+   failed and asks them to **press 1 to acknowledge**, or **press 2 to be connected to the secondary
+   on-call** at once (a `<Dial>`, recorded). With `expected_digits=["1", "2"]` the task succeeds when they
+   acknowledge, or when they pressed 2 and the secondary answered; no answer, a busy line, another key, no
+   key at all, or a secondary who did not pick up fails it. Its result (XCom) says how the connection went:
+   `dial_status`, `dial_b_leg_uuid`, `dial_hangup_cause` and the bridge's `recording_url`.
 3. `page_secondary` (`trigger_rule="one_failed"`, downstream of `page_primary`) then phones the secondary
    engineer the same way. When the primary acknowledged, it is skipped.
 
@@ -54,6 +57,19 @@ ACKNOWLEDGE = {
     "num_digits": 1,
     "timeout": 15,
     "no_input_message": "No acknowledgement received. Escalating. Goodbye.",
+}
+#: The primary may also hand over at once: 2 connects them to the secondary (the call is recorded).
+ACKNOWLEDGE_OR_CONNECT = {
+    **ACKNOWLEDGE,
+    "prompt": "Press 1 to acknowledge and take the incident, or 2 to be connected to the secondary on-call.",
+    "connect": {
+        "2": {
+            "to": "{{ params.secondary }}",
+            "message": "Connecting you to the secondary on-call engineer.",
+            "timeout": 30,
+            "record": True,
+        }
+    },
 }
 
 with DAG(
@@ -118,8 +134,8 @@ with DAG(
         to="{{ params.primary }}",
         from_number="{{ params.from_number }}",
         message=PAGE_MESSAGE,
-        gather=ACKNOWLEDGE,
-        expected_digits="1",
+        gather=ACKNOWLEDGE_OR_CONNECT,
+        expected_digits=["1", "2"],
         ring_timeout=30,
         time_limit=120,
         deferrable=True,

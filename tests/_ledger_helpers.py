@@ -45,7 +45,8 @@ def token_for(
     correlation: CorrelationToken, kind: str, *, secret: str = TEST_SECRET, lifetime: float = 3600.0
 ) -> str:
     """The token the placer would put in the ``kind`` URL of ``correlation``'s call."""
-    route = "answer" if kind == "gather" else kind
+    # The answer URL's token also opens the routes of the XML served for it.
+    route = "answer" if kind in ("gather", "dial", "record") else kind
     return correlation.encode(secret, kinds=KINDS_OF_URL[route], expires_at=time.time() + lifetime)
 
 

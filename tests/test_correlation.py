@@ -472,13 +472,13 @@ def test_a_received_token_over_2000_characters_is_malformed_before_its_signature
 # -- each route and each URL's kinds, against literal values ----------------------------------------------
 
 
-def test_the_callback_kinds_are_the_five_routes_of_the_receiver() -> None:
-    assert CALLBACK_KINDS == ("ring", "answer", "hangup", "machine-detection", "gather")
+def test_the_callback_kinds_are_the_seven_routes_of_the_receiver() -> None:
+    assert CALLBACK_KINDS == ("ring", "answer", "hangup", "machine-detection", "gather", "dial", "record")
 
 
 def test_the_kinds_each_url_opens() -> None:
     assert KINDS_OF_URL == {
-        "answer": ("answer", "gather"),
+        "answer": ("answer", "gather", "dial", "record"),
         "ring": ("ring",),
         "hangup": ("hangup",),
         "machine-detection": ("machine-detection",),

@@ -35,7 +35,15 @@ if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
 
 #: The callback routes of the receiver, one per Vobiz URL of ``POST /Call/``.
-CALLBACK_KINDS: Final[tuple[str, ...]] = ("ring", "answer", "hangup", "machine-detection", "gather")
+CALLBACK_KINDS: Final[tuple[str, ...]] = (
+    "ring",
+    "answer",
+    "hangup",
+    "machine-detection",
+    "gather",
+    "dial",
+    "record",
+)
 
 #: Name of the query parameter that carries the token.
 TOKEN_PARAM: Final = "t"
@@ -43,9 +51,10 @@ TOKEN_PARAM: Final = "t"
 #: Tokens longer than this are refused when issued: URLs that long risk being cut by Vobiz or proxies.
 MAX_TOKEN_LENGTH: Final = 2000
 
-#: The kinds the token of each URL may be used on: the answer URL leads to the ``gather`` action.
+#: The kinds the token of each URL may be used on: the answer URL leads to the ``gather`` action and to the
+#: ``<Dial>`` and ``<Record>`` callbacks of the XML the receiver serves.
 KINDS_OF_URL: Final[dict[str, tuple[str, ...]]] = {
-    "answer": ("answer", "gather"),
+    "answer": ("answer", "gather", "dial", "record"),
     "ring": ("ring",),
     "hangup": ("hangup",),
     "machine-detection": ("machine-detection",),

@@ -22,9 +22,9 @@ def test_parses_without_a_connection_or_the_network(no_network):
     assert dag.get_task("page_primary").upstream_task_ids == {"check_orders"}
     assert dag.get_task("page_secondary").upstream_task_ids == {"page_primary"}
     assert dag.get_task("publish_orders").upstream_task_ids == {"check_orders"}
-    for task_id in ("page_primary", "page_secondary"):
+    for task_id, expected in (("page_primary", ("1", "2")), ("page_secondary", ("1",))):
         page = dag.get_task(task_id)
-        assert (page.trigger_rule, page.expected_digits, page.retries) == ("one_failed", ("1",), 0)
+        assert (page.trigger_rule, page.expected_digits, page.retries) == ("one_failed", expected, 0)
     [notifier] = dag.get_task("check_orders").on_failure_callback
     assert type(notifier).__name__ == "VobizNotifier"
 
@@ -85,9 +85,54 @@ def test_failed_check_phones_oncall_once_and_escalates(
     if expected_states["page_primary"] == "failed" and primary.outcome == "completed":
         heard = _spoken(vobiz_emulator, PRIMARY)
         assert heard[0].startswith("This is Airflow. The data quality check check orders failed")
-        assert "Press 1 to acknowledge and take the incident." in heard
+        assert (
+            "Press 1 to acknowledge and take the incident, or 2 to be connected to the secondary on-call."
+            in heard
+        )
         log = "".join(capfd.readouterr())
-        assert "no digits: the callee did not answer the prompt (expected '1')" in log
+        assert "no digits: the callee did not answer the prompt (expected '1' or '2')" in log
+
+
+@pytest.mark.airflow_db
+@pytest.mark.parametrize(
+    ("secondary", "expected_states", "dial_status"),
+    [
+        (
+            CallScript.answered(after=0.05, talk_for=0.1),
+            {"page_primary": "success", "page_secondary": "skipped"},
+            "completed",
+        ),
+        (CallScript.busy(after=0.05), {"page_primary": "failed", "page_secondary": "failed"}, "busy"),
+    ],
+    ids=["secondary-answers", "secondary-busy"],
+)
+def test_primary_presses_2_and_is_connected_to_the_secondary(
+    secondary, expected_states, dial_status, vobiz_emulator, callback_receiver, dag_runner, capfd
+):
+    vobiz_emulator.configure(time_scale=0.01)
+    vobiz_emulator.script(ONCALL, CallScript.answered(after=0.05, talk_for=None))
+    vobiz_emulator.script(PRIMARY, CallScript.answered(after=0.05, talk_for=None, digits="2"))
+    vobiz_emulator.script(SECONDARY, secondary)
+    dag = load_example_dag(DAG_ID)
+    for task_id in ("page_primary", "page_secondary"):
+        dag.get_task(task_id).poll_interval = 0.05
+
+    dag_run = dag_runner.run(dag)
+    vobiz_emulator.wait_until_idle()
+
+    states = {task_id: state for (task_id, _), (state, _) in dag_runner.states(dag_run).items()}
+    assert states == {"check_orders": "failed", "publish_orders": "upstream_failed", **expected_states}
+    [dial_action] = [r for r in vobiz_emulator.callbacks if r.kind == "dial-action"]
+    assert dial_action.fields["DialStatus"] == dial_status
+    recordings = [r.fields["RecordUrl"] for r in vobiz_emulator.callbacks if r.kind == "record"]
+    if dial_status == "completed":
+        record = dag_runner.xcoms(dag_run, "page_primary")[-1]
+        assert (record["digits"], record["dial_status"]) == ("2", "completed")
+        assert record["recording_url"] == recordings[0]
+    else:
+        assert recordings == []
+        log = "".join(capfd.readouterr())
+        assert "the number it connects to did not answer (dial status 'busy')" in log
 
 
 @pytest.mark.airflow_db

@@ -320,7 +320,7 @@ def token_text(pool: Pool, try_index: int, route: str, variant: str) -> str | No
     if variant == "empty":
         return ""
     if variant == "other-route":
-        other = "ring" if token_route in ("answer", "gather") else "answer"
+        other = "ring" if token_route in ("answer", "gather", "dial", "record") else "answer"
         return token_for(correlation, other, secret=SECRET)
     if variant == "expired":
         return token_for(correlation, token_route, secret=SECRET, lifetime=-60)

@@ -11,9 +11,13 @@ import pytest
 from vobiz_provider.exceptions import VobizValidationError
 from vobiz_provider.models.callbacks import (
     AnswerCallback,
+    DialActionCallback,
+    DialCallback,
     GatherCallback,
     HangupCallback,
     MachineDetectionCallback,
+    RecordActionCallback,
+    RecordCallback,
     RingCallback,
     VobizCallback,
     parse_callback,
@@ -142,8 +146,12 @@ def test_kind_forces_the_model() -> None:
     form = {"CallUUID": "c", "Event": "Something"}
     assert isinstance(parse_callback(form, kind="gather"), GatherCallback)
     assert isinstance(parse_callback(form, kind="machine_detection"), MachineDetectionCallback)
-    with pytest.raises(VobizValidationError, match="unknown callback kind 'dial'"):
-        parse_callback(form, kind="dial")
+    assert isinstance(parse_callback(form, kind="dial"), DialCallback)
+    assert isinstance(parse_callback({**form, "DialStatus": "busy"}, kind="dial"), DialActionCallback)
+    assert isinstance(parse_callback(form, kind="record"), RecordActionCallback)
+    assert isinstance(parse_callback({**form, "Event": "RecordStop"}, kind="record"), RecordCallback)
+    with pytest.raises(VobizValidationError, match="unknown callback kind 'conference'"):
+        parse_callback(form, kind="conference")
 
 
 def test_ring_and_answer_callbacks() -> None:
@@ -369,3 +377,71 @@ def test_read_callback_with_an_unknown_timezone_leaves_the_local_times_empty() -
     assert isinstance(parsed, HangupCallback)
     assert parsed.end_time is None
     assert "Mars/Base" in parsed.unreadable_fields["EndTime"]
+
+
+# -- the <Dial> and <Record> callbacks ---------------------------------------------------------------------
+
+DIAL_HANGUP_FORM = {
+    "CallUUID": "a-leg",
+    "Event": "DialHangup",
+    "DialAction": "hangup",
+    "DialALegUUID": "a-leg",
+    "DialBLegUUID": "b-leg",
+    "DialBLegTo": "+14155550122",
+    "DialBLegStatus": "hangup",
+    "DialBLegDuration": "42",
+    "DialBLegHangupCause": "NORMAL_CLEARING",
+    "DialBLegHangupCauseCode": "4000",
+    "DialBLegHangupCauseName": "Normal Hangup",
+    "DialBLegHangupSource": "Callee",
+}
+
+
+def test_dial_events_follow_their_event_and_round_trip() -> None:
+    parsed = parse_callback(DIAL_HANGUP_FORM)
+    assert isinstance(parsed, DialCallback)
+    assert (parsed.dial_b_leg_uuid, parsed.dial_b_leg_duration) == ("b-leg", 42)
+    assert (parsed.dial_b_leg_hangup_cause_code, parsed.dial_b_leg_hangup_source) == (4000, "Callee")
+    assert parsed.to_form() == DIAL_HANGUP_FORM
+
+
+def test_dial_action_is_recognised_by_its_dial_status() -> None:
+    form = {
+        "CallUUID": "a",
+        "DialStatus": "no-answer",
+        "DialRingStatus": "true",
+        "DialHangupCause": "NO_ANSWER",
+    }
+    parsed = parse_callback(form)
+    assert isinstance(parsed, DialActionCallback)
+    assert (parsed.dial_status, parsed.dial_ring_status, parsed.dial_hangup_cause) == (
+        "no-answer",
+        True,
+        "NO_ANSWER",
+    )
+
+
+def test_record_stop_carries_the_recording_url_under_either_documented_name() -> None:
+    form = {
+        "CallUUID": "a",
+        "Event": "RecordStop",
+        "RecordingID": "r-1",
+        "RecordUrl": "https://media.example/r-1.mp3",
+        "RecordingDuration": "7",
+        "RecordingEndReason": "HungUp",
+    }
+    parsed = parse_callback(form)
+    assert isinstance(parsed, RecordCallback)
+    assert (parsed.url, parsed.recording_duration, parsed.recording_end_reason) == (
+        "https://media.example/r-1.mp3",
+        7,
+        "HungUp",
+    )
+    legacy = parse_callback(
+        {**{k: v for k, v in form.items() if k != "RecordUrl"}, "RecordFile": "https://m/x"}
+    )
+    assert isinstance(legacy, RecordCallback)
+    assert legacy.url == "https://m/x"
+    action = parse_callback({"CallUUID": "a", "RecordingID": "r-1", "RecordUrl": "https://m/r-1.mp3"})
+    assert isinstance(action, RecordActionCallback)
+    assert not isinstance(action, RecordCallback)

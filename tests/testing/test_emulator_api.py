@@ -81,11 +81,29 @@ def test_requests_are_recorded_as_received_including_the_token(emulator, client,
 # ---------------------------------------------------------------------------------------------- validation
 
 
-def test_missing_answer_method_is_400_naming_it_even_though_the_model_defaults_it(emulator, client, receiver):
+def test_missing_answer_method_defaults_to_post_as_the_make_call_table_says(emulator, client, receiver):
+    """The Make-a-call field table lists ``answer_method`` as optional, default POST."""
+    receiver.xml("/answer", "<Response/>")
     response = client.post(_call_path(emulator), json=receiver.call_body(answer_method=None))
+    assert response.status_code == 201
+    [call] = emulator.calls.values()
+    assert call.request.answer_method == "POST"
+    emulator.wait_for_call(call.call_uuid)
+    [fetch] = [hit for hit in receiver.hits if hit.path == "/answer"]
+    assert fetch.method == "POST"
+
+
+def test_strict_emulator_refuses_a_missing_answer_method_as_the_openapi_spec_does(
+    make_emulator, connect, receiver
+):
+    """``require_answer_method``: the OpenAPI spec, the Fern SDK and the n8n mock make it required."""
+    strict = make_emulator(require_answer_method=True)
+    client = connect(strict)
+    response = client.post(_call_path(strict), json=receiver.call_body(answer_method=None))
     assert response.status_code == 400
     assert "answer_method" in response.json()["error"]
-    assert emulator.calls == {}
+    assert strict.calls == {}
+    assert client.post(_call_path(strict), json=receiver.call_body()).status_code == 201
 
 
 @pytest.mark.parametrize(
@@ -122,14 +140,14 @@ def test_more_than_1000_destinations_is_400(emulator, client, receiver):
 
 def test_envelope_error_shape_lists_the_failing_fields(make_emulator, connect, receiver):
     handle = make_emulator(error_shape="envelope")
-    response = connect(handle).post(_call_path(handle), json=receiver.call_body(answer_method=None))
+    response = connect(handle).post(_call_path(handle), json=receiver.call_body(answer_url=None))
     body = response.json()
     assert response.status_code == 400
     assert body["status"] == "error"
     assert body["error"]["code"] == "VALIDATION_ERROR"
-    assert [e["field"] for e in body["error"]["details"]["errors"]] == ["answer_method"]
+    assert [e["field"] for e in body["error"]["details"]["errors"]] == ["answer_url"]
     assert "timestamp" in body and body["requestId"].startswith("req_")
-    assert "answer_method" in parse_error_body(400, response.content).message
+    assert "answer_url" in parse_error_body(400, response.content).message
 
 
 def test_low_balance_is_402(make_emulator, connect, receiver):

@@ -88,6 +88,8 @@ def test_settings_are_validated():
         EmulatorSettings(sign_callbacks="sometimes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="signed_url_form"):
         EmulatorSettings(signed_url_form="host")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="require_answer_method"):
+        EmulatorSettings(require_answer_method="yes")  # type: ignore[arg-type]
     assert EmulatorSettings().sign_callbacks == "credentials"  # as Vobiz
     assert EmulatorSettings(sign_callbacks=True).sign_callbacks == "always"  # type: ignore[arg-type]
 
@@ -126,6 +128,9 @@ def test_cli_arguments_become_settings():
         "kept",
     )
     assert settings_from_args(build_parser().parse_args(["--no-sign-callbacks"])).sign_callbacks == "never"
+    assert settings.require_answer_method is False
+    strict = build_parser().parse_args(["--require-answer-method"])
+    assert settings_from_args(strict).require_answer_method is True
 
 
 def test_cli_scripts_destinations():

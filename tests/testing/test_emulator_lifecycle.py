@@ -64,7 +64,7 @@ def _finish(client, handle, body, script: CallScript | None = None) -> tuple[str
             CallScript.failed(cause_code=3050),
             "failed",
             3050,
-            "Unallocated Number",
+            "Unallocated number",
             "UNALLOCATED_NUMBER",
             "Vobiz",
             False,

@@ -116,7 +116,9 @@ class SuccessRule:
     """What makes a final call record a success.
 
     :param success_statuses: Final call statuses that count (e.g. ``("completed",)``).
-    :param expected_digits: The keys the callee must have pressed (``None``: any or none).
+    :param expected_digits: The keys the callee must have pressed (``None``: any or none). Keys that
+        connected the callee to another number (a keypad prompt's ``connect``) count only if that number
+        answered: the record's ``dial_status`` is ``completed``.
     """
 
     success_statuses: tuple[str, ...]
@@ -126,7 +128,9 @@ class SuccessRule:
         """Whether a final call record settles the task: a success status (and an expected answer)."""
         if call.get("status") not in self.success_statuses:
             return False
-        return self.expected_digits is None or call.get("digits") in self.expected_digits
+        if self.expected_digits is None:
+            return True
+        return call.get("digits") in self.expected_digits and call.get("dial_status") in (None, "completed")
 
     def describe_failure(self, call: Mapping[str, Any]) -> str:
         """Why a final call record is not a success."""
@@ -134,6 +138,11 @@ class SuccessRule:
             return f"{describe_failure(call)} (success statuses: {', '.join(self.success_statuses)})"
         expected = " or ".join(repr(digits) for digits in self.expected_digits or ())
         pressed = call.get("digits")
+        if pressed in (self.expected_digits or ()) and call.get("dial_status") not in (None, "completed"):
+            return (
+                f"{_call(call)}: the callee pressed {quoted(pressed)}, but the number it connects to did not "
+                f"answer (dial status {quoted(call.get('dial_status'))})"
+            )
         answer = (
             f"the callee pressed {quoted(pressed)}"
             if pressed

@@ -100,6 +100,9 @@ _KEPT_VALUE_CHARS: Final = 256
 OVERWRITE_BY_KIND: Final = {
     "machine-detection": frozenset({"machine"}),
     "gather": frozenset({"digits"}),
+    # A second <Dial> or <Record> in the call replaces what the first reported.
+    "dial": frozenset({"dial_status", "dial_b_leg_uuid", "dial_hangup_cause"}),
+    "record": frozenset({"recording_url"}),
 }
 
 
@@ -220,7 +223,13 @@ _FROM_FORM: Final[dict[str, tuple[str, Callable[[Any], Any]]]] = {
     "end_time": ("EndTime", _raw_time),
     "machine": ("Machine", _bool),
     "digits": ("Digits", text),
+    "dial_status": ("DialStatus", text),
+    "dial_b_leg_uuid": ("DialBLegUUID", uuid_text),
+    "dial_hangup_cause": ("DialHangupCause", text),
+    "recording_url": ("RecordUrl", text),
 }
+#: The call columns only the ``dial`` and ``record`` routes write.
+_DIAL_COLUMNS: Final = ("dial_status", "dial_b_leg_uuid", "dial_hangup_cause")
 
 
 def log_unreadable(kind: str, fields: Mapping[str, str], problems: Mapping[str, str]) -> None:
@@ -375,6 +384,17 @@ def callback_values(kind: str, fields: Mapping[str, str], parsed: VobizCallback 
         values["machine"] = None
     if kind != "gather":
         values["digits"] = None
+    if kind == "dial":
+        # The Dial's DialHangup event names the B leg's cause under its own names.
+        values["dial_hangup_cause"] = values["dial_hangup_cause"] or text(
+            fields.get("DialBLegHangupCauseName") or fields.get("DialBLegHangupCause")
+        )
+    else:
+        values.update(dict.fromkeys(_DIAL_COLUMNS))
+    if kind == "record":
+        values["recording_url"] = values["recording_url"] or text(fields.get("RecordFile"))
+    else:
+        values["recording_url"] = None
     if kind != "hangup":
         values.update(dict.fromkeys(_HANGUP_COLUMNS))
     for column in ("start_time", "answer_time", "end_time"):

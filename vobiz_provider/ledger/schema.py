@@ -140,6 +140,11 @@ calls = sa.Table(
     sa.Column("end_time_utc", UTCDateTime),
     sa.Column("machine", sa.Boolean),
     sa.Column("digits", sa.String(256)),
+    # What the <Dial> and <Record> callbacks said (schema 7).
+    sa.Column("dial_status", sa.String(32)),
+    sa.Column("dial_b_leg_uuid", sa.String(64)),
+    sa.Column("dial_hangup_cause", sa.String(128)),
+    sa.Column("recording_url", sa.String(2048)),
     sa.Column("fired_at", UTCDateTime),
     sa.Column("updated_at", UTCDateTime, nullable=False, index=True),
     sa.Column("source", sa.String(16), nullable=False),
@@ -227,10 +232,18 @@ inbound_cursors = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
 )
 
+#: The call columns added after step 1 (which keeps creating the table without them).
+_DIAL_RECORD_COLUMNS = ("dial_status", "dial_b_leg_uuid", "dial_hangup_cause", "recording_url")
+
 
 def _step_1(conn: Connection) -> None:
     """Version 1: the callback events, the calls and the nonces."""
-    metadata.create_all(conn, tables=[events, calls, nonces], checkfirst=True)
+    metadata.create_all(conn, tables=[events, nonces], checkfirst=True)
+    if not sa.inspect(conn).has_table(calls.name):
+        # Step 1 keeps creating the calls table of its time: without the columns of later steps.
+        old = sa.MetaData()
+        columns = [c._copy() for c in calls.columns if c.name not in _DIAL_RECORD_COLUMNS]
+        sa.Table(calls.name, old, *columns).create(conn)
     events_of_try.drop(conn, checkfirst=True)  # schema 3 adds it: step 1 keeps creating the old shape
 
 
@@ -274,6 +287,15 @@ def _step_6(conn: Connection) -> None:
     metadata.create_all(conn, tables=[inbound_events, inbound_cursors], checkfirst=True)
 
 
+def _step_7(conn: Connection) -> None:
+    """Version 7: what the ``<Dial>`` and ``<Record>`` callbacks report on the call (B leg, recording)."""
+    present = {column["name"] for column in sa.inspect(conn).get_columns(calls.name)}
+    for name in _DIAL_RECORD_COLUMNS:
+        if name not in present:
+            column_type = calls.c[name].type.compile(dialect=conn.dialect)
+            conn.execute(sa.text(f"ALTER TABLE {calls.name} ADD COLUMN {name} {column_type}"))
+
+
 #: The upgrade steps, in order; step ``i`` (0-based) brings the schema to version ``i + 1``.
 STEPS: tuple[Callable[[Connection], None], ...] = (
     _step_1,
@@ -282,6 +304,7 @@ STEPS: tuple[Callable[[Connection], None], ...] = (
     _step_4,
     _step_5,
     _step_6,
+    _step_7,
 )
 
 #: The version this code expects.

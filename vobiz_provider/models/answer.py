@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_REPLY_MESSAGE",
     "AnswerSpec",
+    "ConnectSpec",
     "GatherSpec",
     "render_answer",
     "render_gather_reply",
@@ -42,6 +43,9 @@ DEFAULT_REPLY_MESSAGE: Final = "Thank you."
 _LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 # Only used to check that a spec renders (size, nesting); never sent anywhere.
 _PLACEHOLDER_ACTION: Final = "https://receiver.invalid/vobiz/callbacks/gather"
+_PLACEHOLDER_DIAL: Final = "https://receiver.invalid/vobiz/callbacks/dial"
+_PLACEHOLDER_RECORD: Final = "https://receiver.invalid/vobiz/callbacks/record"
+_KEYS = re.compile(r"^[0-9*#]{1,32}$")
 
 
 def _strict_int(value: Any) -> Any:
@@ -120,6 +124,46 @@ class _Spec(BaseModel):
             raise VobizValidationError(f"invalid {cls._what}: {_format_errors(exc)}") from None
 
 
+def _phone(value: Any) -> Any:
+    if isinstance(value, str) and re.fullmatch(r"\+?[0-9]{2,15}", value.strip()):
+        return value.strip()
+    raise ValueError("must be a phone number in E.164 form, e.g. +14155550122")
+
+
+def _optional_phone(value: Any) -> Any:
+    return None if value is None else _phone(value)
+
+
+class ConnectSpec(_Spec):
+    """Connect the caller to another number (``<Dial>``) after they pressed given keys.
+
+    The B leg's outcome (``DialStatus``, its call UUID and hangup cause) reaches the call record through the
+    receiver's ``dial`` route; with ``record``, the URL of the bridged conversation's recording too.
+
+    :param to: The number to connect to, E.164 (``+14155550122``).
+    :param message: Said before dialling (``None``: nothing).
+    :param caller_id: Caller ID shown to ``to``: a number you own at Vobiz (``None``: the call's own).
+    :param timeout: Seconds ``to`` rings before giving up, 5-120.
+    :param record: Record the conversation once ``to`` answers.
+    """
+
+    _what: ClassVar[str] = "connection"
+
+    to: Annotated[str, BeforeValidator(_phone)]
+    message: OptionalSpeakableText = "Connecting you now."
+    caller_id: Annotated[str | None, BeforeValidator(_optional_phone)] = None
+    timeout: Annotated[StrictInt, Field(ge=5, le=120)] = 30
+    record: bool = False
+
+
+def _connect_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str) or not _KEYS.match(key):
+                raise ValueError(f"keys must be the digits pressed (0-9, * and #), got {key!r}")
+    return value
+
+
 class GatherSpec(_Spec):
     """A keypad prompt: ``<Gather inputType="dtmf">`` around a spoken prompt.
 
@@ -130,6 +174,8 @@ class GatherSpec(_Spec):
     :param finish_on_key: Key that ends the input (``#``); ``""`` or ``"none"`` disables it.
     :param no_input_message: Said when the caller pressed nothing before the timeout; the call then ends.
     :param reply_message: Said after the caller pressed keys, before the call ends (``None``: just hang up).
+    :param connect: Keys pressed → a :class:`ConnectSpec` (or its fields): pressing them connects the
+        caller to that number instead of ending the call, e.g. ``{"2": {"to": "+14155550122"}}``.
     """
 
     _what: ClassVar[str] = "keypad prompt"
@@ -140,6 +186,7 @@ class GatherSpec(_Spec):
     finish_on_key: Annotated[str | None, BeforeValidator(_finish_on_key)] = "#"
     no_input_message: OptionalSpeakableText = None
     reply_message: OptionalSpeakableText = DEFAULT_REPLY_MESSAGE
+    connect: Annotated[dict[str, ConnectSpec], BeforeValidator(_connect_keys)] = Field(default_factory=dict)
 
 
 class AnswerSpec(_Spec):
@@ -170,6 +217,13 @@ class AnswerSpec(_Spec):
         # The size limit (100 KB) and the nesting are the XML builder's to judge: render it once.
         try:
             render_answer(self, gather_action_url=_PLACEHOLDER_ACTION)
+            for keys in self.gather.connect if self.gather is not None else ():
+                render_gather_reply(
+                    self,
+                    digits=keys,
+                    dial_callback_url=_PLACEHOLDER_DIAL,
+                    record_callback_url=_PLACEHOLDER_RECORD,
+                )
         except VobizValidationError as err:
             raise ValueError(str(err)) from None
         return self
@@ -214,18 +268,56 @@ def render_answer(spec: AnswerSpec, *, gather_action_url: str | None = None) -> 
     return doc.to_xml()
 
 
-def render_gather_reply(spec: AnswerSpec, *, digits: str | None) -> str:
+def render_gather_reply(
+    spec: AnswerSpec,
+    *,
+    digits: str | None,
+    dial_callback_url: str | None = None,
+    record_callback_url: str | None = None,
+) -> str:
     """The VobizXML answered to the ``<Gather>`` action post.
 
-    With digits: the reply message (if any) and ``<Hangup/>``. Without (Vobiz posts an empty ``Digits`` when
-    the prompt times out, then goes on with the verbs after the ``<Gather>``): an empty ``<Response/>``, so
-    the no-input message and the hangup of the answer document still run.
+    With digits that ``spec.gather.connect`` names: its message, an optional ``<Record>`` of the bridge,
+    the ``<Dial>`` (its ``action`` and ``callbackUrl`` both ``dial_callback_url``, ``redirect="false"``) and
+    ``<Hangup/>``. With other digits: the reply message (if any) and ``<Hangup/>``. Without (Vobiz posts an
+    empty ``Digits`` when the prompt times out, then goes on with the verbs after the ``<Gather>``): an
+    empty ``<Response/>``, so the no-input message and the hangup of the answer document still run.
 
     :param spec: The call's spec.
     :param digits: The ``Digits`` field as posted (``None`` or empty on timeout).
+    :param dial_callback_url: Where Vobiz posts the ``<Dial>`` outcome and events (the receiver's
+        ``dial`` route); required when the digits connect the caller.
+    :param record_callback_url: Where Vobiz posts the recording (the receiver's ``record`` route);
+        required when that connection is recorded.
     """
     doc = VobizXML()
-    if not (digits or "").strip() or spec.gather is None:
+    pressed = (digits or "").strip()
+    if not pressed or spec.gather is None:
+        return doc.to_xml()
+    connect = spec.gather.connect.get(pressed)
+    if connect is not None:
+        if dial_callback_url is None or (connect.record and record_callback_url is None):
+            raise VobizValidationError("connecting the caller needs the receiver's dial (and record) URLs")
+        if connect.message is not None:
+            doc.speak(connect.message, voice=spec.voice, language=spec.language)
+        if connect.record:
+            doc.record(
+                record_session=True,
+                start_on_dial_answer=True,
+                callback_url=record_callback_url,
+                callback_method="POST",
+            )
+        dial = doc.dial(
+            action=dial_callback_url,
+            method="POST",
+            callback_url=dial_callback_url,
+            callback_method="POST",
+            redirect=False,
+            caller_id=connect.caller_id,
+            timeout=connect.timeout,
+        )
+        dial.number(connect.to)
+        doc.hangup()
         return doc.to_xml()
     if spec.gather.reply_message is not None:
         doc.speak(spec.gather.reply_message, voice=spec.voice, language=spec.language)

@@ -1,5 +1,5 @@
 """Models of the form-encoded callbacks Vobiz posts during a call (ring, answer, machine detection, gather,
-hangup).
+hangup, and the ``<Dial>`` and ``<Record>`` callbacks).
 
 Fields carry Vobiz's own names as aliases (``CallUUID``, ``HangupCauseCode``, ...) and snake_case Python
 names; unknown fields are kept. Times:
@@ -41,9 +41,13 @@ if TYPE_CHECKING:
 __all__ = [
     "AnswerCallback",
     "CallbackKind",
+    "DialActionCallback",
+    "DialCallback",
     "GatherCallback",
     "HangupCallback",
     "MachineDetectionCallback",
+    "RecordActionCallback",
+    "RecordCallback",
     "RingCallback",
     "VobizCallback",
     "carries_free_text",
@@ -51,7 +55,7 @@ __all__ = [
     "read_callback",
 ]
 
-CallbackKind = Literal["ring", "answer", "hangup", "machine-detection", "gather"]
+CallbackKind = Literal["ring", "answer", "hangup", "machine-detection", "gather", "dial", "record"]
 
 
 def _form_text(value: Any) -> str:
@@ -299,6 +303,107 @@ class HangupCallback(VobizCallback):
         return self.stir_verification or self.stir_verification_lowercase
 
 
+class DialCallback(VobizCallback):
+    """Posted to a ``<Dial>``'s ``callbackUrl`` for each event of its B leg (docs.vobiz.ai/xml/dial):
+    ``Event`` = ``DialAnswer``/``DialConnected``/``DialDigitsMatch``/``DialHangup`` with ``DialAction`` =
+    ``answer``/``connected``/``digits``/``hangup``. ``CallUUID`` is the A leg.
+
+    The ``DialBLeg*`` names besides the hangup causes follow Plivo's ``<Dial callbackUrl>`` (Vobiz documents
+    the causes: ``DialBLegHangupCause``, ``...Code``, ``...Name``, ``DialBLegHangupSource``).
+
+    :param dial_action: ``DialAction``.
+    :param dial_a_leg_uuid: ``DialALegUUID``.
+    :param dial_b_leg_uuid: ``DialBLegUUID``.
+    :param dial_b_leg_from: ``DialBLegFrom``.
+    :param dial_b_leg_to: ``DialBLegTo``.
+    :param dial_b_leg_status: ``DialBLegStatus`` (``answer``, ``connected``, ``hangup``).
+    :param dial_b_leg_duration: ``DialBLegDuration``, seconds (with ``DialHangup``).
+    :param dial_b_leg_bill_duration: ``DialBLegBillDuration``, seconds.
+    :param dial_b_leg_hangup_cause: ``DialBLegHangupCause``.
+    :param dial_b_leg_hangup_cause_code: ``DialBLegHangupCauseCode``.
+    :param dial_b_leg_hangup_cause_name: ``DialBLegHangupCauseName``.
+    :param dial_b_leg_hangup_source: ``DialBLegHangupSource``.
+    :param dial_digits_match: ``DialDigitsMatch``: the pattern matched (``DialDigitsMatch`` event).
+    """
+
+    kind: ClassVar[str | None] = "dial"
+    dial_action: str | None = Field(default=None, alias="DialAction")
+    dial_a_leg_uuid: str | None = Field(default=None, alias="DialALegUUID")
+    dial_b_leg_uuid: str | None = Field(default=None, alias="DialBLegUUID")
+    dial_b_leg_from: str | None = Field(default=None, alias="DialBLegFrom")
+    dial_b_leg_to: str | None = Field(default=None, alias="DialBLegTo")
+    dial_b_leg_status: str | None = Field(default=None, alias="DialBLegStatus")
+    dial_b_leg_duration: LenientInt = Field(default=None, alias="DialBLegDuration")
+    dial_b_leg_bill_duration: LenientInt = Field(default=None, alias="DialBLegBillDuration")
+    dial_b_leg_hangup_cause: str | None = Field(default=None, alias="DialBLegHangupCause")
+    dial_b_leg_hangup_cause_code: LenientInt = Field(default=None, alias="DialBLegHangupCauseCode")
+    dial_b_leg_hangup_cause_name: str | None = Field(default=None, alias="DialBLegHangupCauseName")
+    dial_b_leg_hangup_source: str | None = Field(default=None, alias="DialBLegHangupSource")
+    dial_digits_match: str | None = Field(default=None, alias="DialDigitsMatch")
+
+
+class DialActionCallback(VobizCallback):
+    """Posted to a ``<Dial>``'s ``action`` URL once its B leg has ended (docs.vobiz.ai/xml/dial).
+
+    With ``redirect`` (the default) Vobiz runs the XML the URL returns.
+
+    :param dial_status: ``DialStatus``: ``completed``, ``busy``, ``failed``, ``cancel``, ``timeout`` or
+        ``no-answer``.
+    :param dial_ring_status: ``DialRingStatus``: whether the B leg rang (``true``/``false``).
+    :param dial_hangup_cause: ``DialHangupCause``: why the B leg ended.
+    :param dial_a_leg_uuid: ``DialALegUUID``.
+    :param dial_b_leg_uuid: ``DialBLegUUID`` (empty when no leg was answered).
+    """
+
+    kind: ClassVar[str | None] = "dial"
+    dial_status: str | None = Field(default=None, alias="DialStatus")
+    dial_ring_status: bool | None = Field(default=None, alias="DialRingStatus")
+    dial_hangup_cause: str | None = Field(default=None, alias="DialHangupCause")
+    dial_a_leg_uuid: str | None = Field(default=None, alias="DialALegUUID")
+    dial_b_leg_uuid: str | None = Field(default=None, alias="DialBLegUUID")
+
+
+class RecordActionCallback(VobizCallback):
+    """Posted to a ``<Record>``'s ``action`` URL (docs.vobiz.ai/xml/record): the recording's identity.
+
+    :param recording_id: ``RecordingID``.
+    :param record_url: ``RecordUrl``: where the file can be fetched.
+    :param recording_duration: ``RecordingDuration``, seconds.
+    :param recording_duration_ms: ``RecordingDurationMs``.
+    :param recording_start_ms: ``RecordingStartMs`` (epoch milliseconds).
+    :param recording_end_ms: ``RecordingEndMs`` (epoch milliseconds).
+    """
+
+    kind: ClassVar[str | None] = "record"
+    recording_id: str | None = Field(default=None, alias="RecordingID")
+    record_url: str | None = Field(default=None, alias="RecordUrl")
+    recording_duration: LenientInt = Field(default=None, alias="RecordingDuration")
+    recording_duration_ms: LenientInt = Field(default=None, alias="RecordingDurationMs")
+    recording_start_ms: LenientInt = Field(default=None, alias="RecordingStartMs")
+    recording_end_ms: LenientInt = Field(default=None, alias="RecordingEndMs")
+
+
+class RecordCallback(RecordActionCallback):
+    """Posted to a ``<Record>``'s ``callbackUrl`` when the file is ready (``Event=RecordStop``).
+
+    The fields of :class:`RecordActionCallback`, and:
+
+    :param record_file: ``RecordFile``: the file's URL under another name (the docs give
+        ``RecordFile|RecordUrl``).
+    :param recording_end_reason: ``RecordingEndReason``: ``RecordingTimeout``, ``maxLength``,
+        ``FinishedOnKey`` or ``HungUp``.
+    """
+
+    event: str | None = Field(default="RecordStop", alias="Event")
+    record_file: str | None = Field(default=None, alias="RecordFile")
+    recording_end_reason: str | None = Field(default=None, alias="RecordingEndReason")
+
+    @property
+    def url(self) -> str | None:
+        """The recording's URL: ``RecordUrl``, else ``RecordFile``."""
+        return self.record_url or self.record_file
+
+
 def _problems(exc: ValidationError) -> dict[str, str]:
     """Each field (by its Vobiz name) a validation error names, with what is wrong with it."""
     problems: dict[str, str] = {}
@@ -314,16 +419,27 @@ _BY_KIND: dict[str, type[VobizCallback]] = {
     "hangup": HangupCallback,
     "machine-detection": MachineDetectionCallback,
     "gather": GatherCallback,
+    "dial": DialCallback,
+    "record": RecordCallback,
 }
+#: Per route, the model of each payload that route receives, picked by :func:`_payload_model`.
+_ACTION_MODELS: Final[tuple[type[VobizCallback], ...]] = (DialActionCallback, RecordActionCallback)
 _BY_EVENT: dict[str, type[VobizCallback]] = {
     "ring": RingCallback,
     "startapp": AnswerCallback,
     "hangup": HangupCallback,
     "machinedetection": MachineDetectionCallback,
+    "dialanswer": DialCallback,
+    "dialconnected": DialCallback,
+    "dialdigitsmatch": DialCallback,
+    "dialhangup": DialCallback,
+    "recordstop": RecordCallback,
 }
 #: Every form field a callback model declares, by its Vobiz name.
 _DECLARED_FIELDS: Final = frozenset(
-    field.alias or name for model in _BY_KIND.values() for name, field in model.model_fields.items()
+    field.alias or name
+    for model in (*_BY_KIND.values(), *_ACTION_MODELS)
+    for name, field in model.model_fields.items()
 )
 #: The declared fields that hold free text: what the caller said.
 _FREE_TEXT_FIELDS: Final = frozenset({"Speech"})
@@ -357,13 +473,27 @@ def callback_model(form: Mapping[str, Any], *, kind: str | None = None) -> type[
             raise VobizValidationError(
                 f"unknown callback kind {quoted(kind)}; expected one of {', '.join(CALLBACK_KINDS)}"
             )
-        return _BY_KIND[normalised]
+        return _payload_model(normalised, form)
     event = blank_to_none(form.get("Event"))
     if isinstance(event, str) and event.strip().lower() in _BY_EVENT:
         return _BY_EVENT[event.strip().lower()]
     if "Digits" in form or "InputType" in form:
         return GatherCallback
+    if "DialStatus" in form:
+        return DialActionCallback
+    if "RecordingID" in form:
+        return RecordActionCallback
     return VobizCallback
+
+
+def _payload_model(kind: str, form: Mapping[str, Any]) -> type[VobizCallback]:
+    """The model of a callback on route ``kind``: the ``dial`` and ``record`` routes each receive two
+    payloads (the verb's ``callbackUrl`` events and its ``action`` post)."""
+    if kind == "dial" and "DialStatus" in form:
+        return DialActionCallback
+    if kind == "record" and str(form.get("Event") or "").strip().lower() != "recordstop":
+        return RecordActionCallback
+    return _BY_KIND[kind]
 
 
 def parse_callback(

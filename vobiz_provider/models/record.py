@@ -154,6 +154,12 @@ class CallRecord(BaseModel):
     :param end_time: ISO-8601 UTC.
     :param machine: Whether machine detection found a machine (``None``: not known).
     :param digits: Digits gathered.
+    :param dial_status: How the last ``<Dial>`` of the call ended for its B leg (``DialStatus``:
+        ``completed``, ``busy``, ``no-answer``, ``failed``, ``cancel``, ``timeout``).
+    :param dial_b_leg_uuid: The B leg's call UUID (``DialBLegUUID``).
+    :param dial_hangup_cause: Why the B leg ended (``DialHangupCause``, or the ``DialBLegHangupCause*`` of the
+        Dial's ``DialHangup`` event).
+    :param recording_url: URL of the call's latest recording (``RecordUrl`` of a ``<Record>``).
     :param dag_id: DAG of the task that placed the call.
     :param run_id: Its run.
     :param task_id: Its task.
@@ -183,6 +189,10 @@ class CallRecord(BaseModel):
     end_time: str | None = None
     machine: bool | None = None
     digits: str | None = None
+    dial_status: str | None = None
+    dial_b_leg_uuid: str | None = None
+    dial_hangup_cause: str | None = None
+    recording_url: str | None = None
     dag_id: str | None = None
     run_id: str | None = None
     task_id: str | None = None

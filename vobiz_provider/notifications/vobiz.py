@@ -113,7 +113,9 @@ class VobizNotifier(BaseNotifier):
     :param loop: How many times to say the message.
     :param gather: A keypad prompt said after the message, e.g.
         ``{"prompt": "Press 1 to acknowledge", "num_digits": 1}`` (see
-        :class:`~vobiz_provider.models.answer.GatherSpec`); the digits land on the call record. Templated.
+        :class:`~vobiz_provider.models.answer.GatherSpec`); the digits land on the call record. Its
+        ``connect`` connects the callee to another number on given keys (``{"2": {"to": "+1415..."}}``).
+        Templated.
     :param dedupe_key: Calls with the same key (and the same destinations) are placed once per
         ``dedupe_window``. Default: ``dag_id/run_id/task_id`` (a DAG-level callback gets the run's last task
         instance from Airflow, so it shares the key of that task's own callback); ``dag_id/run_id`` when the

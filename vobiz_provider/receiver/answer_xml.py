@@ -80,20 +80,43 @@ def answer_response_for(
 
 
 def gather_response_for(
-    ledger: CallbackSink, correlation: CorrelationToken, fields: Mapping[str, str]
+    ledger: CallbackSink,
+    correlation: CorrelationToken,
+    fields: Mapping[str, str],
+    settings: VobizSettings | None = None,
+    *,
+    token: str | None = None,
 ) -> str | None:
     """The XML to answer a ``<Gather>`` action post with, or ``None`` if no spec is served for the call.
 
-    The digits themselves are stored on the call record by the receiver, like any other callback.
+    The digits themselves are stored on the call record by the receiver, like any other callback. When
+    they connect the caller to another number (``connect``), the ``<Dial>`` (and ``<Record>``) callbacks
+    point at the receiver's ``dial`` and ``record`` routes with the same token, so the B leg's outcome and
+    the recording's URL reach the call record.
 
     :param ledger: The call ledger.
     :param correlation: The verified correlation token of the request.
     :param fields: The posted form fields (``Digits`` is read; ``CallUUID`` names the call, which must be up).
+    :param settings: The ``[vobiz]`` settings (needed to connect the caller).
+    :param token: The correlation token as received (needed to connect the caller).
     """
     entry = _entry_for(ledger, correlation, fields)
     if entry is None:
         return None
-    return render_gather_reply(entry.spec, digits=fields.get("Digits"))
+    digits = fields.get("Digits")
+    gather = entry.spec.gather
+    urls: dict[str, str] = {}
+    if gather is not None and (digits or "").strip() in gather.connect:
+        base = entry.callback_base_url or (settings.callback_base_url if settings else None)
+        if base is None or token is None or settings is None:
+            raise VobizValidationError(
+                "cannot point the <Dial> callbacks at the receiver: no callback_base_url"
+            )
+        for kind in ("dial", "record"):
+            urls[kind] = callback_url(base, kind, token, secret=settings.signing_secret)
+    return render_gather_reply(
+        entry.spec, digits=digits, dial_callback_url=urls.get("dial"), record_callback_url=urls.get("record")
+    )
 
 
 def xml_response_for(
@@ -119,5 +142,5 @@ def xml_response_for(
     if kind == "answer":
         return answer_response_for(ledger, correlation, settings, fields=fields, token=token)
     if kind == "gather":
-        return gather_response_for(ledger, correlation, fields)
+        return gather_response_for(ledger, correlation, fields, settings, token=token)
     return None

@@ -10,7 +10,8 @@ So ``callback_base_url`` is ``http(s)://host[:port]/vobiz`` in both cases. Route
 point:
 
 ``POST|GET /callbacks/{kind}?t=<correlation token>``
-    ``kind`` is one of ``ring``, ``answer``, ``hangup``, ``machine-detection``, ``gather``. The fields come
+    ``kind`` is one of ``ring``, ``answer``, ``hangup``, ``machine-detection``, ``gather``, ``dial``,
+    ``record`` (the ``<Dial>``/``<Record>`` callbacks of a keypad prompt's ``connect``). The fields come
     form-encoded in the body (POST) or in the query string (GET, ``t`` excluded).
 ``GET /health``
     Liveness only: no secret, no ledger access.

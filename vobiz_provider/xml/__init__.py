@@ -24,6 +24,7 @@ element and the attribute.
 
 from __future__ import annotations
 
+from vobiz_provider.xml.bridges import Conference, Dial, Number, User
 from vobiz_provider.xml.document import (
     MAX_XML_BYTES,
     XML_DECLARATION,
@@ -31,18 +32,25 @@ from vobiz_provider.xml.document import (
     gather_response,
     message_response,
 )
+from vobiz_provider.xml.media import Record, Stream
 from vobiz_provider.xml.verbs import DTMF, Gather, Hangup, Play, PreAnswer, Redirect, Speak, Wait
 
 __all__ = [
     "DTMF",
     "MAX_XML_BYTES",
     "XML_DECLARATION",
+    "Conference",
+    "Dial",
     "Gather",
     "Hangup",
+    "Number",
     "Play",
     "PreAnswer",
+    "Record",
     "Redirect",
     "Speak",
+    "Stream",
+    "User",
     "VobizXML",
     "Wait",
     "gather_response",

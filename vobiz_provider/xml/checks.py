@@ -133,6 +133,85 @@ def _dtmf_digits(tag: str, name: str, value: Any) -> str:
     raise _fail(tag, name, "must contain only 0-9, *, #, w and W", value)
 
 
+_PHONE = re.compile(r"^\+?[0-9]{2,15}$")
+_SEND_DIGITS = re.compile(r"^[0-9*#wW]+(@[0-9]{2,5})?$")
+_DIGITS_PATTERNS = re.compile(r"^[0-9*#]+(,[0-9*#]+)*$")
+_SIP_HEADERS = re.compile(r"^[A-Za-z0-9_-]+=[^,=\s]+(,[A-Za-z0-9_-]+=[^,=\s]+)*$")
+_SIP_URI = re.compile(r"^sips?:[^@\s]+@[^@\s]+$")
+
+
+def _phone_number(tag: str, name: str, value: Any) -> str:
+    if isinstance(value, str) and _PHONE.match(value.strip()):
+        return value.strip()
+    raise _fail(tag, name, "must be a phone number in E.164 form (digits, optionally after +)", value)
+
+
+def _send_digits(tag: str, name: str, value: Any) -> str:
+    if isinstance(value, str) and _SEND_DIGITS.match(value):
+        return value
+    raise _fail(tag, name, "must be 0-9, *, #, w and W, optionally ending with @<milliseconds>", value)
+
+
+def _digits_match(tag: str, name: str, value: Any) -> str:
+    if isinstance(value, str) and _DIGITS_PATTERNS.match(value):
+        return value
+    raise _fail(tag, name, "must be comma-separated patterns of 0-9, * and #", value)
+
+
+def _sip_headers(tag: str, name: str, value: Any) -> str:
+    if isinstance(value, str) and _SIP_HEADERS.match(value):
+        return value
+    raise _fail(tag, name, "must be comma-separated name=value pairs", value)
+
+
+def _sip_uri(tag: str, name: str, value: Any) -> str:
+    if isinstance(value, str) and _SIP_URI.match(value.strip()):
+        return _text(tag, name, value.strip())
+    raise _fail(tag, name, "must be a SIP URI such as sip:alice@example.com", value)
+
+
+def _stream_url(tag: str, name: str, value: Any) -> str:
+    if isinstance(value, str):
+        parts = urlsplit(value.strip())
+        if parts.scheme in ("ws", "wss") and parts.netloc and not re.search(r"\s", value.strip()):
+            return _text(tag, name, value.strip())
+    raise _fail(tag, name, "must be an absolute ws(s) URL", value)
+
+
+def _sound(*words: str, urls: bool = True) -> _Check:
+    """One of ``words``, or (with ``urls``) an absolute http(s) URL."""
+    wanted = " or ".join([*(repr(w) for w in words), *(["an absolute http(s) URL"] if urls else [])])
+
+    def check(tag: str, name: str, value: Any) -> str:
+        if isinstance(value, str) and value in words:
+            return value
+        if urls:
+            try:
+                return _url(tag, name, value)
+            except VobizValidationError:
+                pass
+        raise _fail(tag, name, f"must be {wanted}", value)
+
+    return check
+
+
+def _text_max(limit: int) -> _Check:
+    def check(tag: str, name: str, value: Any) -> str:
+        text = _nonempty_text(tag, name, value)
+        if len(text) > limit:
+            raise _fail(tag, name, f"must be at most {limit} characters", value)
+        return text
+
+    return check
+
+
+def _finish_keys(tag: str, name: str, value: Any) -> str:
+    """Several keys (``<Record finishOnKey>``): any of 0-9, * and #, or ``""`` / ``"none"``."""
+    if isinstance(value, str) and (value in ("", "none") or (value and set(value) <= _FINISH_KEYS)):
+        return value
+    raise _fail(tag, name, 'must be keys among 0-9, * and #, or "" / "none" to disable them', value)
+
+
 def _attr(name: str, check: _Check) -> dict[str, Any]:
     """Field metadata: the field is rendered as the XML attribute ``name``; ``None`` leaves it out."""
     return {"attr": name, "check": check}

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from vobiz_provider.exceptions import VobizValidationError
+from vobiz_provider.xml.bridges import Conference, Dial
+from vobiz_provider.xml.media import Record, Stream
 from vobiz_provider.xml.verbs import (
     DTMF,
     Gather,
@@ -56,6 +58,10 @@ class VobizXML(_Waits):
         Redirect,
         PreAnswer,
         DTMF,
+        Dial,
+        Record,
+        Conference,
+        Stream,
     )
 
     children: list[_Verb] = field(default_factory=list, init=False)
@@ -118,6 +124,36 @@ class VobizXML(_Waits):
         """Append a :class:`DTMF` and return it; see :class:`DTMF` for the parameters."""
         return self._append(DTMF(digits, async_=async_))
 
+    def dial(self, **attributes: Any) -> Dial:
+        """Append an empty :class:`Dial` and return it for adding :meth:`Dial.number` / :meth:`Dial.user`.
+
+        :param attributes: The :class:`Dial` attributes, e.g. ``callback_url=..., timeout=30``.
+        """
+        return self._append(Dial(**attributes))
+
+    def record(self, **attributes: Any) -> Record:
+        """Append a :class:`Record` and return it.
+
+        :param attributes: The :class:`Record` attributes, e.g. ``callback_url=..., max_length=120``.
+        """
+        return self._append(Record(**attributes))
+
+    def conference(self, name: str, **attributes: Any) -> Conference:
+        """Append a :class:`Conference` and return it.
+
+        :param name: The room's name.
+        :param attributes: The other :class:`Conference` attributes.
+        """
+        return self._append(Conference(name, **attributes))
+
+    def stream(self, url: str, **attributes: Any) -> Stream:
+        """Append a :class:`Stream` and return it.
+
+        :param url: The ``wss://`` URL of the WebSocket server.
+        :param attributes: The other :class:`Stream` attributes.
+        """
+        return self._append(Stream(url, **attributes))
+
     def _check_child(self, child: object) -> None:
         super()._check_child(child)
         # Nothing after a Redirect or an immediate Hangup would ever run: refuse it rather than lose it.
@@ -136,6 +172,9 @@ class VobizXML(_Waits):
     def to_xml(self) -> str:
         """Render the document with its XML declaration, after re-checking the whole tree."""
         self._check()
+        for child in self.children:
+            if isinstance(child, Dial):
+                child.check_parties()
         body = ET.tostring(self._to_element(), encoding="unicode", short_empty_elements=True)
         text = f"{XML_DECLARATION}\n{body}"
         size = len(text.encode("utf-8"))

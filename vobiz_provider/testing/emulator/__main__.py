@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="sign the URL without user:password@ (Vobiz's Node/Go/Ruby samples) or with it (Python sample)",
     )
     parser.add_argument(
+        "--require-answer-method",
+        action="store_true",
+        default=defaults.require_answer_method,
+        help="refuse POST /Call/ without answer_method (the OpenAPI spec; the field table says optional)",
+    )
+    parser.add_argument(
         "--callback-backoff", type=float, default=defaults.callback_backoff, help="first callback retry delay"
     )
     parser.add_argument(
@@ -98,6 +104,7 @@ def settings_from_args(args: argparse.Namespace) -> EmulatorSettings:
         time_scale=args.time_scale,
         sign_callbacks=args.sign_callbacks,
         signed_url_form=args.signed_url_form,
+        require_answer_method=args.require_answer_method,
         callback_backoff=args.callback_backoff,
     )
 

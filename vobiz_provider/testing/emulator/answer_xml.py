@@ -88,6 +88,31 @@ _ATTRIBUTES: dict[str, frozenset[str]] = {
     ),
     "Number": frozenset({"sendDigits", "sendOnPreanswer"}),
     "User": frozenset({"sipHeaders"}),
+    # Not in the reference notes: the attributes of vobiz-python's add_conference (Plivo's ConferenceElement).
+    "Conference": frozenset(
+        {
+            "muted",
+            "enterSound",
+            "exitSound",
+            "startConferenceOnEnter",
+            "endConferenceOnExit",
+            "stayAlone",
+            "waitSound",
+            "maxMembers",
+            "record",
+            "recordFileFormat",
+            "timeLimit",
+            "hangupOnStar",
+            "action",
+            "method",
+            "callbackUrl",
+            "callbackMethod",
+            "digitsMatch",
+            "floorEvent",
+            "redirect",
+            "relayDTMF",
+        }
+    ),
     "Stream": frozenset(
         {
             "bidirectional",
@@ -187,7 +212,7 @@ def _verb(element: ET.Element, *, parent: str) -> Verb:
         verb = Verb(name=name, attributes=dict(element.attrib), text=(element.text or "").strip())
         if name in _NESTED:
             verb.children = [_verb(child, parent=name) for child in element]
-        elif name != "Conference" and len(element):
+        elif len(element):
             raise InvalidXmlError(f"<{name}> cannot contain <{element[0].tag}>")
     _check_values(verb)
     return verb
@@ -262,8 +287,73 @@ def _check_values(verb: Verb) -> None:
             _choice_attr(verb, attr, _BOOL)
         _int_attr(verb, "timeout", 0, 86400)
         _int_attr(verb, "maxLength", 1, 86400)
-    elif name == "Dial" and not verb.children:
+        _choice_attr(verb, "transcriptionType", ("auto", "hybrid"))
+    elif name == "Dial":
+        _check_dial(verb)
+    elif name == "Number":
+        if not re.fullmatch(r"\+?[0-9]{2,15}", verb.text):
+            raise InvalidXmlError(f"<Number> must hold a phone number, got {verb.text!r}")
+    elif name == "User":
+        if not re.fullmatch(r"sips?:[^@\s]+@[^@\s]+", verb.text):
+            raise InvalidXmlError(f"<User> must hold a SIP URI, got {verb.text!r}")
+    elif name == "Conference":
+        if not verb.text:
+            raise InvalidXmlError("<Conference> needs the room's name as its content")
+        for attr in ("muted", "startConferenceOnEnter", "endConferenceOnExit", "stayAlone", "record"):
+            _choice_attr(verb, attr, _BOOL)
+        for attr in ("hangupOnStar", "floorEvent", "redirect", "relayDTMF"):
+            _choice_attr(verb, attr, _BOOL)
+        _int_attr(verb, "maxMembers", 2, 250)
+        _int_attr(verb, "timeLimit", 1, 86400)
+        _choice_attr(verb, "recordFileFormat", ("mp3", "wav"))
+    elif name == "Stream":
+        if not re.match(r"^wss?://[^\s/]+", verb.text):
+            raise InvalidXmlError(f"<Stream> needs an absolute ws(s) URL as its content, got {verb.text!r}")
+        for attr in ("bidirectional", "keepCallAlive"):
+            _choice_attr(verb, attr, _BOOL)
+        _choice_attr(verb, "audioTrack", ("inbound", "outbound", "both"))
+        _choice_attr(verb, "contentType", _STREAM_CONTENT_TYPES)
+        _int_attr(verb, "streamTimeout", 1, 86400)
+        _int_attr(verb, "maxRetries", 0, 100)
+    for attr in (
+        "action",
+        "callbackUrl",
+        "transcriptionUrl",
+        "statusCallbackUrl",
+        "confirmSound",
+        "waitSound",
+    ):
+        if attr in verb.attributes:
+            _url_text(verb, verb.attributes[attr], f"its {attr} attribute")
+
+
+_URL_ATTRIBUTES = (
+    "action",
+    "callbackUrl",
+    "transcriptionUrl",
+    "statusCallbackUrl",
+    "confirmSound",
+    "waitSound",
+)
+_STREAM_CONTENT_TYPES = (
+    "audio/x-l16;rate=8000",
+    "audio/x-l16;rate=16000",
+    "audio/x-l16;rate=24000",
+    "audio/x-mulaw;rate=8000",
+)
+
+
+def _check_dial(verb: Verb) -> None:
+    if not verb.children:
         raise InvalidXmlError("<Dial> needs at least one <Number> or <User>")
+    for attr in ("redirect", "hangupOnStar"):
+        _choice_attr(verb, attr, _BOOL)
+    _int_attr(verb, "timeout", 1, 86400)
+    _int_attr(verb, "timeLimit", 1, 86400)
+    _int_attr(verb, "confirmTimeout", 1, 86400)
+    caller_id = verb.attributes.get("callerId")
+    if caller_id is not None and not re.fullmatch(r"\+?[0-9]{2,15}", caller_id):
+        raise InvalidXmlError(f"<Dial callerId> must be a phone number, got {caller_id!r}")
 
 
 def dtmf_is_valid(text: str) -> bool:

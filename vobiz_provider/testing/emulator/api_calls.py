@@ -59,7 +59,8 @@ class CallEndpoints(Endpoints):
         if not isinstance(body, dict):
             return self.error(400, "the request body must be a JSON object")
         problems: list[tuple[str, str]] = []
-        for missing in ("from", "to", "answer_url", "answer_method"):
+        required = ("from", "to", "answer_url", "answer_method")
+        for missing in required if settings.require_answer_method else required[:3]:
             if missing not in body:
                 problems.append((missing, "required"))
         if "from_number" in body:

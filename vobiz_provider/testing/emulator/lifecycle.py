@@ -10,10 +10,10 @@ own retries, without holding up the call itself.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from vobiz_provider.models.hangup_causes import describe_hangup_cause
-from vobiz_provider.testing.emulator.answer_xml import InvalidXmlError, Verb, parse_response
+from vobiz_provider.testing.emulator.call_steps import CallEnded, CallSteps
 from vobiz_provider.testing.emulator.endings import (
     ACTION_URL_ERROR,
     ACTION_XML_ERROR,
@@ -52,23 +52,15 @@ from vobiz_provider.testing.emulator.state import utcnow
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from vobiz_provider.testing.emulator.answer_xml import Verb
     from vobiz_provider.testing.emulator.delivery import CallbackSender
-    from vobiz_provider.testing.emulator.settings import EmulatorSettings
     from vobiz_provider.testing.emulator.state import EmulatedCall
     from vobiz_provider.testing.emulator.switchboard import Switchboard
 
 __all__ = ["CallLifecycle"]
 
 
-class _CallEnded(Exception):
-    """Raised inside the XML interpreter to stop with an ending."""
-
-    def __init__(self, ending: Ending) -> None:
-        super().__init__(ending)
-        self.ending = ending
-
-
-class CallLifecycle:
+class CallLifecycle(CallSteps):
     """Drives one :class:`EmulatedCall` from ``queued`` to its end.
 
     :param switchboard: The account the call belongs to.
@@ -79,18 +71,9 @@ class CallLifecycle:
     def __init__(
         self, *, switchboard: Switchboard, sender: Callable[[], CallbackSender], call: EmulatedCall
     ) -> None:
-        self.switchboard = switchboard
-        self._sender = sender
-        self.call = call
-        self._main: asyncio.Task[None] | None = None
-        self._timers: list[asyncio.Task[None]] = []
-        self._chain: asyncio.Task[Any] | None = None
+        super().__init__(switchboard=switchboard, sender=sender, call=call)
         self._gathers = 0
         self.done = asyncio.Event()
-
-    @property
-    def _settings(self) -> EmulatorSettings:
-        return self.switchboard.settings
 
     # ------------------------------------------------------------------ public
 
@@ -121,6 +104,8 @@ class CallLifecycle:
         hangup_url = call.request.hangup_url
         if hangup_url:
             self._notify("hangup", hangup_url, call.request.hangup_method, hangup_fields(call, settings))
+        self._close_bridge()
+        self._close_recordings()
         self._after_chain(self.done.set)
         self.switchboard.call_ended(call)
         return True
@@ -147,17 +132,14 @@ class CallLifecycle:
         try:
             reached, body, error = await self._fetch(kind="transfer", url=url, method=method, fields=fields)
             if not reached:
-                raise _CallEnded(TRANSFER_URL_ERROR)
+                raise CallEnded(TRANSFER_URL_ERROR)
             await self._execute(self._parse(body, error, TRANSFER_XML_ERROR, "transfer"))
-        except _CallEnded as ended:
+        except CallEnded as ended:
             self.end(ended.ending)
             return
         self.end(END_OF_XML)
 
     # ------------------------------------------------------------------ helpers
-
-    def _scaled(self, seconds: float) -> float:
-        return seconds * self._settings.time_scale
 
     def _timer(self, delay: float, ending: Ending) -> None:
         async def fire() -> None:
@@ -165,29 +147,6 @@ class CallLifecycle:
             self.end(ending)
 
         self._timers.append(self.switchboard.spawn(fire()))
-
-    def _notify(self, kind: str, url: str, method: str | None, fields: dict[str, str]) -> None:
-        """Queue a callback behind the call's earlier ones (delivered in order, retried on its own)."""
-        previous = self._chain
-
-        async def send() -> None:
-            if previous is not None:
-                await asyncio.wait({previous})  # whatever became of it; our own cancellation still stops us
-            await self._sender().notify(
-                kind=kind, url=url, method=method or "POST", fields=fields, call_uuid=self.call.call_uuid
-            )
-
-        self._chain = self.switchboard.spawn(send())
-
-    def _after_chain(self, callback: Any) -> None:
-        previous = self._chain
-
-        async def wait() -> None:
-            if previous is not None:
-                await asyncio.wait({previous})
-            callback()
-
-        self._chain = self.switchboard.spawn(wait())
 
     # ------------------------------------------------------------------ the call
 
@@ -251,7 +210,7 @@ class CallLifecycle:
         try:
             verbs = await self._fetch_answer()
             await self._execute(verbs)
-        except _CallEnded as ended:
+        except CallEnded as ended:
             self.end(ended.ending)
             return
         self.end(END_OF_XML)
@@ -272,14 +231,6 @@ class CallLifecycle:
 
     # ------------------------------------------------------------------ XML
 
-    async def _fetch(
-        self, *, kind: str, url: str, method: str | None, fields: dict[str, str]
-    ) -> tuple[bool, str, str | None]:
-        result = await self._sender().fetch_xml(
-            kind=kind, url=url, method=method or "POST", fields=fields, call_uuid=self.call.call_uuid
-        )
-        return result.reached, result.body, result.error
-
     async def _fetch_answer(self) -> list[Verb]:
         call, request = self.call, self.call.request
         fields = answer_fields(call, self._settings)
@@ -292,20 +243,8 @@ class CallLifecycle:
             )
         if not reached:
             call.xml_log.append("answer URL unreachable")
-            raise _CallEnded(ANSWER_URL_ERROR)
+            raise CallEnded(ANSWER_URL_ERROR)
         return self._parse(body, error, ANSWER_XML_ERROR, "answer")
-
-    def _parse(self, body: str, error: str | None, failure: Ending, what: str) -> list[Verb]:
-        if error is not None:
-            self.call.xml_log.append(f"{what} XML refused: {error}")
-            raise _CallEnded(failure)
-        try:
-            verbs = parse_response(body)
-        except InvalidXmlError as exc:
-            self.call.xml_log.append(f"{what} XML invalid: {exc}")
-            raise _CallEnded(failure) from None
-        self.call.xml_log.append(f"{what} XML: {', '.join(v.name for v in verbs) or '(empty)'}")
-        return verbs
 
     async def _media(self, verb: Verb) -> None:
         loop = verb.integer("loop", 1)
@@ -333,16 +272,22 @@ class CallLifecycle:
         elif name == "Hangup":
             schedule = verb.attributes.get("schedule")
             if schedule is None:
-                raise _CallEnded(XML_HANGUP)
+                raise CallEnded(XML_HANGUP)
             self._timer(self._scaled(int(schedule)), XML_HANGUP)
         elif name == "Redirect":
             return await self._redirect(verb)
         elif name == "Gather":
             return await self._gather(verb)
-        elif name in ("DTMF",):
-            return None
-        else:  # Record, Dial, Conference, Stream: accepted, not emulated; take nominal time
-            await asyncio.sleep(self.call.script.media_seconds)
+        elif name == "DTMF":
+            await self._dtmf(verb)
+        elif name == "Dial":
+            return await self._dial(verb)
+        elif name == "Record":
+            return await self._record(verb)
+        elif name == "Conference":
+            await self._conference(verb)
+        elif name == "Stream":
+            await self._stream(verb)
         return None
 
     async def _redirect(self, verb: Verb) -> list[Verb]:
@@ -351,7 +296,7 @@ class CallLifecycle:
             kind="redirect", url=verb.text, method=verb.attributes.get("method"), fields=fields
         )
         if not reached:
-            raise _CallEnded(REDIRECT_URL_ERROR)
+            raise CallEnded(REDIRECT_URL_ERROR)
         return self._parse(body, error, REDIRECT_XML_ERROR, "redirect")
 
     async def _gather(self, verb: Verb) -> list[Verb] | None:
@@ -382,7 +327,7 @@ class CallLifecycle:
         if timed_out or not verb.flag("redirect", True):
             return None  # falls through to the next verb
         if not reached:
-            raise _CallEnded(ACTION_URL_ERROR)
+            raise CallEnded(ACTION_URL_ERROR)
         if not body.strip():
             return None
         return self._parse(body, error, ACTION_XML_ERROR, "action")

@@ -15,9 +15,13 @@ from zoneinfo import ZoneInfo
 
 from vobiz_provider.models.callbacks import (
     AnswerCallback,
+    DialActionCallback,
+    DialCallback,
     GatherCallback,
     HangupCallback,
     MachineDetectionCallback,
+    RecordActionCallback,
+    RecordCallback,
     RingCallback,
     VobizCallback,
 )
@@ -33,6 +37,8 @@ __all__ = [
     "api_id",
     "billed_seconds",
     "cdr",
+    "dial_action_fields",
+    "dial_event_fields",
     "finished_call",
     "gather_fields",
     "hangup_fields",
@@ -41,6 +47,8 @@ __all__ = [
     "live_call",
     "machine_detection_fields",
     "queued_call",
+    "record_action_fields",
+    "record_stop_fields",
     "redirect_fields",
     "ring_fields",
     "transfer_fields",
@@ -166,6 +174,99 @@ def transfer_fields(call: EmulatedCall, settings: EmulatorSettings) -> dict[str,
         a_leg_uuid=call.call_uuid,
         event="Transfer",
         call_status=call.status,
+    ).to_form(timezone=settings.timezone)
+
+
+def dial_event_fields(
+    call: EmulatedCall, settings: EmulatorSettings, *, event: str, b_leg: dict[str, Any]
+) -> dict[str, str]:
+    """Form fields of one ``<Dial callbackUrl>`` event (``DialAnswer``, ``DialConnected``, ``DialHangup``).
+
+    :param event: The event name.
+    :param b_leg: The B leg: ``uuid``, ``to``, ``from``, and once it ended ``duration``, ``cause_code``,
+        ``cause``, ``cause_name``, ``source``.
+    """
+    action = {"DialAnswer": "answer", "DialConnected": "connected", "DialHangup": "hangup"}[event]
+    fields: dict[str, Any] = {
+        **_common(call),
+        "a_leg_uuid": call.call_uuid,
+        "event": event,
+        "call_status": call.status,
+        "dial_action": action,
+        "dial_a_leg_uuid": call.call_uuid,
+        "dial_b_leg_uuid": b_leg["uuid"],
+        "dial_b_leg_from": b_leg["from"],
+        "dial_b_leg_to": b_leg["to"],
+        "dial_b_leg_status": action,
+    }
+    if event == "DialHangup":
+        fields.update(
+            dial_b_leg_duration=b_leg["duration"],
+            dial_b_leg_bill_duration=b_leg["duration"],
+            dial_b_leg_hangup_cause=b_leg["cause"],
+            dial_b_leg_hangup_cause_code=b_leg["cause_code"],
+            dial_b_leg_hangup_cause_name=b_leg["cause_name"],
+            dial_b_leg_hangup_source=b_leg["source"],
+        )
+    return DialCallback(**fields).to_form(timezone=settings.timezone)
+
+
+def dial_action_fields(
+    call: EmulatedCall,
+    settings: EmulatorSettings,
+    *,
+    dial_status: str,
+    rang: bool,
+    hangup_cause: str,
+    b_leg_uuid: str | None,
+) -> dict[str, str]:
+    """Form fields posted to a ``<Dial action>`` once the B leg ended."""
+    return DialActionCallback(
+        **_common(call),
+        a_leg_uuid=call.call_uuid,
+        event="Redirect",
+        call_status=call.status,
+        dial_status=dial_status,
+        dial_ring_status=rang,
+        dial_hangup_cause=hangup_cause,
+        dial_a_leg_uuid=call.call_uuid,
+        dial_b_leg_uuid=b_leg_uuid or "",
+    ).to_form(timezone=settings.timezone)
+
+
+def _recording(recording: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "recording_id": recording["id"],
+        "record_url": recording["url"],
+        "recording_duration": recording["duration_ms"] // 1000,
+        "recording_duration_ms": recording["duration_ms"],
+        "recording_start_ms": recording["start_ms"],
+        "recording_end_ms": recording["end_ms"],
+    }
+
+
+def record_action_fields(
+    call: EmulatedCall, settings: EmulatorSettings, *, recording: dict[str, Any]
+) -> dict[str, str]:
+    """Form fields posted to a ``<Record action>``.
+
+    :param recording: ``id``, ``url``, ``duration_ms``, ``start_ms``, ``end_ms`` and ``end_reason``.
+    """
+    return RecordActionCallback(
+        **_common(call), a_leg_uuid=call.call_uuid, call_status=call.status, **_recording(recording)
+    ).to_form(timezone=settings.timezone)
+
+
+def record_stop_fields(
+    call: EmulatedCall, settings: EmulatorSettings, *, recording: dict[str, Any]
+) -> dict[str, str]:
+    """Form fields posted to a ``<Record callbackUrl>`` when the file is ready (``Event=RecordStop``)."""
+    return RecordCallback(
+        **_common(call),
+        a_leg_uuid=call.call_uuid,
+        call_status=call.status,
+        **_recording(recording),
+        recording_end_reason=recording["end_reason"],
     ).to_form(timezone=settings.timezone)
 
 

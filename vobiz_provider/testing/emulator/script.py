@@ -64,6 +64,18 @@ class CallScript:
     :param detect_after: Seconds from answer to the machine-detection result.
     :param hangup_cause_code: Overrides the hangup cause code the outcome would produce (e.g. 2000 for
         an invalid number with ``outcome="failed"``).
+    :param record_for: Seconds the callee speaks into a ``<Record>`` before falling silent (the recording
+        then ends: ``RecordingTimeout``), unless its ``maxLength`` comes first.
+    :param conference_for: Seconds the callee stays in a ``<Conference>`` (``None``: until its
+        ``timeLimit`` or the end of the call).
+    :param stream_for: Seconds a ``<Stream>`` lasts before the server closes it (``None``: until its
+        ``streamTimeout`` or the end of the call).
+
+    As the B leg of a ``<Dial>`` (a ``<Number>`` with this script), ``outcome`` decides whether it answers
+    (``completed``, ``machine``), is busy (``busy``, ``rejected``), does not answer (``no-answer``,
+    ``ring-timeout``, or ``answer_after`` beyond the Dial's ``timeout``) or fails (``failed`` and the URL
+    and XML errors); ``ring_after + answer_after`` is when it answers and ``talk_for`` how long the bridge
+    lasts.
     """
 
     outcome: Outcome = "completed"
@@ -76,11 +88,14 @@ class CallScript:
     media_seconds: float = 0.01
     detect_after: float = 0.0
     hangup_cause_code: int | None = None
+    record_for: float = 0.05
+    conference_for: float | None = 0.05
+    stream_for: float | None = 0.05
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:
             raise ValueError(f"outcome: must be one of {', '.join(OUTCOMES)}; got {self.outcome!r}")
-        for name in ("ring_after", "answer_after", "media_seconds", "detect_after"):
+        for name in ("ring_after", "answer_after", "media_seconds", "detect_after", "record_for"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must not be negative, got {getattr(self, name)!r}")
         if self.talk_for is not None and self.talk_for < 0:

@@ -27,6 +27,10 @@ class EmulatorSettings:
         (``{"status": "error", "error": {"code", "message", "details"}, "timestamp", "requestId"}``).
     :param request_uuid_shape: ``"str"`` (one request UUID; with several destinations it is shared by
         all their calls) or ``"list"`` (one request UUID per destination).
+    :param require_answer_method: Refuse a ``POST /Call/`` without ``answer_method`` with 400, as the
+        OpenAPI spec (``required: [from, to, answer_url, answer_method]``), Vobiz's Fern SDK and its n8n mock
+        do. Off by default: the Make-a-call page's field table lists it as optional (default ``POST``), and a
+        request the real API may accept should not fail here first.
     :param message: The ``message`` of a successful ``POST /Call/``.
     :param cps: Calls per second: ``POST /Call/`` requests accepted in any sliding one-second window.
     :param concurrency: Most calls not yet ended (queued, ringing or in progress) at any time.
@@ -46,7 +50,10 @@ class EmulatorSettings:
         ``"credentials"`` (as Vobiz: only to URLs that carry ``user:password@``), ``"always"`` or
         ``"never"``. ``True`` and ``False`` are read as ``"always"`` and ``"never"``.
     :param signed_url_form: The URL a signature covers: ``"stripped"`` (without ``user:password@``, as
-        Vobiz's Node, Go and Ruby samples verify) or ``"kept"`` (with it, as its Python sample does).
+        Vobiz's Node, Go and Ruby samples verify) or ``"kept"`` (with it, as its Python sample and
+        ``vobiz-python``'s validators do). Default ``"stripped"``: three of Vobiz's four samples verify that
+        form, and a receiver that only accepts the other one fails loudly here. Vobiz does not say which it
+        signs; the provider's receiver accepts both.
     :param callback_timeout: Seconds Vobiz waits for a callback or XML URL to answer (3 s documented).
     :param callback_retries: Retries after a failed callback (non-200 answer or no answer at all).
     :param callback_backoff: First retry delay in seconds; doubled on every further retry.
@@ -60,6 +67,8 @@ class EmulatorSettings:
         Script timings (:class:`~vobiz_provider.testing.emulator.script.CallScript`) are never scaled.
     :param queued_list_limit: Most UUIDs in ``GET /Call/?status=queued`` (20 documented).
     :param region: ``region`` of CDRs.
+    :param recording_base_url: Where the recordings of ``<Record>`` are said to be (``RecordUrl`` is
+        ``{recording_base_url}/{auth_id}/{RecordingID}.{mp3|wav}``); nothing is served there.
     """
 
     auth_id: str = "MA_EMULATOR1"
@@ -69,6 +78,7 @@ class EmulatorSettings:
     error_shape: Literal["flat", "envelope"] = "flat"
     request_uuid_shape: Literal["str", "list"] = "str"
     message: str = "Call fired"
+    require_answer_method: bool = False
     cps: int = 10
     concurrency: int = 10
     retry_after: float | None = None
@@ -91,6 +101,7 @@ class EmulatorSettings:
     time_scale: float = 1.0
     queued_list_limit: int = 20
     region: str = "ap-south-1"
+    recording_base_url: str = "https://recordings.vobiz-emulator.invalid"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -103,6 +114,10 @@ class EmulatorSettings:
             raise ValueError(f"error_shape: must be 'flat' or 'envelope', got {self.error_shape!r}")
         if self.request_uuid_shape not in ("str", "list"):
             raise ValueError(f"request_uuid_shape: must be 'str' or 'list', got {self.request_uuid_shape!r}")
+        if not isinstance(self.require_answer_method, bool):
+            raise ValueError(
+                f"require_answer_method: must be true or false, got {self.require_answer_method!r}"
+            )
         if isinstance(self.sign_callbacks, bool):
             self.sign_callbacks = "always" if self.sign_callbacks else "never"
         if self.sign_callbacks not in ("credentials", "always", "never"):

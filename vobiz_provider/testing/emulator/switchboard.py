@@ -83,6 +83,11 @@ class Switchboard:
         with self._cond:
             self._scripts[destination] = script
 
+    def script_for(self, destination: str) -> CallScript:
+        """The script calls to ``destination`` follow (its own, else the default script)."""
+        with self._cond:
+            return self._scripts.get(destination, self.default_script)
+
     def clear_scripts(self) -> None:
         """Forget every per-destination script (the default script stays)."""
         with self._cond:
