@@ -10,7 +10,7 @@ role                       who                                  writes
                                                                 (``source=callback``) of its try's calls only
 :class:`PlacementLedger`   call placement (operator, notifier)  placements, answer specs, fired calls
                                                                 (``source=fired``), settlements, notification
-                                                                claims
+                                                                claims, the account's CPS slots
 :class:`CallReader`        triggers, the sensor, the operator   API outcomes only (``source=api``), through
                            when it resumes                      :meth:`CallReader.cache_api_result`
 :class:`LedgerMaintenance` ``vobiz-callbacks db upgrade|prune``  the schema; deletes old rows
@@ -89,6 +89,10 @@ class PlacementLedger(Protocol):
         correlation: CorrelationToken | None = None,
     ) -> None:
         """See :meth:`vobiz_provider.ledger.calls.Calls.register_fired_calls`."""
+        ...
+
+    def reserve_call_slot(self, bucket: str, *, interval: float) -> float:
+        """See :meth:`vobiz_provider.ledger.rate_bucket.RateBuckets.reserve_call_slot`."""
         ...
 
     def find_attempts(

@@ -36,6 +36,7 @@ __all__ = [
     "nonces",
     "notifications",
     "placements",
+    "rate_slots",
     "schema_version",
 ]
 
@@ -192,6 +193,15 @@ notifications = sa.Table(
     sa.Column("claimed_at", UTCDateTime, nullable=False, index=True),
 )
 
+#: Each account's next free ``POST /Call/`` slot, in seconds since the epoch on the database's clock
+#: (:mod:`vobiz_provider.ledger.rate_bucket`). One row per account; nothing to prune.
+rate_slots = sa.Table(
+    "vobiz_rate_slots",
+    metadata,
+    sa.Column("bucket", sa.String(64), primary_key=True),
+    sa.Column("next_slot", sa.Float(precision=53), nullable=False),
+)
+
 
 def _step_1(conn: Connection) -> None:
     """Version 1: the callback events, the calls and the nonces."""
@@ -218,8 +228,19 @@ def _step_4(conn: Connection) -> None:
         conn.execute(sa.text(f"ALTER TABLE {placements.name} ADD COLUMN settled_at {column_type}"))
 
 
+def _step_rate_slots(conn: Connection) -> None:
+    """The accounts' shared CPS budgets (``vobiz_rate_slots``)."""
+    rate_slots.create(conn, checkfirst=True)
+
+
 #: The upgrade steps, in order; step ``i`` (0-based) brings the schema to version ``i + 1``.
-STEPS: tuple[Callable[[Connection], None], ...] = (_step_1, _step_2, _step_3, _step_4)
+STEPS: tuple[Callable[[Connection], None], ...] = (
+    _step_1,
+    _step_2,
+    _step_3,
+    _step_4,
+    _step_rate_slots,
+)
 
 #: The version this code expects.
 SCHEMA_VERSION = len(STEPS)
