@@ -1,0 +1,486 @@
+"""A scaled-out Airflow deployment on this machine, for ``./scripts/cluster up|down|status`` and the tests.
+
+Every component is its own process group (``tests/faults/_airflow_processes.py`` starts the Airflow ones):
+
+* PostgreSQL database ``vobiz_cluster_<id>`` (a fresh one per run on the server at 127.0.0.1:5432): the
+  Airflow metadata DB, the Celery result backend and the callback store;
+* Redis DB 10 at 127.0.0.1:6379: the Celery broker (flushed on ``down``);
+* ``airflow api-server`` (Execution API, REST, and the receiver as plugin at ``/vobiz``),
+  ``airflow dag-processor``, ``airflow scheduler`` with the ``CeleryExecutor``;
+* ``worker-1``, ``worker-2``: ``airflow celery worker``; ``triggerer-1``, ``triggerer-2``;
+* ``receiver``: ``vobiz-callbacks serve`` (the standalone receiver);
+* ``nginx``: Debian's nginx in front of both receivers; its URL is everyone's ``callback_base_url``, so
+  signatures are verified against the public URL, not an internal one;
+* ``emulator``: the Vobiz emulator (``python -m vobiz_provider.testing.emulator``) at ``cps`` 10.
+
+Failure detection is fast (``FAST_FAILURE_DETECTION``), so that failovers finish in CI time. The state
+(ports, process ids, the database) is kept in ``<home>/cluster.json`` so that ``down`` in another process
+stops everything and drops the database. Run as ``python tests/cluster/_deployment.py up|down|status``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE.parent / "faults")]
+
+import httpx  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+from _airflow_processes import AirflowProcesses, airflow_processes  # noqa: E402
+from _processes import free_port, group_alive  # noqa: E402
+from _waiting import wait_until  # noqa: E402
+
+from vobiz_provider.testing import RemoteEmulator  # noqa: E402
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+POSTGRES = os.environ.get("VOBIZ_CLUSTER_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_BROKER = "redis://127.0.0.1:6379/10"
+CPS = 10
+DAGS_DIR = HERE / "dags"
+DEFAULT_HOME = Path(os.environ.get("VOBIZ_CLUSTER_HOME", HERE.parent.parent / ".cluster"))
+#: Celery task slots per worker.
+WORKER_CONCURRENCY = 8
+
+#: Seconds without a heartbeat after which Airflow gives a dead component's work to another one.
+TRIGGERER_HEALTH_THRESHOLD = 10
+TASK_HEARTBEAT_TIMEOUT = 20
+FAST_FAILURE_DETECTION = {
+    # A triggerer heartbeats every 2 s; one silent for 10 s is dead and its triggers move.
+    "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+    "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": str(TRIGGERER_HEALTH_THRESHOLD),
+    # A running task heartbeats every 2 s; one silent for 20 s (its worker died) fails and is retried.
+    "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "2",
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_SEC": "2",
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(TASK_HEARTBEAT_TIMEOUT),
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "15",
+}
+
+
+def _pg_url(database: str, *, driver: str = "postgresql+psycopg2") -> str:
+    return sa.engine.make_url(POSTGRES).set(drivername=driver, database=database).render_as_string(False)
+
+
+def _admin() -> sa.engine.Engine:
+    return sa.create_engine(
+        _pg_url(sa.engine.make_url(POSTGRES).database or "postgres"), isolation_level="AUTOCOMMIT"
+    )
+
+
+def _cluster_env(database: str, nginx_port: int) -> dict[str, str]:
+    store = _pg_url(database, driver="postgresql")
+    return {
+        "AIRFLOW__CELERY__BROKER_URL": REDIS_BROKER,
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{_pg_url(database)}",
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(WORKER_CONCURRENCY),
+        "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
+        # The PostgreSQL server is shared: connections are opened when needed, not pooled.
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_ENABLED": "False",
+        "AIRFLOW__CORE__PARALLELISM": "64",
+        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "1000",
+        "AIRFLOW__TRIGGERER__MAX_TRIGGER_TO_SELECT_PER_LOOP": "10",
+        "AIRFLOW__VOBIZ__CALLBACK_STORE": store,
+        "AIRFLOW__VOBIZ__CALLBACK_BASE_URL": f"http://127.0.0.1:{nginx_port}/vobiz",
+        **FAST_FAILURE_DETECTION,
+    }
+
+
+_NGINX_CONF = """\
+daemon off;
+worker_processes 1;
+pid {home}/nginx.pid;
+error_log {home}/nginx.log warn;
+events {{ worker_connections 2048; }}
+http {{
+    access_log off;   # callback URLs carry correlation tokens (docs/deployment.md)
+    client_body_temp_path {home}/nginx-tmp/body;
+    proxy_temp_path {home}/nginx-tmp/proxy;
+    fastcgi_temp_path {home}/nginx-tmp/fastcgi;
+    uwsgi_temp_path {home}/nginx-tmp/uwsgi;
+    scgi_temp_path {home}/nginx-tmp/scgi;
+    upstream vobiz_receivers {{
+        server 127.0.0.1:{receiver_port} max_fails=1 fail_timeout=5s;   # vobiz-callbacks serve
+        server 127.0.0.1:{api_port} max_fails=1 fail_timeout=5s;        # the plugin in airflow api-server
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        client_header_timeout 5s;
+        client_body_timeout 5s;
+        keepalive_timeout 5s;
+        send_timeout 5s;
+        large_client_header_buffers 4 80k;
+        location /vobiz/ {{
+            proxy_pass http://vobiz_receivers;   # the path and query unchanged
+            client_max_body_size 64k;
+            proxy_request_buffering on;
+            proxy_connect_timeout 1s;
+            proxy_read_timeout 5s;
+            # A receiver that is down (refused, reset, 502/503): the request goes to the other one.
+            proxy_next_upstream error timeout http_502 http_503;
+            proxy_next_upstream_tries 2;
+        }}
+        location = /nginx-health {{ return 200 "ok"; }}
+    }}
+}}
+"""
+
+
+@dataclass
+class Cluster:
+    """The running deployment.
+
+    :param home: Its directory (AIRFLOW_HOME, logs, state).
+    :param database: The PostgreSQL database of this run.
+    :param airflow: The Airflow components (and the receiver, nginx, emulator: all in ``processes``).
+    :param emulator: Control client of the emulator.
+    :param connection: The ``vobiz_default`` connection (the emulator).
+    :param ports: Every port it listens on.
+    """
+
+    home: Path
+    database: str
+    airflow: AirflowProcesses
+    emulator: RemoteEmulator
+    connection: dict[str, Any]
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def store_url(self) -> str:
+        return _pg_url(self.database, driver="postgresql")
+
+    @property
+    def callback_base_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['nginx']}/vobiz"
+
+    def save(self) -> None:
+        """Write ``cluster.json``: what ``down`` needs to stop everything."""
+        state = {
+            "database": self.database,
+            "ports": self.ports,
+            "pids": {name: process.pid for name, process in self.airflow.processes.items()},
+            "api_url": self.airflow.api_url,
+            "emulator_url": self.emulator.url,
+            "callback_base_url": self.callback_base_url if "nginx" in self.ports else None,
+        }
+        (self.home / "cluster.json").write_text(json.dumps(state, indent=1))
+
+    def start_component(self, name: str, command: list[str], *, env: dict[str, str] | None = None) -> None:
+        """Start a non-Airflow component (receiver, nginx, emulator) as its own process group."""
+        if name in self.airflow.processes:
+            raise RuntimeError(f"{name} is already running")
+        with open(self.airflow.log_path(name), "ab") as log_file:
+            process = subprocess.Popen(
+                command,
+                cwd=self.home,
+                env={**self.airflow.env, **(env or {})},
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.airflow.processes[name] = process  # type: ignore[assignment]
+        self.save()
+
+    def start_receiver(self) -> None:
+        self.start_component(
+            "receiver",
+            [
+                str(Path(sys.executable).parent / "vobiz-callbacks"),
+                "serve",
+                "--port",
+                str(self.ports["receiver"]),
+            ],
+        )
+        wait_until(
+            lambda: _answers(f"http://127.0.0.1:{self.ports['receiver']}/vobiz/health"),
+            timeout=60,
+            interval=0.3,
+            message=lambda: f"the receiver did not start:\n{self.airflow.log_tail('receiver')}",
+        )
+
+    def start_worker(self, name: str) -> None:
+        self.airflow.start(
+            name,
+            "celery",
+            "worker",
+            "--celery-hostname",
+            f"{name}@%h",
+            "--concurrency",
+            str(WORKER_CONCURRENCY),
+            env={"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())},
+        )
+        self.save()
+
+    def start_triggerer(self, name: str) -> int:
+        """Start a triggerer; the id of its ``TriggererJob`` once it heartbeats."""
+        newest = self.airflow.query("SELECT COALESCE(MAX(id), 0) FROM job WHERE job_type = 'TriggererJob'")
+        self.airflow.start(
+            name, "triggerer", env={"AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port())}
+        )
+        self.save()
+        return self.airflow.wait_for_job(name, "TriggererJob", newer_than=int(newest[0][0]))
+
+    def status(self) -> dict[str, str]:
+        return status(self.home)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _start_emulator(cluster_home: Path, port: int) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    log_path = cluster_home / "emulator.log"
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "vobiz_provider.testing.emulator",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--cps",
+                str(CPS),
+                "--concurrency",
+                "5000",
+                "--log-level",
+                "warning",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def connection() -> dict[str, Any] | None:
+        if process.poll() is not None:
+            raise RuntimeError(f"the emulator exited:\n{log_path.read_text(errors='replace')}")
+        match = re.search(r"^AIRFLOW_CONN_VOBIZ_DEFAULT=(.+)$", log_path.read_text(errors="replace"), re.M)
+        return json.loads(match.group(1).strip().strip("'")) if match else None
+
+    conn: dict[str, Any] = wait_until(connection, timeout=60, interval=0.2, what="the emulator to start")
+    conn["extra"]["cps"] = CPS  # the account's limit: every worker paces to it, through the store
+    return process, conn
+
+
+def _write_nginx_conf(home: Path, ports: dict[str, int]) -> Path:
+    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (home / "nginx-tmp" / sub).mkdir(parents=True, exist_ok=True)
+    conf = home / "nginx.conf"
+    conf.write_text(
+        _NGINX_CONF.format(
+            home=home, port=ports["nginx"], receiver_port=ports["receiver"], api_port=ports["api"]
+        )
+    )
+    return conf
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if found is None:
+        raise RuntimeError("nginx is not installed: run scripts/ci-cluster-deps (apt-get install nginx)")
+    return found
+
+
+@contextlib.contextmanager
+def deployment(home: Path, *, keep_running: bool = False) -> Iterator[Cluster]:
+    """Bring the whole deployment up in ``home``; stop it and drop its database on exit (unless
+    ``keep_running``, for ``./scripts/cluster up``, and then only when it came up)."""
+    home.mkdir(parents=True, exist_ok=True)
+    if (home / "cluster.json").exists():
+        raise RuntimeError(f"a cluster is already up in {home} (./scripts/cluster down first)")
+    nginx = nginx_binary()
+    database = f"vobiz_cluster_{uuid.uuid4().hex[:10]}"
+    admin = _admin()
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{database}"')
+    admin.dispose()
+    (home / "cluster.json").write_text(json.dumps({"database": database, "pids": {}}))
+    _flush_broker()
+    ports = {name: free_port() for name in ("emulator", "receiver", "nginx")}
+    emulator_process, connection = _start_emulator(home, ports["emulator"])
+    up = False
+    try:
+        with airflow_processes(
+            home,
+            dags=DAGS_DIR,
+            connection=connection,
+            parallelism=64,
+            metadata_url=_pg_url(database),
+            executor="CeleryExecutor",
+            extra_env=_cluster_env(database, ports["nginx"]),
+            stop_on_exit=not keep_running,
+        ) as airflow:
+            airflow.processes["emulator"] = emulator_process
+            ports["api"] = int(airflow.api_url.rsplit(":", 1)[1])
+            emulator_url = f"http://127.0.0.1:{ports['emulator']}"
+            with RemoteEmulator(emulator_url) as remote:
+                cluster = Cluster(
+                    home=home,
+                    database=database,
+                    airflow=airflow,
+                    emulator=remote,
+                    connection=connection,
+                    ports=ports,
+                )
+                cluster.save()
+                cluster.start_receiver()
+                conf = _write_nginx_conf(home, ports)
+                cluster.start_component("nginx", [nginx, "-c", str(conf), "-p", str(home)])
+                wait_until(
+                    lambda: _answers(f"http://127.0.0.1:{ports['nginx']}/nginx-health"),
+                    timeout=30,
+                    interval=0.2,
+                    message=lambda: f"nginx did not start:\n{airflow.log_tail('nginx')}",
+                )
+                airflow.start("scheduler", "scheduler")
+                cluster.save()
+                airflow.wait_for_job("scheduler", "SchedulerJob")
+                cluster.start_worker("worker-1")
+                cluster.start_worker("worker-2")
+                cluster.start_triggerer("triggerer-1")
+                cluster.start_triggerer("triggerer-2")
+                _wait_for_workers(cluster)
+                up = True
+                yield cluster
+    finally:
+        if not (keep_running and up):
+            down(home)
+
+
+def _wait_for_workers(cluster: Cluster) -> None:
+    def both() -> bool:
+        for name in ("worker-1", "worker-2"):
+            process = cluster.airflow.processes[name]
+            if process.poll() is not None:
+                raise AssertionError(f"{name} exited:\n{cluster.airflow.log_tail(name)}")
+            if " ready." not in cluster.airflow.log_path(name).read_text(errors="replace"):
+                return False
+        return True
+
+    wait_until(
+        both,
+        timeout=180,
+        interval=0.5,
+        message=lambda: f"the workers did not start\n{cluster.airflow.describe()}",
+    )
+
+
+def _flush_broker() -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_BROKER)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+def _stop_pid_group(pid: int, grace: float) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while group_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if group_alive(pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        wait_until(lambda: not group_alive(pid), timeout=30, interval=0.1, what=f"process group {pid} to die")
+
+
+def down(home: Path) -> list[str]:
+    """Stop every process of the deployment in ``home``, drop its database, flush the broker; what was
+    stopped. Safe to run twice."""
+    state_file = home / "cluster.json"
+    if not state_file.exists():
+        return []
+    state = json.loads(state_file.read_text())
+    pids: dict[str, int] = state.get("pids", {})
+    # Workers and triggerers first (they talk to the others), the emulator and nginx last.
+    order = sorted(pids, key=lambda name: (name in ("api-server", "emulator", "nginx", "receiver"), name))
+    for name in order:
+        _stop_pid_group(pids[name], grace=10)
+    left = [name for name in order if group_alive(pids[name])]
+    if left:
+        raise RuntimeError(f"still running after SIGKILL: {left}")
+    database = state.get("database")
+    if database:
+        admin = _admin()
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        admin.dispose()
+    _flush_broker()
+    state_file.unlink()
+    return order
+
+
+def status(home: Path) -> dict[str, str]:
+    """Each component: ``running`` or ``stopped``; plus the URLs."""
+    state_file = home / "cluster.json"
+    if not state_file.exists():
+        return {}
+    state = json.loads(state_file.read_text())
+    found = {
+        name: "running" if group_alive(pid) else "stopped" for name, pid in state.get("pids", {}).items()
+    }
+    found["database"] = state.get("database", "?")
+    if state.get("api_url"):
+        found["airflow"] = state["api_url"]
+    if state.get("callback_base_url"):
+        found["callback_base_url"] = state["callback_base_url"]
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/cluster", description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("--home", type=Path, default=DEFAULT_HOME, help="where the deployment lives")
+    args = parser.parse_args(argv)
+    home: Path = args.home.resolve()
+    if args.command == "up":
+        with deployment(home, keep_running=True) as cluster:
+            print(f"cluster up in {home}")
+            print(f"  Airflow (REST, UI):  {cluster.airflow.api_url}  (all users admin)")
+            print(
+                f"  callback_base_url:   {cluster.callback_base_url}  (nginx -> receiver, api-server plugin)"
+            )
+            print(f"  Vobiz emulator:      http://127.0.0.1:{cluster.ports['emulator']}")
+            print(f"  metadata DB + store: {cluster.store_url}")
+            print(f"  Celery broker:       {REDIS_BROKER}")
+            print("  stop it with: ./scripts/cluster down")
+        return 0
+    if args.command == "down":
+        stopped = down(home)
+        print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
+        return 0
+    found = status(home)
+    if not found:
+        print("no cluster is up")
+        return 1
+    for name, value in found.items():
+        print(f"{name:20} {value}")
+    return 0 if all(v != "stopped" for v in found.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
