@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -236,6 +237,13 @@ class Cluster:
         self.save()
         return self.airflow.wait_for_job(name, "TriggererJob", newer_than=int(newest[0][0]))
 
+    def kill(self, name: str) -> None:
+        """``kill -9`` component ``name`` as if its host died (its task processes too); forget it."""
+        process = self.airflow.processes.pop(name)
+        kill_tree(process.pid)
+        process.wait(timeout=10)
+        self.save()
+
     def status(self) -> dict[str, str]:
         return status(self.home)
 
@@ -396,16 +404,63 @@ def _flush_broker() -> None:
         client.close()
 
 
+def descendants(root: int) -> list[int]:
+    """Every living process below ``root`` (``/proc``), including those in process groups of their own:
+    Airflow's task supervisor puts each task process in its own group."""
+    children: dict[int, list[int]] = defaultdict(list)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z":
+            children[int(fields[1])].append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def kill_tree(pid: int) -> None:
+    """``kill -9`` a component as if its host died: its process group and every process below it."""
+    below = descendants(pid)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    for child in below:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(child, signal.SIGKILL)
+    wait_until(
+        lambda: not group_alive(pid) and not any(_alive(child) for child in below),
+        timeout=30,
+        interval=0.1,
+        what=f"process tree {pid} to die",
+    )
+
+
 def _stop_pid_group(pid: int, grace: float) -> None:
+    below = descendants(pid)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while group_alive(pid) and time.monotonic() < deadline:
+    while (group_alive(pid) or any(_alive(child) for child in below)) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if group_alive(pid):
+    kill_tree(pid)
+    for child in below:  # task processes in groups of their own, whose parent is gone
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-        wait_until(lambda: not group_alive(pid), timeout=30, interval=0.1, what=f"process group {pid} to die")
+            os.killpg(child, signal.SIGKILL)
 
 
 def down(home: Path) -> list[str]:
