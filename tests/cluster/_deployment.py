@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -45,7 +44,7 @@ from _airflow_processes import AirflowProcesses, airflow_processes  # noqa: E402
 from _processes import free_port, group_alive  # noqa: E402
 from _waiting import wait_until  # noqa: E402
 
-from vobiz_provider.testing import RemoteEmulator  # noqa: E402
+from vobiz_provider.testing import EmulatorSettings, RemoteEmulator  # noqa: E402
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -256,6 +255,8 @@ def _answers(url: str) -> bool:
 
 
 def _start_emulator(cluster_home: Path, port: int) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    """The emulator on ``port``, its log (uvicorn's, on stderr) in ``emulator.log``. Its banner (stdout)
+    prints the connection with the account's token: it goes nowhere, the connection is built here."""
     log_path = cluster_home / "emulator.log"
     with open(log_path, "ab") as log_file:
         process = subprocess.Popen(
@@ -274,21 +275,31 @@ def _start_emulator(cluster_home: Path, port: int) -> tuple[subprocess.Popen[byt
                 "--log-level",
                 "warning",
             ],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
 
-    def connection() -> dict[str, Any] | None:
+    def healthy() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"the emulator exited:\n{log_path.read_text(errors='replace')}")
-        match = re.search(r"^AIRFLOW_CONN_VOBIZ_DEFAULT=(.+)$", log_path.read_text(errors="replace"), re.M)
-        return json.loads(match.group(1).strip().strip("'")) if match else None
+        with RemoteEmulator(f"http://127.0.0.1:{port}") as remote:
+            try:
+                return remote.health()
+            except (httpx.HTTPError, ValueError):
+                return False
 
-    conn: dict[str, Any] = wait_until(connection, timeout=60, interval=0.2, what="the emulator to start")
-    conn["extra"]["cps"] = CPS  # the account's limit: every worker paces to it, through the store
-    return process, conn
+    wait_until(healthy, timeout=60, interval=0.2, what="the emulator to start")
+    defaults = EmulatorSettings()
+    connection = {
+        "conn_type": "vobiz",
+        "login": defaults.auth_id,
+        "password": defaults.auth_token,
+        # The account's limit: every worker paces to it, through the store.
+        "extra": {"base_url": f"http://127.0.0.1:{port}/api/v1", "cps": CPS},
+    }
+    return process, connection
 
 
 def _write_nginx_conf(home: Path, ports: dict[str, int]) -> Path:
