@@ -60,6 +60,7 @@ WORKER_CONCURRENCY = 8
 #: Seconds without a heartbeat after which Airflow gives a dead component's work to another one.
 TRIGGERER_HEALTH_THRESHOLD = 10
 TASK_HEARTBEAT_TIMEOUT = 20
+VISIBILITY_TIMEOUT = 45
 FAST_FAILURE_DETECTION = {
     # A triggerer heartbeats every 2 s; one silent for 10 s is dead and its triggers move.
     "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
@@ -90,6 +91,11 @@ def _cluster_env(database: str, nginx_port: int) -> dict[str, str]:
         "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{_pg_url(database)}",
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(WORKER_CONCURRENCY),
         "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
+        # A worker killed with tasks it had taken but not finished (acks late): Redis gives them to another
+        # worker once they have been unacknowledged this long (Airflow's default is 24 h). Longer than any
+        # task here runs before it defers; a duplicate delivery of a task that did run is refused by the
+        # Execution API (the task instance is no longer queued).
+        "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
         # The PostgreSQL server is shared: connections are opened when needed, not pooled.
         "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_ENABLED": "False",
         "AIRFLOW__CORE__PARALLELISM": "64",
@@ -280,6 +286,10 @@ def _start_emulator(cluster_home: Path, port: int) -> tuple[subprocess.Popen[byt
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+    state_file = cluster_home / "cluster.json"
+    state = json.loads(state_file.read_text())
+    state["pids"]["emulator"] = process.pid  # so that down() stops it whatever happens next
+    state_file.write_text(json.dumps(state))
 
     def healthy() -> bool:
         if process.poll() is not None:
@@ -337,8 +347,12 @@ def deployment(home: Path, *, keep_running: bool = False) -> Iterator[Cluster]:
     (home / "cluster.json").write_text(json.dumps({"database": database, "pids": {}}))
     _flush_broker()
     ports = {name: free_port() for name in ("emulator", "receiver", "nginx")}
-    emulator_process, connection = _start_emulator(home, ports["emulator"])
     up = False
+    try:
+        emulator_process, connection = _start_emulator(home, ports["emulator"])
+    except BaseException:
+        down(home)
+        raise
     try:
         with airflow_processes(
             home,
@@ -485,10 +499,9 @@ def down(home: Path) -> list[str]:
     # Workers and triggerers first (they talk to the others), the emulator and nginx last.
     order = sorted(pids, key=lambda name: (name in ("api-server", "emulator", "nginx", "receiver"), name))
     for name in order:
-        _stop_pid_group(pids[name], grace=10)
+        with contextlib.suppress(Exception):
+            _stop_pid_group(pids[name], grace=10)
     left = [name for name in order if group_alive(pids[name])]
-    if left:
-        raise RuntimeError(f"still running after SIGKILL: {left}")
     database = state.get("database")
     if database:
         admin = _admin()
@@ -496,6 +509,8 @@ def down(home: Path) -> list[str]:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         admin.dispose()
     _flush_broker()
+    if left:
+        raise RuntimeError(f"still running after SIGKILL: {left} (state kept in {state_file})")
     state_file.unlink()
     return order
 
