@@ -475,17 +475,24 @@ def kill_tree(pid: int) -> None:
     )
 
 
-def _stop_pid_group(pid: int, grace: float) -> None:
-    below = descendants(pid)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while (group_alive(pid) or any(_alive(child) for child in below)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    kill_tree(pid)
-    for child in below:  # task processes in groups of their own, whose parent is gone
+def _stop_pid_groups(pids: list[int], grace: float) -> None:
+    """SIGTERM every group at once, SIGKILL what is left of each tree after ``grace`` seconds."""
+    below = {pid: descendants(pid) for pid in pids}
+    for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(child, signal.SIGKILL)
+            os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+
+    def running(pid: int) -> bool:
+        return group_alive(pid) or any(_alive(child) for child in below[pid])
+
+    while any(running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in pids:
+        kill_tree(pid)
+        for child in below[pid]:  # task processes in groups of their own, whose parent is gone
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child, signal.SIGKILL)
 
 
 def down(home: Path) -> list[str]:
@@ -496,11 +503,12 @@ def down(home: Path) -> list[str]:
         return []
     state = json.loads(state_file.read_text())
     pids: dict[str, int] = state.get("pids", {})
-    # Workers and triggerers first (they talk to the others), the emulator and nginx last.
     order = sorted(pids, key=lambda name: (name in ("api-server", "emulator", "nginx", "receiver"), name))
-    for name in order:
+    # Workers, triggerers and the scheduler first (they talk to the others), then the rest.
+    first = [name for name in order if name not in ("api-server", "emulator", "nginx", "receiver")]
+    for group in (first, [name for name in order if name not in first]):
         with contextlib.suppress(Exception):
-            _stop_pid_group(pids[name], grace=10)
+            _stop_pid_groups([pids[name] for name in group], grace=10)
     left = [name for name in order if group_alive(pids[name])]
     database = state.get("database")
     if database:
