@@ -24,13 +24,9 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +37,8 @@ sys.path[:0] = [str(HERE.parent), str(HERE.parent / "faults")]
 import httpx  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 from _airflow_processes import AirflowProcesses, airflow_processes  # noqa: E402
+from _nginx import nginx_binary, write_nginx_conf  # noqa: E402
+from _process_tree import kill_tree, stop_pid_groups  # noqa: E402
 from _processes import free_port, group_alive  # noqa: E402
 from _waiting import wait_until  # noqa: E402
 
@@ -105,46 +103,6 @@ def _cluster_env(database: str, nginx_port: int) -> dict[str, str]:
         "AIRFLOW__VOBIZ__CALLBACK_BASE_URL": f"http://127.0.0.1:{nginx_port}/vobiz",
         **FAST_FAILURE_DETECTION,
     }
-
-
-_NGINX_CONF = """\
-daemon off;
-worker_processes 1;
-pid {home}/nginx.pid;
-error_log {home}/nginx.log warn;
-events {{ worker_connections 2048; }}
-http {{
-    access_log off;   # callback URLs carry correlation tokens (docs/deployment.md)
-    client_body_temp_path {home}/nginx-tmp/body;
-    proxy_temp_path {home}/nginx-tmp/proxy;
-    fastcgi_temp_path {home}/nginx-tmp/fastcgi;
-    uwsgi_temp_path {home}/nginx-tmp/uwsgi;
-    scgi_temp_path {home}/nginx-tmp/scgi;
-    upstream vobiz_receivers {{
-        server 127.0.0.1:{receiver_port} max_fails=1 fail_timeout=5s;   # vobiz-callbacks serve
-        server 127.0.0.1:{api_port} max_fails=1 fail_timeout=5s;        # the plugin in airflow api-server
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        client_header_timeout 5s;
-        client_body_timeout 5s;
-        keepalive_timeout 5s;
-        send_timeout 5s;
-        large_client_header_buffers 4 80k;
-        location /vobiz/ {{
-            proxy_pass http://vobiz_receivers;   # the path and query unchanged
-            client_max_body_size 64k;
-            proxy_request_buffering on;
-            proxy_connect_timeout 1s;
-            proxy_read_timeout 5s;
-            # A receiver that is down (refused, reset, 502/503): the request goes to the other one.
-            proxy_next_upstream error timeout http_502 http_503;
-            proxy_next_upstream_tries 2;
-        }}
-        location = /nginx-health {{ return 200 "ok"; }}
-    }}
-}}
-"""
 
 
 @dataclass
@@ -312,25 +270,6 @@ def _start_emulator(cluster_home: Path, port: int) -> tuple[subprocess.Popen[byt
     return process, connection
 
 
-def _write_nginx_conf(home: Path, ports: dict[str, int]) -> Path:
-    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (home / "nginx-tmp" / sub).mkdir(parents=True, exist_ok=True)
-    conf = home / "nginx.conf"
-    conf.write_text(
-        _NGINX_CONF.format(
-            home=home, port=ports["nginx"], receiver_port=ports["receiver"], api_port=ports["api"]
-        )
-    )
-    return conf
-
-
-def nginx_binary() -> str:
-    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-    if found is None:
-        raise RuntimeError("nginx is not installed: run scripts/ci-cluster-deps (apt-get install nginx)")
-    return found
-
-
 @contextlib.contextmanager
 def deployment(home: Path, *, keep_running: bool = False) -> Iterator[Cluster]:
     """Bring the whole deployment up in ``home``; stop it and drop its database on exit (unless
@@ -378,7 +317,7 @@ def deployment(home: Path, *, keep_running: bool = False) -> Iterator[Cluster]:
                 )
                 cluster.save()
                 cluster.start_receiver()
-                conf = _write_nginx_conf(home, ports)
+                conf = write_nginx_conf(home, ports)
                 cluster.start_component("nginx", [nginx, "-c", str(conf), "-p", str(home)])
                 wait_until(
                     lambda: _answers(f"http://127.0.0.1:{ports['nginx']}/nginx-health"),
@@ -429,72 +368,6 @@ def _flush_broker() -> None:
         client.close()
 
 
-def descendants(root: int) -> list[int]:
-    """Every living process below ``root`` (``/proc``), including those in process groups of their own:
-    Airflow's task supervisor puts each task process in its own group."""
-    children: dict[int, list[int]] = defaultdict(list)
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[0] != "Z":
-            children[int(fields[1])].append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), ()):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-def kill_tree(pid: int) -> None:
-    """``kill -9`` a component as if its host died: its process group and every process below it."""
-    below = descendants(pid)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-    for child in below:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(child, signal.SIGKILL)
-    wait_until(
-        lambda: not group_alive(pid) and not any(_alive(child) for child in below),
-        timeout=30,
-        interval=0.1,
-        what=f"process tree {pid} to die",
-    )
-
-
-def _stop_pid_groups(pids: list[int], grace: float) -> None:
-    """SIGTERM every group at once, SIGKILL what is left of each tree after ``grace`` seconds."""
-    below = {pid: descendants(pid) for pid in pids}
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-
-    def running(pid: int) -> bool:
-        return group_alive(pid) or any(_alive(child) for child in below[pid])
-
-    while any(running(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    for pid in pids:
-        kill_tree(pid)
-        for child in below[pid]:  # task processes in groups of their own, whose parent is gone
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(child, signal.SIGKILL)
-
-
 def down(home: Path) -> list[str]:
     """Stop every process of the deployment in ``home``, drop its database, flush the broker; what was
     stopped. Safe to run twice."""
@@ -508,7 +381,7 @@ def down(home: Path) -> list[str]:
     first = [name for name in order if name not in ("api-server", "emulator", "nginx", "receiver")]
     for group in (first, [name for name in order if name not in first]):
         with contextlib.suppress(Exception):
-            _stop_pid_groups([pids[name] for name in group], grace=10)
+            stop_pid_groups([pids[name] for name in group], grace=10)
     left = [name for name in order if group_alive(pids[name])]
     database = state.get("database")
     if database:
