@@ -11,6 +11,10 @@ its own process (its own process group, stopped as a whole by :func:`stop_proces
 
 The metadata DB is read directly (read-only SQLite) for what the REST API does not show: the ``trigger``
 table and the triggerer jobs' heartbeats.
+
+``tests/cluster`` (``./scripts/cluster``) runs the same components at scale: a PostgreSQL metadata DB
+(``metadata_url``), the ``CeleryExecutor`` (``executor`` plus the ``[celery]`` settings in ``extra_env``),
+two triggerers and two Celery workers, each started here as its own component.
 """
 
 from __future__ import annotations
@@ -64,9 +68,12 @@ class AirflowProcesses:
     env: dict[str, str]
     api_url: str
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    #: The metadata DB's SQLAlchemy URL when it is not ``<home>/airflow.db`` (PostgreSQL).
+    metadata_url: str | None = None
 
     def __post_init__(self) -> None:
         self.api = httpx.Client(base_url=f"{self.api_url}/api/v2", timeout=60.0)
+        self._engine: Any = None
 
     # -- processes
 
@@ -108,6 +115,8 @@ class AirflowProcesses:
         for name in list(self.processes):
             self.stop(name, grace=5)
         self.api.close()
+        if self._engine is not None:
+            self._engine.dispose()
 
     def log_path(self, name: str) -> Path:
         return self.home / f"{name}.log"
@@ -123,7 +132,18 @@ class AirflowProcesses:
     # -- the metadata DB
 
     def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-        """Rows of a read-only query of the metadata DB."""
+        """Rows of a read-only query of the metadata DB (``?`` placeholders on either backend)."""
+        if self.metadata_url is not None:
+            import sqlalchemy as sa
+
+            if self._engine is None:
+                self._engine = sa.create_engine(self.metadata_url, pool_size=2)
+            names = {f"p{index}": value for index, value in enumerate(params)}
+            text = sql
+            for index in range(len(params)):
+                text = text.replace("?", f":p{index}", 1)
+            with self._engine.connect() as conn:
+                return [tuple(row) for row in conn.execute(sa.text(text), names).all()]
         uri = f"file:{self.home / 'airflow.db'}?mode=ro"
         with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=30)) as db:
             return db.execute(sql, params).fetchall()
@@ -140,7 +160,7 @@ class AirflowProcesses:
         if not rows or rows[0][1] is None:
             return None
         job_id, heartbeat = rows[0]
-        beat = datetime.fromisoformat(str(heartbeat))
+        beat = heartbeat if isinstance(heartbeat, datetime) else datetime.fromisoformat(str(heartbeat))
         if beat.tzinfo is None:
             beat = beat.replace(tzinfo=timezone.utc)
         fresh = (datetime.now(timezone.utc) - beat).total_seconds() < TRIGGERER_HEALTH_THRESHOLD
@@ -155,7 +175,7 @@ class AirflowProcesses:
                 raise AssertionError(f"{name} exited:\n{self.log_tail(name)}")
             try:
                 return self.live_job(job_type, newer_than=newer_than)
-            except sqlite3.OperationalError:
+            except Exception:
                 return None  # the DB is being written: look again
 
         job_id: int = wait_until(
@@ -180,7 +200,16 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _env(home: Path, *, api_port: int, connection: Mapping[str, Any], parallelism: int) -> dict[str, str]:
+def _env(
+    home: Path,
+    *,
+    api_port: int,
+    connection: Mapping[str, Any],
+    parallelism: int,
+    metadata_url: str | None = None,
+    executor: str = "LocalExecutor",
+    extra_env: Mapping[str, str] | None = None,
+) -> dict[str, str]:
     """The environment of every component: nothing inherited from the test session's Airflow."""
     env = {
         key: value
@@ -193,8 +222,8 @@ def _env(home: Path, *, api_port: int, connection: Mapping[str, Any], parallelis
         {
             "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
             "AIRFLOW_HOME": str(home),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url or f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__CORE__EXECUTOR": executor,
             "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
@@ -223,19 +252,40 @@ def _env(home: Path, *, api_port: int, connection: Mapping[str, Any], parallelis
             "PYTHONUNBUFFERED": "1",
         }
     )
+    env.update(extra_env or {})
     return env
 
 
 @contextlib.contextmanager
 def airflow_processes(
-    home: Path, *, dags: Path, connection: Mapping[str, Any], parallelism: int = 8
+    home: Path,
+    *,
+    dags: Path,
+    connection: Mapping[str, Any],
+    parallelism: int = 8,
+    metadata_url: str | None = None,
+    executor: str = "LocalExecutor",
+    extra_env: Mapping[str, str] | None = None,
+    stop_on_exit: bool = True,
 ) -> Iterator[AirflowProcesses]:
-    """A migrated metadata DB in ``home`` with the DAG files of ``dags``, and a healthy API server and DAG
-    processor; everything started is stopped on exit."""
-    shutil.copytree(dags, home / "dags", ignore=shutil.ignore_patterns("__pycache__"))
+    """A migrated metadata DB (``<home>/airflow.db``, or ``metadata_url``) with the DAG files of ``dags``,
+    and a healthy API server and DAG processor; everything started is stopped on exit (unless
+    ``stop_on_exit`` is false and the block ends normally: ``./scripts/cluster up`` leaves them running)."""
+    shutil.copytree(dags, home / "dags", ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
     api_port = free_port()
-    env = _env(home, api_port=api_port, connection=connection, parallelism=parallelism)
-    airflow = AirflowProcesses(home=home, env=env, api_url=f"http://127.0.0.1:{api_port}")
+    env = _env(
+        home,
+        api_port=api_port,
+        connection=connection,
+        parallelism=parallelism,
+        metadata_url=metadata_url,
+        executor=executor,
+        extra_env=extra_env,
+    )
+    airflow = AirflowProcesses(
+        home=home, env=env, api_url=f"http://127.0.0.1:{api_port}", metadata_url=metadata_url
+    )
+    ok = False
     try:
         migrate = subprocess.run(
             [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
@@ -271,5 +321,7 @@ def airflow_processes(
             message=lambda: f"the API server and DAG processor did not become healthy:\n{airflow.describe()}",
         )
         yield airflow
+        ok = True
     finally:
-        airflow.stop_all()
+        if stop_on_exit or not ok:
+            airflow.stop_all()

@@ -128,7 +128,7 @@ def test_upgrade_from_version_1_keeps_the_data(store_url: str) -> None:
             assert conn.execute(sa.select(schema_version.c.version)).scalar() == SCHEMA_VERSION
             assert conn.execute(sa.select(nonces.c.nonce)).scalars().all() == ["kept"]
             tables = set(sa.inspect(conn).get_table_names())
-            assert {"vobiz_answers", "vobiz_notifications", "vobiz_placements"} <= tables
+            assert {"vobiz_answers", "vobiz_notifications", "vobiz_placements", "vobiz_rate_slots"} <= tables
         ring = {"CallUUID": "c-kept", "RequestUUID": "r-kept", "Event": "Ring", "CallStatus": "ringing"}
         window = 10 * 365 * 24 * 3600.0
         assert store_callback(store, "ring", ring, replay_keys=("kept",), nonce_window=window).replayed

@@ -7,6 +7,7 @@
 * :mod:`~vobiz_provider.calls.tracker` — when every leg of a call has hung up, and the call's timeline;
 * :mod:`~vobiz_provider.calls.api` — asking the Vobiz API about a call, hanging up the legs still up;
 * :mod:`~vobiz_provider.calls.waiting` — how long a wait for a hangup lasts, and when it asks the API;
+* :mod:`~vobiz_provider.calls.pacing` — the account's CPS budget shared through the ledger by every process;
 * :mod:`~vobiz_provider.calls.templating` — which argument values can only be checked once rendered.
 
 The package init imports nothing, so that a DAG file's operator can use ``templating`` and ``outcome`` at

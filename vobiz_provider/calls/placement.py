@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from vobiz_provider.calls.pacing import SharedCallPacer
 from vobiz_provider.config import get_settings, resolve_callback_base_url
 from vobiz_provider.correlation import KINDS_OF_URL, callback_url, token_lifetime
 from vobiz_provider.exceptions import VobizError, VobizValidationError
@@ -141,6 +142,12 @@ class CallPlacer:
     def ledger(self) -> PlacementLedger:
         """The ledger (opened on first use: a call without receiver URLs needs none)."""
         return self._ledger or get_ledger(self.settings.callback_store)
+
+    @cached_property
+    def pacer(self) -> SharedCallPacer:
+        """The account's CPS budget shared through the ledger by every process and host placing calls
+        (:mod:`vobiz_provider.calls.pacing`); this process's pacer while the store is down."""
+        return SharedCallPacer(store=self.ledger)
 
     # -- the receiver -------------------------------------------------------------------------------------
 
@@ -255,7 +262,7 @@ class CallPlacer:
         """
         self._open(placement)
         self._log_placing(placement)
-        response = self.hook.make_call(placement.request)
+        response = self.hook.make_call(placement.request, pacer=self.pacer)
         return self._placed(placement, response)
 
     async def aplace(self, placement: Placement) -> PlacedCall:
@@ -265,7 +272,7 @@ class CallPlacer:
         """
         await asyncio.to_thread(self._open, placement)
         self._log_placing(placement)
-        response = await (await self.hook.aget_conn()).make_call(placement.request)
+        response = await (await self.hook.aget_conn()).make_call(placement.request, pacer=self.pacer)
         return await asyncio.to_thread(self._placed, placement, response)
 
     def _open(self, placement: Placement) -> None:

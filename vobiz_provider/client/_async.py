@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from pydantic import SecretStr
 
+    from vobiz_provider.client.pacing import SlotReserver
     from vobiz_provider.models.call import MakeCallRequest
     from vobiz_provider.models.responses import (
         Account,
@@ -123,7 +124,9 @@ class AsyncVobizClient(ClientCore):
 
     # ------------------------------------------------------------------ calls
 
-    async def make_call(self, call: MakeCallRequest) -> CallFiredResponse:
+    async def make_call(
+        self, call: MakeCallRequest, *, pacer: SlotReserver | None = None
+    ) -> CallFiredResponse:
         """Place a call (``POST /Account/{auth_id}/Call/``).
 
         Re-sent only after a connect failure or a 429. After a read timeout, a broken connection or a
@@ -134,13 +137,15 @@ class AsyncVobizClient(ClientCore):
         :class:`~vobiz_provider.exceptions.VobizCallOutcomeUnknownError`. Paced to ``cps``.
 
         :param call: The validated request body.
+        :param pacer: Where the send slot is reserved (e.g. the account's shared slot in the callback
+            store); this process's pacer when omitted.
         """
         request = self.make_call_request(call)
         sent_at = utcnow()
 
         async def attempt() -> CallFiredResponse:
             nonlocal sent_at
-            await apace_call(base_url=self.base_url, auth_id=self.auth_id, cps=self.cps)
+            await apace_call(base_url=self.base_url, auth_id=self.auth_id, cps=self.cps, reserver=pacer)
             sent_at = utcnow()
             return remember_placed(await self._send(request))
 

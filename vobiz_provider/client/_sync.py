@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from pydantic import SecretStr
 
+    from vobiz_provider.client.pacing import SlotReserver
     from vobiz_provider.models.call import MakeCallRequest
     from vobiz_provider.models.responses import (
         Account,
@@ -119,7 +120,7 @@ class VobizClient(ClientCore):
 
     # ------------------------------------------------------------------ calls
 
-    def make_call(self, call: MakeCallRequest) -> CallFiredResponse:
+    def make_call(self, call: MakeCallRequest, *, pacer: SlotReserver | None = None) -> CallFiredResponse:
         """Place a call (``POST /Account/{auth_id}/Call/``).
 
         Re-sent only after a connect failure or a 429. After a read timeout, a broken connection or a
@@ -130,13 +131,15 @@ class VobizClient(ClientCore):
         :class:`~vobiz_provider.exceptions.VobizCallOutcomeUnknownError`. Paced to ``cps``.
 
         :param call: The validated request body.
+        :param pacer: Where the send slot is reserved (e.g. the account's shared slot in the callback
+            store); this process's pacer when omitted.
         """
         request = self.make_call_request(call)
         sent_at = utcnow()
 
         def attempt() -> CallFiredResponse:
             nonlocal sent_at
-            pace_call(base_url=self.base_url, auth_id=self.auth_id, cps=self.cps)
+            pace_call(base_url=self.base_url, auth_id=self.auth_id, cps=self.cps, reserver=pacer)
             sent_at = utcnow()
             return remember_placed(self._send(request))
 

@@ -11,8 +11,11 @@ The slack absorbs jitter between our send times and the moments Vobiz counts: at
 spacing, ``cps + 1`` calls span exactly one second, and one of them arriving a few milliseconds late
 would put ``cps + 1`` calls into one sliding second on Vobiz's side.
 
-Pacing is per process; several worker processes sharing one account still need ``cps`` divided between
-them (or Airflow pools) to stay under the limit, and the client's 429 handling covers the rest.
+This pacer is per process. Calls placed by the operators go through the account's shared slot in the
+callback store instead (:mod:`vobiz_provider.ledger.rate_bucket`: one budget for every process and host
+that reaches the store), which implements the same :class:`SlotReserver` interface and falls back to this
+pacer when the store cannot be reached. Calls placed straight through a client or hook, without a store,
+are paced here.
 """
 
 from __future__ import annotations
@@ -20,15 +23,23 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["SLACK", "CallPacer", "apace_call", "pace_call", "pacer"]
+__all__ = ["SLACK", "CallPacer", "SlotReserver", "apace_call", "pace_call", "pacer"]
 
 SLACK = 0.05
 """Fraction added to the ``1 / cps`` spacing of calls."""
+
+
+class SlotReserver(Protocol):
+    """Reserves send slots of ``POST /Call/`` for an account: the interface of every pacer."""
+
+    def reserve(self, *, base_url: str, auth_id: str, cps: float) -> float:
+        """Reserve the account's next send slot; the seconds to wait for it (``0`` when it is now)."""
+        ...
 
 
 class CallPacer:
@@ -68,26 +79,35 @@ pacer = CallPacer()
 """The process-wide pacer shared by :class:`~vobiz_provider.client.VobizClient` and its async twin."""
 
 
-def pace_call(*, base_url: str, auth_id: str, cps: float | None) -> float:
-    """Block until this process may send the next ``POST /Call/`` for the account; return the wait (s).
+def pace_call(
+    *, base_url: str, auth_id: str, cps: float | None, reserver: SlotReserver | None = None
+) -> float:
+    """Block until the next ``POST /Call/`` for the account may be sent; return the wait (s).
 
     :param base_url: The API base URL.
     :param auth_id: The account.
     :param cps: The account's calls-per-second limit; ``None`` disables pacing.
+    :param reserver: Where the slot is reserved; this process's :data:`pacer` when omitted.
     """
     if cps is None:
         return 0.0
-    delay = pacer.reserve(base_url=base_url, auth_id=auth_id, cps=cps)
+    delay = (reserver or pacer).reserve(base_url=base_url, auth_id=auth_id, cps=cps)
     if delay > 0:
         time.sleep(delay)
     return delay
 
 
-async def apace_call(*, base_url: str, auth_id: str, cps: float | None) -> float:
-    """Async twin of :func:`pace_call`: ``await asyncio.sleep`` until the reserved slot."""
+async def apace_call(
+    *, base_url: str, auth_id: str, cps: float | None, reserver: SlotReserver | None = None
+) -> float:
+    """Async twin of :func:`pace_call`: ``await asyncio.sleep`` until the reserved slot. A ``reserver``
+    other than the process pacer may block (a database round trip): it runs in a worker thread."""
     if cps is None:
         return 0.0
-    delay = pacer.reserve(base_url=base_url, auth_id=auth_id, cps=cps)
+    if reserver is None or reserver is pacer:
+        delay = pacer.reserve(base_url=base_url, auth_id=auth_id, cps=cps)
+    else:
+        delay = await asyncio.to_thread(reserver.reserve, base_url=base_url, auth_id=auth_id, cps=cps)
     if delay > 0:
         await asyncio.sleep(delay)
     return delay

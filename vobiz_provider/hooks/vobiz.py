@@ -26,6 +26,7 @@ from vobiz_provider.models.connection import EXTRA_FIELDS, VobizConnectionConfig
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from vobiz_provider.client.pacing import SlotReserver
     from vobiz_provider.models.responses import (
         Account,
         CallFiredResponse,
@@ -157,9 +158,16 @@ class VobizHook(BaseHook):
             return request
         return MakeCallRequest.build(**request)
 
-    def make_call(self, request: MakeCallRequest | Mapping[str, Any]) -> CallFiredResponse:
-        """Place a call; a mapping is validated with ``MakeCallRequest.build`` first."""
-        return self.get_conn().make_call(self._call_request(request))
+    def make_call(
+        self, request: MakeCallRequest | Mapping[str, Any], *, pacer: SlotReserver | None = None
+    ) -> CallFiredResponse:
+        """Place a call; a mapping is validated with ``MakeCallRequest.build`` first.
+
+        :param request: The call.
+        :param pacer: Where the send slot is reserved (the operators pass the account's shared budget in
+            the callback store); this process's pacer when omitted.
+        """
+        return self.get_conn().make_call(self._call_request(request), pacer=pacer)
 
     def get_live_call(self, uuid: str) -> LiveCall:
         """See :meth:`VobizClient.get_live_call <vobiz_provider.client.VobizClient.get_live_call>`."""

@@ -7,7 +7,8 @@ fire, and the triggers' shared poller reads the state of every waiting call in o
 :mod:`~vobiz_provider.ledger.calls` (call rows and legs), :mod:`~vobiz_provider.ledger.feed` (the poller's
 change feed), :mod:`~vobiz_provider.ledger.placements` (the tries that placed calls, which
 :mod:`~vobiz_provider.ledger.binding` binds callbacks to), :mod:`~vobiz_provider.ledger.answers`,
-:mod:`~vobiz_provider.ledger.claims` and
+:mod:`~vobiz_provider.ledger.claims`, :mod:`~vobiz_provider.ledger.rate_bucket` (the accounts' shared CPS
+budgets) and
 :mod:`~vobiz_provider.ledger.maintenance`, all over one :mod:`~vobiz_provider.ledger.database`. Each
 component holds the ledger as the role it plays (:mod:`vobiz_provider.ledger.roles`), which names the
 methods it may call.
@@ -31,6 +32,7 @@ from vobiz_provider.ledger.inbound import InboundCalls, InboundEvent, InboundSto
 from vobiz_provider.ledger.ingest import Ingest, IngestResult, PreparedCallback
 from vobiz_provider.ledger.maintenance import Maintenance
 from vobiz_provider.ledger.placements import Placements
+from vobiz_provider.ledger.rate_bucket import RateBuckets
 from vobiz_provider.ledger.roles import (
     CallbackSink,
     CallBrowser,
@@ -63,7 +65,15 @@ __all__ = [
 
 
 class CallLedger(
-    Ingest, Placements, ChangeFeed, Answers, NotificationClaims, Maintenance, CallViews, InboundCalls
+    Ingest,
+    Placements,
+    ChangeFeed,
+    Answers,
+    NotificationClaims,
+    RateBuckets,
+    Maintenance,
+    CallViews,
+    InboundCalls,
 ):
     """The ledger at one SQLAlchemy URL (``sqlite:///...`` or ``postgresql://...``); thread-safe.
 

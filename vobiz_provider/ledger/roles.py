@@ -11,7 +11,7 @@ role                       who                                  writes
                                                                 inbound calls, key presses and hangups
 :class:`PlacementLedger`   call placement (operator, notifier)  placements, answer specs, fired calls
                                                                 (``source=fired``), settlements, notification
-                                                                claims
+                                                                claims, the account's CPS slots
 :class:`CallReader`        triggers, the sensor, the operator   API outcomes only (``source=api``), through
                            when it resumes                      :meth:`CallReader.cache_api_result`
 :class:`LedgerMaintenance` ``vobiz-callbacks db upgrade|prune``  the schema; deletes old rows
@@ -108,6 +108,10 @@ class PlacementLedger(Protocol):
         correlation: CorrelationToken | None = None,
     ) -> None:
         """See :meth:`vobiz_provider.ledger.calls.Calls.register_fired_calls`."""
+        ...
+
+    def reserve_call_slot(self, bucket: str, *, interval: float) -> float:
+        """See :meth:`vobiz_provider.ledger.rate_bucket.RateBuckets.reserve_call_slot`."""
         ...
 
     def find_attempts(

@@ -39,6 +39,7 @@ __all__ = [
     "nonces",
     "notifications",
     "placements",
+    "rate_slots",
     "schema_version",
 ]
 
@@ -200,6 +201,15 @@ notifications = sa.Table(
     sa.Column("claimed_at", UTCDateTime, nullable=False, index=True),
 )
 
+#: Each account's next free ``POST /Call/`` slot, in seconds since the epoch on the database's clock
+#: (:mod:`vobiz_provider.ledger.rate_bucket`). One row per account; nothing to prune.
+rate_slots = sa.Table(
+    "vobiz_rate_slots",
+    metadata,
+    sa.Column("bucket", sa.String(64), primary_key=True),
+    sa.Column("next_slot", sa.Float(precision=53), nullable=False),
+)
+
 
 #: Calls *to* an inbound application (``/inbound/{application}``): one row per call, per key press and per
 #: hangup (issue 12). ``id`` orders them for the event trigger's cursor; ``dedupe_key`` drops Vobiz's retries.
@@ -296,6 +306,11 @@ def _step_7(conn: Connection) -> None:
             conn.execute(sa.text(f"ALTER TABLE {calls.name} ADD COLUMN {name} {column_type}"))
 
 
+def _step_8(conn: Connection) -> None:
+    """Version 8: the accounts' shared CPS budgets (``vobiz_rate_slots``)."""
+    rate_slots.create(conn, checkfirst=True)
+
+
 #: The upgrade steps, in order; step ``i`` (0-based) brings the schema to version ``i + 1``.
 STEPS: tuple[Callable[[Connection], None], ...] = (
     _step_1,
@@ -305,6 +320,7 @@ STEPS: tuple[Callable[[Connection], None], ...] = (
     _step_5,
     _step_6,
     _step_7,
+    _step_8,
 )
 
 #: The version this code expects.
