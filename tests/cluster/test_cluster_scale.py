@@ -10,8 +10,9 @@ API server's plugin behind nginx, the emulator as Vobiz with ``cps`` 10. The DAG
    runs tasks of the run, and is started again. Its tasks stop heartbeating, Airflow fails and retries
    them; a retry finds the call its try placed (or places the one it never did) and defers.
 3. Once every task is deferred, with triggers on both triggerers, the triggerer running more of them gets
-   ``kill -9`` and the standalone receiver is stopped; then the calls are released: they ring and are
-   answered, busy or unanswered after realistic delays, and their callbacks go through nginx to the plugin.
+   ``kill -9`` and the standalone receiver is stopped; then the calls are released at ``cps`` per second,
+   as Vobiz dials the calls it queued: they ring and are answered, busy or unanswered after realistic
+   delays, and their callbacks go through nginx to the plugin.
    The other triggerer takes the dead one's triggers over after the heartbeat threshold.
 
 Then: every task succeeded; exactly one ``POST /Call/`` per recipient, none refused with 429, never more
@@ -226,7 +227,8 @@ def test_reminders_at_scale_survive_a_worker_a_triggerer_and_a_receiver_lost(clu
         cluster.kill(f"triggerer-{victim + 1}")
         airflow.stop("receiver", grace=10)
         receiver_stopped_at = datetime.now(timezone.utc)
-        remote.release_calls()
+        # As Vobiz dials what it queued: at the account's CPS, first placed first (not 500 rings at once).
+        remote.release_calls(per_second=CPS)
 
         def run_state() -> str | None:
             try:

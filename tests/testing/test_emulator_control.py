@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
 import sys
 import time
+from datetime import datetime
 
 import httpx
 import pytest
@@ -64,6 +66,30 @@ def test_held_calls_stay_queued_until_released(emulator, client, receiver):
         remote.reset()
         assert client.post(f"/Account/{emulator.auth_id}/Call/", json=receiver.call_body()).status_code == 201
         remote.wait_for_callbacks("hangup", timeout=5)
+
+
+def test_held_calls_are_released_at_a_pace_in_the_order_they_were_placed(emulator, client, receiver):
+    """``release_calls(per_second=N)``: as Vobiz dials the calls it queued at the account's CPS."""
+    numbers = [f"1415555012{i}" for i in range(4)]
+    with RemoteEmulator(emulator.url) as remote:
+        for number in numbers:
+            remote.script(number, CallScript.busy(after=0.01))
+        remote.hold_calls()
+        for number in numbers:
+            body = {**receiver.call_body(), "to": number}
+            assert client.post(f"/Account/{emulator.auth_id}/Call/", json=body).status_code == 201
+        with pytest.raises(ValueError, match="per_second"):
+            remote.release_calls(per_second=-1)
+        assert remote.calls() and {c["status"] for c in remote.calls()} == {"queued"}
+
+        remote.release_calls(per_second=4)
+        remote.wait_for_callbacks("ring", count=len(numbers), timeout=10)
+        rings = sorted(remote.callbacks("ring"), key=lambda attempt: attempt["sent_at"])
+        by_uuid = {c["call_uuid"]: c["to"] for c in remote.calls()}
+        assert [by_uuid[r["call_uuid"]].lstrip("+") for r in rings] == numbers  # first placed, first rung
+        times = [datetime.fromisoformat(r["sent_at"]) for r in rings]
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+        assert min(gaps) >= 0.2, gaps  # 4 per second: 0.25 s apart (never sooner; later on a busy machine)
 
 
 def test_control_api_refuses_bad_settings_and_scripts(emulator):

@@ -100,7 +100,12 @@ class _Control:
         if request.method == "POST":
             self.switchboard.hold_calls()
         elif request.method == "DELETE":
-            self.switchboard.release_calls()
+            rate = request.query_params.get("per_second")
+            try:
+                per_second = float(rate) if rate else None
+                self.switchboard.release_calls(per_second=per_second)
+            except ValueError as exc:
+                return JSONResponse({"error": f"per_second: {exc}"}, status_code=400)
         return JSONResponse({"holding": self.switchboard.holding})
 
     async def reset(self, request: Request) -> Response:

@@ -91,9 +91,9 @@ class RemoteEmulator:
         """Keep calls ``queued`` (not ringing) until :meth:`release_calls` (``Switchboard.hold_calls``)."""
         self._call("POST", "/hold")
 
-    def release_calls(self) -> None:
-        """Let held calls ring."""
-        self._call("DELETE", "/hold")
+    def release_calls(self, *, per_second: float | None = None) -> None:
+        """Let held calls ring (``per_second``: that many per second, in the order they were placed)."""
+        self._call("DELETE", "/hold", params={"per_second": per_second} if per_second else None)
 
     def reset(self) -> None:
         """Forget calls, records, scripts and faults."""

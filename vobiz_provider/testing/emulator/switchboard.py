@@ -110,15 +110,23 @@ class Switchboard:
         with self._cond:
             self._holding = True
 
-    def release_calls(self) -> None:
+    def release_calls(self, *, per_second: float | None = None) -> None:
         """Let held calls (and calls placed from now on) go on: each rings after its script's
-        ``ring_after``, counted from now."""
+        ``ring_after``, counted from its release.
+
+        :param per_second: Release the held calls in the order they were placed, this many per second, as
+            Vobiz dials the calls it queued at the account's CPS; ``None`` releases them all at once.
+        """
+        if per_second is not None and per_second <= 0:
+            raise ValueError(f"per_second must be positive, got {per_second!r}")
         with self._cond:
             self._holding = False
             held, self._held = self._held, []
-        for waiter in held:
+        for position, waiter in enumerate(held):
+            delay = position / per_second if per_second else 0.0
             with contextlib.suppress(RuntimeError):  # its loop closed meanwhile
-                waiter.get_loop().call_soon_threadsafe(_wake, waiter)
+                loop = waiter.get_loop()
+                loop.call_soon_threadsafe(loop.call_later, delay, _wake, waiter)
 
     @property
     def holding(self) -> bool:
