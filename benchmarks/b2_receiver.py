@@ -55,6 +55,7 @@ from benchmarks.common import (
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
+    from starlette.requests import Request
 
 CONCURRENCY = (1, 8, 64)
 P99_TARGET = 0.050
@@ -87,7 +88,6 @@ SMOKE = B2Config(concurrency=(1, 8), duration=1.0, repetitions=1, warmup=1.0, st
 def bare_app() -> Starlette:
     """A Starlette app whose one route parses the form body and answers 200 ``{"status": "stored"}``."""
     from starlette.applications import Starlette
-    from starlette.requests import Request
     from starlette.responses import Response
     from starlette.routing import Route
 
@@ -441,7 +441,9 @@ def _bench_backend(
         # Another checkout's receiver (e.g. main, for a before/after comparison in one sitting).
         other = os.environ.get("VOBIZ_BENCH_RECEIVER_SRC")
         receiver_env = {**env, "PYTHONPATH": os.pathsep.join([other, env["PYTHONPATH"]])} if other else env
-        receiver = _start([*SERVER_CPU, *_receiver_command(receiver_port)], receiver_env, workdir / f"rx-{backend}.log")
+        receiver = _start(
+            [*SERVER_CPU, *_receiver_command(receiver_port)], receiver_env, workdir / f"rx-{backend}.log"
+        )
         bare = _start(
             [
                 *SERVER_CPU,
@@ -511,8 +513,8 @@ def run(*, smoke: bool = False, log: Any = print) -> Section:
         key="b2",
         title="B2 — receiver ingest",
         method=(
-            f"`wrk` (one thread, {levels} keep-alive connections, closed-loop) with `benchmarks/b2_replay.lua`"
-            " replaying pre-generated callbacks, each sent once; "
+            f"`wrk` (one thread, {levels} keep-alive connections, closed-loop) with "
+            "`benchmarks/b2_replay.lua` replaying pre-generated callbacks, each sent once; "
             f"{pinning}. {config.repetitions} runs of {config.duration:g} s per level after a "
             f"{config.warmup:g} s warm-up, bare route and receiver interleaved; figures are medians over "
             "the runs, latencies wrk's percentiles. Receiver: `vobiz-callbacks serve` (uvicorn + uvloop + "
@@ -610,7 +612,10 @@ def run(*, smoke: bool = False, log: Any = print) -> Section:
                         f"{never} never acknowledged"
                     ),
                     target="equal, 0 lost, 0 dup",
-                    passed=stored == sent and lost == 0 and never == 0 and duplicate_rows == 0
+                    passed=stored == sent
+                    and lost == 0
+                    and never == 0
+                    and duplicate_rows == 0
                     and ledger.duplicate == 0,
                 )
             )
