@@ -324,9 +324,13 @@ class CallbackReceiver:
             public = [_public_url(base, kind) for base in dict.fromkeys(b for b in bases if b)] or [
                 incoming.request_url
             ]
-            urls = _issued_forms(public, incoming.token, settings)
             check = None
-            for url in urls:
+            for url in public:
+                check = verify_signature(headers, url, tokens, main_account_tokens=main_tokens)
+                if check.status != "invalid":
+                    return check, own
+            # Signed over the URL with its user:password@: only now derive those (an HMAC per secret).
+            for url in _issued_forms(public, incoming.token, settings):
                 check = verify_signature(headers, url, tokens, main_account_tokens=main_tokens)
                 if check.status != "invalid":
                     break
