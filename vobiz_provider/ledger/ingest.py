@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from vobiz_provider.exceptions import LedgerUnavailableError
 from vobiz_provider.ledger.binding import Refusal, check, load_tries, note_stored, owner_of
 from vobiz_provider.ledger.calls import Calls
+from vobiz_provider.ledger.change_signal import notify_changed
 from vobiz_provider.ledger.group_commit import GroupCommitter
 from vobiz_provider.ledger.rows import (
     callback_columns,
@@ -266,7 +267,10 @@ class Ingest(Calls):
 
         def work(conn: Connection) -> list[IngestResult | BaseException]:
             self._db.lock(conn, lock_keys)
-            return list(self._write(conn, items, now=utcnow()))
+            results = self._write(conn, items, now=utcnow())
+            if any(result.stored for result in results):
+                notify_changed(conn)  # waiting triggers hear of it at the commit (PostgreSQL)
+            return list(results)
 
         try:
             return self._db.run(work, write=True)

@@ -185,8 +185,8 @@ _UTC_ZONES: Final = (pendulum.UTC, dt.timezone.utc)
 
 
 def _read_plain(text: str, zone: Any) -> pendulum.DateTime | None:
-    """``read_time`` of ``YYYY-MM-DD HH:MM:SS[.ffffff]`` in ``zone``; ``None`` to take the general path (another
-    spelling, an impossible date, or a local time that a DST change skips)."""
+    """``read_time`` of ``YYYY-MM-DD HH:MM:SS[.ffffff]`` in ``zone``; ``None`` to take the general path
+    (another spelling, an impossible date, or a local time that a DST change skips)."""
     match = _PLAIN_TIME.fullmatch(text)
     if match is None:
         return None
