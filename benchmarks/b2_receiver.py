@@ -313,6 +313,7 @@ class Ledger:
 
     def settle(self, store: str) -> tuple[int, int]:
         """Send again what the store misses; returns (events stored, events stored twice)."""
+        time.sleep(1.0)  # callbacks still in flight when wrk stopped are committed by now
         stored = _stored_calls(store)
         missing = [item for item in self.sent if item[3] not in stored]
         self.missing = len(missing)
