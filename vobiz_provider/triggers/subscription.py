@@ -24,7 +24,7 @@ class SharedPoller(Protocol):
     def _ensure_running(self) -> None: ...
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Subscription:
     """One trigger's place in a :class:`SharedPoller`.
 
