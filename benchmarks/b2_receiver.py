@@ -74,7 +74,7 @@ class B2Config:
     step_samples: int = 200
     #: Callbacks per second no receiver here reaches: the calls recorded before a load cover it (a receiver
     #: that runs out is reported, and fails the stored == sent check).
-    max_rate: int = 4000
+    max_rate: int = 2500
 
 
 FULL = B2Config()
