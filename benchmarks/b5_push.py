@@ -49,9 +49,9 @@ IDLE_TARGET = 1.0  # % of a core
 class B5Config:
     n: int = 1_000
     interval: float = 5.0
-    window: float = 10.0
-    idle_window: float = 10.0
-    rate: float = 10.0
+    window: float = 6.0
+    idle_window: float = 5.0
+    rate: float = 15.0
 
 
 FULL = B5Config()
