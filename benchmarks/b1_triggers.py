@@ -513,6 +513,7 @@ def _run_case(
     size = max(1, len(samples) // PARTS)
     parts = [samples[start : start + size] for start in range(0, size * (PARTS - 1), size)]
     parts.append(samples[size * (PARTS - 1) :] or samples)
+    parts = [part for part in parts if part]  # a window shorter than PARTS intervals (B5): fewer parts
 
     def per_interval(key: str) -> float:
         return median([sum(sample[key] for sample in part) / len(part) for part in parts])

@@ -55,7 +55,7 @@ class B5Config:
 
 
 FULL = B5Config()
-SMOKE = B5Config(n=20, interval=2.0, window=1.0, idle_window=1.0, rate=5.0)
+SMOKE = B5Config(n=20, interval=0.5, window=1.0, idle_window=0.5, rate=5.0)
 
 
 class _Poster:
