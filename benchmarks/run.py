@@ -31,9 +31,9 @@ from benchmarks.common import REPO_ROOT, Check, Section, machine_info, markdown_
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-BENCHMARKS = ("b1", "b2", "b3", "b4")
+BENCHMARKS = ("b1", "b2", "b3", "b4", "b5")
 #: Order of execution: the import benchmark first (fresh interpreters, nothing else running), B1 last.
-ORDER = ("b4", "b3", "b2", "b1")
+ORDER = ("b4", "b3", "b2", "b5", "b1")
 DEFAULT_OUTPUT = REPO_ROOT / "benchmarks" / "RESULTS.md"
 TIME_BUDGET = 600.0
 
@@ -45,6 +45,8 @@ def _runner(key: str) -> Callable[..., Section]:
         from benchmarks.b2_receiver import run
     elif key == "b3":
         from benchmarks.b3_firing import run
+    elif key == "b5":
+        from benchmarks.b5_push import run
     else:
         from benchmarks.b4_import import run
     return run

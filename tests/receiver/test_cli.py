@@ -8,6 +8,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from typing import TYPE_CHECKING
 
 import httpx
@@ -244,3 +245,63 @@ def test_db_upgrade_and_prune_on_postgresql(cli_env: dict[str, str], pg_schema_u
     pruned = run_cli("prune", "--older-than", "3650d", env=env)
     assert pruned.returncode == 0, pruned.stderr[-2000:]
     assert re.search(r"Deleted \d+ rows older than 3650d", pruned.stdout), pruned.stdout
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+            return "\tZ (zombie)" not in handle.read()
+    except FileNotFoundError:
+        return False
+
+
+def _children(pid: int) -> set[int]:
+    path = f"/proc/{pid}/task/{pid}/children"
+    try:
+        with open(path, encoding="ascii") as handle:
+            return {int(each) for each in handle.read().split()}
+    except FileNotFoundError:
+        return set()
+
+
+@pytest.mark.postgres
+def test_serve_with_workers_shares_the_socket_and_stops_them_all(
+    cli_env: dict[str, str], pg_schema_url: str
+) -> None:
+    env = {**cli_env, "AIRFLOW__VOBIZ__CALLBACK_STORE": pg_schema_url}
+    assert run_cli("db", "upgrade", env=env).returncode == 0
+    store = CallLedger(pg_schema_url)
+    correlation = CorrelationToken(dag_id="d", run_id="r", task_id="t", try_number=1)
+    token = token_for(correlation, "hangup", secret=SECRET)
+    requests = [f"workers-request-{index}" for index in range(8)]
+    for request in requests:
+        place(store, request, ["+919876543210"], correlation=correlation)
+    with serve_subprocess(env, "--workers", "2") as served:
+        deadline = time.monotonic() + 30
+        while not (workers := _children(served.process.pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)  # it forks once it has said where it listens
+        assert len(workers) == 1  # the parent serves too
+        for index, request in enumerate(requests):
+            fields = {
+                "CallUUID": f"workers-call-{index}",
+                "RequestUUID": request,
+                "Event": "Hangup",
+                "CallStatus": "completed",
+                "HangupCauseCode": "4000",
+            }
+            # A new connection each time: the kernel hands them to either process.
+            response = httpx.post(
+                callback_url(f"{served.origin}/vobiz", "hangup", token),
+                data=fields,
+                headers=signature_headers(callback_url(PUBLIC_BASE, "hangup", token), AUTH_TOKEN),
+                timeout=30,
+            )
+            assert response.status_code == 200, response.text
+    # The worker stops with its parent: no server is left behind (gone, or dead and not yet reaped).
+    deadline = time.monotonic() + 30
+    while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_running(pid) for pid in workers)
+    stored = store.lookup(call_uuids=[f"workers-call-{index}" for index in range(8)])
+    assert sorted(record.call_uuid for record in stored) == [f"workers-call-{index}" for index in range(8)]
+    store.dispose()

@@ -9,13 +9,14 @@ by leg (``request_uuid|destination``) or, for a single-destination request, by r
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
 
 from vobiz_provider.ledger.database import Conflict, LedgerPart
 from vobiz_provider.ledger.placements import mark_registered
 from vobiz_provider.ledger.rows import (
+    OVERWRITE_BY_KIND,
     api_result_values,
     check_lengths,
     chunks,
@@ -61,6 +62,24 @@ def _pair(request_uuids: Sequence[str], destinations: Sequence[str]) -> list[tup
     )
 
 
+class Observation(Protocol):
+    """What :meth:`Calls._apply_to_calls` reads of a stored callback
+    (:class:`~vobiz_provider.ledger.ingest.PreparedCallback`)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def values(self) -> dict[str, Any]: ...
+    @property
+    def status(self) -> str | None: ...
+
+
+def _idents(item: Observation) -> tuple[str | None, str | None, str | None]:
+    values = item.values
+    request = values["request_uuid"]
+    return values["call_uuid"], leg_key(request, values.get("destination")), request
+
+
 def _select_for_update(conn: Connection, *conditions: Any, limit: int = 1) -> list[dict[str, Any]]:
     statement = sa.select(calls).where(*conditions).with_for_update().limit(limit)
     return [dict(row) for row in conn.execute(statement).mappings()]
@@ -78,6 +97,18 @@ class Calls(LedgerPart):
         )
         self._by_leg = (
             sa.select(calls).where(calls.c.leg_key == sa.bindparam("b_value")).with_for_update().limit(1)
+        )
+        self._insert_calls = self._db.insert(calls).on_conflict_do_nothing().returning(calls.c.id)
+        self._known_calls = (
+            sa.select(calls)
+            .where(
+                sa.or_(
+                    calls.c.call_uuid.in_(sa.bindparam("b_call_uuids", expanding=True)),
+                    calls.c.leg_key.in_(sa.bindparam("b_leg_keys", expanding=True)),
+                    calls.c.request_uuid.in_(sa.bindparam("b_request_uuids", expanding=True)),
+                )
+            )
+            .with_for_update()
         )
 
     # -- merging ----------------------------------------------------------------------------------------
@@ -154,6 +185,98 @@ class Calls(LedgerPart):
             conn.execute(self._update, {"b_id": row["id"], **changes})
             row.update(changes)
         return to_call_record(row)
+
+    def _load_known(self, conn: Connection, items: Sequence[Observation]) -> list[dict[str, Any]]:
+        """The stored calls (whole rows) the items name, by call UUID, leg or request UUID (one query)."""
+        idents = [_idents(item) for item in items]
+        rows = conn.execute(
+            self._known_calls,
+            {
+                "b_call_uuids": sorted({call for call, _, _ in idents if call}),
+                "b_leg_keys": sorted({leg for _, leg, _ in idents if leg}),
+                "b_request_uuids": sorted({request for _, _, request in idents if request}),
+            },
+        ).mappings()
+        return [dict(row) for row in rows]
+
+    def _apply_to_calls(
+        self,
+        conn: Connection,
+        items: Sequence[Observation],
+        known: Sequence[dict[str, Any]],
+        *,
+        now: dt.datetime,
+    ) -> list[CallRecord | None]:
+        """Apply stored callbacks to their calls, in order (the caller holds the locks).
+
+        One statement per kind of write for the whole batch: calls new to the ledger and to the batch are
+        inserted at once, and a callback that is the first news of a fired call (its leg's row, not yet
+        holding a call UUID) is merged in Python and written with the others in one ``executemany``.
+        Everything else (a call seen before, or named twice in the batch) goes through
+        ``_merge_into_call``, in order.
+
+        :param known: The stored calls the batch names (:meth:`_load_known`).
+        """
+        if not items:
+            return []
+        idents = [_idents(item) for item in items]
+        taken: dict[tuple[str, str], int] = {}
+        for row in known:
+            for name, value in (("c", row["call_uuid"]), ("l", row["leg_key"]), ("r", row["request_uuid"])):
+                if value:
+                    taken[(name, value)] = 2  # already stored: never a bulk insert
+        in_batch: dict[tuple[str, str], int] = {}
+        for call, leg, request in idents:
+            for name, value in (("c", call), ("l", leg), ("r", request)):
+                if value:
+                    taken[(name, value)] = taken.get((name, value), 0) + 1
+                    in_batch[(name, value)] = in_batch.get((name, value), 0) + 1
+        known_calls = {row["call_uuid"] for row in known if row["call_uuid"]}
+        fired_legs = {row["leg_key"]: row for row in known if row["leg_key"] and not row["call_uuid"]}
+        records: list[CallRecord | None] = []
+        new_rows: list[dict[str, Any]] = []
+        updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for item, (call, leg, request) in zip(items, idents, strict=True):
+            if not call and not request:
+                records.append(None)
+                continue
+            # A machine detection or gather can only happen on an answered call.
+            insert_status = item.status or "in-progress"
+            named = [(name, value) for name, value in (("c", call), ("l", leg), ("r", request)) if value]
+            if all(taken.get(key, 0) == 1 for key in named):
+                row = new_call_row(item.values, leg=leg, status=insert_status, source="callback", now=now)
+                new_rows.append(row)
+                records.append(to_call_record(row))
+                continue
+            fired = fired_legs.get(leg) if call and leg and call not in known_calls else None
+            if fired is not None and all(in_batch[key] == 1 for key in named):
+                # What _merge_into_call would do: no row holds the call UUID, the leg's row is found.
+                values = {column: value for column, value in item.values.items() if column in calls.c}
+                overwrite = OVERWRITE_BY_KIND.get(item.kind, frozenset())
+                changes = merge(fired, values, status=item.status, source="callback", overwrite=overwrite)
+                if changes:
+                    changes["updated_at"] = now
+                    updates.setdefault(tuple(sorted(changes)), []).append({"b_id": fired["id"], **changes})
+                    fired.update(changes)
+                records.append(to_call_record(fired))
+                continue
+            records.append(
+                self._merge_into_call(
+                    conn,
+                    dict(item.values),
+                    status=item.status,
+                    insert_status=insert_status,
+                    source="callback",
+                    overwrite=OVERWRITE_BY_KIND.get(item.kind, frozenset()),
+                    now=now,
+                    locked=True,
+                )
+            )
+        for rows in updates.values():
+            conn.execute(self._update, rows)
+        if new_rows and len(conn.execute(self._insert_calls, new_rows).all()) != len(new_rows):
+            raise Conflict("a call row appeared while its writer held the locks")
+        return records
 
     @staticmethod
     def _first(conn: Connection, statement: Any, value: str) -> dict[str, Any] | None:

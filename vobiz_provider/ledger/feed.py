@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from vobiz_provider.ledger.calls import uuid_conditions
+from vobiz_provider.ledger.change_signal import open_signal
 from vobiz_provider.ledger.database import LedgerPart
 from vobiz_provider.ledger.rows import ROW_COLUMNS, chunks, to_call_record
 from vobiz_provider.ledger.schema import calls, events
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.engine import Connection, Row
 
+    from vobiz_provider.ledger.change_signal import ChangeSignal
     from vobiz_provider.models.record import CallRecord
 
 __all__ = ["CallChange", "ChangeFeed"]
@@ -66,6 +68,12 @@ class CallChange:
 
 class ChangeFeed(LedgerPart):
     """Reads of the triggers' shared poller."""
+
+    def open_change_signal(self) -> ChangeSignal | None:
+        """A watcher that tells when callbacks were committed (:mod:`~vobiz_provider.ledger.change_signal`),
+        on a connection of its own; ``None`` when this store cannot signal. Blocking: it connects."""
+        with self._db.translate_errors():
+            return open_signal(self._db.engine)
 
     def changed_calls(
         self,

@@ -28,24 +28,20 @@ import sqlalchemy as sa
 from vobiz_provider.exceptions import LedgerUnavailableError
 from vobiz_provider.ledger.binding import Refusal, check, load_tries, note_stored, owner_of
 from vobiz_provider.ledger.calls import Calls
-from vobiz_provider.ledger.database import Conflict
+from vobiz_provider.ledger.change_signal import notify_changed
 from vobiz_provider.ledger.group_commit import GroupCommitter
 from vobiz_provider.ledger.rows import (
-    OVERWRITE_BY_KIND,
     callback_columns,
     callback_status,
     correlation_values,
     dedupe_key,
     log_unreadable,
-    new_call_row,
     normalise_kind,
     stored_form,
-    to_call_record,
     utcnow,
 )
-from vobiz_provider.ledger.schema import UTCDateTime, calls, events, nonces
+from vobiz_provider.ledger.schema import UTCDateTime, events, nonces
 from vobiz_provider.models.callbacks import read_callback
-from vobiz_provider.models.record import leg_key
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -164,21 +160,6 @@ class Ingest(Calls):
             .on_conflict_do_nothing(index_elements=["dedupe_key"])
             .returning(events.c.dedupe_key)
         )
-        self._insert_calls = self._db.insert(calls).on_conflict_do_nothing().returning(calls.c.id)
-        self._known_calls = sa.select(
-            calls.c.call_uuid,
-            calls.c.leg_key,
-            calls.c.request_uuid,
-            calls.c.ti_key,
-            calls.c.try_number,
-            calls.c.fired_at,
-        ).where(
-            sa.or_(
-                calls.c.call_uuid.in_(sa.bindparam("b_call_uuids", expanding=True)),
-                calls.c.leg_key.in_(sa.bindparam("b_leg_keys", expanding=True)),
-                calls.c.request_uuid.in_(sa.bindparam("b_request_uuids", expanding=True)),
-            )
-        )
 
     # -- preparing ----------------------------------------------------------------------------------------
 
@@ -286,7 +267,10 @@ class Ingest(Calls):
 
         def work(conn: Connection) -> list[IngestResult | BaseException]:
             self._db.lock(conn, lock_keys)
-            return list(self._write(conn, items, now=utcnow()))
+            results = self._write(conn, items, now=utcnow())
+            if any(result.stored for result in results):
+                notify_changed(conn)  # waiting triggers hear of it at the commit (PostgreSQL)
+            return list(results)
 
         try:
             return self._db.run(work, write=True)
@@ -412,92 +396,6 @@ class Ingest(Calls):
                 record=record,
             )
         return results  # type: ignore[return-value]
-
-    def _load_known(self, conn: Connection, items: Sequence[PreparedCallback]) -> list[Any]:
-        """The stored calls the items name, by call UUID, leg or request UUID (one query)."""
-        idents = [
-            (
-                item.values["call_uuid"],
-                leg_key(item.values["request_uuid"], item.values.get("destination")),
-                item.values["request_uuid"],
-            )
-            for item in items
-        ]
-        return list(
-            conn.execute(
-                self._known_calls,
-                {
-                    "b_call_uuids": sorted({call for call, _, _ in idents if call}),
-                    "b_leg_keys": sorted({leg for _, leg, _ in idents if leg}),
-                    "b_request_uuids": sorted({request for _, _, request in idents if request}),
-                },
-            ).mappings()
-        )
-
-    def _apply_to_calls(
-        self,
-        conn: Connection,
-        items: Sequence[PreparedCallback],
-        known: Sequence[Any],
-        *,
-        now: dt.datetime,
-    ) -> list[CallRecord | None]:
-        """Apply stored callbacks to their calls, in order (the caller holds the locks).
-
-        :param known: The stored calls the batch names (:meth:`_load_known`).
-        """
-        if not items:
-            return []
-        idents = [
-            (
-                item.values["call_uuid"],
-                leg_key(item.values["request_uuid"], item.values.get("destination")),
-                item.values["request_uuid"],
-            )
-            for item in items
-        ]
-        taken: dict[tuple[str, str], int] = {}
-        for row in known:
-            for name, value in (("c", row["call_uuid"]), ("l", row["leg_key"]), ("r", row["request_uuid"])):
-                if value:
-                    taken[(name, value)] = 2  # already stored: never a bulk insert
-        for call, leg, request in idents:
-            for name, value in (("c", call), ("l", leg), ("r", request)):
-                if value:
-                    taken[(name, value)] = taken.get((name, value), 0) + 1
-        records: list[CallRecord | None] = []
-        new_rows: list[dict[str, Any]] = []
-        for item, (call, leg, request) in zip(items, idents, strict=True):
-            if not call and not request:
-                records.append(None)
-                continue
-            # A machine detection or gather can only happen on an answered call.
-            insert_status = item.status or "in-progress"
-            alone = all(
-                taken.get((name, value), 0) == 1
-                for name, value in (("c", call), ("l", leg), ("r", request))
-                if value
-            )
-            if alone:
-                row = new_call_row(item.values, leg=leg, status=insert_status, source="callback", now=now)
-                new_rows.append(row)
-                records.append(to_call_record(row))
-                continue
-            records.append(
-                self._merge_into_call(
-                    conn,
-                    dict(item.values),
-                    status=item.status,
-                    insert_status=insert_status,
-                    source="callback",
-                    overwrite=OVERWRITE_BY_KIND.get(item.kind, frozenset()),
-                    now=now,
-                    locked=True,
-                )
-            )
-        if new_rows and len(conn.execute(self._insert_calls, new_rows).all()) != len(new_rows):
-            raise Conflict("a call row appeared while its writer held the locks")
-        return records
 
     def _purge_nonces(self, conn: Connection, *, now: dt.datetime, window: float) -> None:
         # Purge expired nonces now and then, not on every callback.

@@ -179,6 +179,40 @@ _NAIVE_FORMATS: Final = (
 )
 
 
+#: Vobiz's own spelling, the one every callback carries: read without strptime and pendulum (~10x faster).
+_PLAIN_TIME: Final = re.compile(r"(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?")
+_UTC_ZONES: Final = (pendulum.UTC, dt.timezone.utc)
+
+
+def _read_plain(text: str, zone: Any) -> pendulum.DateTime | None:
+    """``read_time`` of ``YYYY-MM-DD HH:MM:SS[.ffffff]`` in ``zone``; ``None`` to take the general path
+    (another spelling, an impossible date, or a local time that a DST change skips)."""
+    match = _PLAIN_TIME.fullmatch(text)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction = match.groups()
+    try:
+        naive = dt.datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second),
+            int(fraction.ljust(6, "0")) if fraction else 0,
+        )  # fmt: skip
+    except ValueError:
+        return None
+    if zone in _UTC_ZONES:
+        instant = naive
+    elif isinstance(zone, dt.tzinfo):
+        utc = naive.replace(tzinfo=zone).astimezone(dt.timezone.utc)
+        if utc.astimezone(zone).replace(tzinfo=None) != naive:
+            return None  # in a gap: pendulum's rule applies
+        instant = utc.replace(tzinfo=None)
+    else:
+        return None
+    return pendulum.DateTime(
+        instant.year, instant.month, instant.day, instant.hour, instant.minute, instant.second,
+        instant.microsecond, tzinfo=pendulum.UTC,
+    )  # fmt: skip
+
+
 def read_time(text: str, assume: Any) -> pendulum.DateTime | None:
     """The UTC instant a Vobiz time spells, or ``None`` when it spells none.
 
@@ -190,6 +224,9 @@ def read_time(text: str, assume: Any) -> pendulum.DateTime | None:
     :param assume: The pendulum timezone of a time that names none.
     """
     text = text.strip()
+    plain = _read_plain(text, assume)
+    if plain is not None:
+        return plain
     zone = assume
     suffix = _ZONE_SUFFIX.search(text)
     if suffix is not None:

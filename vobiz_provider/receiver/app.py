@@ -265,6 +265,8 @@ def create_app(
         return await receive(request.path_params["kind"], request)
 
     # A plain Starlette route: the request is all it needs, FastAPI's dependency solving is per-request cost.
+    # The standalone server routes callbacks to it directly (cli.build_server_app): it answers every error.
+    app.state.callback_endpoint = endpoint
     app.router.routes.append(
         Route(
             "/callbacks/{kind}",

@@ -27,9 +27,12 @@ Exit codes: 0 success, 1 the store cannot be reached, 2 bad arguments or configu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
+import os
 import re
+import signal
 import sys
 from datetime import timedelta
 from typing import TYPE_CHECKING, Final, TypeVar
@@ -37,7 +40,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 import uvicorn
 from sqlalchemy.engine import make_url
 from starlette.applications import Starlette
-from starlette.routing import Mount
+from starlette.routing import Mount, Route
 
 from vobiz_provider.config import get_settings
 from vobiz_provider.exceptions import (
@@ -61,6 +64,7 @@ from vobiz_provider.receiver.server_limits import (
 )
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Callable, Sequence
 
     from vobiz_provider.config import VobizSettings
@@ -183,6 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
         f"descriptors, at most {DEFAULT_BACKLOG})",
     )
 
+    serve.add_argument(
+        "--workers",
+        type=_count,
+        default=1,
+        metavar="N",
+        help="server processes sharing the listening socket (default 1). With a PostgreSQL store they "
+        "scale ingest over cores; SQLite writers queue on one file, so more gain little there",
+    )
+
     db = commands.add_parser("db", help="manage the callback store's schema")
     db_commands = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
     db_commands.add_parser("upgrade", help="create or upgrade the callback store's tables")
@@ -266,7 +279,15 @@ def build_server_app(*, settings: VobizSettings, ledger: CallLedger) -> Starlett
     :param ledger: The (upgraded) call ledger.
     """
     receiver_app = create_app(settings=settings, ledger=ledger)
-    root = Starlette(routes=[Mount(MOUNT_PATH, app=receiver_app)])
+    callbacks = Route(
+        f"{MOUNT_PATH}/callbacks/{{kind}}",
+        receiver_app.state.callback_endpoint,
+        methods=["POST", "GET"],
+        include_in_schema=False,
+    )
+    # Callbacks go straight to the receiver's endpoint (it answers every error itself), not through the
+    # mounted FastAPI app's middleware and router: a fifth of a callback's cost on the event loop.
+    root = Starlette(routes=[callbacks, Mount(MOUNT_PATH, app=receiver_app)])
     root.state.receiver = receiver_app.state.receiver
     return root
 
@@ -348,7 +369,51 @@ def _serve(args: argparse.Namespace, settings: VobizSettings) -> int:
         file=sys.stderr,
         flush=True,
     )
+    if args.workers > 1:
+        if not settings.callback_store.startswith("postgresql"):
+            log.warning("--workers %d with a SQLite store: its writers queue on one file", args.workers)
+        return _serve_workers(args.workers, config, sock, ledger)
     uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+def _stop_with_parent(parent: int) -> None:
+    """Have the kernel send this (forked) worker SIGTERM when its parent ends, however it ends (uvicorn
+    re-raises the signal that stopped it, so the parent may not live to stop its workers itself)."""
+    with contextlib.suppress(Exception):  # Linux only; elsewhere the parent's `finally` stops them
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent ended before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _serve_workers(workers: int, config: uvicorn.Config, sock: socket.socket, ledger: CallLedger) -> int:
+    """Serve from ``workers`` processes: this one and ``workers - 1`` forked copies, all accepting on
+    ``sock``. Stopping this one (SIGTERM, SIGINT) stops the others."""
+    ledger.engine.dispose()  # no pooled connection crosses the fork; each process opens its own
+    children: list[int] = []
+    for _ in range(workers - 1):
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child (covered by the --workers test)
+            code = 1
+            try:
+                _stop_with_parent(parent)
+                uvicorn.Server(config).run(sockets=[sock])
+                code = 0
+            finally:
+                os._exit(code)
+        children.append(pid)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in children:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
     return 0
 
 

@@ -37,7 +37,7 @@ import contextlib
 import logging
 import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
@@ -54,6 +54,12 @@ from vobiz_provider.ledger import get_ledger
 from vobiz_provider.ledger.rows import log_unreadable, uuid_text
 from vobiz_provider.models.callbacks import read_callback
 from vobiz_provider.receiver.answer_xml import EMPTY_XML_RESPONSE, xml_response_for
+from vobiz_provider.receiver.incoming import (
+    CallbackRejected,
+    CheckedCallback,
+    IncomingCallback,
+    StoredCallback,
+)
 from vobiz_provider.receiver.signing_keys import DEFAULT_TTL, SigningKeyCache, load_signing_keys
 from vobiz_provider.receiver.stored_log import LOG_SUMMARY_INTERVAL, StoredCallbackLog
 from vobiz_provider.signatures import verify_signature
@@ -101,73 +107,6 @@ _SIGNATURE_HEADER_PREFIX: Final = "x-vobiz-signature"
 
 class _WouldBlock(Exception):
     """Checking the callback needs the signing connections read again: do it in a worker thread."""
-
-
-class CallbackRejected(Exception):
-    """A callback is refused; nothing was stored.
-
-    :param status_code: The HTTP status to answer with (4xx, or 503 for retryable failures).
-    :param reason: Short explanation, sent in the response and logged. Never contains a token.
-    :param retry_after: Seconds for a ``Retry-After`` header (with 503 and 429).
-    """
-
-    def __init__(self, status_code: int, reason: str, *, retry_after: int | None = None) -> None:
-        super().__init__(reason)
-        self.status_code = status_code
-        self.reason = reason
-        self.retry_after = retry_after
-
-
-@dataclass(frozen=True, kw_only=True)
-class IncomingCallback:
-    """One callback request whose correlation token was verified: what every step reads.
-
-    :param kind: The route kind (``ring``, ``answer``, ``hangup``, ``machine-detection``, ``gather``).
-    :param fields: The form (or query) fields as Vobiz sent them.
-    :param headers: The request headers (Vobiz's signatures among them).
-    :param request_url: The URL of the request, without its query string.
-    :param correlation: The task instance the call belongs to.
-    :param token: The correlation token as received (the Gather action URL carries it unchanged).
-    :param settings: The settings in force for the request.
-    """
-
-    kind: str
-    fields: Mapping[str, str] = field(repr=False)
-    headers: Mapping[str, str] = field(repr=False)
-    request_url: str
-    correlation: CorrelationToken
-    token: str = field(repr=False)
-    settings: VobizSettings = field(repr=False)
-
-
-@dataclass(frozen=True, kw_only=True)
-class StoredCallback(IncomingCallback):
-    """A callback that has been committed to the ledger; what :func:`answer_xml` decides from.
-
-    The fields of :class:`IncomingCallback`, and:
-
-    :param callback: The parsed model (:func:`vobiz_provider.models.callbacks.parse_callback`).
-    :param result: What the ledger did with it.
-    :param ledger: The ledger it was written to (where answer specs are looked up).
-    """
-
-    callback: VobizCallback
-    result: IngestResult
-    ledger: CallbackSink = field(repr=False)
-
-
-@dataclass(frozen=True, kw_only=True)
-class CheckedCallback:
-    """A callback whose signature and fields passed (:meth:`CallbackReceiver.check`).
-
-    :param replay_keys: The verified signature's replay keys (empty when unsigned).
-    :param timezone: The account timezone its local times are in.
-    :param callback: The parsed model.
-    """
-
-    replay_keys: tuple[str, ...] = field(repr=False)
-    timezone: str
-    callback: VobizCallback
 
 
 def answer_xml(stored: StoredCallback) -> str:
@@ -324,9 +263,13 @@ class CallbackReceiver:
             public = [_public_url(base, kind) for base in dict.fromkeys(b for b in bases if b)] or [
                 incoming.request_url
             ]
-            urls = _issued_forms(public, incoming.token, settings)
             check = None
-            for url in urls:
+            for url in public:
+                check = verify_signature(headers, url, tokens, main_account_tokens=main_tokens)
+                if check.status != "invalid":
+                    return check, own
+            # Signed over the URL with its user:password@: only now derive those (an HMAC per secret).
+            for url in _issued_forms(public, incoming.token, settings):
                 check = verify_signature(headers, url, tokens, main_account_tokens=main_tokens)
                 if check.status != "invalid":
                     break

@@ -45,18 +45,18 @@ import datetime as dt
 import logging
 import time
 import weakref
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vobiz_provider.config import get_settings
 from vobiz_provider.exceptions import LedgerUnavailableError
 from vobiz_provider.ledger import get_ledger
+from vobiz_provider.triggers.subscription import Subscription
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
 
     from vobiz_provider.ledger import CallChange, CallLedger
-    from vobiz_provider.models.record import CallRecord
+    from vobiz_provider.ledger.change_signal import ChangeSignal
 
 __all__ = [
     "CHANGE_OVERLAP",
@@ -81,6 +81,14 @@ CHANGE_OVERLAP = 5.0
 #: Most request/call UUIDs of new subscribers loaded by one tick (the rest wait for the next), so that a
 #: tick stays one query (``MAX_IN_PARAMS`` of the store) whatever the burst of new triggers.
 MAX_NEW_UUIDS = 20_000
+#: Least seconds between two queries run early because the store signalled a write: a burst of callbacks
+#: costs at most one query per this many seconds, and an event comes at most this much later.
+PUSH_MIN_GAP = 0.1
+#: Seconds an early query reaches back before the previous query (any): the store signals at commit, so
+#: the rows of the signalling transaction are visible; a slower transaction is left to the next timed query.
+PUSH_OVERLAP = 1.0
+#: Seconds before a poller whose store could not be watched tries again.
+SIGNAL_RETRY = 30.0
 
 
 def _epoch(value: Any) -> float | None:
@@ -90,104 +98,6 @@ def _epoch(value: Any) -> float | None:
     if isinstance(value, dt.datetime):
         return value.timestamp()
     return float(value)
-
-
-@dataclass(eq=False)
-class Subscription:
-    """One trigger's place in a :class:`SharedPoller`.
-
-    The poller sets :attr:`records` (every stored record whose request or call UUID is one of this
-    subscription's) after its first poll, and wakes :meth:`wait` only when that changes, when the store
-    becomes unreadable or readable again (:attr:`error`), and once after the first poll: 10,000 idle
-    waiters cost no wake-ups.
-
-    :param request_uuids: Request UUIDs whose records this subscriber wants.
-    :param call_uuids: Call UUIDs whose records this subscriber wants.
-    :param interval: Seconds between two polls this subscriber asks for.
-    """
-
-    request_uuids: frozenset[str]
-    call_uuids: frozenset[str]
-    interval: float
-    records: list[CallRecord] | None = None
-    _poller: SharedPoller | None = field(default=None, repr=False)
-    #: A poll result arrived that :meth:`wait` has not returned yet.
-    _updated: bool = field(default=False, repr=False)
-    _waiter: asyncio.Future[None] | None = field(default=None, repr=False)
-    #: The rows delivered so far, by row id (their versions tell a change from a re-read).
-    _rows: dict[int, CallChange] = field(default_factory=dict, repr=False)
-    #: Whether a poll has loaded this subscriber's rows (from then on it is kept current by the cursor).
-    _loaded: bool = field(default=False, repr=False)
-    _reported: bool = field(default=False, repr=False)
-
-    @property
-    def error(self) -> BaseException | None:
-        """Why the store cannot be read right now (``None`` while it answers)."""
-        return self._poller._error if self._poller is not None else None
-
-    @property
-    def polled_at(self) -> float | None:
-        """Epoch seconds of the last successful poll that covered this subscriber (``None``: none yet)."""
-        return self._poller._polled_at if self._poller is not None and self._loaded else None
-
-    @property
-    def last_callback_at(self) -> float | None:
-        """Epoch seconds of the newest callback in the store (any call), as last seen by the poller."""
-        return self._poller._last_callback_at if self._poller is not None else None
-
-    @property
-    def failing_since(self) -> float | None:
-        """Epoch seconds since which every poll has failed (``None`` while the store answers)."""
-        return self._poller._failing_since if self._poller is not None else None
-
-    async def wait(self, timeout: float) -> bool:
-        """Wait until the next poll result arrives, or ``timeout`` seconds; ``True`` if one arrived."""
-        if self._poller is not None:
-            self._poller._ensure_running()  # revive a poller whose task was cancelled under us
-        if not self._updated:
-            # A bare future and a timer rather than wait_for(Event.wait()), which makes a task per wait:
-            # 10,000 waiters re-arm their waits all the time, and every object counts for the garbage
-            # collector's full passes.
-            loop = asyncio.get_running_loop()
-            waiter = self._waiter = loop.create_future()
-            timer = loop.call_later(max(timeout, 0.0), _resolve, waiter)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
-                self._waiter = None
-            if not self._updated:
-                return False
-        self._updated = False
-        return True
-
-    def _wake(self) -> None:
-        self._updated = True
-        if self._waiter is not None:
-            _resolve(self._waiter)
-
-    def _take(self, change: CallChange) -> bool:
-        """Take one row read by a poll; ``True`` if it is new to this subscriber or changed."""
-        known = self._rows.get(change.id)
-        if known is not None and known.version == change.version:
-            return False  # read again inside the cursor's overlap
-        self._rows[change.id] = change
-        if change.call_uuid is not None and change.leg_key is not None:
-            # The call that names a fired leg absorbs (and the store deletes) the leg's placeholder row.
-            for row_id, other in list(self._rows.items()):
-                if row_id != change.id and other.call_uuid is None and other.leg_key == change.leg_key:
-                    del self._rows[row_id]
-        return True
-
-    def _publish(self) -> None:
-        self.records = [self._rows[row_id].record() for row_id in sorted(self._rows)]
-        self._reported = True
-        self._wake()
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 class SharedPoller:
@@ -226,6 +136,14 @@ class SharedPoller:
         self._silence_checked_at: float | None = None
         #: Number of polls this poller has run (each is one store query); for logs and tests.
         self.lookups = 0
+        #: How many of them ran early because the store signalled a write.
+        self.pushed_lookups = 0
+        #: The clock when the last successful timed (not early) query began: its cursor's origin.
+        self._last_timed_query_at: dt.datetime | None = None
+        self._signal: ChangeSignal | None = None
+        self._signal_tried_at: float | None = None
+        #: The store signalled a write since the last query began.
+        self._nudged = False
 
     @classmethod
     def for_store(cls, store_url: str) -> SharedPoller:
@@ -318,13 +236,23 @@ class SharedPoller:
         loop = asyncio.get_running_loop()
         try:
             await asyncio.sleep(FIRST_TICK_DELAY)
+            timed_at = loop.time()
+            pushed = False
             while self._subscriptions:
                 started = loop.time()
-                await self._tick()
-                # Sleep until one interval (the smallest subscribed) after this tick started, re-reading
-                # the interval whenever the subscriber set changes.
+                if not pushed:
+                    timed_at = started
+                self._nudged = False
+                await self._tick(pushed=pushed)
+                await self._watch_store()
+                # Sleep until one interval (the smallest subscribed) after the last timed tick started,
+                # re-reading the interval whenever the subscriber set changes; or, once the store signalled
+                # a write, until PUSH_MIN_GAP after this tick started.
                 while self._subscriptions:
-                    due = started + min(self._intervals)
+                    due = timed_at + min(self._intervals)
+                    pushed = self._nudged and started + PUSH_MIN_GAP < due
+                    if pushed:
+                        due = started + PUSH_MIN_GAP
                     remaining = due - loop.time()
                     if remaining <= 0:
                         break
@@ -332,6 +260,9 @@ class SharedPoller:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._reschedule.wait(), timeout=remaining)
         finally:
+            if self._signal is not None:
+                self._signal.close()
+                self._signal = None
             # Forget this poller when it stops: normally because nobody waits any more, or because it was
             # cancelled (its loop is shutting down). Nothing then stays bound to the loop; a subscriber that
             # is still waiting revives it from Subscription.wait(), and a new one gets a fresh poller.
@@ -342,11 +273,49 @@ class SharedPoller:
                     self._registry.pop(loop, None)
             self._task = None
 
-    def _cursor(self) -> dt.datetime | None:
-        """Oldest ``updated_at`` the next query asks for; ``None`` before the first successful query."""
-        if self._last_query_at is None:
+    def _cursor(self, *, pushed: bool = False) -> dt.datetime | None:
+        """Oldest ``updated_at`` the next query asks for; ``None`` before the first successful query.
+
+        A timed query reaches :data:`CHANGE_OVERLAP` back from the previous *timed* query, so the timed
+        queries alone miss nothing, as if no early one ran; an early one (``pushed``) reaches
+        :data:`PUSH_OVERLAP` back from the previous query of any kind.
+        """
+        if pushed and self._last_query_at is not None:
+            return self._last_query_at - dt.timedelta(seconds=PUSH_OVERLAP)
+        origin = self._last_timed_query_at or self._last_query_at
+        if origin is None:
             return None  # the first query loads every subscriber's rows: nothing older to catch up on
-        return self._last_query_at - dt.timedelta(seconds=CHANGE_OVERLAP)
+        return origin - dt.timedelta(seconds=CHANGE_OVERLAP)
+
+    def _nudge(self) -> None:
+        """The store signalled a write: query early (at most every :data:`PUSH_MIN_GAP` seconds)."""
+        self._nudged = True
+        self._reschedule.set()
+
+    async def _watch_store(self) -> None:
+        """Open the store's change signal (:mod:`~vobiz_provider.ledger.change_signal`) if it has none; a
+        store that cannot be watched is polled only, and tried again after :data:`SIGNAL_RETRY` seconds."""
+        signal = self._signal
+        if signal is not None and not signal.broken:
+            return
+        now = time.monotonic()
+        if self._store is None or (
+            self._signal_tried_at is not None and now - self._signal_tried_at < SIGNAL_RETRY
+        ):
+            return
+        self._signal_tried_at = now
+        self._signal = None
+        try:
+            signal = await asyncio.to_thread(self._store.open_change_signal)
+        except Exception as exc:
+            log.warning("Cannot watch the callback store for writes (polling only): %s", exc)
+            return
+        if signal is not None:
+            if not self._subscriptions:  # everybody left while it connected
+                signal.close()
+                return
+            signal.start(self._nudge)
+            self._signal = signal
 
     def _take_pending(self) -> tuple[list[Subscription], frozenset[str], frozenset[str]]:
         """The subscribers this tick loads (at most :data:`MAX_NEW_UUIDS` UUIDs), and their UUIDs."""
@@ -362,20 +331,23 @@ class SharedPoller:
             calls.update(subscription.call_uuids)
         return loading, frozenset(requests), frozenset(calls)
 
-    async def _tick(self) -> None:
+    async def _tick(self, *, pushed: bool = False) -> None:
         loading, requests, calls = self._take_pending()
-        since = self._cursor()
+        since = self._cursor(pushed=pushed)
         query_at = dt.datetime.now(dt.timezone.utc)
         try:
             store = await self._get_store()
             changes = await asyncio.to_thread(self._fetch, store, since, requests, calls)
             self.lookups += 1
+            self.pushed_lookups += pushed
             await self._check_silence(store)
         except Exception as exc:
             self._failed(exc, loading)
             return
         self._polled_at = time.time()
         self._last_query_at = query_at
+        if not pushed:
+            self._last_timed_query_at = query_at
         recovered, self._error, self._failing_since = self._error is not None, None, None
         touched: dict[Subscription, None] = {}
         loading_now = set(loading)

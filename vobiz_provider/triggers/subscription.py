@@ -1,0 +1,122 @@
+"""One waiting trigger's place in the shared poller (:mod:`vobiz_provider.triggers.poller`)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from vobiz_provider.ledger import CallChange
+    from vobiz_provider.models.record import CallRecord
+
+__all__ = ["Subscription"]
+
+
+class SharedPoller(Protocol):
+    """What a subscription reads of its :class:`~vobiz_provider.triggers.poller.SharedPoller`."""
+
+    _error: BaseException | None
+    _polled_at: float | None
+    _last_callback_at: float | None
+    _failing_since: float | None
+
+    def _ensure_running(self) -> None: ...
+
+
+@dataclass(eq=False, slots=True)
+class Subscription:
+    """One trigger's place in a :class:`SharedPoller`.
+
+    The poller sets :attr:`records` (every stored record whose request or call UUID is one of this
+    subscription's) after its first poll, and wakes :meth:`wait` only when that changes, when the store
+    becomes unreadable or readable again (:attr:`error`), and once after the first poll: 10,000 idle
+    waiters cost no wake-ups.
+
+    :param request_uuids: Request UUIDs whose records this subscriber wants.
+    :param call_uuids: Call UUIDs whose records this subscriber wants.
+    :param interval: Seconds between two polls this subscriber asks for.
+    """
+
+    request_uuids: frozenset[str]
+    call_uuids: frozenset[str]
+    interval: float
+    records: list[CallRecord] | None = None
+    _poller: SharedPoller | None = field(default=None, repr=False)
+    #: A poll result arrived that :meth:`wait` has not returned yet.
+    _updated: bool = field(default=False, repr=False)
+    _waiter: asyncio.Future[None] | None = field(default=None, repr=False)
+    #: The rows delivered so far, by row id (their versions tell a change from a re-read).
+    _rows: dict[int, CallChange] = field(default_factory=dict, repr=False)
+    #: Whether a poll has loaded this subscriber's rows (from then on it is kept current by the cursor).
+    _loaded: bool = field(default=False, repr=False)
+    _reported: bool = field(default=False, repr=False)
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why the store cannot be read right now (``None`` while it answers)."""
+        return self._poller._error if self._poller is not None else None
+
+    @property
+    def polled_at(self) -> float | None:
+        """Epoch seconds of the last successful poll that covered this subscriber (``None``: none yet)."""
+        return self._poller._polled_at if self._poller is not None and self._loaded else None
+
+    @property
+    def last_callback_at(self) -> float | None:
+        """Epoch seconds of the newest callback in the store (any call), as last seen by the poller."""
+        return self._poller._last_callback_at if self._poller is not None else None
+
+    @property
+    def failing_since(self) -> float | None:
+        """Epoch seconds since which every poll has failed (``None`` while the store answers)."""
+        return self._poller._failing_since if self._poller is not None else None
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait until the next poll result arrives, or ``timeout`` seconds; ``True`` if one arrived."""
+        if self._poller is not None:
+            self._poller._ensure_running()  # revive a poller whose task was cancelled under us
+        if not self._updated:
+            # A bare future and a timer rather than wait_for(Event.wait()), which makes a task per wait:
+            # 10,000 waiters re-arm their waits all the time, and every object counts for the garbage
+            # collector's full passes.
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(max(timeout, 0.0), _resolve, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+            if not self._updated:
+                return False
+        self._updated = False
+        return True
+
+    def _wake(self) -> None:
+        self._updated = True
+        if self._waiter is not None:
+            _resolve(self._waiter)
+
+    def _take(self, change: CallChange) -> bool:
+        """Take one row read by a poll; ``True`` if it is new to this subscriber or changed."""
+        known = self._rows.get(change.id)
+        if known is not None and known.version == change.version:
+            return False  # read again inside the cursor's overlap
+        self._rows[change.id] = change
+        if change.call_uuid is not None and change.leg_key is not None:
+            # The call that names a fired leg absorbs (and the store deletes) the leg's placeholder row.
+            for row_id, other in list(self._rows.items()):
+                if row_id != change.id and other.call_uuid is None and other.leg_key == change.leg_key:
+                    del self._rows[row_id]
+        return True
+
+    def _publish(self) -> None:
+        self.records = [self._rows[row_id].record() for row_id in sorted(self._rows)]
+        self._reported = True
+        self._wake()
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
