@@ -23,7 +23,6 @@ triggers ran on both triggerers. The figures and the callback-to-resume latency 
 from __future__ import annotations
 
 import os
-import random
 import threading
 import time
 from collections import Counter, defaultdict
@@ -34,11 +33,10 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from _callee_mix import realistic_script
 from _deployment import CPS, Cluster, deployment
 from _scale_figures import RECIPIENTS, ScaleFigures, max_rate, percentile
 from _waiting import wait_until
-
-from vobiz_provider.testing import CallScript
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -53,24 +51,6 @@ pytestmark = [
     pytest.mark.postgres,
     pytest.mark.timeout(int(900 + RECIPIENTS * 2 * SECONDS_PER_RECIPIENT)),
 ]
-
-
-def _script(index: int) -> CallScript:
-    """Realistic delays: half answered and spoken to, a quarter busy, a quarter unanswered."""
-    rng = random.Random(index)
-    kind = ("completed", "busy", "completed", "no-answer")[index % 4]
-    ring_after = rng.uniform(0.5, 2.0)
-    if kind == "busy":
-        return CallScript(outcome="busy", ring_after=ring_after, answer_after=rng.uniform(1.5, 5.0))
-    if kind == "no-answer":
-        return CallScript(outcome="no-answer", ring_after=ring_after, answer_after=rng.uniform(8.0, 15.0))
-    return CallScript(
-        outcome="completed",
-        ring_after=ring_after,
-        answer_after=rng.uniform(2.0, 8.0),
-        talk_for=None,
-        media_seconds=rng.uniform(1.5, 4.0),
-    )
 
 
 @pytest.fixture
@@ -152,7 +132,7 @@ def test_reminders_at_scale_survive_a_worker_a_triggerer_and_a_receiver_lost(clu
     recipients = [f"+91983{index:07d}" for index in range(RECIPIENTS)]
     remote.reset()
     for index, number in enumerate(recipients):
-        remote.script(number, _script(index))
+        remote.script(number, realistic_script(index, answer_after=(2.0, 8.0), no_answer_after=(8.0, 15.0)))
     remote.hold_calls()
 
     wait_until(

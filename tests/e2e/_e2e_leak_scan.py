@@ -12,7 +12,7 @@ from vobiz_provider.testing.secret_scan import Finding, ScanCounts, Secret, Secr
 
 if TYPE_CHECKING:
     from _processes import EmulatorProcess
-    from conftest import StandaloneAirflow
+    from _standalone import StandaloneAirflow
 
 #: The tables of the Airflow metadata DB where a leak would reach users (all tables are scanned; these must
 #: hold rows after the run, or the scan proved nothing).

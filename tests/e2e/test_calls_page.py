@@ -25,8 +25,8 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from _standalone import run_standalone
 from _suite_secrets import CALLS_PAGE_JWT_SECRET
-from conftest import run_standalone
 from playwright.sync_api import Page, expect, sync_playwright
 
 from vobiz_provider.phone_masking import mask_number
@@ -36,7 +36,8 @@ from vobiz_provider.testing.emulator.settings import EmulatorSettings
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from conftest import EmulatorProcess, StandaloneAirflow
+    from _processes import EmulatorProcess
+    from _standalone import StandaloneAirflow
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow_db, pytest.mark.timeout(480)]
 

@@ -28,7 +28,8 @@ from vobiz_provider.phone_masking import mask_number
 from vobiz_provider.testing import CallScript
 
 if TYPE_CHECKING:
-    from conftest import EmulatorProcess, StandaloneAirflow
+    from _processes import EmulatorProcess
+    from _standalone import StandaloneAirflow
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow_db, pytest.mark.timeout(420)]
 

@@ -16,14 +16,15 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import CALLBACK_SECRET
+from _standalone import CALLBACK_SECRET
 
 from vobiz_provider.ledger import CallLedger
 from vobiz_provider.models.inbound import inbound_url
 from vobiz_provider.testing import place_inbound_call
 
 if TYPE_CHECKING:
-    from conftest import EmulatorProcess, StandaloneAirflow
+    from _processes import EmulatorProcess
+    from _standalone import StandaloneAirflow
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow_db, pytest.mark.timeout(420)]
 

@@ -22,7 +22,6 @@ unanswered line fails it with that status and cause. Each destination is dialled
 from __future__ import annotations
 
 import json
-import random
 import time
 from collections import Counter
 from datetime import datetime
@@ -33,13 +32,13 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from _airflow_processes import AirflowProcesses, airflow_processes
+from _callee_mix import realistic_script
 from _figures import Figures, record, size
 from _processes import EmulatorProcess, emulator_subprocess, free_port
 from _receiver_server import serve_subprocess
 from _waiting import wait_until
 
 from vobiz_provider.ledger import get_ledger
-from vobiz_provider.testing import CallScript
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -60,27 +59,6 @@ pytestmark = [
     pytest.mark.airflow_db,
     pytest.mark.timeout(int(900 + CALLS * 4 * SECONDS_PER_TASK)),
 ]
-
-
-def _script(index: int) -> CallScript:
-    """What the callee of destination ``index`` does once the call is released: realistic delays, half of
-    the calls answered and spoken to, a quarter busy, a quarter unanswered (giving up before the 60 s ring
-    timeout)."""
-    rng = random.Random(index)
-    kind = ("completed", "busy", "completed", "no-answer")[index % 4]
-    ring_after = rng.uniform(0.5, 2.0)
-    if kind == "busy":
-        return CallScript(outcome="busy", ring_after=ring_after, answer_after=rng.uniform(1.5, 5.0))
-    if kind == "no-answer":
-        return CallScript(outcome="no-answer", ring_after=ring_after, answer_after=rng.uniform(10.0, 20.0))
-    # Answered; the call ends when the message (served by the receiver from the store) has been spoken.
-    return CallScript(
-        outcome="completed",
-        ring_after=ring_after,
-        answer_after=rng.uniform(2.0, 9.0),
-        talk_for=None,
-        media_seconds=rng.uniform(1.5, 4.0),
-    )
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +200,7 @@ def test_triggerer_kill_9_with_deferred_calls_waiting(
     destinations = [f"{prefix}{index:07d}" for index in range(CALLS)]
     remote.reset()
     for index, destination in enumerate(destinations):
-        remote.script(destination, _script(index))
+        remote.script(destination, realistic_script(index))
     remote.hold_calls()
 
     port = free_port()
