@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -37,6 +37,27 @@ def test_plugin_declares_the_receiver_app_at_vobiz() -> None:
     assert {"/callbacks/{kind}", "/health"} <= paths
 
 
+def _json_list(output: str) -> list[dict[str, Any]]:
+    """The JSON list of dicts that ``airflow ... --output json`` printed, after any log lines on stdout
+    (e.g. ``[warning  ] Please define the 'cli' section ...`` from an older provider at its floor)."""
+    decoder = json.JSONDecoder()
+    for start in (i for i, char in enumerate(output) if char == "["):
+        try:
+            value, _ = decoder.raw_decode(output, start)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+            return value
+    raise AssertionError(f"no JSON list of objects in the output:\n{output[-2000:]}")
+
+
+def test_json_list_skips_log_lines_that_start_with_a_bracket() -> None:
+    printed = '[warning  ] \nPlease define the \'cli\' section []\n[{"name": "vobiz"}]\n'
+    assert _json_list(printed) == [{"name": "vobiz"}]
+    with pytest.raises(AssertionError, match="no JSON list"):
+        _json_list("[warning  ] nothing else []")
+
+
 def test_airflow_lists_the_plugin_without_touching_the_store(tmp_path: Path) -> None:
     store_file = tmp_path / "callbacks.db"
     env = {
@@ -54,7 +75,7 @@ def test_airflow_lists_the_plugin_without_touching_the_store(tmp_path: Path) -> 
         check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    plugins = json.loads(result.stdout[result.stdout.index("[") :])
+    plugins = _json_list(result.stdout)
     [vobiz] = [plugin for plugin in plugins if plugin["name"] == "vobiz"]
     assert "vobiz_provider.plugins.vobiz:VobizPlugin" in vobiz["source"]
     assert vobiz["fastapi_apps"] == [
