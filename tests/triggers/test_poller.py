@@ -165,6 +165,30 @@ async def test_poller_stops_when_nobody_waits_and_restarts_on_demand(store: Call
         assert [r.status for r in sub.records or ()] == ["completed"]
 
 
+class _Signalled(BaseException):
+    """Stands for Airflow's ``AirflowTaskTimeout``: a BaseException raised by a signal handler."""
+
+
+async def test_a_signal_raised_inside_the_poller_ends_the_wait(
+    store: CallLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGALRM raises the task timeout in whatever code runs: if that is the poller's task, the waiting
+    trigger must still end with it (an in-worker wait would otherwise run on to its own deadline)."""
+    url = store.url.render_as_string(hide_password=False)
+
+    async def signalled_tick(self: SharedPoller, *, pushed: bool = False) -> None:
+        raise _Signalled("Timeout, PID: 1")
+
+    monkeypatch.setattr(SharedPoller, "_tick", signalled_tick)
+    async with subscribe(url, request_uuids=[new_uuid()], interval=INTERVAL) as sub:
+        began = time.monotonic()
+        with pytest.raises(_Signalled, match="Timeout"):
+            while True:
+                await sub.wait(timeout=30.0)
+        assert time.monotonic() - began < 10.0  # at the first tick, not at the 30 s timeout
+    assert not SharedPoller._registry.get(asyncio.get_running_loop())  # the dead poller is forgotten
+
+
 async def test_cancelled_waiter_is_unsubscribed(store: CallLedger) -> None:
     url = store.url.render_as_string(hide_password=False)
 

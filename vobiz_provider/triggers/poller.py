@@ -131,6 +131,9 @@ class SharedPoller:
         self._last_query_at: dt.datetime | None = None
         self._polled_at: float | None = None
         self._error: BaseException | None = None
+        #: A signal's exception (e.g. Airflow's task timeout, raised by SIGALRM in whatever code runs at
+        #: that moment) that landed in this poller's task: it belongs to the waiters, who re-raise it.
+        self._fatal: BaseException | None = None
         self._failing_since: float | None = None
         self._last_callback_at: float | None = None
         self._silence_checked_at: float | None = None
@@ -259,6 +262,16 @@ class SharedPoller:
                     self._reschedule.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._reschedule.wait(), timeout=remaining)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            raise
+        except BaseException as exc:
+            # Not ours: a timeout or kill signal raised while this task happened to run. Hand it to the
+            # waiters (Subscription.wait re-raises it), or the wait would go on as if nothing happened.
+            self._fatal = exc
+            for subscription in list(self._subscriptions):
+                subscription._wake()
         finally:
             if self._signal is not None:
                 self._signal.close()

@@ -17,6 +17,7 @@ class SharedPoller(Protocol):
     """What a subscription reads of its :class:`~vobiz_provider.triggers.poller.SharedPoller`."""
 
     _error: BaseException | None
+    _fatal: BaseException | None
     _polled_at: float | None
     _last_callback_at: float | None
     _failing_since: float | None
@@ -73,7 +74,12 @@ class Subscription:
         return self._poller._failing_since if self._poller is not None else None
 
     async def wait(self, timeout: float) -> bool:
-        """Wait until the next poll result arrives, or ``timeout`` seconds; ``True`` if one arrived."""
+        """Wait until the next poll result arrives, or ``timeout`` seconds; ``True`` if one arrived.
+
+        :raises BaseException: A signal's exception (e.g. Airflow's task timeout) that landed in the
+            poller's task rather than in the waiter's: the wait ends with it, as it would have.
+        """
+        self._raise_fatal()
         if self._poller is not None:
             self._poller._ensure_running()  # revive a poller whose task was cancelled under us
         if not self._updated:
@@ -88,10 +94,16 @@ class Subscription:
             finally:
                 timer.cancel()
                 self._waiter = None
+            self._raise_fatal()
             if not self._updated:
                 return False
         self._updated = False
         return True
+
+    def _raise_fatal(self) -> None:
+        fatal = self._poller._fatal if self._poller is not None else None
+        if fatal is not None:
+            raise fatal
 
     def _wake(self) -> None:
         self._updated = True
