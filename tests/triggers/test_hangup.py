@@ -237,12 +237,21 @@ async def test_unreadable_store_keeps_waiting(
 
 def test_fresh_event_loops_get_fresh_pollers(store: CallLedger) -> None:
     """dag.test() runs each trigger in its own asyncio.run(): nothing may stay bound to a dead loop."""
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def in_a_fresh_loop(trigger: VobizCallHangupTrigger) -> dict[str, Any]:
+        loops.append(asyncio.get_running_loop())
+        return await first_event(trigger)
+
     for _ in range(3):
         request = new_uuid()
         deliver(store, "hangup", hangup_form(call_uuid=request, request_uuid=request, to="919000000002"))
-        payload = asyncio.run(first_event(make_trigger(request_uuids=[request])))
+        payload = asyncio.run(in_a_fresh_loop(make_trigger(request_uuids=[request])))
         assert payload["status"] == "hangup"
-    assert len(SharedPoller._registry) == 0
+    # These loops are held here, so only the poller's own clean-up can have removed them (other tests'
+    # loops may still wait for the garbage collector: they are not this test's business).
+    assert len(set(map(id, loops))) == 3
+    assert [loop for loop in loops if loop in SharedPoller._registry] == []
 
 
 async def test_bulk_request_without_known_destinations(store: CallLedger) -> None:
