@@ -33,10 +33,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from benchmarks.common import (
-    BENCH_AUTH_ID,
     BENCH_AUTH_TOKEN,
     BENCH_SECRET,
-    REPO_ROOT,
     Check,
     Section,
     destination,
@@ -48,6 +46,7 @@ from benchmarks.common import (
     median,
     new_uuid,
     postgres_base_url,
+    receiver_env,
     stop_process,
     store_url,
     wait_for_http,
@@ -430,24 +429,12 @@ def _bench_backend(
     with store_url(backend, "b2") as url:
         receiver_port, bare_port = free_port(), free_port()
         base_url = f"http://127.0.0.1:{receiver_port}/vobiz"
-        env = os.environ.copy()
-        env.update(
-            {
-                "AIRFLOW__VOBIZ__CALLBACK_STORE": url,
-                "AIRFLOW__VOBIZ__CALLBACK_SECRET": BENCH_SECRET,
-                "AIRFLOW__VOBIZ__CALLBACK_BASE_URL": base_url,
-                "AIRFLOW__VOBIZ__REQUIRE_SIGNATURES": "True",
-                "AIRFLOW_CONN_VOBIZ_DEFAULT": json.dumps(
-                    {"conn_type": "vobiz", "login": BENCH_AUTH_ID, "password": BENCH_AUTH_TOKEN}
-                ),
-                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-            }
-        )
+        env = receiver_env(url, base_url)
         # Another checkout's receiver (e.g. main, for a before/after comparison in one sitting).
         other = os.environ.get("VOBIZ_BENCH_RECEIVER_SRC")
-        receiver_env = {**env, "PYTHONPATH": os.pathsep.join([other, env["PYTHONPATH"]])} if other else env
+        rx_env = {**env, "PYTHONPATH": os.pathsep.join([other, env["PYTHONPATH"]])} if other else env
         receiver = _start(
-            [*SERVER_CPU, *_receiver_command(receiver_port)], receiver_env, workdir / f"rx-{backend}.log"
+            [*SERVER_CPU, *_receiver_command(receiver_port)], rx_env, workdir / f"rx-{backend}.log"
         )
         bare = _start(
             [

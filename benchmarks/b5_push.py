@@ -12,8 +12,6 @@ their process (every thread) over the window is the idle cost.
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -23,10 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
-    BENCH_AUTH_ID,
     BENCH_AUTH_TOKEN,
     BENCH_SECRET,
-    REPO_ROOT,
     Check,
     Section,
     destination,
@@ -36,6 +32,7 @@ from benchmarks.common import (
     hangup_form,
     new_uuid,
     postgres_base_url,
+    receiver_env,
     stop_process,
     store_url,
     wait_for_http,
@@ -94,19 +91,7 @@ def _start_receiver(url: str, workdir: Path) -> tuple[subprocess.Popen[bytes], s
 
     port = free_port()
     base_url = f"http://127.0.0.1:{port}/vobiz"
-    env = os.environ.copy()
-    env.update(
-        {
-            "AIRFLOW__VOBIZ__CALLBACK_STORE": url,
-            "AIRFLOW__VOBIZ__CALLBACK_SECRET": BENCH_SECRET,
-            "AIRFLOW__VOBIZ__CALLBACK_BASE_URL": base_url,
-            "AIRFLOW__VOBIZ__REQUIRE_SIGNATURES": "True",
-            "AIRFLOW_CONN_VOBIZ_DEFAULT": json.dumps(
-                {"conn_type": "vobiz", "login": BENCH_AUTH_ID, "password": BENCH_AUTH_TOKEN}
-            ),
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-        }
-    )
+    env = receiver_env(url, base_url)
     log = open(workdir / "receiver.log", "ab")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen(_receiver_command(port), env=env, stdout=log, stderr=subprocess.STDOUT)
     wait_for_http(f"{base_url}/health", process=process)

@@ -256,6 +256,31 @@ def wait_for_http(url: str, *, timeout: float = 60.0, process: subprocess.Popen[
     raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
 
 
+def receiver_env(store: str, base_url: str) -> dict[str, str]:
+    """The environment of a ``vobiz-callbacks serve`` under benchmark: this process's, plus the ``[vobiz]``
+    settings of ``store`` and ``base_url`` (signatures required) and the bench's ``vobiz_default`` connection.
+
+    :param store: The callback store URL.
+    :param base_url: The receiver root, also its public ``callback_base_url``.
+    """
+    import json
+
+    env = os.environ.copy()
+    env.update(
+        {
+            "AIRFLOW__VOBIZ__CALLBACK_STORE": store,
+            "AIRFLOW__VOBIZ__CALLBACK_SECRET": BENCH_SECRET,
+            "AIRFLOW__VOBIZ__CALLBACK_BASE_URL": base_url,
+            "AIRFLOW__VOBIZ__REQUIRE_SIGNATURES": "True",
+            "AIRFLOW_CONN_VOBIZ_DEFAULT": json.dumps(
+                {"conn_type": "vobiz", "login": BENCH_AUTH_ID, "password": BENCH_AUTH_TOKEN}
+            ),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        }
+    )
+    return env
+
+
 def stop_process(process: subprocess.Popen[Any], *, timeout: float = 10.0) -> None:
     """Stop a server subprocess started by a benchmark (SIGTERM, then SIGKILL)."""
     if process.poll() is not None:

@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from _browser import CHROMIUM_ARGS, find_chromium, screenshot
 from _standalone import run_standalone
 from _suite_secrets import CALLS_PAGE_JWT_SECRET
 from playwright.sync_api import Page, expect, sync_playwright
@@ -42,18 +43,6 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.slow, pytest.mark.airflow_db, pytest.mark.timeout(480)]
 
 HERE = Path(__file__).resolve().parent
-ARTIFACTS = HERE.parents[1] / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 DAG_A, DAG_B = "vobiz_calls_page_a", "vobiz_calls_page_b"
 ANSWERED, BUSY, SILENT = "+14155550111", "+14155550112", "+14155550113"
 OTHER = "+14155550121"
@@ -71,9 +60,7 @@ def _token(api_url: str, user: str) -> str:
 
 @pytest.fixture(scope="module")
 def chromium() -> Path:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is not installed: run scripts/ci-browser-deps")
-    return CHROMIUM
+    return find_chromium()
 
 
 @pytest.fixture(scope="module")
@@ -157,10 +144,7 @@ def _run_dags(airflow: StandaloneAirflow, emulator: EmulatorProcess) -> dict[str
 
 
 def _shot(page: Page, name: str, capsys: pytest.CaptureFixture[str]) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
-    with capsys.disabled():
-        print(f"\nscreenshot: {ARTIFACTS / name}")
+    screenshot(page, name, capsys, full_page=True)
 
 
 def _rows(page: Page) -> list[str]:

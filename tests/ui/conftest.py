@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+from _browser import find_chromium
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-CHROMIUM = Path("/usr/bin/chromium")
 
 _STARTUP_TIMEOUT = 120.0
 _STOP_TIMEOUT = 15.0
@@ -71,12 +71,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="session")
 def chromium() -> Path:
     """Debian's chromium; skips when it is missing (fails under CI, which installs it)."""
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is not installed: run scripts/ci-browser-deps (apt-get install chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the browser test but {reason}")
-        pytest.skip(reason)
-    return CHROMIUM
+    return find_chromium()
 
 
 @pytest.fixture(scope="session")

@@ -12,33 +12,23 @@ Screenshots land in ``test-artifacts/`` at the repository root (kept by CI as ar
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from _browser import CHROMIUM_ARGS, screenshot
 from playwright.sync_api import Locator, Page, expect, sync_playwright
 
 from vobiz_provider.get_provider_info import get_provider_info
 
+if TYPE_CHECKING:
+    from pathlib import Path
+
 pytestmark = pytest.mark.slow
 
-# Debian's chromium driven by Playwright's bundled driver: no browser download, nothing reached but
-# loopback.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 # Tall enough for the whole dialog with the extra fields open (the dialog scrolls inside a fixed
 # overlay, which a full-page screenshot would not capture).
 VIEWPORT = {"width": 1280, "height": 1500}
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 def _vobiz_connection_type() -> dict[str, Any]:
@@ -63,12 +53,7 @@ def _field(dialog: Locator, label: str) -> Locator:
 
 
 def _screenshot(page: Page, name: str, capsys: pytest.CaptureFixture[str]) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / name
-    page.screenshot(path=str(path))
-    with capsys.disabled():
-        print(f"\nscreenshot: {path}")
-    return path
+    return screenshot(page, name, capsys)
 
 
 def test_vobiz_connection_form_in_the_browser(
