@@ -9,7 +9,7 @@ import pytest
 from _ledger_helpers import store_callback
 
 from vobiz_provider.ledger import CallLedger
-from vobiz_provider.ledger.rows import _int, text
+from vobiz_provider.ledger.rows import int_value, text
 from vobiz_provider.models.record import CallRecord
 
 if TYPE_CHECKING:
@@ -38,12 +38,12 @@ def test_text_strips_c0_and_c1_control_characters() -> None:
 
 
 def test_int_refuses_absurdly_long_numbers_before_reading_them() -> None:
-    assert _int("4000") == 4000
-    assert _int(" 12.0 ") == 12
-    assert _int("1" * 400 + ".0") is None
-    assert _int("9" * 60_000) is None
-    assert _int("nan") is None
-    assert _int("inf") is None
+    assert int_value("4000") == 4000
+    assert int_value(" 12.0 ") == 12
+    assert int_value("1" * 400 + ".0") is None
+    assert int_value("9" * 60_000) is None
+    assert int_value("nan") is None
+    assert int_value("inf") is None
 
 
 def test_an_api_answer_with_nul_and_line_breaks_is_stored_without_them(store: CallLedger) -> None:

@@ -24,8 +24,9 @@ from vobiz_provider.correlation import CorrelationToken
 from vobiz_provider.exceptions import LedgerUnavailableError
 from vobiz_provider.ledger import CallLedger, IngestResult, PreparedCallback
 from vobiz_provider.ledger.binding import Refusal
+from vobiz_provider.ledger.callback_columns import dedupe_key
 from vobiz_provider.ledger.database import Conflict
-from vobiz_provider.ledger.rows import dedupe_key, utcnow
+from vobiz_provider.ledger.rows import utcnow
 from vobiz_provider.ledger.schema import calls, events, nonces
 
 if TYPE_CHECKING:

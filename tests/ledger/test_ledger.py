@@ -19,7 +19,7 @@ from vobiz_provider.config import VobizSettings
 from vobiz_provider.correlation import CorrelationToken
 from vobiz_provider.exceptions import LedgerUnavailableError
 from vobiz_provider.ledger import CallLedger, dispose_ledgers, get_ledger
-from vobiz_provider.ledger.rows import dedupe_key
+from vobiz_provider.ledger.callback_columns import dedupe_key
 from vobiz_provider.ledger.schema import SCHEMA_VERSION, calls, events, nonces, placements, schema_version
 from vobiz_provider.models.record import CallRecord
 

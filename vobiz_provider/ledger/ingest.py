@@ -27,19 +27,18 @@ import sqlalchemy as sa
 
 from vobiz_provider.exceptions import LedgerUnavailableError
 from vobiz_provider.ledger.binding import Refusal, check, load_tries, note_stored, owner_of
-from vobiz_provider.ledger.calls import Calls
-from vobiz_provider.ledger.change_signal import notify_changed
-from vobiz_provider.ledger.group_commit import GroupCommitter
-from vobiz_provider.ledger.rows import (
+from vobiz_provider.ledger.callback_columns import (
     callback_columns,
     callback_status,
-    correlation_values,
     dedupe_key,
     log_unreadable,
     normalise_kind,
     stored_form,
-    utcnow,
 )
+from vobiz_provider.ledger.calls import Calls
+from vobiz_provider.ledger.change_signal import notify_changed
+from vobiz_provider.ledger.group_commit import GroupCommitter
+from vobiz_provider.ledger.rows import correlation_values, utcnow
 from vobiz_provider.ledger.schema import UTCDateTime, events, nonces
 from vobiz_provider.models.callbacks import read_callback
 
@@ -85,13 +84,13 @@ class PreparedCallback:
     """A checked callback and the rows storing it writes (:meth:`Ingest.prepare_callback`).
 
     :param kind: The normalised callback kind.
-    :param form: The fields as strings, as stored in the event row (:func:`~vobiz_provider.ledger.rows.
-        stored_form`).
+    :param form: The fields as strings, as stored in the event row
+        (:func:`~vobiz_provider.ledger.callback_columns.stored_form`).
     :param values: The call columns it carries, with the task instance's.
     :param status: The call status it reports, if any.
     :param event: ``Event``.
     :param call_status: ``CallStatus``.
-    :param dedupe_key: Its :func:`~vobiz_provider.ledger.rows.dedupe_key`.
+    :param dedupe_key: Its :func:`~vobiz_provider.ledger.callback_columns.dedupe_key`.
     :param replay_keys: The replay keys of its valid signatures (empty when unsigned).
     :param nonce_window: Replay window in seconds.
     :param max_callbacks_per_call: Its try's budget, per destination dialled.

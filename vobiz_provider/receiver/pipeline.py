@@ -51,7 +51,8 @@ from vobiz_provider.exceptions import (
     VobizValidationError,
 )
 from vobiz_provider.ledger import get_ledger
-from vobiz_provider.ledger.rows import log_unreadable, uuid_text
+from vobiz_provider.ledger.callback_columns import log_unreadable
+from vobiz_provider.ledger.rows import uuid_text
 from vobiz_provider.models.callbacks import read_callback
 from vobiz_provider.receiver.answer_xml import EMPTY_XML_RESPONSE, xml_response_for
 from vobiz_provider.receiver.incoming import (
