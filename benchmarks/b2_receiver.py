@@ -419,6 +419,8 @@ class Row:
     concurrency: int
     bare: list[LoadResult]
     receiver: list[LoadResult]
+    #: The floor's runs (:mod:`benchmarks.b2_floor`; SQLite only).
+    floor: list[LoadResult] = field(default_factory=list)
 
 
 def _bench_backend(
@@ -449,10 +451,33 @@ def _bench_backend(
             env,
             workdir / f"bare-{backend}.log",
         )
+        bare_root = f"http://127.0.0.1:{bare_port}"
+        floor = floor_root = None
+        if backend == "sqlite":
+            floor_port = free_port()
+            floor_root = f"http://127.0.0.1:{floor_port}"
+            floor = _start(
+                [
+                    *SERVER_CPU,
+                    sys.executable,
+                    "-m",
+                    "benchmarks.b2_floor",
+                    "--port",
+                    str(floor_port),
+                    "--db",
+                    str(workdir / "floor.db"),
+                    # The bare route's callbacks, signed for the bare route's URL.
+                    "--public-url",
+                    f"{bare_root}/vobiz/callbacks/hangup",
+                ],
+                env,
+                workdir / "floor.log",
+            )
         try:
             wait_for_http(f"{base_url}/health", process=receiver)
-            wait_for_http(f"http://127.0.0.1:{bare_port}/", process=bare)
-            bare_root = f"http://127.0.0.1:{bare_port}"
+            wait_for_http(f"{bare_root}/", process=bare)
+            if floor is not None:
+                wait_for_http(f"{floor_root}/", process=floor)
             bare_file = workdir / "bare-requests.txt"
             # The bare route stores nothing: one file of callbacks of unrecorded calls serves every run (a run
             # that gets to its end repeats its last callback: the same work for this route).
@@ -472,6 +497,11 @@ def _bench_backend(
                 for seconds, measured in runs:
                     made = calls.write(workdir / "requests.txt", int(seconds * config.max_rate) + 1)
                     bare_result = run_wrk(bare_root, bare_file, connections=concurrency, duration=seconds)
+                    floor_result = (
+                        run_wrk(floor_root, bare_file, connections=concurrency, duration=seconds)
+                        if floor_root
+                        else None
+                    )
                     result = run_wrk(
                         calls.root, workdir / "requests.txt", connections=concurrency, duration=seconds
                     )
@@ -479,17 +509,29 @@ def _bench_backend(
                     if measured:  # warm-up runs (connections, thread pools, caches) only count in the store
                         row.bare.append(bare_result)
                         row.receiver.append(result)
+                        if floor_result is not None:
+                            row.floor.append(floor_result)
                 log(
                     f"  B2 {backend} c={concurrency}: receiver "
                     f"{median([r.throughput for r in row.receiver]):.0f}/s, bare "
                     f"{median([r.throughput for r in row.bare]):.0f}/s"
+                    + (f", floor {median([r.throughput for r in row.floor]):.0f}/s" if row.floor else "")
                 )
                 rows.append(row)
             stored, duplicate_rows = ledger.settle(url)
         finally:
             stop_process(receiver)
             stop_process(bare)
+            if floor is not None:
+                stop_process(floor)
     return rows, ledger, stored, duplicate_rows
+
+
+def _floor_cell(floor: list[LoadResult], bare_tp: float) -> str:
+    if not floor:
+        return "-"
+    floor_tp = median([r.throughput for r in floor])
+    return f"{fmt_int(floor_tp)} ({fmt(floor_tp / bare_tp * 100 if bare_tp else 0.0, 0, ' %')})"
 
 
 def run(*, smoke: bool = False, log: Any = print) -> Section:
@@ -516,7 +558,11 @@ def run(*, smoke: bool = False, log: Any = print) -> Section:
             f"of {TOKENS} task tries (untimed, as the operator does after POST /Call/): the receiver stores "
             "callbacks of recorded calls only, so each one is bound to its try and merged into the existing "
             "call row. Bare route: a Starlette route on the same uvicorn that parses the form "
-            "(`await request.form()`) and answers 200."
+            "(`await request.form()`) and answers 200. Floor (SQLite rows, informational; "
+            "`benchmarks/b2_floor.py`): a raw ASGI app on the same uvicorn that runs the receiver's own "
+            "token, signature and callback-model checks and group-commits each callback into one table of a "
+            "SQLite WAL file (synchronous=FULL) before answering, and nothing else: how much of the bare "
+            "route the checks and a durable write leave, with the bare route's callbacks."
         ),
         headers=[
             "store",
@@ -528,6 +574,7 @@ def run(*, smoke: bool = False, log: Any = print) -> Section:
             "receiver p99",
             "bare p50",
             "bare p99",
+            "floor req/s (ratio)",
             "non-200 answers",
         ],
     )
@@ -562,6 +609,7 @@ def run(*, smoke: bool = False, log: Any = print) -> Section:
                         fmt_ms(p99, 1),
                         fmt_ms(median([r.p50 for r in row.bare]), 1),
                         fmt_ms(median([r.p99 for r in row.bare]), 1),
+                        _floor_cell(row.floor, bare_tp),
                         f"{other}" + (f", {errors} transport errors" if errors else ""),
                     ]
                 )
