@@ -3,11 +3,13 @@ keys claimed in the same transaction; stream cursors that only move forward."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
 
 from vobiz_provider.ledger import CallLedger
+from vobiz_provider.ledger.schema import inbound_events
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -70,3 +72,21 @@ def test_cursors_are_per_stream_and_never_move_back(ledger):
     ledger.advance_inbound_cursor("s", 3)
     ledger.advance_inbound_cursor("t", 1)
     assert (ledger.inbound_cursor("s"), ledger.inbound_cursor("t")) == (5, 1)
+
+
+def test_prune_deletes_old_inbound_events_and_a_stream_goes_on_from_its_cursor(ledger):
+    _store(ledger, "call", "c-old")
+    _store(ledger, "hangup", "c-old")
+    with ledger.engine.begin() as conn:
+        conn.execute(
+            inbound_events.update().values(
+                received_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=8)
+            )
+        )
+    _store(ledger, "call", "c-new")
+    assert ledger.prune(older_than=dt.timedelta(days=7)) == 2
+    rows = ledger.inbound_events_after(0)
+    assert [(r.kind, r.call_uuid) for r in rows] == [("call", "c-new")]
+    # Ids keep growing after a prune: a cursor past the deleted rows still reads only what is new.
+    newest = _store(ledger, "hangup", "c-new")
+    assert [r.id for r in ledger.inbound_events_after(rows[0].id)] == [newest.event_id]

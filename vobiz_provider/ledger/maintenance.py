@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING, Final
 
 from vobiz_provider.ledger.database import LedgerPart
 from vobiz_provider.ledger.rows import utcnow
-from vobiz_provider.ledger.schema import answers, calls, events, nonces, notifications, placements
+from vobiz_provider.ledger.schema import (
+    answers,
+    calls,
+    events,
+    inbound_events,
+    nonces,
+    notifications,
+    placements,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -34,8 +42,11 @@ class Maintenance(LedgerPart):
         return self._db.upgrade()
 
     def prune(self, *, older_than: dt.timedelta) -> int:
-        """Delete what is older than ``older_than``: callbacks, ended calls, answers, notification claims and
-        placements whose URLs expired.
+        """Delete what is older than ``older_than``: callbacks, ended calls, answers, notification claims,
+        placements whose URLs expired, and inbound calls, key presses and hangups.
+
+        An inbound event is deleted by its age alone: a stream's cursor only moves forward, so a deleted row
+        is never delivered again (the streams' cursors, one row each, are kept).
 
         A call not ended is kept while it may still be waited for: it is deleted only once it has not
         changed for both ``older_than`` and :data:`STALE_CALL_AGE`. Replay keys are kept for ``[vobiz]
@@ -64,6 +75,9 @@ class Maintenance(LedgerPart):
             deleted += conn.execute(answers.delete().where(answers.c.created_at < cutoff)).rowcount
             deleted += conn.execute(
                 notifications.delete().where(notifications.c.claimed_at < cutoff)
+            ).rowcount
+            deleted += conn.execute(
+                inbound_events.delete().where(inbound_events.c.received_at < cutoff)
             ).rowcount
             return deleted
 
