@@ -213,3 +213,29 @@ def test_concurrent_nonce_claims_accept_each_nonce_once(pg_schema_url: str) -> N
     finally:
         for store in stores:
             store.dispose()
+
+
+def test_a_callback_waits_for_another_writer_holding_its_call(pg_schema_url: str) -> None:
+    """Writers of one call serialise on PostgreSQL advisory locks: a receiver storing a callback waits while
+    another host's transaction holds that call's lock, and stores it once that commits."""
+    store, holder = CallLedger(pg_schema_url), CallLedger(pg_schema_url)
+    store.upgrade()
+    done = threading.Event()
+    results: list[Any] = []
+
+    def write() -> None:
+        results.append(store_callback(store, "hangup", _fields(9, "hangup")))
+        done.set()
+
+    try:
+        with holder.engine.begin() as conn:
+            holder._db.lock(conn, ["call-9"])
+            writer = threading.Thread(target=write)
+            writer.start()
+            assert not done.wait(1.0), "the callback was stored while another writer held its call's lock"
+        assert done.wait(30), "the callback was not stored once the lock was released"
+        writer.join(timeout=5)
+        assert results[0].stored
+    finally:
+        store.dispose()
+        holder.dispose()
