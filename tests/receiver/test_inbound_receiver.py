@@ -177,5 +177,48 @@ def test_applications_are_validated_with_the_field_named():
         parse_applications("{")
     with pytest.raises(ValueError, match="conn_id must be a non-empty string"):
         parse_applications('{"x": {"message": "m", "conn_id": ""}}')
+    assert (apps["incident-line"].rate_limit, apps["incident-line"].rate_burst) == (5.0, 100)
+    with pytest.raises(
+        ValueError, match=r"inbound_applications\['x'\]: rate_limit .*greater than or equal to 0"
+    ):
+        parse_applications('{"x": {"message": "m", "rate_limit": -1}}')
+    with pytest.raises(ValueError, match=r"rate_burst .*greater than or equal to 1"):
+        parse_applications('{"x": {"message": "m", "rate_burst": 0}}')
     url = inbound_url("https://h.example/vobiz", "x", "s" * 32, kind="hangup", credentials=False)
     assert url == f"https://h.example/vobiz/inbound/x/hangup?t={application_token('x', 's' * 32)}"
+
+
+def test_an_application_over_its_rate_is_answered_429_and_nothing_is_stored(
+    monkeypatch,
+    vobiz_emulator,
+    callback_receiver,  # noqa: F811
+    capsys,
+):
+    applications = {
+        "busy-line": {"message": "Busy line.", "rate_limit": 0.001, "rate_burst": 2},
+        "quiet-line": {"message": "Quiet line."},
+    }
+    monkeypatch.setenv("AIRFLOW__VOBIZ__INBOUND_APPLICATIONS", json.dumps(applications))
+    urls = {}
+    for name in applications:
+        capsys.readouterr()
+        assert cli_main(["inbound-url", name]) == 0
+        urls[name] = capsys.readouterr().out.splitlines()[0].removeprefix("Answer URL (method POST): ")
+    token = vobiz_emulator.auth_token
+    busy = urls["busy-line"]
+
+    def call(url: str, call_uuid: str) -> httpx.Response:
+        fields = {"CallUUID": call_uuid, "From": CALLER, "To": LINE, "Direction": "inbound"}
+        return _post(url, fields, signature_headers(url, token))
+
+    assert [call(busy, f"c-{n}").status_code for n in range(2)] == [200, 200]
+    refused = call(busy, "c-2")
+    assert refused.status_code == 429
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert "too many requests for this inbound application" in refused.text
+    assert call(urls["quiet-line"], "c-3").status_code == 200  # each application has its own budget
+    assert [(row.application, row.call_uuid) for row in _rows()] == [
+        ("busy-line", "c-0"),
+        ("busy-line", "c-1"),
+        ("quiet-line", "c-3"),
+    ]

@@ -71,6 +71,18 @@ def test_full_buckets_are_forgotten() -> None:
     assert len(limiter) == 1
 
 
+def test_a_sweep_keeps_each_bucket_by_its_own_rate() -> None:
+    # An inbound application's slow bucket must not be forgotten (refilled to its burst) when a try's
+    # request, at a faster rate, happens to trigger the sweep.
+    clock = FakeClock()
+    limiter = TokenRateLimiter(clock=clock)
+    assert [limiter.acquire("slow", rate=0.001, burst=2) for _ in range(3)][:2] == [None, None]
+    clock.now += 61  # past the sweep interval; "slow" has refilled 0.06 of a token
+    assert limiter.acquire("fast", rate=50.0, burst=100) is None
+    assert len(limiter) == 2
+    assert limiter.acquire("slow", rate=0.001, burst=2) is not None
+
+
 def test_the_default_lets_a_thousand_destination_call_through() -> None:
     # One Make-Call request with 1,000 destinations shares one token: a ring, an answer and a hangup
     # callback per destination may all arrive within seconds.

@@ -12,7 +12,14 @@ Applications are configured in ``[vobiz] inbound_applications``, a JSON object (
 
     {"incident-line": {"conn_id": "vobiz_default",
                        "message": "This is the incident line.",
-                       "gather": {"prompt": "Press 1 to acknowledge the incident.", "num_digits": 1}}}
+                       "gather": {"prompt": "Press 1 to acknowledge the incident.", "num_digits": 1},
+                       "rate_limit": 5, "rate_burst": 100}}
+
+``rate_limit`` and ``rate_burst`` (optional) bound the requests one application's URLs take, as
+``[vobiz] callback_rate_limit`` does per task try on the outbound routes: a bucket of ``rate_burst``
+requests, refilled at ``rate_limit`` per second (``0`` turns it off); beyond it the receiver answers 429
+with ``Retry-After`` and stores nothing. Each call makes two or three requests (the call, its key press,
+its hangup).
 
 The application token is ``base64url(HMAC-SHA256(callback_secret, "inbound-application\\n" + name))``: it
 never expires (the URL is pasted once into the console) and changes when ``callback_secret`` is rotated
@@ -35,6 +42,8 @@ from vobiz_provider.exceptions import VobizValidationError
 from vobiz_provider.models.answer import AnswerSpec
 
 __all__ = [
+    "DEFAULT_INBOUND_RATE_BURST",
+    "DEFAULT_INBOUND_RATE_LIMIT",
     "INBOUND_KINDS",
     "InboundApplication",
     "application_token",
@@ -46,6 +55,11 @@ __all__ = [
 #: The routes of one application, below ``/inbound/{application}``: the answer URL itself (``call``),
 #: its Gather action (``digits``) and the hangup URL (``hangup``).
 INBOUND_KINDS: Final = ("call", "digits", "hangup")
+
+#: Requests per second one application's URLs take in the long run, and at once (an incident line's calls
+#: come a few a minute; each makes two or three requests).
+DEFAULT_INBOUND_RATE_LIMIT: Final = 5.0
+DEFAULT_INBOUND_RATE_BURST: Final = 100
 
 #: What an application name may be (it is a URL path segment and an asset-event field).
 NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -59,6 +73,8 @@ class InboundApplication(BaseModel):
     :param name: The application's name, the ``{application}`` of its URLs.
     :param conn_id: The Vobiz connection whose auth token verifies the callbacks' signatures.
     :param answer: What the caller hears (message, then an optional keypad prompt).
+    :param rate_limit: Requests per second the application's URLs take in the long run; ``0``: no limit.
+    :param rate_burst: Requests they take at once before ``rate_limit`` applies.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -66,6 +82,8 @@ class InboundApplication(BaseModel):
     name: str
     conn_id: str = "vobiz_default"
     answer: AnswerSpec = Field(repr=False)
+    rate_limit: float = Field(default=DEFAULT_INBOUND_RATE_LIMIT, ge=0, allow_inf_nan=False)
+    rate_burst: int = Field(default=DEFAULT_INBOUND_RATE_BURST, ge=1)
 
 
 def parse_applications(raw: str | None) -> dict[str, InboundApplication]:
@@ -93,13 +111,18 @@ def parse_applications(raw: str | None) -> dict[str, InboundApplication]:
         conn_id = entry.pop("conn_id", "vobiz_default")
         if not isinstance(conn_id, str) or not conn_id:
             raise VobizValidationError(f"{where}: conn_id must be a non-empty string")
+        limits = {key: entry.pop(key) for key in ("rate_limit", "rate_burst") if key in entry}
         try:
             answer = AnswerSpec.build(**entry)
         except VobizValidationError as err:
             raise VobizValidationError(f"{where}: {err}") from None
         except (TypeError, ValidationError) as err:
             raise VobizValidationError(f"{where}: {err}") from None
-        applications[name] = InboundApplication(name=name, conn_id=conn_id, answer=answer)
+        try:
+            applications[name] = InboundApplication(name=name, conn_id=conn_id, answer=answer, **limits)
+        except ValidationError as err:
+            problems = "; ".join(f"{error['loc'][0]} {error['msg'].lower()}" for error in err.errors())
+            raise VobizValidationError(f"{where}: {problems}") from None
     return applications
 
 

@@ -296,6 +296,7 @@ def create_app(
         read_fields=read_fields,
         refuse=refuse,
         response_deadline=response_deadline,
+        rate_limiter=rate_limiter,
         applications=inbound,
     )
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from typing import TYPE_CHECKING, Any, Final
 
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from vobiz_provider.config import VobizSettings
     from vobiz_provider.ledger import InboundStored
     from vobiz_provider.receiver.pipeline import CallbackReceiver
+    from vobiz_provider.receiver.rate_limit import TokenRateLimiter
 
 __all__ = ["INBOUND_REFUSAL_KINDS", "InboundApplications", "add_inbound_routes"]
 
@@ -204,6 +206,7 @@ def add_inbound_routes(
     read_fields: Callable[[Request, VobizSettings, float], Awaitable[dict[str, str]]],
     refuse: Callable[[str, CallbackRejected], Response],
     response_deadline: float,
+    rate_limiter: TokenRateLimiter,
     applications: InboundApplications | None = None,
 ) -> None:
     """Add the ``/inbound/...`` routes to the receiver app.
@@ -213,6 +216,7 @@ def add_inbound_routes(
     :param read_fields: Reads a request's form fields within the deadline (the outbound routes' rules).
     :param refuse: Builds a refusal response (counted and logged like the outbound ones).
     :param response_deadline: Seconds allowed for reading, verifying and storing.
+    :param rate_limiter: The buckets of each application's ``rate_limit`` (429 beyond it).
     :param applications: The configured applications (``[vobiz] inbound_applications`` by default).
     """
     apps = applications or InboundApplications()
@@ -243,6 +247,16 @@ def add_inbound_routes(
                 ) from None
             if application is None:
                 raise CallbackRejected(404, "no such inbound application")
+            if application.rate_limit > 0:
+                wait = rate_limiter.acquire(
+                    ("inbound", name), rate=application.rate_limit, burst=application.rate_burst
+                )
+                if wait is not None:
+                    raise CallbackRejected(
+                        429,
+                        "too many requests for this inbound application, retry later",
+                        retry_after=max(1, math.ceil(wait)),
+                    )
             fields = await read_fields(request, settings, deadline - loop.time())
             request_url = str(request.url.replace(query="", fragment=""))
             headers = dict(request.headers)

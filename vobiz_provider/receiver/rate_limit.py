@@ -5,6 +5,8 @@ access log, say) could be replayed at will. The receiver gives each task try a b
 ``[vobiz] callback_rate_burst`` callbacks, refilled at ``[vobiz] callback_rate_limit`` per second; a callback
 that finds its bucket empty is answered 429 with ``Retry-After`` and not stored (Vobiz retries it).
 
+The inbound routes use the same buckets, one per application, with the application's own rate and burst.
+
 The buckets live in the receiver's process: with several receivers, each allows the rate on its own.
 """
 
@@ -34,8 +36,8 @@ class TokenRateLimiter:
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        # key -> (tokens left, when they were counted)
-        self._buckets: dict[Hashable, tuple[float, float]] = {}
+        # key -> (tokens left, when they were counted, its rate, its burst)
+        self._buckets: dict[Hashable, tuple[float, float, float, int]] = {}
         self._swept = clock()
 
     def __len__(self) -> int:
@@ -53,19 +55,20 @@ class TokenRateLimiter:
         now = self._clock()
         with self._lock:
             if now - self._swept >= SWEEP_INTERVAL:
-                self._sweep(now, rate=rate, burst=burst)
-            tokens, counted = self._buckets.get(key, (float(burst), now))
+                self._sweep(now)
+            tokens, counted, _, _ = self._buckets.get(key, (float(burst), now, rate, burst))
             tokens = min(float(burst), tokens + (now - counted) * rate)
             if tokens >= 1.0:
-                self._buckets[key] = (tokens - 1.0, now)
+                self._buckets[key] = (tokens - 1.0, now, rate, burst)
                 return None
-            self._buckets[key] = (tokens, now)
+            self._buckets[key] = (tokens, now, rate, burst)
             return (1.0 - tokens) / rate
 
-    def _sweep(self, now: float, *, rate: float, burst: int) -> None:
+    def _sweep(self, now: float) -> None:
+        # Each bucket with its own rate and burst (the inbound applications' differ from the tries').
         self._swept = now
         self._buckets = {
-            key: (tokens, counted)
-            for key, (tokens, counted) in self._buckets.items()
-            if tokens + (now - counted) * rate < burst
+            key: bucket
+            for key, bucket in self._buckets.items()
+            if bucket[0] + (now - bucket[1]) * bucket[2] < bucket[3]
         }
