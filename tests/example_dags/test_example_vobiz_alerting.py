@@ -5,6 +5,7 @@ unless the primary presses 1; the run fails either way."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from typing import Any
 
 import pytest
 from _dagtest import load_example_dag
@@ -38,6 +39,32 @@ def _spoken(vobiz_emulator, to: str) -> list[str]:
     return [element.text or "" for element in ET.fromstring(fetch.body).iter("Speak")]
 
 
+def _run_failed_check(
+    vobiz_emulator: Any,
+    dag_runner: Any,
+    *,
+    primary: CallScript,
+    secondary: CallScript,
+    expected_states: dict[str, str],
+) -> Any:
+    """Run the DAG with its quality check failing, the on-call answering and the two pagers scripted;
+    checks the task states and returns the DAG run."""
+    vobiz_emulator.configure(time_scale=0.01)  # the 15 s keypad timeout passes in 0.15 s
+    vobiz_emulator.script(ONCALL, CallScript.answered(after=0.05, talk_for=None))
+    vobiz_emulator.script(PRIMARY, primary)
+    vobiz_emulator.script(SECONDARY, secondary)
+    dag = load_example_dag(DAG_ID)
+    for task_id in ("page_primary", "page_secondary"):
+        dag.get_task(task_id).poll_interval = 0.05
+
+    dag_run = dag_runner.run(dag)
+    vobiz_emulator.wait_until_idle()
+
+    states = {task_id: state for (task_id, _), (state, _) in dag_runner.states(dag_run).items()}
+    assert states == {"check_orders": "failed", "publish_orders": "upstream_failed", **expected_states}
+    return dag_run
+
+
 @pytest.mark.airflow_db
 @pytest.mark.parametrize(
     ("primary", "calls", "expected_states"),
@@ -63,19 +90,13 @@ def _spoken(vobiz_emulator, to: str) -> list[str]:
 def test_failed_check_phones_oncall_once_and_escalates(
     primary, calls, expected_states, vobiz_emulator, callback_receiver, dag_runner, capfd
 ):
-    vobiz_emulator.configure(time_scale=0.01)  # the 15 s keypad timeout passes in 0.15 s
-    vobiz_emulator.script(ONCALL, CallScript.answered(after=0.05, talk_for=None))
-    vobiz_emulator.script(PRIMARY, primary)
-    vobiz_emulator.script(SECONDARY, CallScript.answered(after=0.05, talk_for=None, digits="1"))
-    dag = load_example_dag(DAG_ID)
-    for task_id in ("page_primary", "page_secondary"):
-        dag.get_task(task_id).poll_interval = 0.05
-
-    dag_run = dag_runner.run(dag)
-    vobiz_emulator.wait_until_idle()
-
-    states = {task_id: state for (task_id, _), (state, _) in dag_runner.states(dag_run).items()}
-    assert states == {"check_orders": "failed", "publish_orders": "upstream_failed", **expected_states}
+    dag_run = _run_failed_check(
+        vobiz_emulator,
+        dag_runner,
+        primary=primary,
+        secondary=CallScript.answered(after=0.05, talk_for=None, digits="1"),
+        expected_states=expected_states,
+    )
     assert str(dag_run.state) == "failed"
     assert [post.body["to"] for post in dag_runner.call_requests(vobiz_emulator)] == calls
     assert _spoken(vobiz_emulator, ONCALL) == [
@@ -109,19 +130,13 @@ def test_failed_check_phones_oncall_once_and_escalates(
 def test_primary_presses_2_and_is_connected_to_the_secondary(
     secondary, expected_states, dial_status, vobiz_emulator, callback_receiver, dag_runner, capfd
 ):
-    vobiz_emulator.configure(time_scale=0.01)
-    vobiz_emulator.script(ONCALL, CallScript.answered(after=0.05, talk_for=None))
-    vobiz_emulator.script(PRIMARY, CallScript.answered(after=0.05, talk_for=None, digits="2"))
-    vobiz_emulator.script(SECONDARY, secondary)
-    dag = load_example_dag(DAG_ID)
-    for task_id in ("page_primary", "page_secondary"):
-        dag.get_task(task_id).poll_interval = 0.05
-
-    dag_run = dag_runner.run(dag)
-    vobiz_emulator.wait_until_idle()
-
-    states = {task_id: state for (task_id, _), (state, _) in dag_runner.states(dag_run).items()}
-    assert states == {"check_orders": "failed", "publish_orders": "upstream_failed", **expected_states}
+    dag_run = _run_failed_check(
+        vobiz_emulator,
+        dag_runner,
+        primary=CallScript.answered(after=0.05, talk_for=None, digits="2"),
+        secondary=secondary,
+        expected_states=expected_states,
+    )
     [dial_action] = [r for r in vobiz_emulator.callbacks if r.kind == "dial-action"]
     assert dial_action.fields["DialStatus"] == dial_status
     recordings = [r.fields["RecordUrl"] for r in vobiz_emulator.callbacks if r.kind == "record"]

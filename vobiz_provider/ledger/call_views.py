@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 import sqlalchemy as sa
 
 from vobiz_provider.ledger.database import LedgerPart
-from vobiz_provider.ledger.rows import to_call_record
+from vobiz_provider.ledger.rows import parse_iso, to_call_record
 from vobiz_provider.ledger.schema import calls, events
 
 if TYPE_CHECKING:
@@ -195,16 +195,6 @@ class CallDetail:
     steps: list[TimelineStep] = field(default_factory=list)
 
 
-def _parse_time(value: str | None) -> dt.datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
-
-
 def timeline(
     record: CallRecord, callbacks: Sequence[StoredCallback], *, placed_at: dt.datetime | None
 ) -> list[TimelineStep]:
@@ -232,10 +222,10 @@ def timeline(
         if callback.kind == "hangup":
             cause = callback.fields.get("HangupCause") or record.hangup_cause or ""
             found.setdefault("hangup", (f"hangup {cause}".strip(), callback.received_at))
-    answer_time = _parse_time(record.answer_time)
+    answer_time = parse_iso(record.answer_time)
     if "answered" not in found and answer_time is not None:
         found["answered"] = ("answered", answer_time)
-    end_time = _parse_time(record.end_time)
+    end_time = parse_iso(record.end_time)
     if "hangup" not in found and record.terminal and end_time is not None:
         found["hangup"] = (f"hangup {record.hangup_cause or record.status}", end_time)
     ordered = sorted(found.values(), key=lambda step: step[1])

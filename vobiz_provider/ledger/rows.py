@@ -139,8 +139,10 @@ def int_value(value: Any) -> int | None:
     return number if abs(number) <= _MAX_INT else None  # an INTEGER column holds 32 bits
 
 
-def _parse_iso(value: str | None) -> dt.datetime | None:
-    if value is None:
+def parse_iso(value: str | None) -> dt.datetime | None:
+    """An ISO 8601 time (``Z`` allowed) as an aware datetime, UTC when it names no zone; ``None`` when
+    empty or unreadable."""
+    if not value:
         return None
     try:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -186,7 +188,7 @@ def api_result_values(record: CallRecord) -> dict[str, Any]:
     for name in _TIME_FIELDS:
         iso = getattr(record, name)
         values[name] = iso
-        values[f"{name}_utc"] = _parse_iso(iso)
+        values[f"{name}_utc"] = parse_iso(iso)
     return values
 
 
