@@ -85,27 +85,27 @@ def test_per_process_pacing_alone_lets_several_workers_exceed_the_account_cps(
 def test_workers_sharing_the_budget_through_the_store_never_meet_a_429(
     emulator: Any, answer_url: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
-    ledgers = [CallLedger(url) for _ in range(WORKERS)]  # one engine per worker, as separate processes
-    try:
-        statuses = _burst(emulator, answer_url, lambda worker: SharedCallPacer(store=ledgers[worker]))
-    finally:
-        for ledger in ledgers:
-            ledger.dispose()
-    assert statuses == [201] * (WORKERS * CALLS_PER_WORKER)
+    assert _burst_through(emulator, answer_url, f"sqlite:///{tmp_path / 'shared.db'}") == [201] * (
+        WORKERS * CALLS_PER_WORKER
+    )
 
 
 @pytest.mark.postgres
 def test_workers_sharing_the_budget_through_postgresql_never_meet_a_429(
     emulator: Any, answer_url: str, pg_schema_url: str
 ) -> None:
-    ledgers = [CallLedger(pg_schema_url) for _ in range(WORKERS)]
+    assert _burst_through(emulator, answer_url, pg_schema_url) == [201] * (WORKERS * CALLS_PER_WORKER)
+
+
+def _burst_through(emulator: Any, answer_url: str, store_url: str) -> list[int]:
+    """:func:`_burst` with each worker pacing through its own engine on ``store_url``, as separate processes
+    would."""
+    ledgers = [CallLedger(store_url) for _ in range(WORKERS)]
     try:
-        statuses = _burst(emulator, answer_url, lambda worker: SharedCallPacer(store=ledgers[worker]))
+        return _burst(emulator, answer_url, lambda worker: SharedCallPacer(store=ledgers[worker]))
     finally:
         for ledger in ledgers:
             ledger.dispose()
-    assert statuses == [201] * (WORKERS * CALLS_PER_WORKER)
 
 
 class _DownStore:

@@ -15,6 +15,18 @@ from dataclasses import dataclass, field
 __all__ = ["InvalidXmlError", "Verb", "parse_response"]
 
 _BOOL = ("true", "false")
+#: The boolean attributes of ``<Conference>``.
+_CONFERENCE_SWITCHES = (
+    "muted",
+    "startConferenceOnEnter",
+    "endConferenceOnExit",
+    "stayAlone",
+    "record",
+    "hangupOnStar",
+    "floorEvent",
+    "redirect",
+    "relayDTMF",
+)
 _METHOD = ("GET", "POST")
 
 #: Documented attributes of each verb.
@@ -299,9 +311,7 @@ def _check_values(verb: Verb) -> None:
     elif name == "Conference":
         if not verb.text:
             raise InvalidXmlError("<Conference> needs the room's name as its content")
-        for attr in ("muted", "startConferenceOnEnter", "endConferenceOnExit", "stayAlone", "record"):
-            _choice_attr(verb, attr, _BOOL)
-        for attr in ("hangupOnStar", "floorEvent", "redirect", "relayDTMF"):
+        for attr in _CONFERENCE_SWITCHES:
             _choice_attr(verb, attr, _BOOL)
         _int_attr(verb, "maxMembers", 2, 250)
         _int_attr(verb, "timeLimit", 1, 86400)
