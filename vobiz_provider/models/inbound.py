@@ -121,7 +121,10 @@ def parse_applications(raw: str | None) -> dict[str, InboundApplication]:
         try:
             applications[name] = InboundApplication(name=name, conn_id=conn_id, answer=answer, **limits)
         except ValidationError as err:
-            problems = "; ".join(f"{error['loc'][0]} {error['msg'].lower()}" for error in err.errors())
+            problems = "; ".join(
+                f"{'.'.join(map(str, error['loc'])) or 'value'} {error['msg'].lower()}"
+                for error in err.errors()
+            )
             raise VobizValidationError(f"{where}: {problems}") from None
     return applications
 
