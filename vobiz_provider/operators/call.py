@@ -10,6 +10,7 @@ where the task runs, which keeps benchmark B4 where it was.
 
 from __future__ import annotations
 
+import time
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -51,6 +52,10 @@ __all__ = ["VobizCallOperator"]
 MAKE_CALL_FIELDS: Final = tuple(MakeCallRequest.model_fields)
 
 _EVENT_STATUSES: Final = frozenset({"hangup", "timeout", "error"})
+
+#: Seconds past ``execution_timeout`` after which the in-worker wait ends itself, should Airflow's timeout
+#: signal have been lost (it normally ends the task first).
+EXECUTION_TIMEOUT_GRACE: Final = 1.0
 
 
 class VobizCallOperator(BaseOperator):
@@ -260,6 +265,7 @@ class VobizCallOperator(BaseOperator):
         self.redial = redial
         self.outlet_extra = check_outlet_extra(self.task_id, outlet_extra)
         self._waiting_for: list[str] = []
+        self._execute_started_at: float | None = None
         self._validate_static_fields()
 
     @cached_property
@@ -377,6 +383,8 @@ class VobizCallOperator(BaseOperator):
     # ------------------------------------------------------------------------------------- execution
 
     def execute(self, context: Context) -> Any:
+        # Airflow starts the execution_timeout's clock just before execute(): the in-worker wait's bound.
+        self._execute_started_at = time.time()
         # Execute-time modules (see the module docstring): their dataclasses cost DAG-parse time (B4).
         from vobiz_provider.calls.outcome import xcom_result
         from vobiz_provider.calls.recovery import recover_unrecorded_calls
@@ -531,9 +539,32 @@ class VobizCallOperator(BaseOperator):
         )
         # Kept when the wait is interrupted: on_kill (called after the timeout/kill exception) needs it.
         self._waiting_for = list(request_uuids)
-        event = trigger.run_in_process()
+        event = self._wait_in_worker(trigger)
         self._waiting_for = []
         return self.execute_complete(context, event)
+
+    def _wait_in_worker(self, trigger: Any) -> Any:
+        """Run the trigger in this process, for at most ``execution_timeout`` (and a grace) since execute().
+
+        Airflow ends a task at its ``execution_timeout`` with a signal whose exception is raised wherever
+        the task is; raised inside a garbage collector's callback, it is printed and lost, and the wait
+        would go on to its own deadline. So the wait also ends itself, with the exception Airflow would
+        have raised (Airflow then calls :meth:`on_kill`, which hangs up when ``hangup_on_kill``).
+        """
+        limit = self.execution_timeout
+        if limit is None:
+            return trigger.run_in_process()
+        seconds = limit.total_seconds()
+        started = self._execute_started_at if self._execute_started_at is not None else time.time()
+        try:
+            return trigger.run_in_process(give_up_at=started + seconds + EXECUTION_TIMEOUT_GRACE)
+        except TimeoutError:
+            from airflow.sdk.exceptions import AirflowTaskTimeout
+
+            raise AirflowTaskTimeout(
+                f"Task {self.task_id!r} ran past its execution_timeout ({seconds:g} s) while waiting for "
+                "the Vobiz call to hang up"
+            ) from None
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None, **kwargs: Any) -> Any:
         """Turn the trigger's event into the task's outcome (resumes after deferral; also used in-process).

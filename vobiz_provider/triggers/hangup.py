@@ -154,12 +154,16 @@ class VobizCallHangupTrigger(BaseTrigger):
         # Every subscription and HTTP client is released before the event is handed over.
         yield TriggerEvent(payload)
 
-    def run_in_process(self) -> dict[str, Any] | None:
+    def run_in_process(self, *, give_up_at: float | None = None) -> dict[str, Any] | None:
         """Wait in this thread's own event loop until the first event, and return its payload.
 
         What a worker does when the operator waits with ``deferrable=False``.
+
+        :param give_up_at: Epoch seconds after which the wait stops, whatever the call does: the task's
+            ``execution_timeout`` when Airflow's timeout signal did not end the task by then.
+        :raises TimeoutError: At ``give_up_at``.
         """
-        return asyncio.run(_first_event(self))
+        return asyncio.run(_first_event(self, give_up_at=give_up_at))
 
     def _new_tracker(self) -> CallTracker:
         return CallTracker(
@@ -432,10 +436,15 @@ class _ApiReconciler:
             self.trigger.log.warning("Could not record the API's answer in the callback store: %s", exc)
 
 
-async def _first_event(trigger: VobizCallHangupTrigger) -> dict[str, Any] | None:
+async def _first_event(
+    trigger: VobizCallHangupTrigger, *, give_up_at: float | None = None
+) -> dict[str, Any] | None:
     events = trigger.run()
     try:
-        event = await anext(events, None)
+        if give_up_at is None:
+            event = await anext(events, None)
+        else:
+            event = await asyncio.wait_for(anext(events, None), timeout=max(0.0, give_up_at - time.time()))
     finally:
         await events.aclose()
     return None if event is None else event.payload
