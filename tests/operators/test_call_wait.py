@@ -256,13 +256,12 @@ def test_without_callback_base_url_waits_through_the_api(
     assert "ended with status 'busy'" in log
 
 
-@pytest.mark.parametrize("hangup_on_kill", [True, False])
-def test_killed_in_worker_wait_hangs_up_only_when_asked(
-    hangup_on_kill, vobiz_emulator, callback_receiver, dag_runner, answer_url
-):
-    to = "+14155550138"
+def _one_second_in_worker_dag(
+    dag_id: str, vobiz_emulator: Any, to: str, answer_url: str, hangup_on_kill: bool
+) -> DAG:
+    """A call that talks 30 s, waited for in the worker by a task with a 1 s ``execution_timeout``."""
     vobiz_emulator.script(to, CallScript.answered(after=0.05, talk_for=30))
-    with _dag(f"vobiz_wait_kill_{hangup_on_kill}") as dag:
+    with _dag(dag_id) as dag:
         VobizCallOperator(
             task_id="call",
             to=to,
@@ -273,6 +272,16 @@ def test_killed_in_worker_wait_hangs_up_only_when_asked(
             execution_timeout=datetime.timedelta(seconds=1),
             **FAST,
         )
+    return dag
+
+
+@pytest.mark.parametrize("hangup_on_kill", [True, False])
+def test_killed_in_worker_wait_hangs_up_only_when_asked(
+    hangup_on_kill, vobiz_emulator, callback_receiver, dag_runner, answer_url
+):
+    dag = _one_second_in_worker_dag(
+        f"vobiz_wait_kill_{hangup_on_kill}", vobiz_emulator, "+14155550138", answer_url, hangup_on_kill
+    )
 
     dag_run = dag_runner.run(dag)
 
@@ -296,19 +305,9 @@ def test_an_in_worker_wait_ends_at_execution_timeout_even_if_the_timeout_signal_
     import airflow.sdk.execution_time.timeout as airflow_timeout
 
     monkeypatch.setattr(airflow_timeout, "timeout", lambda *args, **kwargs: contextlib.nullcontext())
-    to = "+14155550139"
-    vobiz_emulator.script(to, CallScript.answered(after=0.05, talk_for=30))
-    with _dag("vobiz_wait_lost_timeout_signal") as dag:
-        VobizCallOperator(
-            task_id="call",
-            to=to,
-            from_number=CALLER,
-            answer_url=answer_url,
-            deferrable=False,
-            hangup_on_kill=True,
-            execution_timeout=datetime.timedelta(seconds=1),
-            **FAST,
-        )
+    dag = _one_second_in_worker_dag(
+        "vobiz_wait_lost_timeout_signal", vobiz_emulator, "+14155550139", answer_url, hangup_on_kill=True
+    )
 
     started = time.monotonic()
     dag_run = dag_runner.run(dag)

@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from vobiz_provider.calls.templating import positive_seconds
 
-__all__ = ["DEFAULT_RING_TIMEOUT", "DEFAULT_TIME_LIMIT", "WaitWindow"]
+__all__ = ["DEFAULT_RING_TIMEOUT", "DEFAULT_TIME_LIMIT", "WaitWindow", "wait_in_worker"]
 
 #: Seconds Vobiz rings before giving up when ``ring_timeout`` is not set (hangup cause 6010).
 DEFAULT_RING_TIMEOUT: Final = 120
@@ -24,6 +24,9 @@ TIMEOUT_MARGIN: Final = 300
 RECONCILE_MARGIN: Final = 60.0
 #: Seconds the deferral timeout exceeds the trigger's own deadline (which ends the wait with a clear event).
 DEFER_TIMEOUT_GRACE: Final = 60.0
+#: Seconds past ``execution_timeout`` after which the in-worker wait ends itself, should Airflow's timeout
+#: signal have been lost (it normally ends the task first).
+EXECUTION_TIMEOUT_GRACE: Final = 1.0
 
 
 def _as_int(value: Any) -> int | None:
@@ -72,3 +75,35 @@ class WaitWindow:
         :param poll_interval: The trigger's poll interval.
         """
         return timedelta(seconds=self.timeout + max(poll_interval, 1.0) + DEFER_TIMEOUT_GRACE)
+
+
+def wait_in_worker(
+    trigger: Any, *, task_id: str, execution_timeout: timedelta | None, started_at: float
+) -> dict[str, Any] | None:
+    """Run ``trigger`` in this process for at most ``execution_timeout`` (and a grace) since ``started_at``.
+
+    Airflow ends a task at its ``execution_timeout`` with a signal whose exception is raised wherever the
+    task is; raised inside a garbage collector's callback, it is printed and lost, and the wait would go on
+    to its own deadline. So the wait also ends itself, with the exception Airflow would have raised (Airflow
+    then calls the operator's ``on_kill``, which hangs up when ``hangup_on_kill``).
+
+    :param trigger: A :class:`~vobiz_provider.triggers.hangup.VobizCallHangupTrigger`.
+    :param task_id: The task's id, for the message.
+    :param execution_timeout: The task's ``execution_timeout``; ``None``: no bound but the trigger's own.
+    :param started_at: Epoch seconds at which ``execute()`` began (Airflow starts its clock just before).
+    :raises AirflowTaskTimeout: At ``execution_timeout`` + :data:`EXECUTION_TIMEOUT_GRACE`.
+    """
+    if execution_timeout is None:
+        result: dict[str, Any] | None = trigger.run_in_process()
+        return result
+    seconds = execution_timeout.total_seconds()
+    try:
+        result = trigger.run_in_process(give_up_at=started_at + seconds + EXECUTION_TIMEOUT_GRACE)
+    except TimeoutError:
+        from airflow.sdk.exceptions import AirflowTaskTimeout
+
+        raise AirflowTaskTimeout(
+            f"Task {task_id!r} ran past its execution_timeout ({seconds:g} s) while waiting for the Vobiz "
+            "call to hang up"
+        ) from None
+    return result

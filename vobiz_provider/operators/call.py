@@ -53,10 +53,6 @@ MAKE_CALL_FIELDS: Final = tuple(MakeCallRequest.model_fields)
 
 _EVENT_STATUSES: Final = frozenset({"hangup", "timeout", "error"})
 
-#: Seconds past ``execution_timeout`` after which the in-worker wait ends itself, should Airflow's timeout
-#: signal have been lost (it normally ends the task first).
-EXECUTION_TIMEOUT_GRACE: Final = 1.0
-
 
 class VobizCallOperator(BaseOperator):
     """Place an outbound call with Vobiz and, by default, wait until it hangs up.
@@ -510,7 +506,7 @@ class VobizCallOperator(BaseOperator):
         use_store: bool,
     ) -> Any:
         # Airflow's trigger machinery and the ledger: only when the task waits.
-        from vobiz_provider.calls.waiting import WaitWindow
+        from vobiz_provider.calls.waiting import WaitWindow, wait_in_worker
         from vobiz_provider.triggers.hangup import VobizCallHangupTrigger
 
         window = WaitWindow.starting_now(
@@ -539,32 +535,14 @@ class VobizCallOperator(BaseOperator):
         )
         # Kept when the wait is interrupted: on_kill (called after the timeout/kill exception) needs it.
         self._waiting_for = list(request_uuids)
-        event = self._wait_in_worker(trigger)
+        event = wait_in_worker(
+            trigger,
+            task_id=self.task_id,
+            execution_timeout=self.execution_timeout,
+            started_at=self._execute_started_at if self._execute_started_at is not None else time.time(),
+        )
         self._waiting_for = []
         return self.execute_complete(context, event)
-
-    def _wait_in_worker(self, trigger: Any) -> Any:
-        """Run the trigger in this process, for at most ``execution_timeout`` (and a grace) since execute().
-
-        Airflow ends a task at its ``execution_timeout`` with a signal whose exception is raised wherever
-        the task is; raised inside a garbage collector's callback, it is printed and lost, and the wait
-        would go on to its own deadline. So the wait also ends itself, with the exception Airflow would
-        have raised (Airflow then calls :meth:`on_kill`, which hangs up when ``hangup_on_kill``).
-        """
-        limit = self.execution_timeout
-        if limit is None:
-            return trigger.run_in_process()
-        seconds = limit.total_seconds()
-        started = self._execute_started_at if self._execute_started_at is not None else time.time()
-        try:
-            return trigger.run_in_process(give_up_at=started + seconds + EXECUTION_TIMEOUT_GRACE)
-        except TimeoutError:
-            from airflow.sdk.exceptions import AirflowTaskTimeout
-
-            raise AirflowTaskTimeout(
-                f"Task {self.task_id!r} ran past its execution_timeout ({seconds:g} s) while waiting for "
-                "the Vobiz call to hang up"
-            ) from None
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None, **kwargs: Any) -> Any:
         """Turn the trigger's event into the task's outcome (resumes after deferral; also used in-process).
