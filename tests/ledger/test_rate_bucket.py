@@ -136,10 +136,14 @@ def test_processes_racing_for_one_account_get_distinct_slots_one_interval_apart(
         for child in children:
             child.kill()
     assert len(slots) == processes * per_process
-    # Each slot is known to lie between (clock before the reservation + wait) and (clock after + wait):
-    # two slots one interval apart are at least that far apart whatever the scheduling between them.
-    slots.sort()
-    gaps = [later[1] - earlier[0] for earlier, later in itertools.pairwise(slots)]
+    # Each slot is known to lie between (clock before the reservation + wait) and (clock after + wait). A
+    # process descheduled during its reservation (a loaded CI machine) knows its slot only within a window
+    # wider than the interval, which cannot be ordered against the others: compare the slots known to
+    # within a fifth of an interval, which sort in their true order when they are an interval apart.
+    tight = sorted(slot for slot in slots if slot[1] - slot[0] <= INTERVAL / 5)
+    assert len(tight) >= len(slots) // 2, slots
+    gaps = [later[1] - earlier[0] for earlier, later in itertools.pairwise(tight)]
     assert min(gaps) >= INTERVAL - 0.002, gaps
+    slots.sort()
     # And the budget is used, not wasted: 40 slots take about 39 intervals from the first.
     assert slots[-1][0] - slots[0][1] <= (len(slots) - 1) * INTERVAL + 1.0
