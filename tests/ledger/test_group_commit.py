@@ -131,6 +131,55 @@ def test_close_writes_what_is_queued_and_a_later_submit_restarts_the_writer() ->
     committer.close(10)
 
 
+async def test_loop_futures_are_resolved_on_their_loop_once_their_batch_is_committed() -> None:
+    recorder = Recorder()
+    committer: GroupCommitter[int, int] = GroupCommitter(apply_batch=recorder)
+    first = committer.asubmit(1)
+    assert await asyncio.to_thread(recorder.started.wait, 10)
+    queued = [committer.asubmit(item) for item in (2, -3, 4)]
+    await asyncio.sleep(0.05)
+    assert not any(future.done() for future in [first, *queued])  # nothing answered before its commit
+    recorder.release.set()
+    assert await asyncio.wait_for(first, 10) == 10
+    assert await asyncio.wait_for(queued[0], 10) == 20
+    with pytest.raises(ValueError, match="bad -3"):
+        await queued[1]  # an item's own failure reaches that item alone
+    assert await queued[2] == 40
+    assert recorder.batches == [[1], [2, -3, 4]]
+    await asyncio.to_thread(committer.close, 10)
+
+
+async def test_a_loop_future_cancelled_while_queued_is_not_written() -> None:
+    recorder = Recorder()
+    committer: GroupCommitter[int, int] = GroupCommitter(apply_batch=recorder)
+    committer.asubmit(1)
+    assert await asyncio.to_thread(recorder.started.wait, 10)
+    withdrawn, kept = committer.asubmit(2), committer.asubmit(3)
+    assert withdrawn.cancel()
+    recorder.release.set()
+    assert await asyncio.wait_for(kept, 10) == 30
+    assert withdrawn.cancelled()
+    assert recorder.batches == [[1], [3]]
+    await asyncio.to_thread(committer.close, 10)
+
+
+async def test_a_failed_batch_fails_the_loop_and_thread_futures_waiting_on_it() -> None:
+    release = threading.Event()
+
+    def apply_batch(items: Sequence[int]) -> list[int | BaseException]:
+        release.wait(10)
+        raise LedgerUnavailableError("store down")
+
+    committer: GroupCommitter[int, int] = GroupCommitter(apply_batch=apply_batch)
+    on_loop, in_thread = committer.asubmit(1), committer.submit(2)
+    release.set()
+    with pytest.raises(LedgerUnavailableError, match="store down"):
+        await asyncio.wait_for(on_loop, 10)
+    with pytest.raises(LedgerUnavailableError, match="store down"):
+        await asyncio.wrap_future(in_thread)
+    await asyncio.to_thread(committer.close, 10)
+
+
 # -- the store's batched write -------------------------------------------------------------------------------
 
 

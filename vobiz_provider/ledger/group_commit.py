@@ -8,10 +8,16 @@ hands it to ``apply_batch`` (which opens one transaction, writes every item and 
 resolves the futures. So an item's future is resolved only after the commit that made it durable, and
 items that arrive while a batch is being written form the next batch: the more senders, the larger the
 batches, with no waiting added when there is a single sender.
+
+A caller on an event loop uses :meth:`GroupCommitter.asubmit`: its future is the loop's own, and the writer
+resolves all of a batch's futures of one loop with one ``call_soon_threadsafe``, rather than chaining a
+thread future to a loop future per item (``asyncio.wrap_future``: two callbacks and a loop wake-up each).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import queue
@@ -21,6 +27,7 @@ from typing import TYPE_CHECKING, Final, Generic, TypeVar, cast
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from typing import TypeAlias
 
 __all__ = ["DEFAULT_MAX_BATCH", "GroupCommitter"]
 
@@ -33,6 +40,21 @@ R = TypeVar("R")
 DEFAULT_MAX_BATCH: Final = 256
 
 _STOP: Final = object()
+
+if TYPE_CHECKING:
+    #: A queued item's future: a thread future (:meth:`GroupCommitter.submit`) or a loop's (``asubmit``).
+    _Waiter: TypeAlias = "Future[R] | asyncio.Future[R]"
+
+
+def _settle(outcomes: list[tuple[asyncio.Future[R], R | BaseException]]) -> None:
+    """On the loop: resolve the loop futures of one batch (a future cancelled meanwhile is left as it is)."""
+    for future, outcome in outcomes:
+        if future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 
 class GroupCommitter(Generic[T, R]):
@@ -62,7 +84,7 @@ class GroupCommitter(Generic[T, R]):
         self._max_batch = max_batch
         self._name = name
         self._guard = threading.Lock()
-        self._queue: queue.SimpleQueue[tuple[T, Future[R]] | object] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[T, _Waiter[R]] | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
 
@@ -72,6 +94,18 @@ class GroupCommitter(Generic[T, R]):
         Cancelling the future before its batch starts withdraws the item: it is not written.
         """
         future: Future[R] = Future()
+        self._ensure_thread()
+        self._queue.put((item, future))
+        return future
+
+    def asubmit(self, item: T) -> asyncio.Future[R]:
+        """:meth:`submit` for a caller on an event loop: the future is the running loop's own.
+
+        The writer resolves it on the loop once the batch holding it is committed (or failed). Cancelling it
+        before its batch starts withdraws the item (one cancelled while its batch is written is still
+        written: the item is then stored, and its answer dropped).
+        """
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._ensure_thread()
         self._queue.put((item, future))
         return future
@@ -104,18 +138,21 @@ class GroupCommitter(Generic[T, R]):
                 )
                 self._thread.start()
 
-    def _run(self, pending: queue.SimpleQueue[tuple[T, Future[R]] | object]) -> None:
+    def _run(self, pending: queue.SimpleQueue[tuple[T, _Waiter[R]] | object]) -> None:
         stopping = False
         while not stopping:
-            batch: list[tuple[T, Future[R]]] = []
+            batch: list[tuple[T, _Waiter[R]]] = []
             entry = pending.get()
             while True:
                 if entry is _STOP:
                     stopping = True
                 else:
-                    item, future = cast("tuple[T, Future[R]]", entry)  # not _STOP: a queued item
+                    item, future = cast("tuple[T, _Waiter[R]]", entry)  # not _STOP: a queued item
                     # A future cancelled while queued (its request gave up) is not written.
-                    if future.set_running_or_notify_cancel():
+                    if isinstance(future, Future):
+                        if future.set_running_or_notify_cancel():
+                            batch.append((item, future))
+                    elif not future.cancelled():
                         batch.append((item, future))
                 if stopping or len(batch) >= self._max_batch:
                     break
@@ -126,17 +163,23 @@ class GroupCommitter(Generic[T, R]):
             if batch:
                 self._write(batch)
 
-    def _write(self, batch: list[tuple[T, Future[R]]]) -> None:
+    def _write(self, batch: list[tuple[T, _Waiter[R]]]) -> None:
+        outcomes: Sequence[R | BaseException]
         try:
-            results = self._apply_batch([item for item, _ in batch])
-            if len(results) != len(batch):
-                raise RuntimeError(f"apply_batch returned {len(results)} results for {len(batch)} items")
+            outcomes = self._apply_batch([item for item, _ in batch])
+            if len(outcomes) != len(batch):
+                raise RuntimeError(f"apply_batch returned {len(outcomes)} results for {len(batch)} items")
         except BaseException as err:  # every waiting request gets the error
-            for _, future in batch:
-                future.set_exception(err)
-            return
-        for (_, future), result in zip(batch, results, strict=True):
-            if isinstance(result, BaseException):
-                future.set_exception(result)
+            outcomes = [err] * len(batch)
+        on_loops: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[R], R | BaseException]]] = {}
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if isinstance(future, Future):
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
             else:
-                future.set_result(result)
+                on_loops.setdefault(future.get_loop(), []).append((future, outcome))
+        for loop, settled in on_loops.items():
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+                loop.call_soon_threadsafe(_settle, settled)

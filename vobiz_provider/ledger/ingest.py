@@ -7,7 +7,7 @@ then its signature's replay keys, its event row (which counts against its try's 
 new state commit together. So if storing fails (503 to Vobiz) the nonce is not burnt and Vobiz's retry
 with the same signature is still accepted; a nonce that was accepted always has its callback stored; and
 a repeated callback (same fields, a Vobiz retry) is stored once and changes nothing the second time. The
-receiver hands callbacks to :meth:`Ingest.submit_callback`, whose writer thread
+receiver hands callbacks to :meth:`Ingest.asubmit_callback`, whose writer thread
 (:class:`~vobiz_provider.ledger.group_commit.GroupCommitter`) gives everything queued meanwhile to
 :meth:`Ingest.ingest` as one batch.
 """
@@ -43,6 +43,7 @@ from vobiz_provider.ledger.schema import UTCDateTime, events, nonces
 from vobiz_provider.models.callbacks import read_callback
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Mapping, Sequence
     from concurrent.futures import Future
 
@@ -234,13 +235,24 @@ class Ingest(Calls):
 
         :param prepared: From :meth:`prepare_callback`.
         """
+        return self._writer().submit(prepared)
+
+    def asubmit_callback(self, prepared: PreparedCallback) -> asyncio.Future[IngestResult]:
+        """:meth:`submit_callback` for a caller on an event loop: the future is the running loop's own,
+        resolved there once the callback is committed (the receiver's path).
+
+        :param prepared: From :meth:`prepare_callback`.
+        """
+        return self._writer().asubmit(prepared)
+
+    def _writer(self) -> GroupCommitter[PreparedCallback, IngestResult]:
         committer = self._committer
         if committer is None:
             with self._committer_lock:
                 if self._committer is None:
                     self._committer = GroupCommitter(apply_batch=self.ingest)
                 committer = self._committer
-        return committer.submit(prepared)
+        return committer
 
     def _stop_writer(self, timeout: float | None = None) -> None:
         """Write the callbacks still queued and stop the writer thread (a later :meth:`submit` restarts it).

@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    import asyncio
     import datetime as dt
     from collections.abc import Collection, Mapping, Sequence
     from concurrent.futures import Future
@@ -63,6 +64,10 @@ class CallbackSink(Protocol):
 
     def submit_callback(self, prepared: PreparedCallback) -> Future[IngestResult]:
         """See :meth:`vobiz_provider.ledger.ingest.Ingest.submit_callback`."""
+        ...
+
+    def asubmit_callback(self, prepared: PreparedCallback) -> asyncio.Future[IngestResult]:
+        """See :meth:`vobiz_provider.ledger.ingest.Ingest.asubmit_callback`."""
         ...
 
     def store_inbound(

@@ -31,8 +31,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 from typing import TYPE_CHECKING, Final
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_plus
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -48,6 +49,7 @@ from vobiz_provider.receiver.pipeline import (
     IncomingCallback,
     StoredCallback,
     answer_xml,
+    until,
     within,
 )
 from vobiz_provider.receiver.rate_limit import TokenRateLimiter
@@ -80,6 +82,24 @@ _STORED_BODY: Final = b'{"status":"stored"}'
 _DUPLICATE_BODY: Final = b'{"status":"duplicate"}'
 
 
+#: What a form's raw bytes hold if a field may decode to a C0 control character: the byte itself, or its
+#: percent-encoding (``%00`` to ``%1F``); ``+`` decodes to a space.
+_MAY_DECODE_TO_C0: Final = re.compile(rb"[\x00-\x1f]|%[01]")
+
+
+def _query_param(query: bytes, name: str) -> str:
+    """The value of ``name`` in a query string, as ``request.query_params`` reads it (the last one wins),
+    without parsing the other parameters; ``""`` when absent."""
+    prefix = f"{name}=".encode()
+    value = ""
+    for part in query.split(b"&"):
+        if part.startswith(prefix):
+            value = unquote_plus(part[len(prefix) :].decode("latin-1"))
+        elif part == prefix[:-1]:
+            value = ""
+    return value
+
+
 def _parse_form(raw: bytes, *, what: str) -> dict[str, str]:
     """The fields of a form-encoded body or query string; 400 when it is not UTF-8 or not a form.
 
@@ -99,6 +119,8 @@ def _parse_form(raw: bytes, *, what: str) -> dict[str, str]:
         if "max_num_fields" in message or "Max number of fields" in message:
             raise CallbackRejected(400, f"{what} has more than {MAX_FIELDS} fields") from None
         raise CallbackRejected(400, f"{what} is not a valid form encoding") from None
+    if _MAY_DECODE_TO_C0.search(raw) is None:  # no C0 byte, raw or percent-encoded: nothing to escape
+        return dict(pairs)
     # NUL (refused by PostgreSQL, failing the whole shared transaction), ESC, CR/LF...: escaped, so that they
     # reach no column, log line or event row; a value escaped so no longer parses and its field stays empty.
     fields: dict[str, str] = {}
@@ -190,55 +212,54 @@ def create_app(
         return JSONResponse({"detail": err.reason}, status_code=err.status_code, headers=headers or None)
 
     async def receive(kind: str, request: Request) -> Response:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + response_deadline
+        # One deadline for the whole request (one timer): reading the body, then checking and storing.
+        storing = False
         try:
             if kind not in CALLBACK_KINDS:
                 raise CallbackRejected(
                     404, f"unknown callback kind {kind!r}; expected one of {', '.join(CALLBACK_KINDS)}"
                 )
             current = receiver.settings()
-            if request.method == "GET":
-                if len(request.scope.get("query_string", b"")) > current.max_body_bytes:
-                    raise CallbackRejected(414, f"query string longer than {current.max_body_bytes} bytes")
-                body = b""
-            else:
-                try:
-                    body = await within(deadline - loop.time(), _read_body(request, current.max_body_bytes))
-                except TimeoutError:
+            try:
+                async with until(asyncio.get_running_loop().time() + response_deadline):
+                    if request.method == "GET":
+                        if len(request.scope.get("query_string", b"")) > current.max_body_bytes:
+                            raise CallbackRejected(
+                                414, f"query string longer than {current.max_body_bytes} bytes"
+                            )
+                        body = b""
+                    else:
+                        body = await _read_body(request, current.max_body_bytes)
+                    token = _query_param(request.scope.get("query_string", b""), TOKEN_PARAM)
+                    correlation = receiver.decode_token(token, current, kind=kind)
+                    if current.callback_rate_limit > 0:
+                        wait = rate_limiter.acquire(
+                            (correlation.ti_key, correlation.try_number),
+                            rate=current.callback_rate_limit,
+                            burst=current.callback_rate_burst,
+                        )
+                        if wait is not None:
+                            raise CallbackRejected(
+                                429,
+                                "too many callbacks for this task try, retry later",
+                                retry_after=max(1, math.ceil(wait)),
+                            )
+                    incoming = IncomingCallback(
+                        kind=kind,
+                        fields=_request_fields(request, body),
+                        headers=dict(request.headers),
+                        request_url=str(request.url.replace(query="", fragment="")),
+                        correlation=correlation,
+                        token=token,
+                        settings=current,
+                    )
+                    storing = True
+                    stored, xml = await receiver.ahandle(incoming)
+            except TimeoutError:
+                if not storing:
                     raise CallbackRejected(
                         408, f"callback body not received within {response_deadline:g} s"
                     ) from None
-            token = request.query_params.get(TOKEN_PARAM, "")
-            correlation = receiver.decode_token(token, current, kind=kind)
-            if current.callback_rate_limit > 0:
-                wait = rate_limiter.acquire(
-                    (correlation.ti_key, correlation.try_number),
-                    rate=current.callback_rate_limit,
-                    burst=current.callback_rate_burst,
-                )
-                if wait is not None:
-                    raise CallbackRejected(
-                        429,
-                        "too many callbacks for this task try, retry later",
-                        retry_after=max(1, math.ceil(wait)),
-                    )
-            fields = _request_fields(request, body)
-            request_url = str(request.url.replace(query="", fragment=""))
-            headers = dict(request.headers)
-
-            try:
-                incoming = IncomingCallback(
-                    kind=kind,
-                    fields=fields,
-                    headers=headers,
-                    request_url=request_url,
-                    correlation=correlation,
-                    token=token,
-                    settings=current,
-                )
-                stored, xml = await within(deadline - loop.time(), receiver.ahandle(incoming))
-            except TimeoutError:
                 # A callback already taken by the store's writer is still committed: Vobiz's retry is then
                 # answered "duplicate". One still queued is withdrawn.
                 raise CallbackRejected(
@@ -267,6 +288,7 @@ def create_app(
     # A plain Starlette route: the request is all it needs, FastAPI's dependency solving is per-request cost.
     # The standalone server routes callbacks to it directly (cli.build_server_app): it answers every error.
     app.state.callback_endpoint = endpoint
+    app.state.handle_callback = receive
     app.router.routes.append(
         Route(
             "/callbacks/{kind}",

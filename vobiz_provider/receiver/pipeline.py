@@ -67,7 +67,8 @@ from vobiz_provider.signatures import verify_signature
 from vobiz_provider.untrusted import loggable
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable, Mapping
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+    from contextlib import AbstractAsyncContextManager
 
     from vobiz_provider.config import VobizSettings
     from vobiz_provider.ledger import CallbackSink, IngestResult, PreparedCallback
@@ -439,13 +440,13 @@ class CallbackReceiver:
             prepared_inline = await _in_thread(check_and_prepare)
         checked, ledger, prepared = prepared_inline
         try:
-            result = await asyncio.wrap_future(ledger.submit_callback(prepared))
+            result = await ledger.asubmit_callback(prepared)
             for delay in PENDING_RETRY_DELAYS:
                 if result.refusal is None or not result.refusal.pending:
                     break
                 # Its task has not yet written down the calls Vobiz accepted: give it a moment.
                 await asyncio.sleep(delay)
-                result = await asyncio.wrap_future(ledger.submit_callback(prepared))
+                result = await ledger.asubmit_callback(prepared)
         except LedgerUnavailableError as err:
             raise self._store_unavailable(incoming.kind, err) from None
 
@@ -464,8 +465,18 @@ async def _in_thread(function: Callable[[], T]) -> T:
 
 async def within(seconds: float, awaitable: Awaitable[T]) -> T:
     """Await ``awaitable`` for at most ``seconds`` (:class:`TimeoutError` after that)."""
-    if sys.version_info >= (3, 11):
-        async with asyncio.timeout(seconds):
-            return await awaitable
-    with anyio.fail_after(seconds):  # pragma: no cover - Python 3.10
+    async with until(asyncio.get_running_loop().time() + seconds):
         return await awaitable
+
+
+def until(deadline: float) -> AbstractAsyncContextManager[object]:
+    """A scope that ends with :class:`TimeoutError` at ``deadline`` (the running loop's ``time()``)."""
+    if sys.version_info >= (3, 11):
+        return asyncio.timeout_at(deadline)
+    return _until_anyio(deadline)  # pragma: no cover - Python 3.10
+
+
+@contextlib.asynccontextmanager
+async def _until_anyio(deadline: float) -> AsyncIterator[None]:  # pragma: no cover - Python 3.10
+    with anyio.fail_after(deadline - asyncio.get_running_loop().time()):
+        yield
