@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import httpx
 import pytest
@@ -18,8 +18,9 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from vobiz_provider.models.callbacks import carries_free_text
-from vobiz_provider.receiver.app import _parse_form, _query_param
+from vobiz_provider.receiver.app import MAX_FIELDS, _parse_form, _query_param
 from vobiz_provider.receiver.cli import ServerApp
+from vobiz_provider.receiver.pipeline import CallbackRejected
 from vobiz_provider.untrusted import control_character
 
 if TYPE_CHECKING:
@@ -52,6 +53,45 @@ def test_no_field_keeps_a_control_character_it_may_not_carry(fields: dict[str, s
         assert set(parsed) == set(fields)
         for name, value in parsed.items():
             assert control_character(value, line_breaks=carries_free_text(name)) is None, (raw, name)
+
+
+_FORM_PIECES = st.sampled_from(
+    ["CallUUID", "To", "=", "&", "&&", "+", "%2B", "%3A", "%20", "%e2%82%ac", "%ff", "%", "%4", "x", "é", "1"]
+)
+
+
+def _as_parse_qsl_reads_it(raw: bytes) -> dict[str, str] | str:
+    """What the receiver answered reading forms with ``urllib.parse.parse_qsl``: the fields, or why not."""
+    try:
+        text = "&".join(part for part in raw.decode("utf-8").split("&") if part)
+        pairs = parse_qsl(
+            text, keep_blank_values=True, strict_parsing=True, errors="strict", max_num_fields=MAX_FIELDS
+        )
+    except UnicodeDecodeError:
+        return "form body is not valid UTF-8"
+    except ValueError as err:
+        if "Max number of fields" in str(err):
+            return f"form body has more than {MAX_FIELDS} fields"
+        return "form body is not a valid form encoding"
+    return dict(pairs)
+
+
+@given(st.lists(_FORM_PIECES, max_size=30).map("".join))
+def test_a_form_is_read_as_parse_qsl_reads_it(text: str) -> None:
+    raw = text.encode()
+    try:
+        read: dict[str, str] | str = _parse_form(raw, what="form body")
+    except CallbackRejected as err:
+        assert err.status_code == 400
+        read = err.reason
+    assert read == _as_parse_qsl_reads_it(raw)
+
+
+def test_more_fields_than_allowed_are_refused() -> None:
+    raw = "&".join(f"f{index}=1" for index in range(MAX_FIELDS + 1)).encode()
+    with pytest.raises(CallbackRejected, match=f"more than {MAX_FIELDS} fields"):
+        _parse_form(raw, what="form body")
+    assert len(_parse_form(raw[: raw.rindex(b"&")], what="form body")) == MAX_FIELDS
 
 
 @pytest.mark.parametrize(
