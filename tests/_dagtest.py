@@ -136,7 +136,7 @@ def callback_receiver(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
     """
     from vobiz_provider.config import get_settings
     from vobiz_provider.ledger import dispose_ledgers, get_ledger
-    from vobiz_provider.receiver.cli import build_server_app
+    from vobiz_provider.receiver.server_app import build_server_app
     from vobiz_provider.testing.emulator.server import serve_in_thread
 
     port = _free_port()

@@ -19,8 +19,8 @@ from starlette.routing import Route
 
 from vobiz_provider.models.callbacks import carries_free_text
 from vobiz_provider.receiver.app import MAX_FIELDS, _parse_form, _query_param
-from vobiz_provider.receiver.cli import ServerApp
 from vobiz_provider.receiver.pipeline import CallbackRejected
+from vobiz_provider.receiver.server_app import ServerApp
 from vobiz_provider.untrusted import control_character
 
 if TYPE_CHECKING:

@@ -294,7 +294,7 @@ def create_app(
         return await receive(request.path_params["kind"], request)
 
     # A plain Starlette route: the request is all it needs, FastAPI's dependency solving is per-request cost.
-    # The standalone server routes callbacks to it directly (cli.build_server_app): it answers every error.
+    # The standalone server routes callbacks to it directly (build_server_app): it answers every error.
     app.state.callback_endpoint = endpoint
     app.state.handle_callback = receive
     app.router.routes.append(
