@@ -26,7 +26,7 @@ from vobiz_provider.ledger import CallLedger, IngestResult, PreparedCallback
 from vobiz_provider.ledger.binding import Refusal
 from vobiz_provider.ledger.callback_columns import dedupe_key
 from vobiz_provider.ledger.database import Conflict
-from vobiz_provider.ledger.rows import utcnow
+from vobiz_provider.ledger.rows import to_call_record, utcnow
 from vobiz_provider.ledger.schema import calls, events, nonces
 
 if TYPE_CHECKING:
@@ -337,11 +337,12 @@ def test_the_first_use_of_a_replay_key_in_a_batch_claims_it(store: CallLedger) -
     ]
     results = _results(store.ingest(batch))
     assert results == [
-        IngestResult(stored=True, duplicate=False, call_uuid="c1", record=_record(store, "c1")),
+        IngestResult(stored=True, duplicate=False, call_uuid="c1"),
         IngestResult(stored=False, duplicate=True, call_uuid="c1", replayed=False),
         IngestResult(stored=False, duplicate=True, call_uuid="c1", replayed=True),
-        IngestResult(stored=True, duplicate=False, call_uuid="c2", record=_record(store, "c2")),
+        IngestResult(stored=True, duplicate=False, call_uuid="c2"),
     ]
+    assert [result.record for result in results] == [_record(store, "c1"), None, None, _record(store, "c2")]
     assert _record(store, "c1").status == "ringing"  # the replayed hangup changed nothing
     assert [(row["call_uuid"], row["kind"]) for row in _events(store)] == [("c1", "ring"), ("c2", "ring")]
     assert set(_nonces(store)) == {"k1"}
@@ -518,8 +519,9 @@ def test_a_dedupe_key_repeated_in_a_batch_or_already_stored_is_a_duplicate(store
     )
     assert results[1:] == [
         IngestResult(stored=False, duplicate=True, call_uuid="c1"),
-        IngestResult(stored=True, duplicate=False, call_uuid="c1", record=_record(store, "c1")),
+        IngestResult(stored=True, duplicate=False, call_uuid="c1"),
     ]
+    assert results[2].record == _record(store, "c1")
     assert results[0].stored
     later = _results(store.ingest([_prep(store, "answer", answer("c1")), _prep(store, "ring", ring("c1"))]))
     assert later == [IngestResult(stored=False, duplicate=True, call_uuid="c1")] * 2
@@ -647,7 +649,8 @@ def _apply(
 ) -> list[CallRecord | None]:
     def work(conn: Any) -> list[CallRecord | None]:
         rows = store._load_known(conn, items) if known is None else known
-        return store._apply_to_calls(conn, items, rows, now=utcnow())
+        call_rows = store._apply_to_calls(conn, items, rows, now=utcnow())
+        return [None if row is None else to_call_record(row) for row in call_rows]
 
     return store._db.run(work, write=True)
 

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from vobiz_provider.ledger.database import Conflict, LedgerPart
 from vobiz_provider.ledger.placements import mark_registered
 from vobiz_provider.ledger.rows import (
+    CALL_COLUMN_SET,
     OVERWRITE_BY_KIND,
     api_result_values,
     check_lengths,
@@ -124,8 +125,9 @@ class Calls(LedgerPart):
         now: dt.datetime,
         overwrite: frozenset[str] = frozenset(),
         locked: bool = False,
-    ) -> CallRecord | None:
-        """Find (or create) the call row that ``values`` describe and merge them in; the row afterwards.
+    ) -> dict[str, Any] | None:
+        """Find (or create) the call row that ``values`` describe and merge them in; a copy of the row
+        afterwards (``None`` when ``values`` name no call).
 
         :param conn: The caller's transaction.
         :param values: The call columns observed.
@@ -172,9 +174,9 @@ class Calls(LedgerPart):
             new_row = new_call_row(values, leg=leg, status=insert_status, source=source, now=now)
             if conn.execute(self._insert, new_row).rowcount == 0:
                 raise Conflict("a call row appeared while its writer held the locks")
-            return to_call_record(new_row)
+            return new_row
 
-        values = {column: value for column, value in values.items() if column in calls.c}
+        values = {column: value for column, value in values.items() if column in CALL_COLUMN_SET}
         if leg and not row["leg_key"] and self._first(conn, self._by_leg, leg) is None:
             # Only a leg no other call holds (leg_key is UNIQUE: taking another call's leg failed the
             # transaction on every retry).
@@ -184,7 +186,7 @@ class Calls(LedgerPart):
             changes["updated_at"] = now
             conn.execute(self._update, {"b_id": row["id"], **changes})
             row.update(changes)
-        return to_call_record(row)
+        return dict(row)
 
     def _load_known(self, conn: Connection, items: Sequence[Observation]) -> list[dict[str, Any]]:
         """The stored calls (whole rows) the items name, by call UUID, leg or request UUID (one query)."""
@@ -206,8 +208,10 @@ class Calls(LedgerPart):
         known: Sequence[dict[str, Any]],
         *,
         now: dt.datetime,
-    ) -> list[CallRecord | None]:
-        """Apply stored callbacks to their calls, in order (the caller holds the locks).
+    ) -> list[dict[str, Any] | None]:
+        """Apply stored callbacks to their calls, in order (the caller holds the locks); each one's call row
+        as it left it (a copy: a later item of the batch may change the row again), ``None`` for one that
+        names no call.
 
         One statement per kind of write for the whole batch: calls new to the ledger and to the batch are
         inserted at once, and a callback that is the first news of a fired call (its leg's row, not yet
@@ -233,7 +237,7 @@ class Calls(LedgerPart):
                     in_batch[(name, value)] = in_batch.get((name, value), 0) + 1
         known_calls = {row["call_uuid"] for row in known if row["call_uuid"]}
         fired_legs = {row["leg_key"]: row for row in known if row["leg_key"] and not row["call_uuid"]}
-        records: list[CallRecord | None] = []
+        records: list[dict[str, Any] | None] = []
         new_rows: list[dict[str, Any]] = []
         updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for item, (call, leg, request) in zip(items, idents, strict=True):
@@ -246,19 +250,19 @@ class Calls(LedgerPart):
             if all(taken.get(key, 0) == 1 for key in named):
                 row = new_call_row(item.values, leg=leg, status=insert_status, source="callback", now=now)
                 new_rows.append(row)
-                records.append(to_call_record(row))
+                records.append(row)  # not changed again: the call is named once in the batch
                 continue
             fired = fired_legs.get(leg) if call and leg and call not in known_calls else None
             if fired is not None and all(in_batch[key] == 1 for key in named):
                 # What _merge_into_call would do: no row holds the call UUID, the leg's row is found.
-                values = {column: value for column, value in item.values.items() if column in calls.c}
+                values = {column: value for column, value in item.values.items() if column in CALL_COLUMN_SET}
                 overwrite = OVERWRITE_BY_KIND.get(item.kind, frozenset())
                 changes = merge(fired, values, status=item.status, source="callback", overwrite=overwrite)
                 if changes:
                     changes["updated_at"] = now
                     updates.setdefault(tuple(sorted(changes)), []).append({"b_id": fired["id"], **changes})
                     fired.update(changes)
-                records.append(to_call_record(fired))
+                records.append(dict(fired))
                 continue
             records.append(
                 self._merge_into_call(

@@ -21,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -38,7 +39,7 @@ from vobiz_provider.ledger.callback_columns import (
 from vobiz_provider.ledger.calls import Calls
 from vobiz_provider.ledger.change_signal import notify_changed
 from vobiz_provider.ledger.group_commit import GroupCommitter
-from vobiz_provider.ledger.rows import correlation_values, utcnow
+from vobiz_provider.ledger.rows import correlation_values, to_call_record, utcnow
 from vobiz_provider.ledger.schema import UTCDateTime, events, nonces
 from vobiz_provider.models.callbacks import read_callback
 
@@ -67,17 +68,23 @@ class IngestResult:
     :param call_uuid: The call it belongs to, if known.
     :param replayed: The signature nonce was seen within the replay window with *other* fields: a captured
         signature reused on a forged body. Nothing was stored; the receiver should refuse it (403).
-    :param record: The call's state after this callback (``None`` when nothing was stored).
     :param refusal: Why its URL's try may not store it (:mod:`~vobiz_provider.ledger.binding`): nothing was
         stored.
+    :param call_row: The call's ``vobiz_calls`` row after this callback (``None`` when nothing was stored):
+        :attr:`record` is built from it on first use, since the receiver answers without it.
     """
 
     stored: bool
     duplicate: bool
     call_uuid: str | None
     replayed: bool = False
-    record: CallRecord | None = None
     refusal: Refusal | None = None
+    call_row: Mapping[str, Any] | None = dataclass_field(default=None, repr=False, compare=False)
+
+    @cached_property
+    def record(self) -> CallRecord | None:
+        """The call's state after this callback (``None`` when nothing was stored)."""
+        return None if self.call_row is None else to_call_record(self.call_row)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -398,13 +405,13 @@ class Ingest(Calls):
             )
 
         # 4. Calls: insert those new to the ledger and to the batch at once; apply the others in order.
-        records = self._apply_to_calls(conn, [items[index] for index in stored], known_rows, now=now)
-        for index, record in zip(stored, records, strict=True):
+        call_rows = self._apply_to_calls(conn, [items[index] for index in stored], known_rows, now=now)
+        for index, call_row in zip(stored, call_rows, strict=True):
             results[index] = IngestResult(
                 stored=True,
                 duplicate=False,
-                call_uuid=record.call_uuid if record else items[index].call_uuid,
-                record=record,
+                call_uuid=call_row["call_uuid"] if call_row else items[index].call_uuid,
+                call_row=call_row,
             )
         return results  # type: ignore[return-value]
 

@@ -43,6 +43,8 @@ MAX_IN_PARAMS: Final = 30_000
 ROW_COLUMNS: Final = tuple(column.name for column in calls.columns)
 #: The columns a new call row gets (all but the primary key).
 CALL_COLUMNS: Final = tuple(name for name in ROW_COLUMNS if name != "id")
+#: The same as a set, to pick an observation's call columns (``name in calls.c`` costs ten times more).
+CALL_COLUMN_SET: Final = frozenset(CALL_COLUMNS)
 
 # Columns that name a call or its task: set once, never overwritten by a later event.
 _IDENTITY_COLUMNS: Final = frozenset(
