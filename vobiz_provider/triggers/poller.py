@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import datetime as dt
 import logging
 import time
@@ -125,6 +126,9 @@ class SharedPoller:
         #: How many subscribers ask for each interval (the tick uses the smallest).
         self._intervals: dict[float, int] = {}
         self._task: asyncio.Task[None] | None = None
+        #: The context the subscriptions' wait timers run in: one for all, rather than a copy of the
+        #: waiter's context per timer (each is one more object for the garbage collector to walk).
+        self._context = contextvars.Context()
         self._reschedule = asyncio.Event()
         self._store: CallLedger | None = None
         #: The clock when the last successful query began.

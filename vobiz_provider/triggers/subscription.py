@@ -6,6 +6,7 @@ import asyncio
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    import contextvars
     from collections.abc import Iterable
 
     from vobiz_provider.ledger import CallChange
@@ -22,6 +23,8 @@ class SharedPoller(Protocol):
     _polled_at: float | None
     _last_callback_at: float | None
     _failing_since: float | None
+    #: The one context every subscription's wait timer runs in (see :meth:`Subscription.wait`).
+    _context: contextvars.Context
 
     def _ensure_running(self) -> None: ...
 
@@ -131,10 +134,11 @@ class Subscription:
         if not self._updated:
             # A bare future and a timer rather than wait_for(Event.wait()), which makes a task per wait:
             # 10,000 waiters re-arm their waits all the time, and every object counts for the garbage
-            # collector's full passes.
+            # collector's full passes. The timer runs in the poller's one context (it only resolves the
+            # future), rather than in a copy of the caller's made for each timer.
             loop = asyncio.get_running_loop()
             waiter = self._waiter = loop.create_future()
-            timer = loop.call_later(max(timeout, 0.0), _resolve, waiter)
+            timer = loop.call_later(max(timeout, 0.0), _resolve, waiter, context=self._poller._context)
             try:
                 await waiter
             finally:
