@@ -225,20 +225,19 @@ class VobizCallHangupTrigger(BaseTrigger):
                 await self._final_lookup(store_url)
             return self._hangup_payload() if self._tracker.done else self._timeout_payload()
 
-        async with contextlib.AsyncExitStack() as stack:
-            subscription: Subscription | None = None
-            if store_url is not None:
-                subscription = await stack.enter_async_context(
-                    subscribe(
-                        store_url,
-                        request_uuids=self.request_uuids,
-                        call_uuids=self.call_uuids or (),
-                        interval=self.poll_interval,
-                    )
-                )
-            api = _ApiReconciler(self, store_url=store_url)
-            stack.push_async_callback(api.aclose)
-
+        # Plain try/finally blocks rather than an AsyncExitStack, and the API reconciler made only when the
+        # API is first asked: every waiting trigger keeps what it holds here for hours, and each object it
+        # keeps lengthens every full pass of the garbage collector, which stalls the triggerer's loop.
+        subscription: Subscription | None = None
+        if store_url is not None:
+            subscription = await subscribe(
+                store_url,
+                request_uuids=self.request_uuids,
+                call_uuids=self.call_uuids or (),
+                interval=self.poll_interval,
+            ).__aenter__()
+        api: _ApiReconciler | None = None
+        try:
             while True:
                 if self._tracker.done:
                     return self._hangup_payload()
@@ -250,6 +249,8 @@ class VobizCallHangupTrigger(BaseTrigger):
                 reconcile_in = self._reconcile_wait(now, started, subscription)
                 if reconcile_in <= 0:
                     self._next_reconcile_at = now + self._reconcile_interval
+                    if api is None:
+                        api = _ApiReconciler(self, store_url=store_url)
                     error = await api.reconcile(timeout=min(RECONCILE_TIMEOUT, self.deadline - now))
                     if error is not None:
                         return self._payload("error", error)
@@ -261,6 +262,13 @@ class VobizCallHangupTrigger(BaseTrigger):
                     await asyncio.sleep(wait)
                 elif await subscription.wait(wait):
                     self._take(subscription)
+        finally:
+            try:
+                if api is not None:
+                    await api.aclose()
+            finally:
+                if subscription is not None:
+                    await subscription.__aexit__(None, None, None)
 
     @property
     def _reconcile_interval(self) -> float:
