@@ -260,7 +260,13 @@ class VobizCallHangupTrigger(BaseTrigger):
                 wait = min(self.deadline - now, reconcile_in)
                 if subscription is None:
                     await asyncio.sleep(wait)
-                elif await subscription.wait(wait):
+                    continue
+                if subscription.polled_at is None:
+                    # Until the first poll, which will wake us, wait at most one interval: a wait timer
+                    # cancelled early stays in the loop's heap until it is due, so a far-future one would
+                    # stay there, one per trigger, for hours.
+                    wait = min(wait, self.poll_interval)
+                if await subscription.wait(wait):
                     self._take(subscription)
         finally:
             try:
