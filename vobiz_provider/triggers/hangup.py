@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import weakref
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,8 @@ from vobiz_provider.untrusted import loggable
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Iterable
+
+    from airflow._shared.logging.types import Logger
 
     from vobiz_provider.client import AsyncVobizClient
     from vobiz_provider.models.record import CallRecord
@@ -64,6 +67,12 @@ RECONCILE_TIMEOUT = 60.0
 FINAL_LOOKUP_TIMEOUT = 5.0
 #: Seconds between two "store unavailable" warnings of one trigger.
 STORE_WARNING_INTERVAL = 300.0
+
+
+#: The trigger classes' loggers per event loop (see :attr:`VobizCallHangupTrigger.log`).
+_LOGGERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[type, Logger]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _iso(epoch: float) -> str:
@@ -124,6 +133,30 @@ class VobizCallHangupTrigger(BaseTrigger):
         self._tracker = self._new_tracker()
         self._next_reconcile_at = 0.0
         self._store_warned_at: float | None = None
+
+    @property
+    def log(self) -> Logger:
+        """This class's logger, one per event loop, shared by the loop's triggers of this class.
+
+        Airflow's :class:`LoggingMixin` builds a logger per instance (a lazy proxy, a bound logger, its
+        writer and their bound methods); the triggers of a triggerer wait for hours, and every object they
+        keep lengthens every full pass of the garbage collector, which stalls the loop. The lines still go
+        to each trigger's own task log: the triggerer tells them apart by the context variables it binds in
+        each trigger's task, which structlog reads when a line is written. Per loop rather than per
+        process, because a logger binds its output stream on first use: a new loop (``dag.test()``, a
+        worker's in-process wait, the next test) gets one bound to the streams of its day.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not in a loop (the operator, a test): the mixin's own, per instance
+            return super().log
+        loggers = _LOGGERS.get(loop)
+        if loggers is None:
+            loggers = _LOGGERS[loop] = {}
+        logger = loggers.get(type(self))
+        if logger is None:
+            logger = loggers[type(self)] = super().log
+        return logger
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
