@@ -407,6 +407,8 @@ class VobizCallHangupTrigger(BaseTrigger):
 class _ApiReconciler:
     """Asks the Vobiz API about the legs the callbacks have not settled (live → queued → CDR)."""
 
+    __slots__ = ("_announced", "_client", "_hook", "store_url", "trigger")
+
     def __init__(self, trigger: VobizCallHangupTrigger, *, store_url: str | None) -> None:
         self.trigger = trigger
         self.store_url = store_url
