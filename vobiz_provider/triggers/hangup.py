@@ -155,6 +155,7 @@ class VobizCallHangupTrigger(BaseTrigger):
             loggers = _LOGGERS[loop] = {}
         logger = loggers.get(type(self))
         if logger is None:
+            self._log = None  # the mixin caches its logger on the instance: not one from another loop
             logger = loggers[type(self)] = super().log
         return logger
 
