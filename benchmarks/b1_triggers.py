@@ -14,6 +14,10 @@ window's intervals):
   (SQLite's ``BEGIN``, ``PRAGMA``) counted apart;
 * CPU: ``time.process_time()`` (all threads of the process, so the store's worker threads count);
 * RSS per waiting trigger: ``VmRSS`` after the N triggers are waiting minus before they were created, / N;
+* objects per waiting trigger: the objects the cyclic garbage collector tracks (``gc.get_objects()``), after
+  a full collection, once the window and the drain are over, minus before the triggers were created, / the
+  triggers still waiting (every one of them is walked by each full collection, so this is what lengthens
+  its pause). Counted after the window so that the collection it needs does not change the window's GC;
 * callback→TriggerEvent latency: time the event is yielded minus time the hangup write committed;
 * loop stall: Airflow's triggerer watchdog, reproduced (``sleep(0.1)``; elapsed > 0.2 s is its warning).
 """
@@ -221,6 +225,7 @@ async def _wait_for_trigger_process(
             events[request_uuid] = (time.time(), str(event.payload.get("status")))
 
     gc.collect()
+    objects_before = len(gc.get_objects())
     rss_before = vm_rss_bytes()
     created = time.monotonic()
     now = time.time()
@@ -306,11 +311,16 @@ async def _wait_for_trigger_process(
     drain_until = time.monotonic() + DRAIN_SECONDS
     while time.monotonic() < drain_until and any(key not in events for key in written):  # noqa: ASYNC110
         await asyncio.sleep(0.05)
+    # Outside the window: the objects of the triggers still waiting (the finished ones' tasks let go first).
+    tasks = [task for task in tasks if not task.done()]
+    gc.collect()
+    objects_per_trigger = (len(gc.get_objects()) - objects_before) / max(1, len(tasks))
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     watchdog_task.cancel()
     return {
+        "objects_per_trigger": objects_per_trigger,
         "rss_before": rss_before,
         "rss_after": rss_after,
         "waiting": waiting,
@@ -369,6 +379,8 @@ class CaseResult:
     cpu_seconds_per_minute: float
     core_percent: float
     rss_per_trigger: float
+    #: Objects tracked by the garbage collector per trigger still waiting after the window.
+    objects_per_trigger: float
     written: int
     delivered: int
     p50: float
@@ -531,6 +543,7 @@ def _run_case(
         cpu_seconds_per_minute=cpu * 60,
         core_percent=cpu * 100,
         rss_per_trigger=(result["rss_after"] - result["rss_before"]) / n,
+        objects_per_trigger=result["objects_per_trigger"],
         written=len(write_times),
         delivered=delivered,
         p50=percentile(latencies, 50),
@@ -569,6 +582,7 @@ def run(*, smoke: bool = False, log: Any = print) -> Section:
             "CPU s / min",
             "% of a core",
             "RSS / trigger",
+            "GC objects / waiting trigger",
             "callbacks → events",
             "p50 latency",
             "p99 latency",
@@ -599,7 +613,8 @@ def run(*, smoke: bool = False, log: Any = print) -> Section:
                     log(
                         f"  B1 {backend} N={n} {design}: {result.queries_per_interval:.0f} queries/interval, "
                         f"{result.core_percent:.1f}% core, p99 {_latency(result.p99)}, "
-                        f"watchdog max {result.max_stall:.2f} s"
+                        f"watchdog max {result.max_stall:.2f} s, GC max {result.max_gc_pause:.2f} s, "
+                        f"{result.objects_per_trigger:.1f} GC objects/waiting trigger"
                     )
                     results.append(result)
     for result in results:
@@ -616,6 +631,7 @@ def run(*, smoke: bool = False, log: Any = print) -> Section:
                 fmt(result.cpu_seconds_per_minute, 1),
                 fmt(result.core_percent, 1, " %"),
                 fmt(result.rss_per_trigger / 1024, 1, " KiB"),
+                fmt(result.objects_per_trigger, 1),
                 f"{result.delivered} / {result.written}",
                 _latency(result.p50),
                 _latency(result.p99),
@@ -702,7 +718,10 @@ def run(*, smoke: bool = False, log: Any = print) -> Section:
         f"min({config.rate_cap:g}/s, N / (2 x window)). Queries per interval, CPU and RSS: the window is cut "
         f"into {PARTS} consecutive stretches and the figure is the median over them; watchdog sleep: the "
         "maximum over the window (Airflow's triggerer warns above 0.2 s); latencies: percentiles over every "
-        "callback written in the window. Start-up stall: the longest watchdog sleep while the N triggers "
+        "callback written in the window. GC objects per waiting trigger: objects tracked by the garbage "
+        "collector after a full collection once the window is over, minus before the triggers were created, "
+        "divided by the triggers still waiting (a full collection walks all of them). Start-up stall: the "
+        "longest watchdog sleep while the N triggers "
         "were created at once (informational: a real triggerer picks up at most 50 triggers per loop). "
         "Each case runs in a fresh (forked) process; the store holds 2N fired calls (N per design). "
         "The store signals committed callbacks (PostgreSQL NOTIFY, SQLite data_version) and the shared "

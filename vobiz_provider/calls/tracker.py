@@ -37,12 +37,18 @@ class CallTracker:
     :param call_uuids: Call UUIDs being waited for (one leg each), when known instead of destinations.
     """
 
+    # Every waiting trigger keeps one for hours: slots, and the UUIDs in tuples (a tuple of strings is not
+    # tracked by the garbage collector, whose full passes stall the triggerer's loop; a list is).
+    __slots__ = ("call_uuids", "destinations", "legs", "request_uuids")
+
     def __init__(
         self, *, request_uuids: Iterable[str], destinations: Iterable[str], call_uuids: Iterable[str]
     ) -> None:
-        self.request_uuids = list(dict.fromkeys(request_uuids))
-        self.call_uuids = list(dict.fromkeys(call_uuids))
-        self.destinations = list(dict.fromkeys(normalise_destination(d) for d in destinations if d))
+        self.request_uuids: tuple[str, ...] = tuple(dict.fromkeys(request_uuids))
+        self.call_uuids: tuple[str, ...] = tuple(dict.fromkeys(call_uuids))
+        self.destinations: tuple[str, ...] = tuple(
+            dict.fromkeys(normalise_destination(d) for d in destinations if d)
+        )
         #: Latest record per leg: keyed by normalised destination when destinations are known, else by
         #: call UUID.
         self.legs: dict[str, CallRecord] = {}

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import weakref
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,8 @@ from vobiz_provider.untrusted import loggable
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Iterable
+
+    from airflow._shared.logging.types import Logger
 
     from vobiz_provider.client import AsyncVobizClient
     from vobiz_provider.models.record import CallRecord
@@ -64,6 +67,12 @@ RECONCILE_TIMEOUT = 60.0
 FINAL_LOOKUP_TIMEOUT = 5.0
 #: Seconds between two "store unavailable" warnings of one trigger.
 STORE_WARNING_INTERVAL = 300.0
+
+
+#: The trigger classes' loggers per event loop (see :attr:`VobizCallHangupTrigger.log`).
+_LOGGERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[type, Logger]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _iso(epoch: float) -> str:
@@ -124,6 +133,31 @@ class VobizCallHangupTrigger(BaseTrigger):
         self._tracker = self._new_tracker()
         self._next_reconcile_at = 0.0
         self._store_warned_at: float | None = None
+
+    @property
+    def log(self) -> Logger:
+        """This class's logger, one per event loop, shared by the loop's triggers of this class.
+
+        Airflow's :class:`LoggingMixin` builds a logger per instance (a lazy proxy, a bound logger, its
+        writer and their bound methods); the triggers of a triggerer wait for hours, and every object they
+        keep lengthens every full pass of the garbage collector, which stalls the loop. The lines still go
+        to each trigger's own task log: the triggerer tells them apart by the context variables it binds in
+        each trigger's task, which structlog reads when a line is written. Per loop rather than per
+        process, because a logger binds its output stream on first use: a new loop (``dag.test()``, a
+        worker's in-process wait, the next test) gets one bound to the streams of its day.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not in a loop (the operator, a test): the mixin's own, per instance
+            return super().log
+        loggers = _LOGGERS.get(loop)
+        if loggers is None:
+            loggers = _LOGGERS[loop] = {}
+        logger = loggers.get(type(self))
+        if logger is None:
+            self._log = None  # the mixin caches its logger on the instance: not one from another loop
+            logger = loggers[type(self)] = super().log
+        return logger
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -225,20 +259,19 @@ class VobizCallHangupTrigger(BaseTrigger):
                 await self._final_lookup(store_url)
             return self._hangup_payload() if self._tracker.done else self._timeout_payload()
 
-        async with contextlib.AsyncExitStack() as stack:
-            subscription: Subscription | None = None
-            if store_url is not None:
-                subscription = await stack.enter_async_context(
-                    subscribe(
-                        store_url,
-                        request_uuids=self.request_uuids,
-                        call_uuids=self.call_uuids or (),
-                        interval=self.poll_interval,
-                    )
-                )
-            api = _ApiReconciler(self, store_url=store_url)
-            stack.push_async_callback(api.aclose)
-
+        # Plain try/finally blocks rather than an AsyncExitStack, and the API reconciler made only when the
+        # API is first asked: every waiting trigger keeps what it holds here for hours, and each object it
+        # keeps lengthens every full pass of the garbage collector, which stalls the triggerer's loop.
+        subscription: Subscription | None = None
+        if store_url is not None:
+            subscription = await subscribe(
+                store_url,
+                request_uuids=self.request_uuids,
+                call_uuids=self.call_uuids or (),
+                interval=self.poll_interval,
+            ).__aenter__()
+        api: _ApiReconciler | None = None
+        try:
             while True:
                 if self._tracker.done:
                     return self._hangup_payload()
@@ -250,6 +283,8 @@ class VobizCallHangupTrigger(BaseTrigger):
                 reconcile_in = self._reconcile_wait(now, started, subscription)
                 if reconcile_in <= 0:
                     self._next_reconcile_at = now + self._reconcile_interval
+                    if api is None:
+                        api = _ApiReconciler(self, store_url=store_url)
                     error = await api.reconcile(timeout=min(RECONCILE_TIMEOUT, self.deadline - now))
                     if error is not None:
                         return self._payload("error", error)
@@ -259,8 +294,21 @@ class VobizCallHangupTrigger(BaseTrigger):
                 wait = min(self.deadline - now, reconcile_in)
                 if subscription is None:
                     await asyncio.sleep(wait)
-                elif await subscription.wait(wait):
+                    continue
+                if subscription.polled_at is None:
+                    # Until the first poll, which will wake us, wait at most one interval: a wait timer
+                    # cancelled early stays in the loop's heap until it is due, so a far-future one would
+                    # stay there, one per trigger, for hours.
+                    wait = min(wait, self.poll_interval)
+                if await subscription.wait(wait):
                     self._take(subscription)
+        finally:
+            try:
+                if api is not None:
+                    await api.aclose()
+            finally:
+                if subscription is not None:
+                    await subscription.__aexit__(None, None, None)
 
     @property
     def _reconcile_interval(self) -> float:
@@ -359,6 +407,8 @@ class VobizCallHangupTrigger(BaseTrigger):
 
 class _ApiReconciler:
     """Asks the Vobiz API about the legs the callbacks have not settled (live → queued → CDR)."""
+
+    __slots__ = ("_announced", "_client", "_hook", "store_url", "trigger")
 
     def __init__(self, trigger: VobizCallHangupTrigger, *, store_url: str | None) -> None:
         self.trigger = trigger

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import datetime as dt
 import logging
 import time
@@ -53,7 +54,7 @@ from vobiz_provider.ledger import get_ledger
 from vobiz_provider.triggers.subscription import Subscription
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterable
+    from collections.abc import Iterable
 
     from vobiz_provider.ledger import CallChange, CallLedger
     from vobiz_provider.ledger.change_signal import ChangeSignal
@@ -125,6 +126,9 @@ class SharedPoller:
         #: How many subscribers ask for each interval (the tick uses the smallest).
         self._intervals: dict[float, int] = {}
         self._task: asyncio.Task[None] | None = None
+        #: The context the subscriptions' wait timers run in: one for all, rather than a copy of the
+        #: waiter's context per timer (each is one more object for the garbage collector to walk).
+        self._context = contextvars.Context()
         self._reschedule = asyncio.Event()
         self._store: CallLedger | None = None
         #: The clock when the last successful query began.
@@ -168,33 +172,36 @@ class SharedPoller:
         """Whether the background polling task is alive."""
         return self._task is not None and not self._task.done()
 
-    @contextlib.asynccontextmanager
-    async def subscribe(
+    def subscribe(
         self, *, request_uuids: Iterable[str] = (), call_uuids: Iterable[str] = (), interval: float
-    ) -> AsyncIterator[Subscription]:
-        """Subscribe for the records of these UUIDs for the duration of the ``async with`` block.
+    ) -> Subscription:
+        """Subscribe for the records of these UUIDs for the duration of an ``async with`` block::
+
+            async with poller.subscribe(request_uuids=[...], interval=5.0) as subscription:
+                ...
 
         :param request_uuids: Request UUIDs to look up.
         :param call_uuids: Call UUIDs to look up.
         :param interval: Seconds between polls this subscriber needs (the poller uses the smallest).
+        :raises ValueError: ``interval`` is not positive.
         """
-        if interval <= 0:
-            raise ValueError(f"interval must be positive, got {interval}")
-        subscription = Subscription(
-            request_uuids=frozenset(u for u in request_uuids if u),
-            call_uuids=frozenset(u for u in call_uuids if u),
-            interval=interval,
-            _poller=self,
+        return Subscription(
+            request_uuids=request_uuids, call_uuids=call_uuids, interval=interval, poller=self
         )
+
+    def _join(self, subscription: Subscription) -> None:
+        """A subscription's ``async with`` block begins."""
+        if subscription in self._subscriptions:
+            raise RuntimeError("This subscription is already active")
         self._add(subscription)
         self._ensure_running()
         self._reschedule.set()  # the tick interval may have shrunk
-        try:
-            yield subscription
-        finally:
-            self._remove(subscription)
-            # The task notices an empty subscriber set itself and stops; waking it makes that prompt.
-            self._reschedule.set()
+
+    def _leave(self, subscription: Subscription) -> None:
+        """A subscription's ``async with`` block ends (normally, by an exception or by cancellation)."""
+        self._remove(subscription)
+        # The task notices an empty subscriber set itself and stops; waking it makes that prompt.
+        self._reschedule.set()
 
     def _add(self, subscription: Subscription) -> None:
         self._subscriptions.add(subscription)
@@ -439,11 +446,10 @@ def configured_store_url() -> str:
     return url
 
 
-@contextlib.asynccontextmanager
-async def subscribe(
+def subscribe(
     store_url: str, *, request_uuids: Iterable[str] = (), call_uuids: Iterable[str] = (), interval: float
-) -> AsyncIterator[Subscription]:
-    """Subscribe to the running loop's shared poller of ``store_url`` (see :meth:`SharedPoller.subscribe`)."""
+) -> Subscription:
+    """Subscribe to the running loop's shared poller of ``store_url`` (see :meth:`SharedPoller.subscribe`),
+    for the duration of an ``async with`` block; call it from a coroutine of that loop."""
     poller = SharedPoller.for_store(store_url)
-    async with poller.subscribe(request_uuids=request_uuids, call_uuids=call_uuids, interval=interval) as sub:
-        yield sub
+    return poller.subscribe(request_uuids=request_uuids, call_uuids=call_uuids, interval=interval)

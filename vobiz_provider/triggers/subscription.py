@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    import contextvars
+    from collections.abc import Iterable
+
     from vobiz_provider.ledger import CallChange
     from vobiz_provider.models.record import CallRecord
 
@@ -21,57 +23,105 @@ class SharedPoller(Protocol):
     _polled_at: float | None
     _last_callback_at: float | None
     _failing_since: float | None
+    #: The one context every subscription's wait timer runs in (see :meth:`Subscription.wait`).
+    _context: contextvars.Context
 
     def _ensure_running(self) -> None: ...
 
+    def _join(self, subscription: Subscription) -> None: ...
 
-@dataclass(eq=False, slots=True)
+    def _leave(self, subscription: Subscription) -> None: ...
+
+
 class Subscription:
-    """One trigger's place in a :class:`SharedPoller`.
+    """One trigger's place in a :class:`SharedPoller`, for the duration of an ``async with`` block.
 
     The poller sets :attr:`records` (every stored record whose request or call UUID is one of this
     subscription's) after its first poll, and wakes :meth:`wait` only when that changes, when the store
     becomes unreadable or readable again (:attr:`error`), and once after the first poll: 10,000 idle
     waiters cost no wake-ups.
 
-    :param request_uuids: Request UUIDs whose records this subscriber wants.
-    :param call_uuids: Call UUIDs whose records this subscriber wants.
+    Every waiting trigger keeps one, so it keeps few objects (each one lengthens every full pass of the
+    garbage collector, which stalls the triggerer's loop): it is its own async context manager rather than
+    an ``@asynccontextmanager`` generator, its UUIDs are tuples (a tuple of strings is not tracked by the
+    collector, a set is), and its attributes are slots.
+
+    :param request_uuids: Request UUIDs whose records this subscriber wants (duplicates and empty ones
+        dropped).
+    :param call_uuids: Call UUIDs whose records this subscriber wants (likewise).
     :param interval: Seconds between two polls this subscriber asks for.
+    :param poller: The poller that serves it.
     """
 
-    request_uuids: frozenset[str]
-    call_uuids: frozenset[str]
-    interval: float
-    records: list[CallRecord] | None = None
-    _poller: SharedPoller | None = field(default=None, repr=False)
-    #: A poll result arrived that :meth:`wait` has not returned yet.
-    _updated: bool = field(default=False, repr=False)
-    _waiter: asyncio.Future[None] | None = field(default=None, repr=False)
-    #: The rows delivered so far, by row id (their versions tell a change from a re-read).
-    _rows: dict[int, CallChange] = field(default_factory=dict, repr=False)
-    #: Whether a poll has loaded this subscriber's rows (from then on it is kept current by the cursor).
-    _loaded: bool = field(default=False, repr=False)
-    _reported: bool = field(default=False, repr=False)
+    __slots__ = (
+        "_loaded",
+        "_poller",
+        "_reported",
+        "_rows",
+        "_updated",
+        "_waiter",
+        "call_uuids",
+        "interval",
+        "records",
+        "request_uuids",
+    )
+
+    def __init__(
+        self,
+        *,
+        request_uuids: Iterable[str] = (),
+        call_uuids: Iterable[str] = (),
+        interval: float,
+        poller: SharedPoller,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError(f"interval must be positive, got {interval}")
+        self.request_uuids: tuple[str, ...] = tuple(dict.fromkeys(u for u in request_uuids if u))
+        self.call_uuids: tuple[str, ...] = tuple(dict.fromkeys(u for u in call_uuids if u))
+        self.interval = interval
+        self.records: list[CallRecord] | None = None
+        self._poller = poller
+        #: A poll result arrived that :meth:`wait` has not returned yet.
+        self._updated = False
+        self._waiter: asyncio.Future[None] | None = None
+        #: The rows delivered so far, by row id (their versions tell a change from a re-read).
+        self._rows: dict[int, CallChange] = {}
+        #: Whether a poll has loaded this subscriber's rows (from then on it is kept current by the cursor).
+        self._loaded = False
+        self._reported = False
+
+    def __repr__(self) -> str:
+        return (
+            f"Subscription(request_uuids={self.request_uuids!r}, call_uuids={self.call_uuids!r}, "
+            f"interval={self.interval!r}, records={self.records!r})"
+        )
+
+    async def __aenter__(self) -> Subscription:
+        self._poller._join(self)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._poller._leave(self)
 
     @property
     def error(self) -> BaseException | None:
         """Why the store cannot be read right now (``None`` while it answers)."""
-        return self._poller._error if self._poller is not None else None
+        return self._poller._error
 
     @property
     def polled_at(self) -> float | None:
         """Epoch seconds of the last successful poll that covered this subscriber (``None``: none yet)."""
-        return self._poller._polled_at if self._poller is not None and self._loaded else None
+        return self._poller._polled_at if self._loaded else None
 
     @property
     def last_callback_at(self) -> float | None:
         """Epoch seconds of the newest callback in the store (any call), as last seen by the poller."""
-        return self._poller._last_callback_at if self._poller is not None else None
+        return self._poller._last_callback_at
 
     @property
     def failing_since(self) -> float | None:
         """Epoch seconds since which every poll has failed (``None`` while the store answers)."""
-        return self._poller._failing_since if self._poller is not None else None
+        return self._poller._failing_since
 
     async def wait(self, timeout: float) -> bool:
         """Wait until the next poll result arrives, or ``timeout`` seconds; ``True`` if one arrived.
@@ -80,15 +130,15 @@ class Subscription:
             poller's task rather than in the waiter's: the wait ends with it, as it would have.
         """
         self._raise_fatal()
-        if self._poller is not None:
-            self._poller._ensure_running()  # revive a poller whose task was cancelled under us
+        self._poller._ensure_running()  # revive a poller whose task was cancelled under us
         if not self._updated:
             # A bare future and a timer rather than wait_for(Event.wait()), which makes a task per wait:
             # 10,000 waiters re-arm their waits all the time, and every object counts for the garbage
-            # collector's full passes.
+            # collector's full passes. The timer runs in the poller's one context (it only resolves the
+            # future), rather than in a copy of the caller's made for each timer.
             loop = asyncio.get_running_loop()
             waiter = self._waiter = loop.create_future()
-            timer = loop.call_later(max(timeout, 0.0), _resolve, waiter)
+            timer = loop.call_later(max(timeout, 0.0), _resolve, waiter, context=self._poller._context)
             try:
                 await waiter
             finally:
@@ -101,7 +151,7 @@ class Subscription:
         return True
 
     def _raise_fatal(self) -> None:
-        fatal = self._poller._fatal if self._poller is not None else None
+        fatal = self._poller._fatal
         if fatal is not None:
             raise fatal
 
