@@ -18,9 +18,19 @@ from _ledger_helpers import store_callback
 from vobiz_provider.config import VobizSettings
 from vobiz_provider.correlation import CorrelationToken
 from vobiz_provider.exceptions import LedgerUnavailableError
-from vobiz_provider.ledger import CallLedger, dispose_ledgers, get_ledger
+from vobiz_provider.ledger import CallLedger, dispose_ledgers, get_ledger, schema
+from vobiz_provider.ledger.binding import load_tries
 from vobiz_provider.ledger.callback_columns import dedupe_key
-from vobiz_provider.ledger.schema import SCHEMA_VERSION, calls, events, nonces, placements, schema_version
+from vobiz_provider.ledger.schema import (
+    FIRED_OF_TRY_INDEX,
+    SCHEMA_VERSION,
+    STEPS,
+    calls,
+    events,
+    nonces,
+    placements,
+    schema_version,
+)
 from vobiz_provider.models.record import CallRecord
 
 if TYPE_CHECKING:
@@ -150,6 +160,53 @@ def test_newer_schema_is_refused(store: CallLedger, store_url: str) -> None:
         conn.execute(schema_version.update().values(version=SCHEMA_VERSION + 1))
     with pytest.raises(RuntimeError, match="newer than this provider"):
         CallLedger(store_url).upgrade()
+
+
+def test_upgrade_indexes_the_fired_calls_of_a_try_and_keeps_counting_them(store_url: str) -> None:
+    before = STEPS.index(schema._step_9)
+    url = sa.engine.make_url(store_url)
+    if url.get_backend_name() == "postgresql":
+        url = url.set(drivername="postgresql+psycopg2")
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # a store of the release before
+        schema_version.create(conn)
+        for step in STEPS[:before]:
+            step(conn)
+        now = dt.datetime.now(dt.timezone.utc)
+        conn.execute(schema_version.insert().values(id=1, version=before, upgraded_at=now))
+        assert FIRED_OF_TRY_INDEX[0] not in {i["name"] for i in sa.inspect(conn).get_indexes(calls.name)}
+    engine.dispose()
+    store = CallLedger(store_url)
+    try:
+        owner = _token(try_number=2)
+        store.register_fired_calls(
+            request_uuids=["r-1", "r-2"], destinations=["919000000001", "919000000002"], correlation=owner
+        )
+        assert store.upgrade() == SCHEMA_VERSION
+        with store.engine.connect() as conn:
+            assert FIRED_OF_TRY_INDEX[0] in {i["name"] for i in sa.inspect(conn).get_indexes(calls.name)}
+            known = load_tries(conn, [(owner.ti_key, 2), (owner.ti_key, 1)], [])
+        assert (known[(owner.ti_key, 2)].destinations, known[(owner.ti_key, 1)].destinations) == (2, 0)
+    finally:
+        store.dispose()
+
+
+def test_the_fired_calls_of_a_try_are_counted_from_the_index_alone(sqlite_url: str) -> None:
+    """SQLite's plan for the binding query reads no call row: a try that dialled many destinations costs
+    every batch of its callbacks an index range, not a row lookup per call."""
+    from vobiz_provider.ledger.binding import _PLACEMENTS_OF
+
+    store = CallLedger(sqlite_url)
+    try:
+        store.upgrade()
+        with store.engine.connect() as conn:
+            query = _PLACEMENTS_OF.params(b_ti_keys=["calls/run/ring/-1"])
+            sql = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
+            plan = [str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")]
+    finally:
+        store.dispose()
+    [calls_step] = [step for step in plan if "vobiz_calls" in step]
+    assert calls_step.startswith(f"SEARCH vobiz_calls USING COVERING INDEX {FIRED_OF_TRY_INDEX[0]} "), plan
 
 
 # -- callbacks ---------------------------------------------------------------------------------------------
