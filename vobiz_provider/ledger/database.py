@@ -18,6 +18,7 @@ import importlib.util
 import os.path
 import struct
 import threading
+import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -49,6 +50,37 @@ _RETRYABLE_PGCODES: Final = frozenset({"40001", "40P01"})
 _ADVISORY_LOCKS: Final = sa.text(
     "SELECT pg_advisory_xact_lock(:namespace, key) FROM unnest(CAST(:keys AS integer[])) AS key ORDER BY key"
 )
+
+
+#: Seconds a pooled PostgreSQL connection may sit unused before it is checked (a round trip) when next taken.
+PING_AFTER_IDLE: float = 1.0
+_IDLE_SINCE: Final = "vobiz_idle_since"
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Check a pooled connection before use only when it has been idle for :data:`PING_AFTER_IDLE` seconds.
+
+    SQLAlchemy's ``pool_pre_ping`` checks at every checkout: a round trip per transaction, which for the
+    receiver's writer is one per group-commit batch, on a connection it used a moment ago. A connection
+    that fails the check is replaced before the transaction starts (the pool's own recovery); one that dies
+    while in use, or within the idle window, fails its transaction, and the pool replaces every connection
+    of that server at the disconnect.
+    """
+    dbapi_error: type[Exception] = getattr(engine.dialect.dbapi, "Error", Exception)
+
+    @sa.event.listens_for(engine, "checkin")
+    def _checked_in(dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        idle_since = record.info.pop(_IDLE_SINCE, None)
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE:
+            return  # a new connection, or one used a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except dbapi_error as err:
+            raise sa_exc.DisconnectionError(f"pooled connection is gone: {err}") from err
 
 
 class Conflict(Exception):
@@ -120,19 +152,26 @@ class Database:
         if backend == "sqlite":
             return self._create_sqlite_engine(echo=echo)
         if backend == "postgresql":
+            url = _with_postgres_driver(self.url)
+            options: dict[str, Any] = {}
+            if url.get_driver_name() == "psycopg2":
+                # psycopg2's executemany is a round trip per row: send UPDATEs in pages, as INSERTs are.
+                options["executemany_mode"] = "values_plus_batch"
             try:
-                return sa.create_engine(
-                    _with_postgres_driver(self.url),
+                engine = sa.create_engine(
+                    url,
                     echo=echo,
                     future=True,
-                    pool_pre_ping=True,
                     connect_args={"connect_timeout": max(1, round(self.busy_timeout))},
+                    **options,
                 )
             except ImportError as err:
                 raise ImportError(
                     f"a PostgreSQL callback store needs a driver ({err}); install "
                     "'airflow-provider-vobiz[postgres]' (psycopg2)"
                 ) from err
+            _ping_when_idle(engine)
+            return engine
         raise ValueError(
             f"unsupported callback store {self.describe()!r}: use a sqlite:/// or postgresql:// URL"
         )
