@@ -74,10 +74,25 @@ class B2Config:
     #: Callbacks per second no receiver here reaches: the calls recorded before a load cover it (a receiver
     #: that runs out is reported, and fails the stored == sent check).
     max_rate: int = 2500
+    #: ``--workers`` counts compared on PostgreSQL at the highest concurrency, unpinned (empty: skipped).
+    workers: tuple[int, ...] = (1, 2)
+    #: Concurrency levels at which the floor runs (SQLite; informational).
+    floor_concurrency: tuple[int, ...] = (64,)
 
 
 FULL = B2Config()
-SMOKE = B2Config(concurrency=(1, 8), duration=1.0, repetitions=1, warmup=1.0, step_samples=5, max_rate=500)
+SMOKE = B2Config(
+    concurrency=(1, 8),
+    duration=1.0,
+    repetitions=1,
+    warmup=1.0,
+    step_samples=5,
+    max_rate=500,
+    floor_concurrency=(8,),
+)
+#: A receiver with N workers faster than one by at least this factor scales (2 CPUs, which PostgreSQL and
+#: wrk share with it).
+WORKERS_SCALING_TARGET = 1.15
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -428,6 +443,7 @@ def _bench_backend(
 ) -> tuple[list[Row], Ledger, int, int]:
     rows: list[Row] = []
     ledger = Ledger()
+    workers: dict[int, list[LoadResult]] = {}
     with store_url(backend, "b2") as url:
         receiver_port, bare_port = free_port(), free_port()
         base_url = f"http://127.0.0.1:{receiver_port}/vobiz"
@@ -452,6 +468,9 @@ def _bench_backend(
             workdir / f"bare-{backend}.log",
         )
         bare_root = f"http://127.0.0.1:{bare_port}"
+        worker_servers = (
+            _start_workers(url, config, workdir) if backend == "postgresql" and config.workers else {}
+        )
         floor = floor_root = None
         if backend == "sqlite":
             floor_port = free_port()
@@ -499,7 +518,7 @@ def _bench_backend(
                     bare_result = run_wrk(bare_root, bare_file, connections=concurrency, duration=seconds)
                     floor_result = (
                         run_wrk(floor_root, bare_file, connections=concurrency, duration=seconds)
-                        if floor_root
+                        if floor_root and concurrency in config.floor_concurrency
                         else None
                     )
                     result = run_wrk(
@@ -518,13 +537,101 @@ def _bench_backend(
                     + (f", floor {median([r.throughput for r in row.floor]):.0f}/s" if row.floor else "")
                 )
                 rows.append(row)
+            if worker_servers:
+                workers = _bench_workers(worker_servers, url, config, workdir, ledger, log)
             stored, duplicate_rows = ledger.settle(url)
         finally:
             stop_process(receiver)
             stop_process(bare)
+            for _, process in worker_servers.values():
+                stop_process(process)
             if floor is not None:
                 stop_process(floor)
-    return rows, ledger, stored, duplicate_rows
+    return rows, workers, ledger, stored, duplicate_rows
+
+
+def _start_workers(
+    url: str, config: B2Config, workdir: Path
+) -> dict[int, tuple[str, subprocess.Popen[bytes]]]:
+    """Start ``vobiz-callbacks serve --workers N`` for each N of ``config.workers`` on the store at ``url``.
+
+    Not pinned: N processes need N CPUs (wrk stays on its own). Returns each one's root URL and process.
+    """
+    servers: dict[int, tuple[str, subprocess.Popen[bytes]]] = {}
+    for count in config.workers:
+        port = free_port()
+        base_url = f"http://127.0.0.1:{port}/vobiz"
+        command = [*_receiver_command(port), "--workers", str(count)]
+        servers[count] = (
+            base_url,
+            _start(command, receiver_env(url, base_url), workdir / f"rx-w{count}.log"),
+        )
+    return servers
+
+
+def _bench_workers(
+    servers: dict[int, tuple[str, subprocess.Popen[bytes]]],
+    url: str,
+    config: B2Config,
+    workdir: Path,
+    ledger: Ledger,
+    log: Any,
+) -> dict[int, list[LoadResult]]:
+    """Load each of :func:`_start_workers`'s receivers at the highest concurrency, the counts interleaved.
+
+    What they store is counted in ``ledger`` with the rest (settle it before stopping them: the callbacks
+    they missed are sent to them again).
+    """
+    connections = max(config.concurrency)
+    results: dict[int, list[LoadResult]] = {count: [] for count in servers}
+    runs = [(config.warmup, False)] + [(config.duration, True)] * config.repetitions
+    factories = {}
+    for count, (base_url, process) in servers.items():
+        wait_for_http(f"{base_url}/health", process=process)
+        rate = config.max_rate * count  # N processes may go N times as fast
+        factories[count] = CallbackFactory(
+            base_url, url, capacity=int(sum(seconds for seconds, _ in runs) * rate) + len(runs)
+        )
+    for seconds, measured in runs:
+        for count, factory in factories.items():
+            made = factory.write(workdir / "requests.txt", int(seconds * config.max_rate * count) + 1)
+            result = run_wrk(
+                factory.root, workdir / "requests.txt", connections=connections, duration=seconds
+            )
+            ledger.add(result, made)
+            if measured:
+                results[count].append(result)
+    log(
+        "  B2 postgresql --workers: "
+        + ", ".join(
+            f"{count}: {median([r.throughput for r in each]):.0f}/s" for count, each in results.items()
+        )
+    )
+    return results
+
+
+def _workers_check(workers: dict[int, list[LoadResult]], connections: int) -> tuple[Check, str]:
+    """The scaling check of :func:`_bench_workers`'s runs, and a note with every count's figures."""
+    rates = {count: median([r.throughput for r in runs]) for count, runs in workers.items()}
+    p99s = {count: median([r.p99 for r in runs]) for count, runs in workers.items()}
+    one, most = min(rates), max(rates)
+    scaling = rates[most] / rates[one] if rates[one] else 0.0
+    check = Check(
+        name=f"B2 PostgreSQL, --workers {most} vs {one}, {connections} connections, unpinned",
+        measured=f"{scaling:.2f}x ({rates[most]:,.0f} vs {rates[one]:,.0f}/s)",
+        target=f"≥ {WORKERS_SCALING_TARGET:.2f}x (2 CPUs, shared with PostgreSQL and wrk)",
+        passed=scaling >= WORKERS_SCALING_TARGET,
+    )
+    note = (
+        f"PostgreSQL, `vobiz-callbacks serve --workers N` at {connections} connections, servers not pinned "
+        "(wrk still on its CPU), medians over the runs: "
+        + "; ".join(
+            f"{count} worker{'s' if count > 1 else ''} {rates[count]:,.0f}/s, p99 {p99s[count] * 1000:.1f} ms"
+            for count in rates
+        )
+        + f" ({scaling:.2f}x). Every worker is a receiver process with its own group-commit writer."
+    )
+    return check, note
 
 
 def _floor_cell(floor: list[LoadResult], bare_tp: float) -> str:
@@ -562,7 +669,8 @@ def run(*, smoke: bool = False, log: Any = print) -> Section:
             "`benchmarks/b2_floor.py`): a raw ASGI app on the same uvicorn that runs the receiver's own "
             "token, signature and callback-model checks and group-commits each callback into one table of a "
             "SQLite WAL file (synchronous=FULL) before answering, and nothing else: how much of the bare "
-            "route the checks and a durable write leave, with the bare route's callbacks."
+            "route the checks and a durable write leave, with the bare route's callbacks (at "
+            f"{', '.join(map(str, config.floor_concurrency))} connections)."
         ),
         headers=[
             "store",
@@ -580,7 +688,9 @@ def run(*, smoke: bool = False, log: Any = print) -> Section:
     )
     with tempfile.TemporaryDirectory(prefix="vobiz-bench-b2-") as directory:
         for backend in backends:
-            rows, ledger, stored, duplicate_rows = _bench_backend(backend, config, Path(directory), log)
+            rows, workers, ledger, stored, duplicate_rows = _bench_backend(
+                backend, config, Path(directory), log
+            )
             name = "SQLite" if backend == "sqlite" else "PostgreSQL"
             with store_url(backend, "b2_steps") as steps_url:
                 steps = stage_costs(steps_url, samples=config.step_samples)
@@ -631,6 +741,10 @@ def run(*, smoke: bool = False, log: Any = print) -> Section:
                             passed=p99 < P99_TARGET,
                         )
                     )
+            if workers:
+                check, note = _workers_check(workers, max(config.concurrency))
+                section.checks.append(check)
+                section.notes.append(note)
             sent = len(ledger.sent)
             lost = max(0, ledger.missing - ledger.unanswered)
             never = ledger.resent.get("never acknowledged", 0)
