@@ -440,7 +440,7 @@ class Row:
 
 def _bench_backend(
     backend: str, config: B2Config, workdir: Path, log: Any
-) -> tuple[list[Row], Ledger, int, int]:
+) -> tuple[list[Row], dict[int, list[LoadResult]], Ledger, int, int]:
     rows: list[Row] = []
     ledger = Ledger()
     workers: dict[int, list[LoadResult]] = {}

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import sqlalchemy as sa
+
 from vobiz_provider.correlation import CREDENTIALS_USER, KINDS_OF_URL, CorrelationToken, callback_url
+from vobiz_provider.ledger.schema import STEPS, schema_version
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -103,3 +107,20 @@ def bare_url(url: str) -> str:
     parts = urlsplit(url)
     assert parts.username == CREDENTIALS_USER and parts.password, f"no callback credentials in {url!r}"
     return url.replace(f"{parts.username}:{parts.password}@", "", 1)
+
+
+def store_of_version(store_url: str, version: int) -> sa.engine.Engine:
+    """The store at ``store_url`` as the release of schema ``version`` left it: its first ``version`` upgrade
+    steps run and that version recorded. Returns an engine on it (dispose it), to add that release's rows.
+    """
+    url = sa.engine.make_url(store_url)
+    if url.get_backend_name() == "postgresql":
+        url = url.set(drivername="postgresql+psycopg2")
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        schema_version.create(conn)
+        for step in STEPS[:version]:
+            step(conn)
+        upgraded_at = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+        conn.execute(schema_version.insert().values(id=1, version=version, upgraded_at=upgraded_at))
+    return engine

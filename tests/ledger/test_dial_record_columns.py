@@ -6,11 +6,11 @@ from __future__ import annotations
 import datetime as dt
 
 import sqlalchemy as sa
-from _ledger_helpers import store_callback
+from _ledger_helpers import store_callback, store_of_version
 
 from vobiz_provider.correlation import CorrelationToken
 from vobiz_provider.ledger import CallLedger, schema
-from vobiz_provider.ledger.schema import SCHEMA_VERSION, STEPS, calls, schema_version
+from vobiz_provider.ledger.schema import SCHEMA_VERSION, STEPS, calls
 
 TRY = CorrelationToken(dag_id="alerts", run_id="r1", task_id="page", conn_id="vobiz_default")
 TO = "+14155550121"
@@ -76,15 +76,10 @@ def test_other_routes_never_write_the_dial_and_recording_columns(store: CallLedg
 
 
 def test_upgrade_adds_the_columns_and_keeps_the_calls(store_url: str) -> None:
-    url = sa.engine.make_url(store_url)
-    engine = sa.create_engine(url)
     now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
-    before = STEPS.index(schema._step_7)  # the step that adds the Dial and Record columns
-    with engine.begin() as conn:  # a store of the release before: every step before that one
-        schema_version.create(conn)
-        for step in STEPS[:before]:
-            step(conn)
-        conn.execute(schema_version.insert().values(id=1, version=before, upgraded_at=now))
+    # A store of the release before: every step before the one that adds the Dial and Record columns.
+    engine = store_of_version(store_url, STEPS.index(schema._step_7))
+    with engine.begin() as conn:
         old_columns = {c["name"] for c in sa.inspect(conn).get_columns(calls.name)}
         assert "recording_url" not in old_columns
         conn.execute(

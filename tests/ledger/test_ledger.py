@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
-from _ledger_helpers import store_callback
+from _ledger_helpers import store_callback, store_of_version
 
 from vobiz_provider.config import VobizSettings
 from vobiz_provider.correlation import CorrelationToken
@@ -163,17 +163,8 @@ def test_newer_schema_is_refused(store: CallLedger, store_url: str) -> None:
 
 
 def test_upgrade_indexes_the_fired_calls_of_a_try_and_keeps_counting_them(store_url: str) -> None:
-    before = STEPS.index(schema._step_9)
-    url = sa.engine.make_url(store_url)
-    if url.get_backend_name() == "postgresql":
-        url = url.set(drivername="postgresql+psycopg2")
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:  # a store of the release before
-        schema_version.create(conn)
-        for step in STEPS[:before]:
-            step(conn)
-        now = dt.datetime.now(dt.timezone.utc)
-        conn.execute(schema_version.insert().values(id=1, version=before, upgraded_at=now))
+    engine = store_of_version(store_url, STEPS.index(schema._step_9))  # a store of the release before
+    with engine.connect() as conn:
         assert FIRED_OF_TRY_INDEX[0] not in {i["name"] for i in sa.inspect(conn).get_indexes(calls.name)}
     engine.dispose()
     store = CallLedger(store_url)

@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
+from _ledger_helpers import store_of_version
 
 from vobiz_provider.correlation import CorrelationToken
 from vobiz_provider.ledger import CallLedger
-from vobiz_provider.ledger.schema import SCHEMA_VERSION, STEPS, placements, schema_version
+from vobiz_provider.ledger.schema import SCHEMA_VERSION, placements
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -74,18 +75,10 @@ def test_settle_calls_marks_the_placement_of_the_try_that_recorded_them(store: C
 
 
 def test_upgrade_from_version_3_adds_settled_at_and_keeps_the_placements(store_url: str) -> None:
-    url = sa.engine.make_url(store_url)
-    if url.drivername == "postgresql":
-        url = url.set(drivername="postgresql+psycopg2")
-    engine = sa.create_engine(url)
     opened = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
-    with engine.begin() as conn:  # a store written by the previous release (schema 3, no settled_at)
-        schema_version.create(conn)
-        STEPS[0](conn)
-        STEPS[1](conn)
-        STEPS[2](conn)
+    engine = store_of_version(store_url, 3)  # a store written by the previous release (schema 3)
+    with engine.begin() as conn:  # ... which had no settled_at
         conn.execute(sa.text("ALTER TABLE vobiz_placements DROP COLUMN settled_at"))
-        conn.execute(schema_version.insert().values(id=1, version=3, upgraded_at=opened))
         conn.execute(
             sa.text(
                 "INSERT INTO vobiz_placements (ti_key, try_number, opened_at, expires_at, destinations) "

@@ -287,10 +287,14 @@ CALL_VIEW_INDEXES: tuple[tuple[str, str], ...] = (
 )
 
 
+def _create_calls_index(conn: Connection, name: str, columns: str) -> None:
+    conn.execute(sa.text(f"CREATE INDEX IF NOT EXISTS {name} ON {calls.name} ({columns})"))
+
+
 def _step_5(conn: Connection) -> None:
     """Version 5: the calls by DAG, run and status, newest first (the calls page's filtered pages)."""
     for name, columns in CALL_VIEW_INDEXES:
-        conn.execute(sa.text(f"CREATE INDEX IF NOT EXISTS {name} ON {calls.name} ({columns})"))
+        _create_calls_index(conn, name, columns)
 
 
 def _step_6(conn: Connection) -> None:
@@ -320,8 +324,7 @@ FIRED_OF_TRY_INDEX: tuple[str, str] = ("ix_vobiz_calls_fired_of_try", "ti_key, t
 
 def _step_9(conn: Connection) -> None:
     """Version 9: the fired calls of a try, counted from an index alone (:data:`FIRED_OF_TRY_INDEX`)."""
-    name, columns = FIRED_OF_TRY_INDEX
-    conn.execute(sa.text(f"CREATE INDEX IF NOT EXISTS {name} ON {calls.name} ({columns})"))
+    _create_calls_index(conn, *FIRED_OF_TRY_INDEX)
 
 
 #: The upgrade steps, in order; step ``i`` (0-based) brings the schema to version ``i + 1``.
