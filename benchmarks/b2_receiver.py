@@ -59,6 +59,8 @@ if TYPE_CHECKING:
 CONCURRENCY = (1, 8, 64)
 P99_TARGET = 0.050
 THROUGHPUT_RATIO_TARGET = 0.5
+#: The paced runs offer this share of what the receiver answered closed-loop (:func:`_bench_paced`).
+PACED_SHARE = 0.5
 #: Distinct correlation tokens used (one per simulated task instance).
 TOKENS = 500
 LUA_SCRIPT = Path(__file__).with_name("b2_replay.lua")
@@ -78,6 +80,9 @@ class B2Config:
     workers: tuple[int, ...] = (1, 2)
     #: Concurrency levels at which the floor runs (SQLite; informational).
     floor_concurrency: tuple[int, ...] = (64,)
+    #: Share of the receiver's closed-loop throughput offered in the paced runs at the highest concurrency
+    #: (0: no paced runs).
+    paced_share: float = PACED_SHARE
 
 
 FULL = B2Config()
@@ -245,8 +250,13 @@ class CallbackFactory:
         return made
 
 
-def run_wrk(root: str, requests_file: Path, *, connections: int, duration: float) -> LoadResult:
-    """Replay ``requests_file`` at ``root`` with ``connections`` wrk connections for ``duration`` s."""
+def run_wrk(
+    root: str, requests_file: Path, *, connections: int, duration: float, think: float = 0.0
+) -> LoadResult:
+    """Replay ``requests_file`` at ``root`` with ``connections`` wrk connections for ``duration`` s.
+
+    :param think: Mean seconds each connection waits after an answer (exponential): 0 for a closed loop.
+    """
     wrk = shutil.which("wrk")
     if wrk is None:
         raise RuntimeError("wrk is not installed (Debian: apt-get install wrk)")
@@ -264,6 +274,7 @@ def run_wrk(root: str, requests_file: Path, *, connections: int, duration: float
         "--",
         str(requests_file),
         "1",
+        *([f"{think * 1000:.0f}"] if think > 0 else []),
     ]
     output = subprocess.run(command, check=True, capture_output=True, text=True, timeout=duration + 60).stdout
     line = next((each for each in output.splitlines() if each.startswith("B2JSON ")), None)
@@ -436,6 +447,9 @@ class Row:
     receiver: list[LoadResult]
     #: The floor's runs (:mod:`benchmarks.b2_floor`; SQLite only).
     floor: list[LoadResult] = field(default_factory=list)
+    #: Mean seconds each connection waits between an answer and its next request (paced runs); 0 when
+    #: closed-loop.
+    think: float = 0.0
 
 
 def _bench_backend(
@@ -537,6 +551,15 @@ def _bench_backend(
                     + (f", floor {median([r.throughput for r in row.floor]):.0f}/s" if row.floor else "")
                 )
                 rows.append(row)
+            if config.paced_share > 0:
+                rows.append(
+                    _bench_paced(rows[-1], bare_root, bare_file, base_url, url, config, workdir, ledger)
+                )
+                log(
+                    f"  B2 {backend} c={rows[-1].concurrency} paced: receiver "
+                    f"p99 {median([r.p99 for r in rows[-1].receiver]) * 1000:.1f} ms at "
+                    f"{median([r.throughput for r in rows[-1].receiver]):.0f}/s"
+                )
             if worker_servers:
                 workers = _bench_workers(worker_servers, url, config, workdir, ledger, log)
             stored, duplicate_rows = ledger.settle(url)
@@ -548,6 +571,47 @@ def _bench_backend(
             if floor is not None:
                 stop_process(floor)
     return rows, workers, ledger, stored, duplicate_rows
+
+
+def _bench_paced(
+    saturated: Row,
+    bare_root: str,
+    bare_file: Path,
+    base_url: str,
+    url: str,
+    config: B2Config,
+    workdir: Path,
+    ledger: Ledger,
+) -> Row:
+    """Latency below saturation: the receiver and the bare route at ``saturated``'s concurrency, each
+    connection waiting a random time after an answer so that about ``config.paced_share`` of the receiver's
+    closed-loop throughput is offered (the same wait for both, runs interleaved).
+
+    A closed loop measures queueing at saturation: with C connections, a server answering X/s keeps each
+    request waiting C / X s on average, whatever its own latency. Vobiz's callbacks arrive as calls end,
+    independently of how fast earlier ones were answered; these runs show the latency of such traffic.
+    """
+    connections = saturated.concurrency
+    rate = median([r.throughput for r in saturated.receiver])
+    think = connections / (config.paced_share * rate) if rate else 1.0
+    row = Row(backend=saturated.backend, concurrency=connections, bare=[], receiver=[], think=think)
+    per_run = int(config.duration * rate) + 1  # about twice what a run offers
+    calls = CallbackFactory(base_url, url, capacity=config.repetitions * per_run)
+    for _ in range(config.repetitions):
+        made = calls.write(workdir / "requests.txt", per_run)
+        row.bare.append(
+            run_wrk(bare_root, bare_file, connections=connections, duration=config.duration, think=think)
+        )
+        result = run_wrk(
+            calls.root,
+            workdir / "requests.txt",
+            connections=connections,
+            duration=config.duration,
+            think=think,
+        )
+        ledger.add(result, made)
+        row.receiver.append(result)
+    return row
 
 
 def _start_workers(
@@ -670,7 +734,12 @@ def run(*, smoke: bool = False, log: Any = print) -> Section:
             "token, signature and callback-model checks and group-commits each callback into one table of a "
             "SQLite WAL file (synchronous=FULL) before answering, and nothing else: how much of the bare "
             "route the checks and a durable write leave, with the bare route's callbacks (at "
-            f"{', '.join(map(str, config.floor_concurrency))} connections)."
+            f"{', '.join(map(str, config.floor_concurrency))} connections). Paced rows: at "
+            f"{max(config.concurrency)} connections, each connection waits a random time (exponential) after "
+            "an answer before its next callback, so that about "
+            f"{config.paced_share:.0%} of the receiver's closed-loop rate is offered, to both servers alike: "
+            "the latency of callbacks that arrive as calls end rather than as fast as they are answered "
+            "(a closed loop of C connections at X/s holds each request C / X s on average)."
         ),
         headers=[
             "store",
@@ -708,13 +777,16 @@ def run(*, smoke: bool = False, log: Any = print) -> Section:
                 p99 = median([r.p99 for r in row.receiver])
                 other = sum(r.other for r in row.receiver)
                 errors = sum(r.errors for r in row.receiver)
+                paced = row.think > 0
                 section.rows.append(
                     [
                         name,
-                        str(row.concurrency),
+                        f"{row.concurrency}, paced (mean wait {row.think * 1000:.0f} ms)"
+                        if paced
+                        else str(row.concurrency),
                         fmt_int(receiver_tp),
                         fmt_int(bare_tp),
-                        fmt(ratio * 100, 0, " %"),
+                        "-" if paced else fmt(ratio * 100, 0, " %"),
                         fmt_ms(median([r.p50 for r in row.receiver]), 1),
                         fmt_ms(p99, 1),
                         fmt_ms(median([r.p50 for r in row.bare]), 1),
@@ -724,6 +796,19 @@ def run(*, smoke: bool = False, log: Any = print) -> Section:
                     ]
                 )
                 label = f"{row.concurrency} connection{'s' if row.concurrency > 1 else ''}, {name}"
+                if paced:
+                    section.checks.append(
+                        Check(
+                            name=f"B2 p99 latency below saturation, {label}, paced",
+                            measured=(
+                                f"{p99 * 1000:.1f} ms at {receiver_tp:,.0f}/s (bare route "
+                                f"{median([r.p99 for r in row.bare]) * 1000:.1f} ms)"
+                            ),
+                            target=f"informational: about {config.paced_share:.0%} of the closed-loop rate",
+                            passed=True,
+                        )
+                    )
+                    continue
                 section.checks.append(
                     Check(
                         name=f"B2 throughput vs bare route, {label}",

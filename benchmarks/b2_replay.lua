@@ -1,9 +1,12 @@
 -- wrk script of B2 (benchmarks/b2_receiver.py): replays pre-generated, signed, distinct callbacks.
 --
--- Arguments (wrk ... -- FILE THREADS): the requests file holds three lines per request: the path with its
--- query string, the headers as "Name: value" joined by tabs, and the form-encoded body. Thread t of
+-- Arguments (wrk ... -- FILE THREADS [THINK_MS]): the requests file holds three lines per request: the path
+-- with its query string, the headers as "Name: value" joined by tabs, and the form-encoded body. Thread t of
 -- THREADS sends requests t, t+THREADS, t+2*THREADS, ... each once (distinct calls and nonces); a thread
--- that runs out repeats its last request and counts it in "exhausted". done() prints one line:
+-- that runs out repeats its last request and counts it in "exhausted". With THINK_MS > 0, each connection
+-- waits a random time (exponential, mean THINK_MS milliseconds) after an answer before its next request:
+-- callbacks then arrive spread out, at about connections / THINK_MS per millisecond, as independent calls
+-- hang up, instead of as fast as the server answers. done() prints one line:
 -- B2JSON {"sent": ..., "ok": ..., "duplicate": ..., "other": ..., "exhausted": ...}
 local threads = {}
 
@@ -17,7 +20,14 @@ local position = 0
 sent, ok, duplicate, other, exhausted = 0, 0, 0, 0, 0
 
 function init(args)
-  local path, stride = args[1], tonumber(args[2])
+  local path, stride, think = args[1], tonumber(args[2]), tonumber(args[3] or "0")
+  if think > 0 then
+    math.randomseed(os.time() + id)
+    -- wrk checks for a global delay() after init(): defined only when asked for.
+    delay = function()
+      return math.floor(-math.log(1 - math.random()) * think + 0.5)
+    end
+  end
   local lines = {}
   for line in io.lines(path) do
     lines[#lines + 1] = line
