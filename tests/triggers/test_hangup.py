@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from _ledger_helpers import place
 from _waiting import async_wait_until
-from trigger_support import answer_form, correlation, deliver, hangup_form, new_uuid, ring_form
+from trigger_support import (
+    answer_form,
+    correlation,
+    deliver,
+    hangup_form,
+    live_pollers,
+    new_uuid,
+    ring_form,
+)
 
 from vobiz_provider.models.record import normalise_destination
 from vobiz_provider.triggers.hangup import VobizCallHangupTrigger
@@ -44,9 +52,8 @@ async def first_event(trigger: VobizCallHangupTrigger, timeout: float = 10.0) ->
 
 async def two_more_polls() -> None:
     """Wait until the trigger's poller has run two more polls: at least one began after what was written."""
-    pollers = SharedPoller._registry.setdefault(asyncio.get_running_loop(), {})
     [poller] = await async_wait_until(
-        lambda: [p for p in pollers.values() if p.subscriber_count], what="the trigger to subscribe"
+        lambda: [p for p in live_pollers() if p.subscriber_count], what="the trigger to subscribe"
     )
     done = poller.lookups
     await async_wait_until(lambda: poller.lookups >= done + 2, what="two more polls")
@@ -183,14 +190,13 @@ async def test_restart_keeps_the_absolute_deadline(store: CallLedger) -> None:
     duration = 2.0
     first = make_trigger(request_uuids=[request], deadline=time.time() + duration)
     task = asyncio.create_task(first_event(first))
-    pollers = SharedPoller._registry.setdefault(asyncio.get_running_loop(), {})
-    await async_wait_until(
-        lambda: any(p.subscriber_count == 1 for p in pollers.values()), what="the trigger to subscribe"
+    [poller] = await async_wait_until(
+        lambda: [p for p in live_pollers() if p.subscriber_count == 1], what="the trigger to subscribe"
     )
     task.cancel()  # the triggerer stops
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert all(p.subscriber_count == 0 for p in pollers.values())  # cancelled waiter left cleanly
+    assert poller.subscriber_count == 0  # cancelled waiter left cleanly
 
     _, kwargs = first.serialize()
     second = VobizCallHangupTrigger(**kwargs)

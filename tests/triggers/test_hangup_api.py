@@ -9,12 +9,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from _waiting import async_wait_until
+from trigger_support import live_pollers
 
 from vobiz_provider.hooks.vobiz import VobizHook
 from vobiz_provider.models.call import MakeCallRequest
 from vobiz_provider.testing import CallScript
 from vobiz_provider.triggers.hangup import VobizCallHangupTrigger
-from vobiz_provider.triggers.poller import SharedPoller
 
 if TYPE_CHECKING:
     from vobiz_provider.ledger import CallLedger
@@ -133,11 +133,10 @@ async def test_unknown_connection_without_the_store_is_an_error_event(
 
 async def _killed(trigger: VobizCallHangupTrigger) -> None:
     """What the triggerer does on a user kill: cancel run(), then call on_kill()."""
-    pollers = SharedPoller._registry.setdefault(asyncio.get_running_loop(), {})
     task = asyncio.create_task(first_event(trigger))
     # killed while it waits: once its first poll has loaded its calls
     await async_wait_until(
-        lambda: any(p.subscriber_count and not p._pending for p in pollers.values()),
+        lambda: any(p.subscriber_count and not p._pending for p in live_pollers()),
         what="the trigger to be waiting",
     )
     task.cancel()

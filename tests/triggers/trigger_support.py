@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import uuid
 from typing import TYPE_CHECKING, Any
 
 from _ledger_helpers import store_callback
+
+from vobiz_provider.triggers.poller import SharedPoller
 
 if TYPE_CHECKING:
     from vobiz_provider.ledger import CallLedger
@@ -22,6 +25,15 @@ def correlation(task_id: str = "call", try_number: int = 1) -> Any:
 
 def new_uuid() -> str:
     return str(uuid.uuid4())
+
+
+def live_pollers() -> list[SharedPoller]:
+    """The running loop's shared pollers, read afresh from the registry on every call.
+
+    Never keep the registry's dict of a loop: a poller whose last subscriber left drops that dict, and the
+    next subscriber's poller goes into a new one (a wait on the old dict then never ends).
+    """
+    return list(SharedPoller._registry.get(asyncio.get_running_loop(), {}).values())
 
 
 def base_form(*, call_uuid: str, request_uuid: str, to: str, event: str, status: str) -> dict[str, str]:
