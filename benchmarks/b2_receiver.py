@@ -84,6 +84,10 @@ class B2Config:
     #: (0: no paced runs).
     paced_share: float = PACED_SHARE
 
+    def runs(self) -> list[tuple[float, bool]]:
+        """The runs of one load: ``(seconds, measured)``, a warm-up first, then the measured repetitions."""
+        return [(self.warmup, False)] + [(self.duration, True)] * self.repetitions
+
 
 FULL = B2Config()
 SMOKE = B2Config(
@@ -526,7 +530,7 @@ def _bench_backend(
                     url,
                     capacity=int(config.warmup * config.max_rate) + config.repetitions * per_run,
                 )
-                runs = [(config.warmup, False)] + [(config.duration, True)] * config.repetitions
+                runs = config.runs()
                 for seconds, measured in runs:
                     made = calls.write(workdir / "requests.txt", int(seconds * config.max_rate) + 1)
                     bare_result = run_wrk(bare_root, bare_file, connections=concurrency, duration=seconds)
@@ -650,7 +654,7 @@ def _bench_workers(
     """
     connections = max(config.concurrency)
     results: dict[int, list[LoadResult]] = {count: [] for count in servers}
-    runs = [(config.warmup, False)] + [(config.duration, True)] * config.repetitions
+    runs = config.runs()
     factories = {}
     for count, (base_url, process) in servers.items():
         wait_for_http(f"{base_url}/health", process=process)
